@@ -1,0 +1,179 @@
+/**
+ * Loads the Node-API addon (local build first, then `prebuilds/`) and
+ * describes what it exports. Loading never touches CUDA; the driver and NVRTC
+ * are dlopen'ed by the addon on first GPU use.
+ * @internal
+ * @module
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as errors from './errors.js';
+
+/** Numeric dtype codes shared with native code (native/cpu/attention.h, native/runtime). */
+export const DTYPE_CODE = { bf16: 0, f16: 1, f32: 2, i32: 3, bool: 4 } as const;
+
+/** An opaque device allocation owned by the caching allocator. */
+export interface NativeDeviceBuffer {
+  readonly device: number;
+  readonly bytes: number;
+  /** Device address, for diagnostics. */
+  readonly ptr: bigint;
+  readonly disposed: boolean;
+  /** Returns the block to the allocator's cache (stream-ordered; safe to call twice). */
+  dispose(): void;
+}
+
+/** Strided operand description passed to native kernels (element units). */
+export interface NativeStrided {
+  buffer: NativeDeviceBuffer;
+  offset: number;
+  dtype: number;
+  shape: number[];
+  strides: number[];
+}
+
+export interface NativeCudaStatus {
+  driverLoaded: boolean;
+  driverPath: string;
+  driverError: string;
+  driverVersion: number;
+  deviceCount: number;
+  nvrtcLoaded: boolean;
+  nvrtcPath: string;
+  nvrtcError: string;
+  nvrtcVersion: string;
+  fatbinBytes: number;
+  fatbinArchs: string[];
+}
+
+export interface NativeDeviceProps {
+  index: number;
+  name: string;
+  major: number;
+  minor: number;
+  totalMemory: number;
+  multiprocessors: number;
+  sharedMemoryPerBlockOptin: number;
+}
+
+export interface NativeMemoryStats {
+  allocatedBytes: number;
+  reservedBytes: number;
+  peakAllocatedBytes: number;
+  numAllocs: number;
+  numFrees: number;
+  numCudaMallocs: number;
+  numCacheHits: number;
+  numOomRetries: number;
+}
+
+/** Strided host view for the CPU reference backend (element strides). */
+export interface NativeHostView {
+  data: ArrayBufferView;
+  dtype: number;
+  shape: number[];
+  strides: number[];
+}
+
+/** Serialized mod program for the native VM (see lib/mods and native/cpu/mod_vm.h). */
+export interface NativeModProgram {
+  code: Int32Array;
+  consts: Float64Array;
+  tensors: NativeHostView[];
+  params: Float64Array;
+}
+
+export interface NativeCpuAttentionArgs {
+  q: NativeHostView;
+  k: NativeHostView;
+  v: NativeHostView;
+  scale: number;
+  isCausal: boolean;
+  mask?: NativeHostView;
+  scoreMod?: NativeModProgram;
+  maskMod?: NativeModProgram;
+  blockMask?: {
+    B: number; H: number; numQBlocks: number; numKvBlocks: number;
+    qBlock: number; kvBlock: number;
+    kvNumBlocks: Int32Array; kvIndices: Int32Array;
+    fullKvNumBlocks?: Int32Array; fullKvIndices?: Int32Array;
+  };
+  returnLse: boolean;
+  numThreads?: number;
+}
+
+/** Everything the addon exports. */
+export interface NativeAddon {
+  abiVersion: number;
+  /** Registers the JS error classes so native code throws typed errors. */
+  setErrorClasses(classes: Record<string, unknown>): void;
+
+  // native/cuda
+  cudaStatus(): NativeCudaStatus;
+  deviceProps(index: number): NativeDeviceProps;
+
+  // native/runtime
+  alloc(device: number, bytes: number): NativeDeviceBuffer;
+  copyHtoD(dst: NativeDeviceBuffer, byteOffset: number, src: ArrayBufferView): void;
+  copyDtoH(src: NativeDeviceBuffer, byteOffset: number, bytes: number): Promise<ArrayBuffer>;
+  copyDtoD(dst: NativeDeviceBuffer, dstByteOffset: number, src: NativeDeviceBuffer, srcByteOffset: number, bytes: number): void;
+  memset(dst: NativeDeviceBuffer, byteOffset: number, bytes: number, value: number): void;
+  randn(dst: NativeDeviceBuffer, offset: number, numel: number, dtype: number, seed: bigint, subsequence: bigint): void;
+  /** dst (contiguous, dstDtype) = cast(src strided). */
+  castStrided(src: NativeStrided, dst: NativeDeviceBuffer, dstOffset: number, dstDtype: number): void;
+  synchronize(device: number): Promise<void>;
+  memoryStats(device: number): NativeMemoryStats;
+  emptyCache(device: number): void;
+
+  // native/cpu
+  cpuAttention(args: NativeCpuAttentionArgs): Promise<{ out: Float32Array; lse?: Float32Array }>;
+  hardwareConcurrency(): number;
+}
+
+/** Package root: the nearest folder above this file holding flexattn's package.json
+ * (lib/ when run from source by vitest, dist/lib/ when compiled). */
+export const packageRoot = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
+
+function findPackageRoot(start: string): string {
+  let dir = start;
+  for (let i = 0; i < 5; i++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string };
+      if (pkg.name === 'flexattn') return dir;
+    } catch { /* keep walking up */ }
+    dir = dirname(dir);
+  }
+  return join(start, '..', '..');
+}
+
+let cached: NativeAddon | undefined;
+let loadError: Error | undefined;
+
+/** Returns the addon, loading it on first use. Throws a descriptive error if it cannot load. */
+export function native(): NativeAddon {
+  if (cached) return cached;
+  if (loadError) throw loadError;
+  const require = createRequire(import.meta.url);
+  try {
+    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
+    const addon = load(packageRoot);
+    addon.setErrorClasses({ ...errors });
+    cached = addon;
+    return addon;
+  } catch (e) {
+    loadError = new errors.FlexAttnError(
+      `flexattn: the native addon failed to load: ${(e as Error).message}\n` +
+      'Possible solutions:\n' +
+      '  - Build it from source: `npm run build:native` (needs cmake and a C++17 compiler; nvcc optional)\n' +
+      '  - Reinstall the package so a prebuilt binary for linux-x64 is picked up: `npm install flexattn`\n' +
+      '  - A prebuilt binary needs glibc >= 2.28; check `ldd --version`');
+    throw loadError;
+  }
+}
+
+/** True when the addon loads (it does not need a GPU to load). */
+export function nativeAvailable(): boolean {
+  try { native(); return true; } catch { return false; }
+}

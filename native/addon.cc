@@ -1,0 +1,18 @@
+// Node-API module entry. Loading the addon never touches CUDA: the driver
+// and NVRTC are dlopen'ed on first GPU use (native/cuda/driver.cc).
+#include "addon.h"
+
+namespace flexattn {
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  RegisterCuda(env, exports);
+  RegisterRuntime(env, exports);
+  RegisterJit(env, exports);
+  RegisterCpu(env, exports);
+  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  return exports;
+}
+
+}  // namespace flexattn
+
+NODE_API_MODULE(flexattn, flexattn::Init)

@@ -1,0 +1,13 @@
+// Registration entry points of the addon's modules. Each layer exports its
+// JS-facing functions onto the addon's exports object.
+#pragma once
+#include <napi.h>
+
+namespace flexattn {
+
+void RegisterCuda(Napi::Env env, Napi::Object exports);     // native/cuda: driver/NVRTC loading, device info
+void RegisterRuntime(Napi::Env env, Napi::Object exports);  // native/runtime: buffers, copies, allocator, tensor kernels
+void RegisterJit(Napi::Env env, Napi::Object exports);      // native/jit: NVRTC compile + kernel cache
+void RegisterCpu(Napi::Env env, Napi::Object exports);      // native/cpu: reference attention
+
+}  // namespace flexattn

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    // Native addon + CUDA contexts: run files in forked processes.
+    pool: 'forks',
+    reporters: ['default', './test/summary-reporter.ts'],
+  },
+});
