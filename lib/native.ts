@@ -127,6 +127,17 @@ export interface NativeAddon {
   memoryStats(device: number): NativeMemoryStats;
   emptyCache(device: number): void;
 
+  // native/jit
+  /** Directory of the on-disk kernel cache. */
+  jitCacheDir(): string;
+  /** Compiles (or fetches from cache) a kernel: test hook for the JIT cache. */
+  jitCompileForTest(source: string, kernelName: string, device?: number):
+    { cacheHit: 'memory' | 'disk' | 'none'; ms: number; key: string; path: string; target: string };
+  /** Forgets in-memory compiled modules (the disk cache stays): test hook. */
+  jitClearMemoryCache(): void;
+  /** Where kernel `kernel` of module `module` comes from on `device`: 'fatbin' or 'nvrtc' (loads it). */
+  kernelOrigin(device: number, module: string, kernel: string): 'fatbin' | 'nvrtc';
+
   // native/cpu
   cpuAttention(args: NativeCpuAttentionArgs): Promise<{ out: Float32Array; lse?: Float32Array }>;
   hardwareConcurrency(): number;

@@ -1,0 +1,92 @@
+/**
+ * `scaledDotProductAttention`: PyTorch's `F.scaled_dot_product_attention`
+ * semantics (causal or dense bool/additive mask, scale, GQA).
+ * @module
+ */
+import { DTypeError, DeviceError, ShapeError } from './errors.js';
+import { Tensor } from './tensor.js';
+import { checkBool, checkKeys, checkQkv, checkScale, checkTensor, resolveBackend, type Backend, type QkvDims } from './validate.js';
+import { hostView, runCpuAttention } from './cpu-backend.js';
+import { runCudaAttention } from './cuda-backend.js';
+
+/** Options of {@link scaledDotProductAttention}. */
+export interface SdpaOptions {
+  /**
+   * Causal masking, aligned top-left like PyTorch (query i sees keys 0…i);
+   * cannot be combined with `attnMask`.
+   */
+  isCausal?: boolean;
+  /**
+   * Dense mask broadcastable to `[B, Hq, Sq, Skv]`: `bool` (true = attend) or
+   * a float tensor added to the scaled scores (use -Infinity to mask).
+   */
+  attnMask?: Tensor;
+  /** Multiplier of q·k; default `1 / sqrt(D)`. */
+  scale?: number;
+  /** Allow `Hq` to be a multiple of `Hkv` (grouped-query attention). */
+  enableGQA?: boolean;
+  /** Also return the log-sum-exp of each row (f32 `[B, Hq, Sq]`, natural log). */
+  returnLse?: boolean;
+  /** Force a backend; default: where the tensors live. */
+  backend?: Backend;
+}
+
+const KEYS = ['isCausal', 'attnMask', 'scale', 'enableGQA', 'returnLse', 'backend'] as const;
+
+/** Result when `returnLse` is set. */
+export interface AttentionWithLse { out: Tensor; lse: Tensor }
+
+/**
+ * Scaled dot-product attention: `softmax(q·kᵀ·scale + mask) · v`.
+ *
+ * @param q Queries `[B, Hq, Sq, D]` (bf16, f16 or f32). Any strides for B, H, S;
+ *          e.g. a `[B, S, H, D]` buffer viewed with `transpose(1, 2)`.
+ * @param k Keys `[B, Hkv, Skv, D]`, same dtype and device.
+ * @param v Values `[B, Hkv, Skv, Dv]`.
+ * @returns Output `[B, Hq, Sq, Dv]` in q's dtype on q's device (or `{out, lse}`).
+ *          Rows with every key masked give 0 (and LSE −Infinity).
+ */
+export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options?: SdpaOptions & { returnLse?: false }): Promise<Tensor>;
+export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions & { returnLse: true }): Promise<AttentionWithLse>;
+export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions = {}): Promise<Tensor | AttentionWithLse> {
+  checkKeys(options, KEYS);
+  const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
+  const dims = checkQkv(q, k, v, enableGQA);
+  const isCausal = checkBool(options.isCausal, 'options.isCausal');
+  const returnLse = checkBool(options.returnLse, 'options.returnLse');
+  const scale = checkScale(options.scale, dims.D);
+  const backend = resolveBackend(options.backend, q);
+  let mask: Tensor | undefined;
+  if (options.attnMask !== undefined) {
+    if (isCausal) throw new ShapeError('options.attnMask', 'no attnMask when isCausal is true (pass one or the other, as in PyTorch)', 'both');
+    mask = broadcastMask(checkTensor(options.attnMask, 'options.attnMask'), dims, q);
+  }
+  let res: { out: Tensor; lse?: Tensor };
+  if (backend === 'cpu') {
+    res = await runCpuAttention(
+      { scale, isCausal, returnLse, ...(mask ? { mask: await hostView(mask) } : {}) }, q, k, v);
+  } else {
+    res = await runCudaAttention({ q, k, v, scale, isCausal, returnLse, dims, ...(mask ? { mask } : {}) });
+  }
+  return returnLse ? { out: res.out, lse: res.lse! } : res.out;
+}
+
+/** Checks an attention mask and returns a stride-0 broadcast view of shape [B, Hq, Sq, Skv]. */
+function broadcastMask(mask: Tensor, d: QkvDims, q: Tensor): Tensor {
+  if (mask.dtype !== 'bool' && mask.dtype !== q.dtype && mask.dtype !== 'f32') {
+    throw new DTypeError('options.attnMask', `dtype bool, f32 or ${q.dtype}`, mask.dtype);
+  }
+  if (mask.device !== q.device) throw new DeviceError('options.attnMask', `device ${q.device} (same as q)`, mask.device);
+  const target = [d.B, d.Hq, d.Sq, d.Skv];
+  if (mask.ndim > 4 || mask.ndim < 1) {
+    throw new ShapeError('options.attnMask', `a shape broadcastable to [${target.join(', ')}]`, `[${mask.shape.join(', ')}]`);
+  }
+  const lead = 4 - mask.ndim;
+  for (let i = 0; i < mask.ndim; i++) {
+    const s = mask.shape[i]!, t = target[lead + i]!;
+    if (s !== t && s !== 1) {
+      throw new ShapeError('options.attnMask', `a shape broadcastable to [${target.join(', ')}]`, `[${mask.shape.join(', ')}]`);
+    }
+  }
+  return mask.expand(...target);
+}

@@ -1,0 +1,476 @@
+/**
+ * `Tensor`: a strided view of device (`cuda:N`) or host (`cpu`) memory.
+ * Views (transpose, permute, narrow, select, reshape of contiguous data)
+ * share storage without copying; `contiguous()` and `to()` copy.
+ * @module
+ */
+import {
+  allocHost, checkDType, convertHost, encodeElement, hostArrayName, itemSize, readElement, toBf16, toF16,
+  type DType, type HostArray,
+} from './dtype.js';
+import { parseDevice, type Device } from './device.js';
+import { DisposedError, DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
+import { DTYPE_CODE, native, type NativeDeviceBuffer } from './native.js';
+import { tensorAt } from './mods/index.js';
+import type { Expr } from './mods/index.js';
+
+/** Backing memory shared by a tensor and its views. */
+class Storage {
+  disposed = false;
+  constructor(
+    readonly device: Device,
+    readonly deviceIndex: number,
+    readonly buffer: NativeDeviceBuffer | null,
+    readonly host: HostArray | null,
+  ) {}
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.buffer?.dispose();
+  }
+}
+
+// Backstop only: storages that become unreachable without dispose() return their
+// device block to the allocator cache when the GC notices.
+const registry = new FinalizationRegistry<NativeDeviceBuffer>((buf) => buf.dispose());
+
+let seedCounter = 0x5eed_0000n;
+/** Seeds the generator used by {@link Tensor.randn} when no explicit seed is given. */
+export function manualSeed(seed: number | bigint): void {
+  seedCounter = BigInt(seed) << 20n;
+}
+function nextSeed(): bigint {
+  seedCounter += 1n;
+  return seedCounter;
+}
+
+/** Options for tensor factories. */
+export interface TensorOptions {
+  /** `'cpu'`, `'cuda'` or `'cuda:N'`; default `cuda:0` when a GPU is usable, else `cpu`. */
+  device?: Device | 'cuda';
+}
+
+function checkShape(shape: unknown, argument = 'shape'): number[] {
+  if (!Array.isArray(shape)) throw new ShapeError(argument, 'an array of non-negative integers', typeof shape);
+  for (const [i, d] of shape.entries()) {
+    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
+      throw new ShapeError(`${argument}[${i}]`, 'a non-negative integer', String(d));
+    }
+  }
+  if (shape.length > 8) throw new ShapeError(argument, 'at most 8 dimensions', `${shape.length}`);
+  return [...shape] as number[];
+}
+
+/** Row-major strides (in elements) of a contiguous tensor of `shape`. */
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i]!;
+  }
+  return strides;
+}
+
+function product(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Mulberry32 PRNG + Box-Muller: deterministic standard normals for CPU tensors. */
+function hostRandn(n: number, seed: bigint): Float32Array {
+  let state = Number(seed & 0xffffffffn) ^ Number((seed >> 32n) & 0xffffffffn);
+  const next = () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u1 = Math.max(next(), 1e-12), u2 = next();
+    const r = Math.sqrt(-2 * Math.log(u1));
+    out[i] = r * Math.cos(2 * Math.PI * u2);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * u2);
+  }
+  return out;
+}
+
+/**
+ * An n-dimensional array on a GPU or on the host.
+ *
+ * Shapes and strides are in elements. bf16/f16 data read back with
+ * {@link Tensor.toHost} comes as raw bits in a `Uint16Array`
+ * (see `fromBf16`/`fromF16` in the dtype helpers).
+ */
+export class Tensor {
+  /** Size of each dimension. */
+  readonly shape: readonly number[];
+  /** Step in elements between neighbours along each dimension (0 = broadcast). */
+  readonly strides: readonly number[];
+  /** Offset in elements of element [0,…,0] within the storage. */
+  readonly offset: number;
+  readonly dtype: DType;
+  readonly #storage: Storage;
+
+  /** @internal Use the static factories. */
+  constructor(storage: Storage, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType) {
+    this.#storage = storage;
+    this.shape = Object.freeze([...shape]);
+    this.strides = Object.freeze([...strides]);
+    this.offset = offset;
+    this.dtype = dtype;
+  }
+
+  // ---------------------------------------------------------------- factories
+
+  /**
+   * Copies host data into a new contiguous tensor.
+   * @param data  bf16/f16: `Uint16Array` of raw bits, or a `Float32Array` that is rounded to nearest even;
+   *              f32: `Float32Array`; i32: `Int32Array`; bool: `Uint8Array` (nonzero = true).
+   * @param shape Dimensions; `data.length` must equal their product.
+   * @param dtype Element type (default: f32 for Float32Array, i32 for Int32Array, bool for Uint8Array).
+   */
+  static fromHost(data: ArrayBufferView, shape: readonly number[], dtype?: DType, options: TensorOptions = {}): Tensor {
+    const dims = checkShape(shape);
+    const dt = dtype === undefined ? inferDType(data) : checkDType(dtype);
+    const host = coerceHost(data, dt);
+    const n = product(dims);
+    if (host.length !== n) {
+      throw new ShapeError('data', `${n} elements for shape [${dims.join(', ')}]`, `${host.length}`);
+    }
+    const { device, index } = parseDevice(options.device, 'options.device');
+    if (index < 0) {
+      const copy = host === data ? host.slice() as HostArray : host;
+      return new Tensor(new Storage('cpu', -1, null, copy), dims, contiguousStrides(dims), 0, dt);
+    }
+    const t = Tensor.#allocCuda(dims, dt, device, index);
+    if (n > 0) native().copyHtoD(t.#storage.buffer!, 0, host);
+    return t;
+  }
+
+  /** A contiguous tensor with unspecified contents (device memory is not cleared). */
+  static empty(shape: readonly number[], dtype: DType = 'f32', options: TensorOptions = {}): Tensor {
+    const dims = checkShape(shape);
+    const dt = checkDType(dtype);
+    const { device, index } = parseDevice(options.device, 'options.device');
+    if (index < 0) return new Tensor(new Storage('cpu', -1, null, allocHost(dt, product(dims))), dims, contiguousStrides(dims), 0, dt);
+    return Tensor.#allocCuda(dims, dt, device, index);
+  }
+
+  /** A contiguous tensor of zeros. */
+  static zeros(shape: readonly number[], dtype: DType = 'f32', options: TensorOptions = {}): Tensor {
+    const t = Tensor.empty(shape, dtype, options);
+    if (t.isCuda && t.numel > 0) native().memset(t.#storage.buffer!, 0, t.numel * itemSize(t.dtype), 0);
+    return t;
+  }
+
+  /**
+   * Standard-normal samples (float dtypes only). On a GPU they are generated
+   * on the device (counter-based Philox), never copied from the host.
+   * @param options.seed Explicit seed; default: the global generator ({@link manualSeed}).
+   */
+  static randn(shape: readonly number[], dtype: DType = 'f32', options: TensorOptions & { seed?: number | bigint } = {}): Tensor {
+    const dt = checkDType(dtype);
+    if (dt !== 'bf16' && dt !== 'f16' && dt !== 'f32') throw new DTypeError('dtype', 'bf16, f16 or f32 for randn', dt);
+    const seed = options.seed === undefined ? nextSeed() : BigInt(options.seed);
+    const t = Tensor.empty(shape, dt, options);
+    if (t.numel === 0) return t;
+    if (t.isCuda) {
+      native().randn(t.#storage.buffer!, 0, t.numel, DTYPE_CODE[dt], seed, 0n);
+    } else {
+      const v = hostRandn(t.numel, seed);
+      const host = t.#storage.host!;
+      if (dt === 'f32') (host as Float32Array).set(v);
+      else (host as Uint16Array).set(dt === 'bf16' ? toBf16(v) : toF16(v));
+    }
+    return t;
+  }
+
+  static #allocCuda(dims: number[], dt: DType, device: Device, index: number): Tensor {
+    const bytes = Math.max(product(dims) * itemSize(dt), 1);
+    const buffer = native().alloc(index, bytes);
+    const storage = new Storage(device, index, buffer, null);
+    registry.register(storage, buffer, storage);
+    return new Tensor(storage, dims, contiguousStrides(dims), 0, dt);
+  }
+
+  // --------------------------------------------------------------- properties
+
+  /** `'cpu'` or `'cuda:N'`. */
+  get device(): Device { return this.#storage.device; }
+  /** CUDA device index, or -1 on the CPU. */
+  get deviceIndex(): number { return this.#storage.deviceIndex; }
+  get isCuda(): boolean { return this.#storage.deviceIndex >= 0; }
+  get isCpu(): boolean { return this.#storage.deviceIndex < 0; }
+  /** Number of dimensions. */
+  get ndim(): number { return this.shape.length; }
+  /** Number of elements. */
+  get numel(): number { return product(this.shape); }
+  /** True once this tensor (or a view sharing its storage) was disposed. */
+  get disposed(): boolean { return this.#storage.disposed; }
+  /** True when the elements are laid out row-major without gaps. */
+  get isContiguous(): boolean {
+    const c = contiguousStrides(this.shape);
+    return this.shape.every((d, i) => d <= 1 || this.strides[i] === c[i]);
+  }
+
+  /** @internal The device buffer (throws if disposed or on the CPU). */
+  buffer(argument = 'tensor'): NativeDeviceBuffer {
+    this.assertAlive(argument);
+    if (!this.#storage.buffer) throw new InvalidArgumentError(argument, 'a CUDA tensor', 'a cpu tensor');
+    return this.#storage.buffer;
+  }
+
+  /** @internal The host storage array (CPU tensors; throws if disposed or on a GPU). */
+  hostStorage(argument = 'tensor'): HostArray {
+    this.assertAlive(argument);
+    if (!this.#storage.host) throw new InvalidArgumentError(argument, 'a cpu tensor', this.device);
+    return this.#storage.host;
+  }
+
+  /** @internal Throws {@link DisposedError} naming `argument` if disposed. */
+  assertAlive(argument = 'tensor'): this {
+    if (this.#storage.disposed) throw new DisposedError(argument);
+    return this;
+  }
+
+  // -------------------------------------------------------------------- views
+
+  #view(shape: number[], strides: number[], offset: number): Tensor {
+    this.assertAlive();
+    return new Tensor(this.#storage, shape, strides, offset, this.dtype);
+  }
+
+  #dim(d: number, argument = 'dim'): number {
+    if (!Number.isInteger(d) || d < -this.ndim || d >= this.ndim) {
+      throw new InvalidArgumentError(argument, `an integer in [${-this.ndim}, ${this.ndim - 1}]`, String(d));
+    }
+    return d < 0 ? d + this.ndim : d;
+  }
+
+  /** Swaps two dimensions (no copy). */
+  transpose(dim0: number, dim1: number): Tensor {
+    const a = this.#dim(dim0, 'dim0'), b = this.#dim(dim1, 'dim1');
+    const shape = [...this.shape], strides = [...this.strides];
+    [shape[a], shape[b]] = [shape[b]!, shape[a]!];
+    [strides[a], strides[b]] = [strides[b]!, strides[a]!];
+    return this.#view(shape, strides, this.offset);
+  }
+
+  /** Reorders dimensions (no copy): `dims` is a permutation of `0..ndim-1`. */
+  permute(...dims: number[]): Tensor {
+    const seen = new Set<number>();
+    const ds = dims.map((d) => this.#dim(d, 'dims'));
+    for (const d of ds) seen.add(d);
+    if (ds.length !== this.ndim || seen.size !== this.ndim) {
+      throw new InvalidArgumentError('dims', `a permutation of ${this.ndim} dimensions`, `[${dims.join(', ')}]`);
+    }
+    return this.#view(ds.map((d) => this.shape[d]!), ds.map((d) => this.strides[d]!), this.offset);
+  }
+
+  /** Elements `start … start+length-1` along `dim` (no copy). */
+  narrow(dim: number, start: number, length: number): Tensor {
+    const d = this.#dim(dim);
+    const size = this.shape[d]!;
+    if (!Number.isInteger(start) || start < 0 || start > size) throw new InvalidArgumentError('start', `an integer in [0, ${size}]`, String(start));
+    if (!Number.isInteger(length) || length < 0 || start + length > size) {
+      throw new InvalidArgumentError('length', `an integer in [0, ${size - start}]`, String(length));
+    }
+    const shape = [...this.shape];
+    shape[d] = length;
+    return this.#view(shape, [...this.strides], this.offset + start * this.strides[d]!);
+  }
+
+  /** Removes `dim` by picking `index` along it (no copy). */
+  select(dim: number, index: number): Tensor {
+    const d = this.#dim(dim);
+    const size = this.shape[d]!;
+    if (!Number.isInteger(index) || index < -size || index >= size) throw new InvalidArgumentError('index', `an integer in [${-size}, ${size - 1}]`, String(index));
+    const i = index < 0 ? index + size : index;
+    const shape = [...this.shape], strides = [...this.strides];
+    shape.splice(d, 1);
+    strides.splice(d, 1);
+    return this.#view(shape, strides, this.offset + i * this.strides[d]!);
+  }
+
+  /** Same elements, new shape (no copy; needs a contiguous tensor — call `contiguous()` first). One dim may be -1. */
+  reshape(...shape: number[]): Tensor {
+    const n = this.numel;
+    const infer = shape.indexOf(-1);
+    const dims = [...shape];
+    if (infer >= 0) {
+      const rest = product(shape.filter((_, i) => i !== infer));
+      dims[infer] = rest === 0 ? 0 : n / rest;
+    }
+    checkShape(dims);
+    if (product(dims) !== n) throw new ShapeError('shape', `${n} elements`, `[${shape.join(', ')}]`);
+    if (!this.isContiguous) throw new InvalidArgumentError('tensor', 'a contiguous tensor for reshape (call contiguous() first)', 'a strided view');
+    return this.#view(dims, contiguousStrides(dims), this.offset);
+  }
+
+  /** Repeats size-1 dimensions to `shape` with stride 0 (no copy), like PyTorch's `expand`. */
+  expand(...shape: number[]): Tensor {
+    if (shape.length < this.ndim) throw new ShapeError('shape', `at least ${this.ndim} dimensions`, `${shape.length}`);
+    const lead = shape.length - this.ndim;
+    const strides = shape.map((s, i) => {
+      if (i < lead) return 0;
+      const own = this.shape[i - lead]!;
+      if (own === s || s === -1) return this.strides[i - lead]!;
+      if (own === 1) return 0;
+      throw new ShapeError(`shape[${i}]`, `${own} or a broadcast of size 1`, String(s));
+    });
+    const dims = shape.map((s, i) => (s === -1 ? this.shape[i - lead]! : s));
+    return this.#view(dims, strides, this.offset);
+  }
+
+  /**
+   * Reads an element inside a mod (scoreMod/maskMod): `slopes.at(h)`,
+   * `docIds.at(b, q)`. The tensor becomes a kernel argument, so changing its
+   * values later does not recompile anything.
+   */
+  at(...indices: (Expr | number)[]): Expr {
+    this.assertAlive();
+    return tensorAt(this, indices);
+  }
+
+  // -------------------------------------------------------------------- copies
+
+  /** A contiguous copy (or this tensor itself when it is already contiguous). */
+  contiguous(): Tensor {
+    this.assertAlive();
+    if (this.isContiguous) return this;
+    return this.#copyAs(this.dtype);
+  }
+
+  /** Converts to `dtype` (a new contiguous tensor; this one when the dtype already matches). */
+  to(dtype: DType): Tensor {
+    const dt = checkDType(dtype);
+    this.assertAlive();
+    if (dt === this.dtype) return this;
+    return this.#copyAs(dt);
+  }
+
+  /** Copies to another device (`'cpu'` or `'cuda:N'`); returns this tensor when already there. */
+  async toDevice(device: Device | 'cuda'): Promise<Tensor> {
+    const { device: dev } = parseDevice(device);
+    this.assertAlive();
+    if (dev === this.device) return this;
+    const host = await this.toHost();
+    return Tensor.fromHost(host, this.shape, this.dtype, { device: dev });
+  }
+
+  #copyAs(dtype: DType): Tensor {
+    const out = Tensor.empty(this.shape, dtype, { device: this.device });
+    if (this.numel === 0) return out;
+    if (this.isCuda) {
+      native().castStrided(
+        { buffer: this.buffer(), offset: this.offset, dtype: DTYPE_CODE[this.dtype], shape: [...this.shape], strides: [...this.strides] },
+        out.buffer(), 0, DTYPE_CODE[dtype]);
+    } else {
+      const src = this.hostStorage();
+      const dst = out.hostStorage();
+      const same = dtype === this.dtype;
+      forEachIndex(this.shape, this.strides, this.offset, (srcIdx, i) => {
+        dst[i] = same ? src[srcIdx]! : encodeElement(dtype, readElement(this.dtype, src, srcIdx));
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Copies the elements to a new contiguous host array, waiting off the main
+   * thread for queued GPU work. bf16/f16 come back as raw bits (`Uint16Array`).
+   */
+  async toHost(): Promise<HostArray> {
+    this.assertAlive();
+    if (this.isCpu) {
+      const src = this.hostStorage();
+      if (this.isContiguous) return src.slice(this.offset, this.offset + this.numel) as HostArray;
+      const dst = allocHost(this.dtype, this.numel);
+      forEachIndex(this.shape, this.strides, this.offset, (s, i) => { dst[i] = src[s]!; });
+      return dst;
+    }
+    const c = this.contiguous();
+    try {
+      const bytes = this.numel * itemSize(this.dtype);
+      const ab = bytes === 0 ? new ArrayBuffer(0) : await native().copyDtoH(c.buffer(), c.offset * itemSize(this.dtype), bytes);
+      switch (this.dtype) {
+        case 'bf16': case 'f16': return new Uint16Array(ab);
+        case 'f32': return new Float32Array(ab);
+        case 'i32': return new Int32Array(ab);
+        default: return new Uint8Array(ab);
+      }
+    } finally {
+      if (c !== this) c.dispose();
+    }
+  }
+
+  /** Like {@link Tensor.toHost} but always returns floats (bf16/f16 widened, ints converted). */
+  async toFloat32(): Promise<Float32Array> {
+    const host = await this.toHost();
+    if (this.dtype === 'f32') return host as Float32Array;
+    return convertHost(host, this.dtype, 'f32') as Float32Array;
+  }
+
+  // ------------------------------------------------------------------ lifetime
+
+  /**
+   * Frees the memory now (a GPU block goes back to the allocator's cache).
+   * Views share storage, so they become unusable too. Calling it twice is harmless.
+   */
+  dispose(): void {
+    if (this.#storage.buffer) registry.unregister(this.#storage);
+    this.#storage.dispose();
+  }
+
+  /** `using t = Tensor.randn(...)` disposes at scope exit. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Short description: `Tensor([2, 16, 128, 64], bf16, cuda:0)`. */
+  toString(): string {
+    return `Tensor([${this.shape.join(', ')}], ${this.dtype}, ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}
+
+/** Calls `fn(storageIndex, flatIndex)` for every element in row-major order. */
+export function forEachIndex(
+  shape: readonly number[], strides: readonly number[], offset: number,
+  fn: (storageIndex: number, flatIndex: number) => void,
+): void {
+  const n = product(shape);
+  if (n === 0) return;
+  const nd = shape.length;
+  const idx = new Array<number>(nd).fill(0);
+  let pos = offset;
+  for (let i = 0; i < n; i++) {
+    fn(pos, i);
+    for (let d = nd - 1; d >= 0; d--) {
+      idx[d]!++;
+      pos += strides[d]!;
+      if (idx[d]! < shape[d]!) break;
+      pos -= strides[d]! * shape[d]!;
+      idx[d] = 0;
+    }
+  }
+}
+
+function inferDType(data: ArrayBufferView): DType {
+  if (data instanceof Float32Array) return 'f32';
+  if (data instanceof Int32Array) return 'i32';
+  if (data instanceof Uint8Array) return 'bool';
+  throw new DTypeError('dtype', 'an explicit dtype for this array type (e.g. \'bf16\' for Uint16Array bits)', data.constructor.name);
+}
+
+function coerceHost(data: ArrayBufferView, dt: DType): HostArray {
+  const ok =
+    ((dt === 'bf16' || dt === 'f16') && data instanceof Uint16Array) ||
+    (dt === 'f32' && data instanceof Float32Array) ||
+    (dt === 'i32' && data instanceof Int32Array) ||
+    (dt === 'bool' && data instanceof Uint8Array);
+  if (ok) return data as HostArray;
+  if ((dt === 'bf16' || dt === 'f16') && data instanceof Float32Array) return dt === 'bf16' ? toBf16(data) : toF16(data);
+  throw new DTypeError('data', `${hostArrayName(dt)} for dtype ${dt}`, data?.constructor?.name ?? typeof data);
+}
