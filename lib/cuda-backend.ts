@@ -26,3 +26,20 @@ export async function runCudaAttention(_args: CudaAttentionArgs): Promise<{ out:
     "backend 'cuda': the GPU attention kernels are not wired into this version yet.\n" +
     "Possible solutions:\n  - pass { backend: 'cpu' } to run the reference backend on the same tensors");
 }
+
+/** Arguments of one GPU flex-attention launch. */
+export interface CudaFlexArgs {
+  q: Tensor; k: Tensor; v: Tensor;
+  dims: QkvDims;
+  scale: number;
+  returnLse: boolean;
+  params: Record<string, number>;
+  scoreMod?: import('./mods/index.js').ScoreMod;
+  blockMask?: import('./blockmask.js').BlockMask;
+  kernelOptions?: import('./flex.js').KernelOptions;
+}
+
+/** Runs flex attention on the GPU. */
+export async function runCudaFlexAttention(_args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
+  return runCudaAttention(undefined as never);
+}

@@ -21,3 +21,14 @@ export * from './errors.js';
 export { BackendUnavailableError } from './cuda-backend.js';
 export { scaledDotProductAttention, type SdpaOptions, type AttentionWithLse } from './sdpa.js';
 export type { Backend } from './validate.js';
+export { flexAttention, type FlexAttentionOptions, type FlexAttentionResult, type KernelOptions } from './flex.js';
+export {
+  BlockMask, createBlockMask, type BlockMaskArrays, type BlockMaskIndex, type BlockMaskMethod, type BlockArrayInput,
+  type CreateBlockMaskOptions, type BlockMaskPath,
+} from './blockmask.js';
+export {
+  Expr, ScoreMod, MaskMod, scoreMod, maskMod, param, where,
+  causal, fullMask, slidingWindow, prefixLM, documentMask, docIdsFromOffsets, imageBlocks, imageBlocksFromIds,
+  imageIdsFromSpans, alibi, alibiSlopes, softcap, logitClip, relativeBias, andMasks, orMasks, notMask, composeScoreMods,
+  type ImageSpan, type MaskDescriptor, type ScoreModArgs, type MaskModArgs,
+} from './mods/index.js';

@@ -1,0 +1,132 @@
+/**
+ * `flexAttention`: PyTorch's `torch.nn.attention.flex_attention` semantics.
+ * A `scoreMod` rewrites each scaled score; a `BlockMask` says which
+ * (q-block, kv-block) tiles are visited at all, and its `maskMod` masks
+ * elements inside the partial ones.
+ * @module
+ */
+import { InvalidArgumentError, ShapeError } from './errors.js';
+import { Tensor } from './tensor.js';
+import { BlockMask } from './blockmask.js';
+import { ScoreMod, MaskMod, bindHost, encodeProgram } from './mods/index.js';
+import { checkBool, checkKeys, checkQkv, checkScale, resolveBackend, type Backend, type QkvDims } from './validate.js';
+import { runCpuAttention } from './cpu-backend.js';
+import { runCudaFlexAttention } from './cuda-backend.js';
+
+/**
+ * Tuning knobs of the generated kernel, like PyTorch's `kernel_options`.
+ * Unset fields take per-GPU, per-head-dim defaults.
+ */
+export interface KernelOptions {
+  /** Query rows per thread block. */
+  BLOCK_M?: number;
+  /** Key rows per inner-loop tile. */
+  BLOCK_N?: number;
+  /** Warps per thread block. */
+  numWarps?: number;
+  /** Pipeline stages for K/V loads. */
+  numStages?: number;
+}
+
+/** Options of {@link flexAttention}. */
+export interface FlexAttentionOptions {
+  /** `score_mod(score, b, h, q_idx, kv_idx)`, applied to the scaled score. Default: identity. */
+  scoreMod?: ScoreMod;
+  /**
+   * Block-sparse structure from {@link createBlockMask}. Its `qLen`/`kvLen`
+   * must equal `Sq`/`Skv`, its batch/head dims 1 or equal to `B`/`Hq`.
+   * Default: every pair attends.
+   */
+  blockMask?: BlockMask;
+  /** Multiplier of q·k; default `1 / sqrt(D)`. */
+  scale?: number;
+  /** Allow `Hq` to be a multiple of `Hkv` (grouped-query attention). */
+  enableGQA?: boolean;
+  /** Also return the log-sum-exp per row (f32 `[B, Hq, Sq]`, natural log; −Infinity on fully masked rows). */
+  returnLse?: boolean;
+  /** Values for the mods' `param(...)` scalars (no recompilation when they change). */
+  params?: Record<string, number>;
+  /** Kernel tuning (GPU backend). */
+  kernelOptions?: KernelOptions;
+  /** Force a backend; default: where the tensors live. */
+  backend?: Backend;
+}
+
+const KEYS = ['scoreMod', 'blockMask', 'scale', 'enableGQA', 'returnLse', 'params', 'kernelOptions', 'backend'] as const;
+
+/** Output of {@link flexAttention}. */
+export interface FlexAttentionResult {
+  /** `[B, Hq, Sq, Dv]`, q's dtype and device. */
+  out: Tensor;
+  /** `[B, Hq, Sq]` f32, natural log; present when `returnLse` is set. */
+  lse?: Tensor;
+}
+
+/**
+ * Flex attention: `softmax(scoreMod(q·kᵀ·scale) masked by blockMask) · v`.
+ *
+ * @param q Queries `[B, Hq, Sq, D]` (bf16, f16 or f32), strided in B, H, S.
+ * @param k Keys `[B, Hkv, Skv, D]`.
+ * @param v Values `[B, Hkv, Skv, Dv]`.
+ * @returns `{ out, lse? }`. Rows whose every key is masked give 0 and LSE −Infinity.
+ */
+export async function flexAttention(q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions = {}): Promise<FlexAttentionResult> {
+  checkKeys(options, KEYS);
+  const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
+  const dims = checkQkv(q, k, v, enableGQA);
+  const scale = checkScale(options.scale, dims.D);
+  const returnLse = checkBool(options.returnLse, 'options.returnLse');
+  const backend = resolveBackend(options.backend, q);
+  const scoreMod = options.scoreMod;
+  if (scoreMod !== undefined && !(scoreMod instanceof ScoreMod)) {
+    throw new InvalidArgumentError('options.scoreMod', 'a ScoreMod (from scoreMod(...) or a built-in such as softcap(30))',
+      (scoreMod as unknown) instanceof MaskMod ? 'a MaskMod (pass it to createBlockMask instead)' : typeof scoreMod);
+  }
+  const blockMask = options.blockMask;
+  if (blockMask !== undefined) checkBlockMask(blockMask, dims);
+  const params = options.params ?? {};
+  if (typeof params !== 'object' || params === null) throw new InvalidArgumentError('options.params', 'an object of numbers', typeof params);
+
+  if (backend === 'cpu') {
+    const maskMod = blockMask?.maskMod ?? undefined;
+    const [scoreEnv, maskEnv] = await Promise.all([
+      scoreMod ? bindHost(scoreMod, params) : undefined,
+      maskMod ? bindHost(maskMod, params) : undefined,
+    ]);
+    const res = await runCpuAttention({
+      scale, isCausal: false, returnLse,
+      ...(scoreMod ? { scoreMod: encodeProgram(scoreMod, scoreEnv!.tensors, params) } : {}),
+      ...(maskMod ? { maskMod: encodeProgram(maskMod, maskEnv!.tensors, params) } : {}),
+      ...(blockMask ? { blockMask: cpuBlockMask(blockMask) } : {}),
+    }, q, k, v);
+    return res;
+  }
+  return runCudaFlexAttention({
+    q, k, v, dims, scale, returnLse, params,
+    ...(scoreMod ? { scoreMod } : {}),
+    ...(blockMask ? { blockMask } : {}),
+    ...(options.kernelOptions ? { kernelOptions: options.kernelOptions } : {}),
+  });
+}
+
+function checkBlockMask(bm: unknown, d: QkvDims): asserts bm is BlockMask {
+  if (!(bm instanceof BlockMask)) {
+    throw new InvalidArgumentError('options.blockMask', 'a BlockMask from createBlockMask(...)', typeof bm);
+  }
+  if (bm.qLen !== d.Sq || bm.kvLen !== d.Skv) {
+    throw new ShapeError('options.blockMask', `a mask for qLen=${d.Sq}, kvLen=${d.Skv} (the q and k sequence lengths)`,
+      `qLen=${bm.qLen}, kvLen=${bm.kvLen}`);
+  }
+  if (bm.B !== 1 && bm.B !== d.B) throw new ShapeError('options.blockMask', `batch size 1 or ${d.B}`, String(bm.B));
+  if (bm.H !== 1 && bm.H !== d.Hq) throw new ShapeError('options.blockMask', `1 or ${d.Hq} heads (q's heads)`, String(bm.H));
+}
+
+function cpuBlockMask(bm: BlockMask) {
+  const a = bm.host;
+  return {
+    B: bm.B, H: bm.H, numQBlocks: bm.numQBlocks, numKvBlocks: bm.numKvBlocks,
+    qBlock: bm.blockSize[0], kvBlock: bm.blockSize[1],
+    kvNumBlocks: a.kvNumBlocks, kvIndices: a.kvIndices,
+    fullKvNumBlocks: a.fullKvNumBlocks, fullKvIndices: a.fullKvIndices,
+  };
+}

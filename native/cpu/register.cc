@@ -1,0 +1,312 @@
+// JS binding of the CPU reference backend:
+//   cpuAttention(args) -> Promise<{ out: Float32Array, lse?: Float32Array }>
+//   hardwareConcurrency() -> number
+// Arguments are validated synchronously (typed InvalidArgumentError naming the
+// argument); the math runs on a Napi::AsyncWorker so the event loop never
+// blocks. The input typed arrays are kept alive by persistent references while
+// the worker runs and are read in place (not copied).
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "addon.h"
+#include "cpu/attention.h"
+#include "cpu/attention_internal.h"
+#include "cuda/errors.h"
+
+#if __has_include("cpu/mod_vm.h")
+#include "cpu/mod_vm.h"
+#define FLEXATTN_HAVE_MOD_VM 1
+#else
+#define FLEXATTN_HAVE_MOD_VM 0
+#endif
+
+namespace flexattn {
+namespace {
+
+using cpu::CpuAttentionArgs;
+using cpu::CpuBlockMask;
+using cpu::HostView;
+
+std::string S(int64_t v) { return std::to_string(v); }
+
+// Integer-valued finite number in [lo, hi].
+int64_t GetInt(const Napi::Value& v, const std::string& name, int64_t lo, int64_t hi, const char* what) {
+  if (!v.IsNumber()) ThrowInvalidArgument(name, what, DescribeValue(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= double(lo) && d <= double(hi)) || d != std::floor(d)) ThrowInvalidArgument(name, what, DescribeValue(v));
+  return static_cast<int64_t>(d);
+}
+
+bool GetBool(const Napi::Object& o, const char* key, const std::string& name) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return false;
+  if (!v.IsBoolean()) ThrowInvalidArgument(name, "a boolean", DescribeValue(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+bool Present(const Napi::Value& v) { return !v.IsUndefined() && !v.IsNull(); }
+
+// Bytes of an ArrayBufferView (typed array or DataView).
+struct Bytes {
+  void* data = nullptr;
+  size_t byteLength = 0;
+  size_t byteOffset = 0;
+};
+
+Bytes ViewBytes(const Napi::Value& v, const std::string& name) {
+  Bytes r;
+  if (v.IsTypedArray()) {
+    Napi::TypedArray ta = v.As<Napi::TypedArray>();
+    Napi::ArrayBuffer ab = ta.ArrayBuffer();
+    r.byteOffset = ta.ByteOffset();
+    r.byteLength = ta.ByteLength();
+    r.data = ab.Data() ? static_cast<uint8_t*>(ab.Data()) + r.byteOffset : nullptr;
+  } else if (v.IsDataView()) {
+    Napi::DataView dv = v.As<Napi::DataView>();
+    Napi::ArrayBuffer ab = dv.ArrayBuffer();
+    r.byteOffset = dv.ByteOffset();
+    r.byteLength = dv.ByteLength();
+    r.data = ab.Data() ? static_cast<uint8_t*>(ab.Data()) + r.byteOffset : nullptr;
+  } else {
+    ThrowInvalidArgument(name, "a typed array", DescribeValue(v));
+  }
+  return r;
+}
+
+// Parses a NativeHostView; keeps its data alive through `refs`.
+HostView ParseView(const Napi::Value& val, const std::string& name, std::vector<Napi::ObjectReference>& refs) {
+  if (!val.IsObject() || val.IsArray() || val.IsTypedArray()) {
+    ThrowInvalidArgument(name, "a host view {data, dtype, shape, strides}", DescribeValue(val));
+  }
+  Napi::Object o = val.As<Napi::Object>();
+  HostView hv;
+  const int64_t dt = GetInt(o.Get("dtype"), name + ".dtype", 0, 4, "a dtype code (0 bf16, 1 f16, 2 f32, 3 i32, 4 bool)");
+  hv.dtype = static_cast<cpu::DType>(dt);
+  Napi::Value shapeV = o.Get("shape"), stridesV = o.Get("strides");
+  if (!shapeV.IsArray()) ThrowInvalidArgument(name + ".shape", "an array of sizes", DescribeValue(shapeV));
+  if (!stridesV.IsArray()) ThrowInvalidArgument(name + ".strides", "an array of element strides", DescribeValue(stridesV));
+  Napi::Array shape = shapeV.As<Napi::Array>(), strides = stridesV.As<Napi::Array>();
+  if (shape.Length() > 8) ThrowInvalidArgument(name + ".shape", "at most 8 dims", S(shape.Length()) + " dims");
+  if (strides.Length() != shape.Length()) {
+    ThrowInvalidArgument(name + ".strides", S(shape.Length()) + " strides (one per dim of shape)",
+                         S(strides.Length()) + " strides");
+  }
+  hv.rank = static_cast<int>(shape.Length());
+  for (int i = 0; i < hv.rank; ++i) {
+    hv.shape[i] = GetInt(shape.Get(uint32_t(i)), name + ".shape[" + S(i) + "]", 0, 0x7fffffff,
+                         "a size in [0, 2^31)");
+    hv.strides[i] = GetInt(strides.Get(uint32_t(i)), name + ".strides[" + S(i) + "]", -(int64_t(1) << 52),
+                           int64_t(1) << 52, "an integer element stride");
+  }
+  Napi::Value dataV = o.Get("data");
+  Bytes bytes = ViewBytes(dataV, name + ".data");
+  const size_t esize = static_cast<size_t>(cpu::DTypeSize(hv.dtype));
+  if (bytes.byteOffset % esize != 0) {
+    ThrowInvalidArgument(name + ".data", "a byte offset aligned to " + S(int64_t(esize)) + " bytes (" +
+                                             cpu::DTypeName(hv.dtype) + ")",
+                         "byte offset " + S(int64_t(bytes.byteOffset)));
+  }
+  const int64_t length = static_cast<int64_t>(bytes.byteLength / esize);
+  int64_t lo = 0, hi = -1;
+  cpu::OffsetRange(hv, &lo, &hi);
+  if (lo < 0) {
+    ThrowInvalidArgument(name + ".strides", "strides that stay inside the data (lowest element offset >= 0)",
+                         "lowest offset " + S(lo));
+  }
+  if (hi >= length) {
+    ThrowInvalidArgument(name + ".data", "at least " + S(hi + 1) + " " + cpu::DTypeName(hv.dtype) +
+                                             " elements for shape " + cpu::ShapeString(hv),
+                         S(length) + " elements");
+  }
+  hv.data = bytes.data;
+  refs.push_back(Napi::Persistent(dataV.As<Napi::Object>()));
+  return hv;
+}
+
+const int32_t* ParseI32(const Napi::Object& o, const char* key, const std::string& name, int64_t need,
+                        std::vector<Napi::ObjectReference>& refs) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    ThrowInvalidArgument(name, "an Int32Array", DescribeValue(v));
+  }
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
+  if (static_cast<int64_t>(a.ElementLength()) < need) {
+    ThrowInvalidArgument(name, "at least " + S(need) + " elements", S(int64_t(a.ElementLength())) + " elements");
+  }
+  refs.push_back(Napi::Persistent(v.As<Napi::Object>()));
+  return a.ElementLength() ? a.Data() : nullptr;
+}
+
+class CpuAttentionWorker : public Napi::AsyncWorker {
+ public:
+  CpuAttentionWorker(Napi::Env env, CpuAttentionArgs args, std::unique_ptr<CpuBlockMask> bm,
+                     std::vector<Napi::ObjectReference> refs, Napi::Float32Array out, Napi::Value lse)
+      : Napi::AsyncWorker(env, "flexattn.cpuAttention"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        args_(std::move(args)),
+        bm_(std::move(bm)),
+        refs_(std::move(refs)),
+        out_(Napi::Persistent(out.As<Napi::Object>())) {
+    if (lse.IsTypedArray()) lse_ = Napi::Persistent(lse.As<Napi::Object>());
+    args_.blockMask = bm_.get();
+  }
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      cpu::Attention(args_);
+      return;
+    } catch (const cpu::ArgError& e) {
+      err_ = NativeError(ErrKind::kInvalidArgument, e.what(), e.argument, e.expected, e.received);
+    } catch (const NativeError& e) {
+      err_ = e;
+    } catch (const std::invalid_argument& e) {
+      err_ = NativeError(ErrKind::kInvalidArgument, e.what(), "args", e.what(), "");
+    } catch (const std::exception& e) {
+      err_ = NativeError(ErrKind::kGeneric, std::string("cpuAttention: ") + e.what());
+    } catch (...) {
+      err_ = NativeError(ErrKind::kGeneric, "cpuAttention: unknown native error");
+    }
+    SetError(err_.message);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("out", out_.Value());
+    if (!lse_.IsEmpty()) r.Set("lse", lse_.Value());
+    deferred_.Resolve(r);
+  }
+
+  void OnError(const Napi::Error&) override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    deferred_.Reject(ToJsError(env, err_).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  CpuAttentionArgs args_;
+  std::unique_ptr<CpuBlockMask> bm_;
+  std::vector<Napi::ObjectReference> refs_;
+  Napi::ObjectReference out_, lse_;
+  NativeError err_;
+};
+
+Napi::Value CpuAttention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) ThrowInvalidArgument("args", "an object of cpuAttention arguments", DescribeValue(info[0]));
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::vector<Napi::ObjectReference> refs;
+  CpuAttentionArgs args;
+  args.q = ParseView(o.Get("q"), "q", refs);
+  args.k = ParseView(o.Get("k"), "k", refs);
+  args.v = ParseView(o.Get("v"), "v", refs);
+
+  Napi::Value scaleV = o.Get("scale");
+  if (!scaleV.IsNumber() || !std::isfinite(scaleV.As<Napi::Number>().DoubleValue())) {
+    ThrowInvalidArgument("scale", "a finite number", DescribeValue(scaleV));
+  }
+  args.scale = static_cast<float>(scaleV.As<Napi::Number>().DoubleValue());
+  args.isCausal = GetBool(o, "isCausal", "isCausal");
+  const bool returnLse = GetBool(o, "returnLse", "returnLse");
+  Napi::Value nt = o.Get("numThreads");
+  if (Present(nt)) args.numThreads = static_cast<int>(GetInt(nt, "numThreads", 0, 4096, "an integer in [0, 4096]"));
+
+  Napi::Value maskV = o.Get("mask");
+  if (Present(maskV)) {
+    args.mask = ParseView(maskV, "mask", refs);
+    args.hasMask = true;
+  }
+
+  std::unique_ptr<CpuBlockMask> bm;
+  Napi::Value bmV = o.Get("blockMask");
+  if (Present(bmV)) {
+    if (!bmV.IsObject()) ThrowInvalidArgument("blockMask", "a block mask object", DescribeValue(bmV));
+    Napi::Object b = bmV.As<Napi::Object>();
+    bm = std::make_unique<CpuBlockMask>();
+    const char* pos = "a positive integer";
+    bm->B = int(GetInt(b.Get("B"), "blockMask.B", 1, 0x7fffffff, pos));
+    bm->H = int(GetInt(b.Get("H"), "blockMask.H", 1, 0x7fffffff, pos));
+    bm->numQBlocks = int(GetInt(b.Get("numQBlocks"), "blockMask.numQBlocks", 0, 0x7fffffff, "a non-negative integer"));
+    bm->numKvBlocks = int(GetInt(b.Get("numKvBlocks"), "blockMask.numKvBlocks", 0, 0x7fffffff, "a non-negative integer"));
+    bm->qBlock = int(GetInt(b.Get("qBlock"), "blockMask.qBlock", 1, 0x7fffffff, pos));
+    bm->kvBlock = int(GetInt(b.Get("kvBlock"), "blockMask.kvBlock", 1, 0x7fffffff, pos));
+    const int64_t rows = int64_t(bm->B) * bm->H * bm->numQBlocks;
+    const int64_t idx = rows * bm->numKvBlocks;
+    bm->kvNumBlocks = ParseI32(b, "kvNumBlocks", "blockMask.kvNumBlocks", rows, refs);
+    bm->kvIndices = ParseI32(b, "kvIndices", "blockMask.kvIndices", idx, refs);
+    const bool hasFullNum = Present(b.Get("fullKvNumBlocks")), hasFullIdx = Present(b.Get("fullKvIndices"));
+    if (hasFullNum != hasFullIdx) {
+      ThrowInvalidArgument(hasFullNum ? "blockMask.fullKvIndices" : "blockMask.fullKvNumBlocks",
+                           "fullKvNumBlocks and fullKvIndices given together", "only one of them");
+    }
+    if (hasFullNum) {
+      bm->fullKvNumBlocks = ParseI32(b, "fullKvNumBlocks", "blockMask.fullKvNumBlocks", rows, refs);
+      bm->fullKvIndices = ParseI32(b, "fullKvIndices", "blockMask.fullKvIndices", idx, refs);
+    }
+    args.blockMask = bm.get();
+  }
+
+  Napi::Value smV = o.Get("scoreMod"), mmV = o.Get("maskMod");
+#if FLEXATTN_HAVE_MOD_VM
+  if (Present(smV)) {
+    if (!smV.IsObject()) ThrowInvalidArgument("scoreMod", "a mod program object", DescribeValue(smV));
+    std::shared_ptr<const cpu::ModVm> vm = cpu::ModVm::FromJs(smV.As<Napi::Object>());
+    args.scoreMod = [vm](float s, int b, int h, int q, int kv) { return vm->Score(s, b, h, q, kv); };
+  }
+  if (Present(mmV)) {
+    if (!mmV.IsObject()) ThrowInvalidArgument("maskMod", "a mod program object", DescribeValue(mmV));
+    std::shared_ptr<const cpu::ModVm> vm = cpu::ModVm::FromJs(mmV.As<Napi::Object>());
+    args.maskMod = [vm](int b, int h, int q, int kv) { return vm->Mask(b, h, q, kv); };
+  }
+#else
+  if (Present(smV) || Present(mmV)) {
+    throw NativeError(ErrKind::kGeneric, std::string(Present(smV) ? "scoreMod" : "maskMod") +
+                                             ": mod VM not built (native/cpu/mod_vm.h missing)");
+  }
+#endif
+
+  // Shape/dtype consistency (throws ArgError naming the argument).
+  try {
+    cpu::ValidateAttentionArgs(args);  // out is checked below once allocated
+  } catch (const cpu::ArgError& e) {
+    if (e.argument != "out") ThrowInvalidArgument(e.argument, e.expected, e.received);
+  }
+
+  const int64_t B = args.q.shape[0], Hq = args.q.shape[1], Sq = args.q.shape[2], Dv = args.v.shape[3];
+  const int64_t outNumel = B * Hq * Sq * Dv;
+  if (outNumel > (int64_t(1) << 32)) ThrowInvalidArgument("q", "an output of at most 2^32 elements", S(outNumel));
+  Napi::Float32Array out = Napi::Float32Array::New(env, size_t(outNumel));
+  args.out = outNumel ? out.Data() : nullptr;
+  Napi::Value lse = env.Undefined();
+  if (returnLse) {
+    Napi::Float32Array l = Napi::Float32Array::New(env, size_t(B * Hq * Sq));
+    args.lse = (B * Hq * Sq != 0) ? l.Data() : nullptr;
+    lse = l;
+  }
+
+  auto* worker = new CpuAttentionWorker(env, std::move(args), std::move(bm), std::move(refs), out, lse);
+  Napi::Promise p = worker->Promise();
+  worker->Queue();
+  return p;
+}
+
+Napi::Value HardwareConcurrency(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu::DefaultThreads());
+}
+
+}  // namespace
+
+void RegisterCpu(Napi::Env env, Napi::Object exports) {
+  exports.Set("cpuAttention", Napi::Function::New(env, Guarded<&CpuAttention>, "cpuAttention"));
+  exports.Set("hardwareConcurrency", Napi::Function::New(env, HardwareConcurrency, "hardwareConcurrency"));
+}
+
+}  // namespace flexattn
