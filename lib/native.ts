@@ -133,6 +133,10 @@ export interface NativeAddon {
   /** Compiles (or fetches from cache) a kernel: test hook for the JIT cache. */
   jitCompileForTest(source: string, kernelName: string, device?: number):
     { cacheHit: 'memory' | 'disk' | 'none'; ms: number; key: string; path: string; target: string };
+  /** Compiles `source` (memory/disk cache) and launches `kernelName` on the device's stream.
+   * `params` is the kernel parameter buffer in CUDA ABI layout (one struct parameter: its bytes). */
+  jitLaunch(device: number, source: string, kernelName: string, grid: [number, number, number],
+    block: [number, number, number], sharedBytes: number, params: Uint8Array): void;
   /** Forgets in-memory compiled modules (the disk cache stays): test hook. */
   jitClearMemoryCache(): void;
   /** Where kernel `kernel` of module `module` comes from on `device`: 'fatbin' or 'nvrtc' (loads it). */

@@ -15,4 +15,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace flexattn
 
-NODE_API_MODULE(flexattn, flexattn::Init)
+// NODE_API_MODULE pastes its second argument into an identifier, so it must
+// be unqualified.
+static Napi::Object FlexattnInit(Napi::Env env, Napi::Object exports) { return flexattn::Init(env, exports); }
+NODE_API_MODULE(flexattn, FlexattnInit)

@@ -1,0 +1,61 @@
+// Kernel modules: the precompiled fatbin when it loads on the device, else
+// NVRTC compilation of the embedded native/kernels sources; plus a general
+// "compile this source" API (in-memory + on-disk CUBIN cache) used for kernels
+// generated at run time (flex attention mods).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_api.h"
+#include "runtime/device.h"
+
+namespace flexattn::jit {
+
+enum class CacheHit { kNone, kMemory, kDisk };
+const char* CacheHitName(CacheHit h);
+
+struct CompileResult {
+  cu::CUmodule module = nullptr;
+  CacheHit hit = CacheHit::kNone;
+  double ms = 0;         // wall time of this call (compile + load, or lookup)
+  unsigned long long key = 0;
+  std::string target;    // "sm_90a" (CUBIN) or "compute_XY" (PTX, driver-JIT)
+  std::string path;      // disk cache entry
+};
+
+// Compiles `source` for `dev` (or fetches it from the memory/disk cache).
+// Thread-safe and free of Node-API calls: it may run on a worker thread
+// (e.g. inside a Napi::AsyncWorker) so long compiles do not block JS.
+// The embedded native/kernels/*.cuh files are available to #include by name.
+// Default options: -default-device -std=c++17 --gpu-architecture=<dev.Arch()>
+// -DFLEXATTN_JIT=1, then `extraOptions`. Throws CompileError (source + log),
+// NvrtcUnavailableError, CudaError.
+CompileResult Compile(rt::Device& dev, const std::string& source, const std::vector<std::string>& extraOptions = {},
+                      const std::string& programName = "flexattn_kernel.cu");
+
+// Looks up `kernel` in `module`; throws CudaError naming the kernel.
+cu::CUfunction GetFunction(cu::CUmodule module, const char* kernel);
+
+// Named modules: `source` is what NVRTC compiles when the fatbin lacks the
+// kernel (typically `#include "util.cuh"`). The precompiled fatbin is built
+// from native/kernels/precompiled.cu, which must include the same headers.
+// "util" is registered by default.
+void RegisterModule(const std::string& name, const std::string& source,
+                    const std::vector<std::string>& options = {});
+
+// extern "C" kernel `kernel` of module `module` on `dev`: from the embedded
+// fatbin when it loads for this device and holds the kernel (unless
+// FLEXATTN_DISABLE_FATBIN=1), else JIT-compiled from the module's source.
+// Results are cached per device.
+cu::CUfunction GetKernel(rt::Device& dev, const std::string& module, const char* kernel);
+// GetKernel wrapper; returns where the function came from ("fatbin" / "nvrtc").
+cu::CUfunction GetKernel(rt::Device& dev, const std::string& module, const char* kernel, std::string* origin);
+
+// $FLEXATTN_CACHE_DIR, else ~/.cache/flexattn.
+std::string CacheDir();
+// Forgets in-memory compiled modules (they stay loaded); for tests.
+void ClearMemoryCache();
+
+uint64_t Fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull);
+
+}  // namespace flexattn::jit

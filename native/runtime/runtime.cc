@@ -1,0 +1,420 @@
+// JS exports of native/runtime: alloc, copies, memset, randn, castStrided,
+// synchronize, memoryStats, emptyCache. Everything enqueues on the device's
+// stream and returns; waits happen on libuv worker threads.
+#include <cstring>
+
+#include "addon.h"
+#include "cuda/errors.h"
+#include "jit/jit.h"
+#include "runtime/buffer.h"
+#include "runtime/device.h"
+
+namespace flexattn::rt {
+
+namespace {
+
+int ElemSize(int dtype) {
+  switch (dtype) {
+    case 0: case 1: return 2;
+    case 2: case 3: return 4;
+    case 4: return 1;
+    default: return 0;
+  }
+}
+
+int ArgDtype(const Napi::CallbackInfo& info, size_t i, const char* name, bool floatOnly) {
+  Napi::Value v = info[i];
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  int max = floatOnly ? 2 : 4;
+  if (!v.IsNumber() || d < 0 || d > max || d != static_cast<int>(d)) {
+    ThrowInvalidArgument(name,
+                         floatOnly ? "a floating dtype code (bf16=0, f16=1, f32=2)"
+                                   : "a dtype code (bf16=0, f16=1, f32=2, i32=3, bool=4)",
+                         DescribeValue(v));
+  }
+  return static_cast<int>(d);
+}
+
+int ArgDevice(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Value v = info[i];
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!v.IsNumber() || d < 0 || d != static_cast<int>(d)) {
+    // Still report the valid range when the driver is there.
+    int n = DeviceCount();
+    ThrowDeviceError("device", "a CUDA device index in [0, " + std::to_string(n) + ")", DescribeValue(v));
+  }
+  return static_cast<int>(d);
+}
+
+// Host bytes of an ArrayBufferView (TypedArray, Buffer or DataView).
+void ViewBytes(const Napi::Value& v, const char* arg, const uint8_t** data, size_t* n) {
+  if (v.IsTypedArray()) {
+    Napi::TypedArray t = v.As<Napi::TypedArray>();
+    *data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+    *n = t.ByteLength();
+    return;
+  }
+  if (v.IsDataView()) {
+    Napi::DataView t = v.As<Napi::DataView>();
+    *data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+    *n = t.ByteLength();
+    return;
+  }
+  ThrowInvalidArgument(arg, "an ArrayBufferView (typed array, Buffer or DataView)", DescribeValue(v));
+}
+
+// ---- promise workers -------------------------------------------------------
+
+// Waits on `event` off the main thread, then (on the main thread) resolves
+// with a copy of the staging block (DtoH) or undefined (synchronize).
+class WaitWorker : public Napi::AsyncWorker {
+ public:
+  WaitWorker(Napi::Env env, Device* dev, cu::CUevent event, bool ownEvent, PinnedBlock* block, size_t bytes)
+      : Napi::AsyncWorker(env, "flexattn:wait"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        dev_(dev), event_(event), ownEvent_(ownEvent), block_(block), bytes_(bytes) {
+    if (block_) {
+      // The result buffer is created now and filled on the worker thread, so
+      // the main thread never copies large results. JS cannot see it before
+      // the promise resolves.
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes_);
+      dst_ = static_cast<uint8_t*>(ab.Data());
+      result_ = Napi::Persistent(ab);
+    }
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      dev_->MakeCurrent();
+      cu::Check(cu::Drv().cuEventSynchronize(event_), block_ ? "cuEventSynchronize (copyDtoH)"
+                                                            : "cuEventSynchronize (synchronize)");
+      if (block_ && bytes_) std::memcpy(dst_, block_->ptr, bytes_);
+    } catch (const NativeError& e) {
+      err_ = e;
+      failed_ = true;
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (ownEvent_) cu::Drv().cuEventDestroy(event_);
+    if (failed_) {
+      // The staging block is not reused: its event is in an error state.
+      deferred_.Reject(ToJsError(env, err_).Value());
+      return;
+    }
+    if (block_) {
+      dev_->ReleasePinned(block_, false);  // event already completed
+      block_ = nullptr;
+      deferred_.Resolve(result_.Value());
+      result_.Reset();
+    } else {
+      deferred_.Resolve(env.Undefined());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Device* dev_;
+  cu::CUevent event_;
+  bool ownEvent_;
+  PinnedBlock* block_;
+  size_t bytes_;
+  uint8_t* dst_ = nullptr;
+  Napi::Reference<Napi::ArrayBuffer> result_;
+  NativeError err_;
+  bool failed_ = false;
+};
+
+// ---- exports ---------------------------------------------------------------
+
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  int device = ArgDevice(info, 0);
+  int64_t bytes = ArgIndex(info, 1, "bytes");
+  return DeviceBuffer::New(info.Env(), device, static_cast<size_t>(bytes));
+}
+
+Napi::Value CopyHtoD(const Napi::CallbackInfo& info) {
+  DeviceBuffer* dst = DeviceBuffer::FromValue(info[0], "dst");
+  int64_t off = ArgIndex(info, 1, "byteOffset");
+  const uint8_t* data = nullptr;
+  size_t n = 0;
+  ViewBytes(info[2], "src", &data, &n);
+  dst->CheckRange(off, static_cast<int64_t>(n), "byteOffset", "src.byteLength");
+  if (n == 0) return info.Env().Undefined();
+  Device& dev = dst->dev();
+  const cu::Driver& d = cu::Drv();
+  PinnedBlock* b = dev.AcquirePinned(n);
+  std::memcpy(b->ptr, data, n);
+  cu::CUresult r = d.cuMemcpyHtoDAsync(dst->ptr() + off, b->ptr, n, dev.stream);
+  dev.ReleasePinned(b, r == cu::CUDA_SUCCESS);
+  cu::Check(r, "cuMemcpyHtoDAsync(" + std::to_string(n) + " bytes)");
+  return info.Env().Undefined();
+}
+
+Napi::Value CopyDtoH(const Napi::CallbackInfo& info) {
+  DeviceBuffer* src = DeviceBuffer::FromValue(info[0], "src");
+  int64_t off = ArgIndex(info, 1, "byteOffset");
+  int64_t n = ArgIndex(info, 2, "bytes");
+  src->CheckRange(off, n, "byteOffset", "bytes");
+  Device& dev = src->dev();
+  const cu::Driver& d = cu::Drv();
+  PinnedBlock* b = dev.AcquirePinned(static_cast<size_t>(n > 0 ? n : 1));
+  if (n > 0) {
+    cu::CUresult r = d.cuMemcpyDtoHAsync(b->ptr, src->ptr() + off, static_cast<size_t>(n), dev.stream);
+    if (r != cu::CUDA_SUCCESS) {
+      dev.ReleasePinned(b, false);
+      cu::Check(r, "cuMemcpyDtoHAsync(" + std::to_string(n) + " bytes)");
+    }
+  }
+  cu::CUresult r = d.cuEventRecord(b->event, dev.stream);
+  if (r != cu::CUDA_SUCCESS) {
+    dev.ReleasePinned(b, false);
+    cu::Check(r, "cuEventRecord");
+  }
+  b->recorded = true;
+  auto* w = new WaitWorker(info.Env(), &dev, b->event, false, b, static_cast<size_t>(n));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value CopyDtoD(const Napi::CallbackInfo& info) {
+  DeviceBuffer* dst = DeviceBuffer::FromValue(info[0], "dst");
+  int64_t doff = ArgIndex(info, 1, "dstByteOffset");
+  DeviceBuffer* src = DeviceBuffer::FromValue(info[2], "src");
+  int64_t soff = ArgIndex(info, 3, "srcByteOffset");
+  int64_t n = ArgIndex(info, 4, "bytes");
+  dst->CheckRange(doff, n, "dstByteOffset", "bytes");
+  src->CheckRange(soff, n, "srcByteOffset", "bytes");
+  if (dst->device() != src->device()) {
+    ThrowDeviceError("src", "a buffer on device " + std::to_string(dst->device()) + " (same as dst)",
+                     "device " + std::to_string(src->device()));
+  }
+  if (n == 0) return info.Env().Undefined();
+  Device& dev = dst->dev();
+  dev.MakeCurrent();
+  cu::Check(cu::Drv().cuMemcpyDtoDAsync(dst->ptr() + doff, src->ptr() + soff, static_cast<size_t>(n), dev.stream),
+            "cuMemcpyDtoDAsync(" + std::to_string(n) + " bytes)");
+  return info.Env().Undefined();
+}
+
+Napi::Value Memset(const Napi::CallbackInfo& info) {
+  DeviceBuffer* dst = DeviceBuffer::FromValue(info[0], "dst");
+  int64_t off = ArgIndex(info, 1, "byteOffset");
+  int64_t n = ArgIndex(info, 2, "bytes");
+  int64_t value = ArgIndex(info, 3, "value");
+  if (value > 255) ThrowInvalidArgument("value", "a byte value in [0, 255]", std::to_string(value));
+  dst->CheckRange(off, n, "byteOffset", "bytes");
+  if (n == 0) return info.Env().Undefined();
+  Device& dev = dst->dev();
+  dev.MakeCurrent();
+  cu::Check(cu::Drv().cuMemsetD8Async(dst->ptr() + off, static_cast<unsigned char>(value), static_cast<size_t>(n),
+                                      dev.stream),
+            "cuMemsetD8Async(" + std::to_string(n) + " bytes)");
+  return info.Env().Undefined();
+}
+
+unsigned GridFor(Device& dev, uint64_t work, unsigned threads) {
+  uint64_t blocks = (work + threads - 1) / threads;
+  uint64_t cap = static_cast<uint64_t>(dev.multiprocessors > 0 ? dev.multiprocessors : 80) * 16;
+  if (blocks > cap) blocks = cap;
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned>(blocks);
+}
+
+Napi::Value Randn(const Napi::CallbackInfo& info) {
+  DeviceBuffer* dst = DeviceBuffer::FromValue(info[0], "dst");
+  int64_t offset = ArgIndex(info, 1, "offset");
+  int64_t numel = ArgIndex(info, 2, "numel");
+  int dtype = ArgDtype(info, 3, "dtype", true);
+  uint64_t seed = ArgBigUint(info, 4, "seed");
+  uint64_t subseq = ArgBigUint(info, 5, "subsequence");
+  int es = ElemSize(dtype);
+  if (offset > static_cast<int64_t>(dst->bytes() / es) ||
+      numel > static_cast<int64_t>(dst->bytes() / es) - offset) {
+    ThrowInvalidArgument("numel",
+                         "offset + numel <= " + std::to_string(dst->bytes() / es) + " elements of the buffer",
+                         std::to_string(offset) + " + " + std::to_string(numel));
+  }
+  if (numel == 0) return info.Env().Undefined();
+  Device& dev = dst->dev();
+  cu::CUfunction f = jit::GetKernel(dev, "util", "flexattn_randn");
+  unsigned long long ptr = dst->ptr() + static_cast<uint64_t>(offset) * es;
+  long long n = numel;
+  int dt = dtype;
+  unsigned long long s = seed, sub = subseq;
+  void* params[] = {&ptr, &n, &dt, &s, &sub};
+  uint64_t groups = (static_cast<uint64_t>(numel) + 3) / 4;
+  Launch(dev, f, GridFor(dev, groups, 256), 1, 1, 256, 1, 1, 0, params, "flexattn_randn");
+  return info.Env().Undefined();
+}
+
+// Must match CastParams in native/kernels/util.cuh.
+struct CastParams {
+  unsigned long long src;
+  unsigned long long dst;
+  long long numel;
+  long long shape[8];
+  long long strides[8];
+  int rank;
+  int srcDtype;
+  int dstDtype;
+  int pad;
+};
+
+std::vector<int64_t> ArgInt64Array(const Napi::Object& o, const char* key, const char* name, bool allowNegative) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsArray()) ThrowInvalidArgument(name, "an array of integers", DescribeValue(v));
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<int64_t> out;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : 0.5;
+    if (!e.IsNumber() || d != static_cast<double>(static_cast<int64_t>(d)) || (!allowNegative && d < 0) ||
+        std::abs(d) > 9007199254740992.0) {
+      ThrowInvalidArgument(std::string(name) + "[" + std::to_string(i) + "]",
+                           allowNegative ? "an integer" : "a non-negative integer", DescribeValue(e));
+    }
+    out.push_back(static_cast<int64_t>(d));
+  }
+  return out;
+}
+
+Napi::Value CastStrided(const Napi::CallbackInfo& info) {
+  if (!info[0].IsObject()) ThrowInvalidArgument("src", "a strided operand {buffer, offset, dtype, shape, strides}",
+                                                DescribeValue(info[0]));
+  Napi::Object so = info[0].As<Napi::Object>();
+  DeviceBuffer* src = DeviceBuffer::FromValue(so.Get("buffer"), "src.buffer");
+  Napi::Value offV = so.Get("offset");
+  if (!offV.IsNumber() || offV.As<Napi::Number>().DoubleValue() < 0 ||
+      offV.As<Napi::Number>().DoubleValue() != static_cast<int64_t>(offV.As<Napi::Number>().DoubleValue())) {
+    ThrowInvalidArgument("src.offset", "a non-negative integer element offset", DescribeValue(offV));
+  }
+  int64_t srcOffset = static_cast<int64_t>(offV.As<Napi::Number>().DoubleValue());
+  Napi::Value dtV = so.Get("dtype");
+  double dtD = dtV.IsNumber() ? dtV.As<Napi::Number>().DoubleValue() : -1;
+  if (!dtV.IsNumber() || dtD < 0 || dtD > 4 || dtD != static_cast<int>(dtD)) {
+    ThrowInvalidArgument("src.dtype", "a dtype code (bf16=0, f16=1, f32=2, i32=3, bool=4)", DescribeValue(dtV));
+  }
+  int srcDtype = static_cast<int>(dtD);
+  std::vector<int64_t> shape = ArgInt64Array(so, "shape", "src.shape", false);
+  std::vector<int64_t> strides = ArgInt64Array(so, "strides", "src.strides", true);
+  if (shape.size() > 8) ThrowInvalidArgument("src.shape", "at most 8 dimensions", std::to_string(shape.size()));
+  if (strides.size() != shape.size()) {
+    ThrowInvalidArgument("src.strides", "one stride per dimension (" + std::to_string(shape.size()) + ")",
+                         std::to_string(strides.size()) + " strides");
+  }
+  DeviceBuffer* dst = DeviceBuffer::FromValue(info[1], "dst");
+  int64_t dstOffset = ArgIndex(info, 2, "dstOffset");
+  int dstDtype = ArgDtype(info, 3, "dstDtype", false);
+  if (src->device() != dst->device()) {
+    ThrowDeviceError("dst", "a buffer on device " + std::to_string(src->device()) + " (same as src)",
+                     "device " + std::to_string(dst->device()));
+  }
+  int64_t numel = 1;
+  int64_t minOff = 0, maxOff = 0;
+  for (size_t i = 0; i < shape.size(); i++) {
+    numel *= shape[i];
+    if (shape[i] > 0) {
+      if (strides[i] >= 0) maxOff += (shape[i] - 1) * strides[i];
+      else minOff += (shape[i] - 1) * strides[i];
+    }
+  }
+  if (numel == 0) return info.Env().Undefined();
+  int ses = ElemSize(srcDtype), des = ElemSize(dstDtype);
+  int64_t srcElems = static_cast<int64_t>(src->bytes()) / ses;
+  if (srcOffset + minOff < 0 || srcOffset + maxOff >= srcElems) {
+    ThrowInvalidArgument("src", "a view within its buffer (elements [0, " + std::to_string(srcElems) + "))",
+                         "offset " + std::to_string(srcOffset) + " reaching elements [" +
+                             std::to_string(srcOffset + minOff) + ", " + std::to_string(srcOffset + maxOff) + "]");
+  }
+  int64_t dstElems = static_cast<int64_t>(dst->bytes()) / des;
+  if (dstOffset > dstElems || numel > dstElems - dstOffset) {
+    ThrowInvalidArgument("dst", "room for " + std::to_string(numel) + " elements after dstOffset " +
+                                    std::to_string(dstOffset),
+                         std::to_string(dstElems) + " elements");
+  }
+  CastParams p{};
+  p.src = src->ptr() + static_cast<uint64_t>(srcOffset) * ses;
+  p.dst = dst->ptr() + static_cast<uint64_t>(dstOffset) * des;
+  p.numel = numel;
+  p.rank = static_cast<int>(shape.size());
+  for (size_t i = 0; i < shape.size(); i++) {
+    p.shape[i] = shape[i];
+    p.strides[i] = strides[i];
+  }
+  p.srcDtype = srcDtype;
+  p.dstDtype = dstDtype;
+  Device& dev = dst->dev();
+  cu::CUfunction f = jit::GetKernel(dev, "util", "flexattn_cast_strided");
+  void* params[] = {&p};
+  Launch(dev, f, GridFor(dev, static_cast<uint64_t>(numel), 256), 1, 1, 256, 1, 1, 0, params,
+         "flexattn_cast_strided");
+  return info.Env().Undefined();
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  int device = ArgDevice(info, 0);
+  Device& dev = GetDevice(device);
+  const cu::Driver& d = cu::Drv();
+  cu::CUevent ev = nullptr;
+  cu::Check(d.cuEventCreate(&ev, cu::CU_EVENT_DISABLE_TIMING | cu::CU_EVENT_BLOCKING_SYNC), "cuEventCreate");
+  cu::CUresult r = d.cuEventRecord(ev, dev.stream);
+  if (r != cu::CUDA_SUCCESS) {
+    d.cuEventDestroy(ev);
+    cu::Check(r, "cuEventRecord");
+  }
+  auto* w = new WaitWorker(info.Env(), &dev, ev, true, nullptr, 0);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = ArgDevice(info, 0);
+  MemoryStats s = GetDevice(device).Stats();
+  Napi::Object o = Napi::Object::New(env);
+  auto N = [&](uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); };
+  o.Set("allocatedBytes", N(s.allocatedBytes));
+  o.Set("reservedBytes", N(s.reservedBytes));
+  o.Set("peakAllocatedBytes", N(s.peakAllocatedBytes));
+  o.Set("numAllocs", N(s.numAllocs));
+  o.Set("numFrees", N(s.numFrees));
+  o.Set("numCudaMallocs", N(s.numCudaMallocs));
+  o.Set("numCacheHits", N(s.numCacheHits));
+  o.Set("numOomRetries", N(s.numOomRetries));
+  return o;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  int device = ArgDevice(info, 0);
+  GetDevice(device).EmptyCache();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+}  // namespace flexattn::rt
+
+namespace flexattn {
+void RegisterRuntime(Napi::Env env, Napi::Object exports) {
+  using namespace rt;
+  exports.Set("DeviceBuffer", DeviceBuffer::Init(env));
+  exports.Set("alloc", Napi::Function::New<Guarded<Alloc>>(env, "alloc"));
+  exports.Set("copyHtoD", Napi::Function::New<Guarded<CopyHtoD>>(env, "copyHtoD"));
+  exports.Set("copyDtoH", Napi::Function::New<Guarded<CopyDtoH>>(env, "copyDtoH"));
+  exports.Set("copyDtoD", Napi::Function::New<Guarded<CopyDtoD>>(env, "copyDtoD"));
+  exports.Set("memset", Napi::Function::New<Guarded<Memset>>(env, "memset"));
+  exports.Set("randn", Napi::Function::New<Guarded<Randn>>(env, "randn"));
+  exports.Set("castStrided", Napi::Function::New<Guarded<CastStrided>>(env, "castStrided"));
+  exports.Set("synchronize", Napi::Function::New<Guarded<Synchronize>>(env, "synchronize"));
+  exports.Set("memoryStats", Napi::Function::New<Guarded<MemoryStatsJs>>(env, "memoryStats"));
+  exports.Set("emptyCache", Napi::Function::New<Guarded<EmptyCache>>(env, "emptyCache"));
+}
+}  // namespace flexattn
