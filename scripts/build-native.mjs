@@ -34,18 +34,23 @@ if (missing.length) {
 const nvcc = process.env.FLEXATTN_NVCC || which('nvcc') ||
   (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : '');
 const cmakeJs = join(dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
-const args = [cmakeJs, 'compile', '--directory', root, '--out', join(root, 'build')];
-if (nvcc) args.push(`--CDFLEXATTN_NVCC=${nvcc}`);
-else args.push('--CDFLEXATTN_NO_FATBIN=ON');
-if (process.env.FLEXATTN_ARCHS) args.push(`--CDFLEXATTN_ARCHS=${process.env.FLEXATTN_ARCHS}`);
+const defines = [
+  nvcc ? `--CDFLEXATTN_NVCC=${nvcc}` : '--CDFLEXATTN_NO_FATBIN=ON',
+  // Always pass the arch list, so a changed FLEXATTN_ARCHS re-configures an existing build/.
+  `--CDFLEXATTN_ARCHS=${process.env.FLEXATTN_ARCHS || '80;86;89;90a'}`,
+];
 const verbose = process.argv.includes('--verbose');
-const r = spawnSync(process.execPath, args, { cwd: root, stdio: verbose ? 'inherit' : 'pipe', encoding: 'utf8' });
-if (r.status !== 0) {
-  if (!verbose) {
-    const out = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n');
-    console.error(out.slice(-60).join('\n'));
+for (const step of ['configure', 'build']) {
+  const args = [cmakeJs, step, '--directory', root, '--out', join(root, 'build'), ...(step === 'configure' ? defines : [])];
+  const r = spawnSync(process.execPath, args, { cwd: root, stdio: verbose ? 'inherit' : 'pipe', encoding: 'utf8' });
+  if (r.status !== 0) {
+    if (!verbose) {
+      const out = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n');
+      console.error(out.slice(-60).join('\n'));
+    }
+    console.error(`flexattn: native build failed at the ${step} step (see above). ` +
+      'Re-run with `node scripts/build-native.mjs --verbose` for the full log.');
+    process.exit(r.status ?? 1);
   }
-  console.error('flexattn: native build failed (see above). Re-run with `node scripts/build-native.mjs --verbose` for the full log.');
-  process.exit(r.status ?? 1);
 }
 console.log(`flexattn: native addon built${nvcc ? ` (kernels precompiled with ${nvcc})` : ' (no nvcc: kernels JIT-compiled at first use)'}`);
