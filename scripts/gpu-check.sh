@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One call on the GPU machine (see ../shared/device/README.md): the whole test
+# suite with FLEXATTN_REQUIRE_GPU=1, the NVRTC-only path, the CLI, and the
+# block-mask comparison/benchmark against PyTorch. Logs go to $OUT.
+#   carry: [".device", "build/Release/flexattn.node", "dist"]
+#   command: bash scripts/gpu-check.sh [quick]
+set -uo pipefail
+source .device/boot.sh
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export FLEXATTN_REQUIRE_GPU=1 FLEXATTN_CACHE_DIR=/tmp/flexattn-cache
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+status=0
+node_modules/.bin/vitest run 2>&1 | tee "$OUT/vitest.log" | tail -25 || status=1
+echo "== NVRTC path (fatbin disabled)"
+FLEXATTN_DISABLE_FATBIN=1 node_modules/.bin/vitest run test/gpu 2>&1 | tee "$OUT/vitest-nvrtc.log" | tail -4 || status=1
+node dist/lib/cli.js info 2>&1 | tee "$OUT/info.txt"
+node dist/lib/cli.js demo 2>&1 | tee "$OUT/demo.txt"
+[ "${1:-}" = quick ] && exit $status
+echo "== block masks vs PyTorch"
+PYTHONUNBUFFERED=1 python3 bench/torch_blockmask.py /tmp/torch_bm 2>&1 | tail -20
+node scripts/compare-blockmask-torch.mjs /tmp/torch_bm "$OUT/blockmask-vs-torch.json" 2>&1 | tee "$OUT/blockmask-vs-torch.md" || status=1
+node bench/blockmask.mjs "$OUT/blockmask.json" 2>&1 | tee "$OUT/blockmask-bench.md" | tail -30
+exit $status
