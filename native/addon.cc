@@ -8,6 +8,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCuda(env, exports);
   RegisterRuntime(env, exports);
   RegisterJit(env, exports);
+  RegisterKernels(env, exports);
   RegisterCpu(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;

@@ -8,6 +8,7 @@ namespace flexattn {
 void RegisterCuda(Napi::Env env, Napi::Object exports);     // native/cuda: driver/NVRTC loading, device info
 void RegisterRuntime(Napi::Env env, Napi::Object exports);  // native/runtime: buffers, copies, allocator, tensor kernels
 void RegisterJit(Napi::Env env, Napi::Object exports);      // native/jit: NVRTC compile + kernel cache
+void RegisterKernels(Napi::Env env, Napi::Object exports);  // native/jit: kernel handles for the attention ops
 void RegisterCpu(Napi::Env env, Napi::Object exports);      // native/cpu: reference attention
 
 }  // namespace flexattn

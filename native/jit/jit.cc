@@ -407,21 +407,6 @@ Napi::Value KernelOrigin(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), origin);
 }
 
-void ArgDim3(const Napi::CallbackInfo& info, size_t i, const char* name, unsigned out[3]) {
-  Napi::Value v = info[i];
-  if (!v.IsArray() || v.As<Napi::Array>().Length() != 3) {
-    ThrowInvalidArgument(name, "an array of 3 positive integers", DescribeValue(v));
-  }
-  Napi::Array a = v.As<Napi::Array>();
-  for (uint32_t k = 0; k < 3; k++) {
-    Napi::Value e = a.Get(k);
-    double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : 0;
-    if (!e.IsNumber() || d < 1 || d > 4294967295.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
-      ThrowInvalidArgument(std::string(name) + "[" + std::to_string(k) + "]", "a positive integer", DescribeValue(e));
-    }
-    out[k] = static_cast<unsigned>(d);
-  }
-}
 
 // jitLaunch(device, source, kernelName, grid[3], block[3], sharedBytes, params)
 // Compiles `source` through the cache and launches `kernelName` on the
@@ -474,6 +459,22 @@ Napi::Value JitLaunch(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+void ArgDim3(const Napi::CallbackInfo& info, size_t i, const char* name, unsigned out[3]) {
+  Napi::Value v = info[i];
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != 3) {
+    ThrowInvalidArgument(name, "an array of 3 positive integers", DescribeValue(v));
+  }
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t k = 0; k < 3; k++) {
+    Napi::Value e = a.Get(k);
+    double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : 0;
+    if (!e.IsNumber() || d < 1 || d > 4294967295.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
+      ThrowInvalidArgument(std::string(name) + "[" + std::to_string(k) + "]", "a positive integer", DescribeValue(e));
+    }
+    out[k] = static_cast<unsigned>(d);
+  }
+}
 
 }  // namespace flexattn::jit
 

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <napi.h>
+
 #include "cuda/cuda_api.h"
 #include "runtime/device.h"
 
@@ -55,6 +57,9 @@ cu::CUfunction GetKernel(rt::Device& dev, const std::string& module, const char*
 std::string CacheDir();
 // Forgets in-memory compiled modules (they stay loaded); for tests.
 void ClearMemoryCache();
+
+// Reads argument i as a [x, y, z] launch dimension (throws InvalidArgumentError naming `name`).
+void ArgDim3(const Napi::CallbackInfo& info, size_t i, const char* name, unsigned out[3]);
 
 uint64_t Fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull);
 

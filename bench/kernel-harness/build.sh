@@ -1,0 +1,30 @@
+#!/bin/bash
+# Build the harness cubins (run on the dev machine; carry build/ to the GPU).
+# usage: ./build.sh [name...]   (default: all *.cu here)
+set -e
+cd "$(dirname "$0")"
+mkdir -p build
+ARCH=${ARCH:-"-gencode=arch=compute_90a,code=sm_90a"}
+srcs=("$@"); [ ${#srcs[@]} -eq 0 ] && srcs=(*.cu)
+for f in "${srcs[@]}"; do
+  n=$(basename "$f" .cu)
+  nvcc -cubin $ARCH -O3 --use_fast_math -std=c++17 -Xptxas -v -o build/$n.cubin "$n.cu" 2> build/$n.ptxas.log &
+done
+wait
+for f in "${srcs[@]}"; do
+  n=$(basename "$f" .cu)
+  python3 - "$n" <<'PY'
+import re,sys
+n=sys.argv[1]
+txt=open(f"build/{n}.ptxas.log").read()
+if "error" in txt: print(txt); sys.exit(1)
+cur=None
+for line in txt.splitlines():
+    m=re.search(r"Compiling entry function '(\w+)'",line)
+    if m: cur=m.group(1); continue
+    m=re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores",line)
+    if m: st=(m.group(1),m.group(2))
+    m=re.search(r"Used (\d+) registers",line)
+    if m and cur: print(f"  {cur:48s} regs={m.group(1):>3} stack={st[0]:>4} spill_st={st[1]:>4}")
+PY
+done

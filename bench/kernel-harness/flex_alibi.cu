@@ -1,0 +1,9 @@
+#include "flex_common.cuh"
+#define FLEX_HAS_SCORE_MOD 1
+#define FLEX_HAS_MASK_MOD 1
+__device__ __forceinline__ float flex_score_mod(float s, int b, int h, int q, int kv, const FlexModArgs& a) {
+  return s + a.slopes[h] * ((float)kv - (float)q);
+}
+__device__ __forceinline__ bool flex_mask_mod(int b, int h, int q, int kv, const FlexModArgs& a) { return kv <= q; }
+#include "../../native/kernels/flash_fwd.cuh"
+FLEX_INSTANTIATE_SPARSE(alibi)

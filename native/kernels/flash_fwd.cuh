@@ -1,0 +1,577 @@
+// flash_fwd.cuh — flash-attention forward (mma.sync, sm_80+), one template
+// family for SDPA (dense / causal) and FlexAttention (block-sparse + mods).
+//
+//   O[b,h,q,:] = softmax_kv( mod(scale * Q[b,h,q,:]·K[b,h/g,kv,:]) ) · V[b,h/g,kv,:]
+//   LSE[b,h,q] = log(sum_kv exp(...))   (natural log, f32, optional)
+//
+// Structure (so the Hopper path can reuse the policy half):
+//   * FlashFwdParams      — the one by-value kernel parameter (layout below).
+//   * FwdConfig<D>        — per-head-dim tile traits.
+//   * KvSchedule<MODE>    — which kv tiles a q block visits, and which of
+//                           them need per-element masking (DENSE / CAUSAL /
+//                           BLOCK_SPARSE); knows nothing about mma.
+//   * flash_fwd<...>      — the tile-compute core: cp.async K/V pipeline,
+//                           S = Q·Kᵀ, mods + mask, online softmax, O += P·V.
+//
+// Mod hooks (code generator output, prepended before this header):
+//   struct FlexModArgs { ... };                                  // POD
+//   __device__ __forceinline__ float flex_score_mod(float score, int b, int h,
+//                                   int q_idx, int kv_idx, const FlexModArgs&);
+//   __device__ __forceinline__ bool  flex_mask_mod(int b, int h, int q_idx,
+//                                   int kv_idx, const FlexModArgs&);
+//   #define FLEX_HAS_SCORE_MOD 0|1
+//   #define FLEX_HAS_MASK_MOD  0|1
+// `score` is the scaled q·k. Mods are called with in-bounds indices only
+// (q < Sq, kv < Skv; tail elements get clamped indices and are discarded),
+// but also for elements that end up masked, so they must be pure. The kernel
+// calls them unconditionally across a tile: write boolean logic with & / |
+// (not && / ||) and index conversions as (float)kv - (float)q, so loads and
+// conversions that depend only on q or only on kv CSE to one per row/column.
+// mask_mod runs on partial blocks only. With neither macro defined
+// (precompiled dense kernels) identity defaults are used.
+//
+// Instantiation (see the bottom of this file):
+//   FLEXATTN_FWD_KERNEL(name, HEAD_DIM, DTYPE, MODE)   DTYPE: bf16 | f16,
+//                     MODE: kDense | kCausal | kBlockSparse
+//   FLEXATTN_FWD_DENSE_VARIANTS(HEAD_DIM, DTYPE) -> flexattn_fwd_d<D>_<dt>
+//                                                   flexattn_fwd_d<D>_<dt>_causal
+// Each kernel <name> comes with `extern "C" __constant__ int <name>_cfg[8]`
+// = {threads, dynamic smem bytes, BLOCK_M, BLOCK_N, head dim, stages,
+//    sizeof(FlashFwdParams), offsetof(FlashFwdParams, mod)}: read it with
+// cuModuleGetGlobal; launch grid (ceil(Sq/BLOCK_M), Hq, B), block (threads),
+// dynamic smem as given (raise CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+// when > 48 KB).
+#pragma once
+
+#include "tiles.cuh"
+
+// ---------------------------------------------------------------------------
+// identity defaults when no mod fragment was prepended
+#if !defined(FLEX_HAS_SCORE_MOD) && !defined(FLEX_HAS_MASK_MOD)
+struct FlexModArgs {
+  unsigned long long unused;
+};
+#endif
+#ifndef FLEX_HAS_SCORE_MOD
+#define FLEX_HAS_SCORE_MOD 0
+#endif
+#ifndef FLEX_HAS_MASK_MOD
+#define FLEX_HAS_MASK_MOD 0
+#endif
+
+namespace flexattn {
+
+// ---------------------------------------------------------------------------
+// Kernel parameter block. Byte layout (little-endian, no implicit padding):
+//   off  size  field
+//     0     8  q                 const 16-bit* [B,Hq,Sq,D] via strides
+//     8     8  k                 const 16-bit* [B,Hkv,Skv,D]
+//    16     8  v                 const 16-bit* [B,Hkv,Skv,D]
+//    24     8  o                 16-bit*       [B,Hq,Sq,D]
+//    32     8  lse               float* [B,Hq,Sq] contiguous, or 0 (not written)
+//    40     8  kv_num_blocks     const int* [B',H',QB]      (BLOCK_SPARSE)
+//    48     8  kv_indices        const int* [B',H',QB,KVB]
+//    56     8  full_kv_num_blocks const int* or 0 (no full blocks)
+//    64     8  full_kv_indices   const int* or 0
+//    72    96  i64 element strides: q_b q_h q_s k_b k_h k_s v_b v_h v_s o_b o_h o_s
+//   168     4  B       172 Hq     176 Hkv    180 Sq     184 Skv
+//   188     4  gqa_group (= Hq / Hkv)
+//   192     4  scale (f32)      196 scale_log2 (f32, = scale * log2(e))
+//   200     4  bm_q_block       204 bm_kv_block   (block-mask block sizes)
+//   208     4  bm_num_stride_b  212 bm_num_stride_h  (elements; 0 = broadcast;
+//                                                     q-block stride is 1)
+//   216     4  bm_idx_stride_b  220 bm_idx_stride_h  224 bm_idx_stride_qb
+//   228     4  reserved (0)
+//   232     -  mod: FlexModArgs  (sizeof(FlashFwdParams) = 232 + sizeof, 8-aligned)
+// The num/indices arrays of the full and partial sets share shape and strides.
+// Alignment: q, k, v 16-byte aligned with S/H/B strides multiples of 8
+// elements (16-byte cp.async); o 4-byte aligned, strides even.
+// BLOCK_SPARSE requires bm_q_block % BLOCK_M == 0 and bm_kv_block % BLOCK_N == 0.
+struct FlashFwdParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  float* lse;
+  const int* kv_num_blocks;
+  const int* kv_indices;
+  const int* full_kv_num_blocks;
+  const int* full_kv_indices;
+  long long q_stride_b, q_stride_h, q_stride_s;
+  long long k_stride_b, k_stride_h, k_stride_s;
+  long long v_stride_b, v_stride_h, v_stride_s;
+  long long o_stride_b, o_stride_h, o_stride_s;
+  int B, Hq, Hkv, Sq, Skv;
+  int gqa_group;
+  float scale;
+  float scale_log2;
+  int bm_q_block, bm_kv_block;
+  int bm_num_stride_b, bm_num_stride_h;
+  int bm_idx_stride_b, bm_idx_stride_h, bm_idx_stride_qb;
+  int reserved;
+  FlexModArgs mod;
+};
+static_assert(__builtin_offsetof(FlashFwdParams, q) == 0, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, lse) == 32, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, full_kv_indices) == 64, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, q_stride_b) == 72, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, o_stride_s) == 160, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, B) == 168, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, gqa_group) == 188, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, scale) == 192, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, bm_q_block) == 200, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, bm_num_stride_b) == 208, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_b) == 216, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_qb) == 224, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, mod) == 232, "layout");
+
+namespace flash {
+
+using namespace ::flexattn::tiles;
+
+// ---------------------------------------------------------------------------
+// Per-head-dim tile traits. MT = m16 tiles per warp (2: each K/V fragment read
+// from shared memory feeds two mmas, halving ldmatrix traffic per flop).
+template <int BM, int BN, int NW, int STAGES, bool Q_IN_REGS>
+struct TileShape {
+  static constexpr int kBlockM = BM;     // query rows per CTA
+  static constexpr int kBlockN = BN;     // kv rows per pipeline stage
+  static constexpr int kWarps = NW;
+  static constexpr int kThreads = NW * 32;
+  static constexpr int kStages = STAGES; // K/V stages in the cp.async ring
+  static constexpr bool kQInRegs = Q_IN_REGS;
+};
+
+// Defaults measured on H100 SXM (bench/results/kernel-notes.md): MT=2 beats
+// MT=1 by 15-30 % (ldmatrix-bound), d64 128x128 >= 128x64 in all runs.
+// d32/d96/d256: compile- and correctness-checked, not yet timed. For flex
+// kernels whose mods keep many captured values live (e.g. document ids), the
+// MT=1 shape TileShape<64, 64, 4, 2, true> avoids spills at equal speed.
+template <int D> struct FwdConfigFor;
+//                                         BM   BN  warps stages Q-in-regs
+template <> struct FwdConfigFor<32>  { typedef TileShape<128, 64, 4, 3, true>  type; };
+template <> struct FwdConfigFor<64>  { typedef TileShape<128, 128, 4, 2, false> type; };
+template <> struct FwdConfigFor<96>  { typedef TileShape<128, 64, 4, 2, false> type; };
+template <> struct FwdConfigFor<128> { typedef TileShape<128, 64, 4, 2, false> type; };
+template <> struct FwdConfigFor<256> { typedef TileShape<64,  64, 4, 2, false> type; };
+
+template <int D, class Shape = typename FwdConfigFor<D>::type>
+struct FwdConfig : Shape {
+  static constexpr int kHeadDim = D;
+  static constexpr int kMT = Shape::kBlockM / (16 * Shape::kWarps);  // m16 tiles / warp
+  static constexpr int kNT = Shape::kBlockN / 8;                     // n8 tiles of S
+  static constexpr int kKT = D / 16;                                 // k16 steps of Q·Kᵀ
+  static constexpr int kDT = D / 8;                                  // n8 tiles of O
+  static constexpr int kPK = Shape::kBlockN / 16;                    // k16 steps of P·V
+  typedef SmemTile<Shape::kBlockM, D> QTile;
+  typedef SmemTile<Shape::kBlockN, D> KVTile;
+  static constexpr int kSmemQ = QTile::kBytes;
+  static constexpr int kSmemKV = KVTile::kBytes;
+  static constexpr int kSmemBytes = kSmemQ + 2 * Shape::kStages * kSmemKV;
+  static_assert(Shape::kBlockM % (16 * Shape::kWarps) == 0, "BLOCK_M / warps");
+  static_assert(Shape::kBlockN % 16 == 0 && D % 16 == 0, "tile shape");
+  static_assert(Shape::kStages >= 2, "pipeline needs >= 2 stages");
+};
+
+// ---------------------------------------------------------------------------
+// KV iteration policies. tile(i) -> {kv start, mask bits}; count() tiles.
+enum FwdMode { kDense = 0, kCausal = 1, kBlockSparse = 2 };
+
+enum MaskBits {
+  kMaskBounds = 1,  // some kv >= Skv (or q >= Sq when mods read captured data)
+  kMaskCausal = 2,  // tile straddles the diagonal: keep kv <= q
+  kMaskMod = 4,     // partial block: apply mask_mod
+};
+
+struct TileRef {
+  int kv0;
+  int bits;
+};
+
+template <int MODE, int BM, int BN>
+struct KvSchedule;
+
+template <int BM, int BN>
+struct KvSchedule<kDense, BM, BN> {
+  int n, skv, extra;
+  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int q0, bool q_tail) {
+    skv = p.Skv;
+    n = (skv + BN - 1) / BN;
+    extra = q_tail && (FLEX_HAS_SCORE_MOD) ? kMaskBounds : 0;
+  }
+  __device__ __forceinline__ int count() const { return n; }
+  __device__ __forceinline__ TileRef tile(int i) const {
+    TileRef t;
+    t.kv0 = i * BN;
+    t.bits = extra | (t.kv0 + BN > skv ? kMaskBounds : 0);
+    return t;
+  }
+};
+
+// Top-left aligned causal (PyTorch SDPA is_causal): keep kv <= q.
+template <int BM, int BN>
+struct KvSchedule<kCausal, BM, BN> {
+  int n, skv, q0, extra;
+  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int q0_, bool q_tail) {
+    skv = p.Skv;
+    q0 = q0_;
+    const int q_last = imin(q0 + BM, p.Sq);            // exclusive
+    const int kv_end = imin(skv, q_last);              // kv <= q_last - 1
+    n = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
+    extra = q_tail && (FLEX_HAS_SCORE_MOD) ? kMaskBounds : 0;
+  }
+  __device__ __forceinline__ int count() const { return n; }
+  __device__ __forceinline__ TileRef tile(int i) const {
+    TileRef t;
+    t.kv0 = i * BN;
+    t.bits = extra | (t.kv0 + BN > skv ? kMaskBounds : 0) |
+             (t.kv0 + BN - 1 > q0 ? kMaskCausal : 0);
+    return t;
+  }
+};
+
+// PyTorch BlockMask: full blocks first (score_mod only), then partial blocks
+// (score_mod + mask_mod). A mask block of bm_kv_block columns is walked as
+// bm_kv_block / BN kernel tiles.
+template <int BM, int BN>
+struct KvSchedule<kBlockSparse, BM, BN> {
+  const int* full_idx;
+  const int* part_idx;
+  int n_full_tiles, n, skv, kvb, tpb_shift, tpb, extra;
+  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int b, int h, int q0, bool q_tail) {
+    const int qb = q0 / p.bm_q_block;
+    const long long nb = (long long)b * p.bm_num_stride_b + (long long)h * p.bm_num_stride_h + qb;
+    const long long ib = (long long)b * p.bm_idx_stride_b + (long long)h * p.bm_idx_stride_h +
+                         (long long)qb * p.bm_idx_stride_qb;
+    kvb = p.bm_kv_block;
+    tpb = kvb / BN;
+    skv = p.Skv;
+    const int nfull = p.full_kv_num_blocks ? ldg_i32(p.full_kv_num_blocks + nb) : 0;
+    const int npart = p.kv_num_blocks ? ldg_i32(p.kv_num_blocks + nb) : 0;
+    full_idx = p.full_kv_indices ? p.full_kv_indices + ib : nullptr;
+    part_idx = p.kv_indices ? p.kv_indices + ib : nullptr;
+    n_full_tiles = nfull * tpb;
+    n = (nfull + npart) * tpb;
+    extra = q_tail && (FLEX_HAS_SCORE_MOD || FLEX_HAS_MASK_MOD) ? kMaskBounds : 0;
+  }
+  __device__ __forceinline__ int count() const { return n; }
+  __device__ __forceinline__ TileRef tile(int i) const {
+    TileRef t;
+    if (i >= n) {  // pipeline look-ahead past the end: touch no index array
+      t.kv0 = 0;
+      t.bits = 0;
+      return t;
+    }
+    const bool full = i < n_full_tiles;
+    const int j = full ? i : i - n_full_tiles;
+    const int blk = ldg_i32((full ? full_idx : part_idx) + j / tpb);
+    t.kv0 = blk * kvb + (j % tpb) * BN;
+    t.bits = extra | (t.kv0 + BN > skv ? kMaskBounds : 0) |
+             (!full && FLEX_HAS_MASK_MOD ? kMaskMod : 0);
+    return t;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Score post-processing for one S tile (raw q·k in `s`), in place: masked
+// elements -> -inf; with a score mod x = mod(scale * qk) * log2(e) (log2
+// domain); without one the raw q·k is kept (the softmax folds scale·log2(e)
+// into its exp2 FFMA) unless `premul` (scale <= 0, where max does not commute
+// with the scaling).
+template <class Cfg>
+__device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const FlashFwdParams& p,
+                                           const FlexModArgs& args, int b, int h, int row0,
+                                           int kv0, int bits, bool premul, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  if (bits == 0) {  // interior tile: no per-element predicate
+#if !FLEX_HAS_SCORE_MOD
+    if (!premul) return;  // raw q·k domain: scale folded into the exp2 FFMA
+#endif
+#pragma unroll
+    for (int m = 0; m < Cfg::kMT; ++m)
+#pragma unroll
+      for (int n = 0; n < Cfg::kNT; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+#if FLEX_HAS_SCORE_MOD
+          const int q = row0 + m * 16 + g + ((i >> 1) << 3);
+          const int kv = kv0 + n * 8 + 2 * t + (i & 1);
+          s.c[m][n][i] = flex_score_mod(s.c[m][n][i] * p.scale, b, h, q, kv, args) * 1.4426950408889634f;
+#else
+          s.c[m][n][i] *= p.scale_log2;
+#endif
+        }
+    return;
+  }
+  const int Sq = p.Sq, Skv = p.Skv;
+#pragma unroll
+  for (int m = 0; m < Cfg::kMT; ++m)
+#pragma unroll
+    for (int n = 0; n < Cfg::kNT; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int q = row0 + m * 16 + g + ((i >> 1) << 3);
+        const int kv = kv0 + n * 8 + 2 * t + (i & 1);
+        // Mods are evaluated unconditionally on clamped (always in-bounds)
+        // indices and combined with non-short-circuit &: loads of captured
+        // tensors that depend only on q (or only on kv) then CSE across the
+        // tile (one per row / column instead of one per element).
+        const int qc = imin(q, Sq - 1), kvc = imin(kv, Skv - 1);
+        bool keep = true;
+        if (bits & kMaskBounds) keep = (kv < Skv) & (q < Sq);
+        if (bits & kMaskCausal) keep = keep & (kv <= q);
+        float x = s.c[m][n][i];
+#if FLEX_HAS_SCORE_MOD
+        x = flex_score_mod(x * p.scale, b, h, qc, kvc, args) * 1.4426950408889634f;
+#else
+        if (premul) x *= p.scale_log2;
+#endif
+#if FLEX_HAS_MASK_MOD
+        keep = keep & (flex_mask_mod(b, h, qc, kvc, args) | ((bits & kMaskMod) == 0));
+#endif
+        s.c[m][n][i] = keep ? x : neg_inf();
+      }
+}
+
+// ---------------------------------------------------------------------------
+// The kernel body.
+template <class Cfg, class T, int MODE>
+__device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
+  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, NTH = Cfg::kThreads, ST = Cfg::kStages;
+  constexpr int MT = Cfg::kMT, NT = Cfg::kNT, KT = Cfg::kKT, DT = Cfg::kDT, PK = Cfg::kPK;
+  typedef typename Cfg::QTile QTile;
+  typedef typename Cfg::KVTile KVTile;
+
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = smem_u32(smem);
+  const u32 sK = sQ + Cfg::kSmemQ;                       // ST stages of K
+  const u32 sV = sK + ST * Cfg::kSmemKV;                  // ST stages of V
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int m_block = gridDim.x - 1 - blockIdx.x;        // heaviest (causal) blocks first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int hk = h / p.gqa_group;
+  const int q0 = m_block * BM;
+  const bool q_tail = q0 + BM > p.Sq;
+  const int row0 = q0 + warp * (MT * 16);                // first query row of this warp
+
+  const u16* gQ = (const u16*)p.q + (i64)b * p.q_stride_b + (i64)h * p.q_stride_h + (i64)q0 * p.q_stride_s;
+  const u16* gK = (const u16*)p.k + (i64)b * p.k_stride_b + (i64)hk * p.k_stride_h;
+  const u16* gV = (const u16*)p.v + (i64)b * p.v_stride_b + (i64)hk * p.v_stride_h;
+  const i64 ks = p.k_stride_s, vs = p.v_stride_s;
+  const int Skv = p.Skv;
+  const FlexModArgs args = p.mod;
+
+  // Softmax domain: values leaving score_tile are x, and exp2 is taken of
+  // x * dom - max * dom. Without a score mod x is the raw q·k and dom =
+  // scale·log2(e) (one FFMA per element); with one (or scale <= 0) x is
+  // already in the log2 domain and dom = 1.
+  const bool premul = FLEX_HAS_SCORE_MOD ? true : !(p.scale_log2 > 0.f);
+  const float dom = premul ? 1.f : p.scale_log2;
+
+  // ---- prologue: Q first (independent of the schedule's index loads), then
+  // the first ST-1 K/V tiles in flight
+  QTile::template load_async<NTH>(sQ, gQ, p.q_stride_s, p.Sq - q0, tid);
+  KvSchedule<MODE, BM, BN> sched(p, b, h, q0, q_tail);
+  const int n_tiles = sched.count();
+  TileRef ring[ST];   // ring[s] = tile (it + s); rotated with constant indices
+#pragma unroll
+  for (int s = 0; s < ST; ++s) ring[s] = sched.tile(s < n_tiles ? s : 0);
+#pragma unroll
+  for (int s = 0; s < ST - 1; ++s) {
+    if (s < n_tiles) {
+      const int kv0 = ring[s].kv0;
+      KVTile::template load_async<NTH>(sK + s * Cfg::kSmemKV, gK + (i64)kv0 * ks, ks, Skv - kv0, tid);
+      KVTile::template load_async<NTH>(sV + s * Cfg::kSmemKV, gV + (i64)kv0 * vs, vs, Skv - kv0, tid);
+    }
+    cp_async_commit();
+  }
+
+  RtAcc<MT, DT> o;
+  o.zero();
+  float row_max[MT][2], row_sum[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) { row_max[m][r] = neg_inf(); row_sum[m][r] = 0.f; }
+
+  RtA<Cfg::kQInRegs ? MT : 1, Cfg::kQInRegs ? KT : 1> qreg;
+  if (Cfg::kQInRegs) {
+    cp_async_wait<ST - 2>();
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int k = 0; k < KT; ++k)
+        QTile::ldA(qreg.a[Cfg::kQInRegs ? m : 0][Cfg::kQInRegs ? k : 0], sQ, QTile::lane_base_A(lane),
+                   warp * MT * 16 + m * 16, k);
+  }
+
+  for (int it = 0; it < n_tiles; ++it) {
+    cp_async_wait<ST - 2>();
+    __syncthreads();  // tile `it` visible to all; slot (it-1)%ST free
+    {
+      const int nxt = it + ST - 1;
+      if (nxt < n_tiles) {
+        const int slot = nxt % ST;
+        const int kv0 = ring[ST - 1].kv0;
+        KVTile::template load_async<NTH>(sK + slot * Cfg::kSmemKV, gK + (i64)kv0 * ks, ks, Skv - kv0, tid);
+        KVTile::template load_async<NTH>(sV + slot * Cfg::kSmemKV, gV + (i64)kv0 * vs, vs, Skv - kv0, tid);
+      }
+      cp_async_commit();
+    }
+    const TileRef cur = ring[0];
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) ring[s] = ring[s + 1];
+    ring[ST - 1] = sched.tile(it + ST < n_tiles ? it + ST : 0);   // index load overlaps compute
+
+    const int slot = it % ST;
+    const u32 tK = sK + slot * Cfg::kSmemKV, tV = sV + slot * Cfg::kSmemKV;
+    const u32 lbK = opaque(KVTile::lane_base_nk(lane));
+    const u32 lbV = opaque(KVTile::lane_base_kn(lane));
+    const u32 lbQ = opaque(QTile::lane_base_A(lane));
+
+    // ---- S = Q · Kᵀ  (16*MT x BN per warp)
+    RtAcc<MT, NT> s;
+    s.zero();
+#pragma unroll
+    for (int k = 0; k < KT; ++k) {
+      u32 qa[MT][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        if (Cfg::kQInRegs) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) qa[m][i] = qreg.a[Cfg::kQInRegs ? m : 0][Cfg::kQInRegs ? k : 0][i];
+        } else {
+          QTile::ldA(qa[m], sQ, lbQ, warp * MT * 16 + m * 16, k);
+        }
+      }
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        u32 kb[4];
+        KVTile::ldB_nk(kb, tK, lbK, np * 16, k);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          T::mma(s.c[m][2 * np], qa[m], kb[0], kb[1]);
+          T::mma(s.c[m][2 * np + 1], qa[m], kb[2], kb[3]);
+        }
+      }
+    }
+
+    // ---- mods + mask, into the log2 domain
+    score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
+
+    // ---- online softmax (rows g and g+8 of each m tile; quad-owned)
+    float alpha[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[m][r];
+#pragma unroll
+        for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s.c[m][n][2 * r], s.c[m][n][2 * r + 1]));
+        mx = quad_max(mx);
+        const float m_use = mx == neg_inf() ? 0.f : mx;   // fully masked so far: no NaN
+        const float m_dom = m_use * dom;
+        alpha[m][r] = ex2((row_max[m][r] - m_use) * dom);  // -inf (first tile) -> 0
+        row_max[m][r] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          const float p0 = ex2(fmaf(s.c[m][n][2 * r], dom, -m_dom));
+          const float p1 = ex2(fmaf(s.c[m][n][2 * r + 1], dom, -m_dom));
+          s.c[m][n][2 * r] = p0;
+          s.c[m][n][2 * r + 1] = p1;
+          sum += p0 + p1;
+        }
+        row_sum[m][r] = row_sum[m][r] * alpha[m][r] + sum;  // thread-partial; quad-reduced at the end
+      }
+    // (an unconditional rescale: a warp-vote skip measured 4-7 % slower on
+    // d64 — the branch splits the block ptxas interleaves with the P·V mmas)
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int d = 0; d < DT; ++d) {
+        o.c[m][d][0] *= alpha[m][0];
+        o.c[m][d][1] *= alpha[m][0];
+        o.c[m][d][2] *= alpha[m][1];
+        o.c[m][d][3] *= alpha[m][1];
+      }
+
+    // ---- O += P · V   (P stays in registers: C fragments -> A fragments)
+    RtA<MT, PK> pa;
+    acc_to_A<T>(pa, s);
+#pragma unroll
+    for (int k = 0; k < PK; ++k)
+#pragma unroll
+      for (int dp = 0; dp < DT / 2; ++dp) {
+        u32 vb[4];
+        KVTile::ldB_kn(vb, tV, lbV, k * 16, dp);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          T::mma(o.c[m][2 * dp], pa.a[m][k], vb[0], vb[1]);
+          T::mma(o.c[m][2 * dp + 1], pa.a[m][k], vb[2], vb[3]);
+        }
+      }
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue: O / l, LSE = (m + log2 l) * ln 2
+  const int g = lane >> 2, t = lane & 3;
+  u16* gO = (u16*)p.o + (i64)b * p.o_stride_b + (i64)h * p.o_stride_h;
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float l = quad_sum(row_sum[m][r]);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int q = row0 + m * 16 + g + 8 * r;
+      if (q < p.Sq) {
+        u16* orow = gO + (i64)q * p.o_stride_s + 2 * t;
+#pragma unroll
+        for (int d = 0; d < DT; ++d)
+          st_global_u32(orow + d * 8, T::pack2(o.c[m][d][2 * r] * inv, o.c[m][d][2 * r + 1] * inv));
+        if (p.lse != nullptr && t == 0) {
+          const float mx = row_max[m][r];
+          p.lse[((i64)b * p.Hq + h) * p.Sq + q] =
+              l > 0.f ? (mx * dom + lg2(l)) * 0.6931471805599453f : neg_inf();
+        }
+      }
+    }
+}
+
+}  // namespace flash
+}  // namespace flexattn
+
+// ---------------------------------------------------------------------------
+// Instantiation macros (nvcc precompiled and NVRTC JIT alike).
+#define FLEXATTN_FWD_KERNEL_CFG(NAME, CFG, DTYPE, MODE)                                          \
+  extern "C" __constant__ int NAME##_cfg[8] = {                                                  \
+      CFG::kThreads, CFG::kSmemBytes, CFG::kBlockM, CFG::kBlockN, CFG::kHeadDim, CFG::kStages,   \
+      (int)sizeof(::flexattn::FlashFwdParams),                                                   \
+      (int)__builtin_offsetof(::flexattn::FlashFwdParams, mod)};                                 \
+  extern "C" __global__ void __launch_bounds__(CFG::kThreads)                                    \
+      NAME(const __grid_constant__ ::flexattn::FlashFwdParams p) {                               \
+    ::flexattn::flash::flash_fwd<CFG, ::flexattn::tiles::DTYPE, ::flexattn::flash::MODE>(p);     \
+  }
+
+#define FLEXATTN_FWD_KERNEL(NAME, HEAD_DIM, DTYPE, MODE) \
+  FLEXATTN_FWD_KERNEL_CFG(NAME, ::flexattn::flash::FwdConfig<HEAD_DIM>, DTYPE, MODE)
+
+// Explicit tile shape (the JIT may pick one per mod): BM x BN, warps, stages, Q-in-registers.
+#define FLEXATTN_FWD_KERNEL_SHAPE(NAME, HEAD_DIM, DTYPE, MODE, BM, BN, WARPS, STAGES, QREGS)   \
+  typedef ::flexattn::flash::FwdConfig<HEAD_DIM,                                               \
+      ::flexattn::flash::TileShape<BM, BN, WARPS, STAGES, QREGS>> NAME##_config_t;             \
+  FLEXATTN_FWD_KERNEL_CFG(NAME, NAME##_config_t, DTYPE, MODE)
+
+#define FLEXATTN_FWD_DENSE_VARIANTS(HEAD_DIM, DTYPE)                                   \
+  FLEXATTN_FWD_KERNEL(flexattn_fwd_d##HEAD_DIM##_##DTYPE, HEAD_DIM, DTYPE, kDense)    \
+  FLEXATTN_FWD_KERNEL(flexattn_fwd_d##HEAD_DIM##_##DTYPE##_causal, HEAD_DIM, DTYPE, kCausal)
+
+// Every precompiled dense variant: flexattn_fwd_d{32,64,96,128,256}_{bf16,f16}[_causal]
+#define FLEXATTN_FWD_ALL_DENSE()                                                        \
+  FLEXATTN_FWD_DENSE_VARIANTS(32, bf16) FLEXATTN_FWD_DENSE_VARIANTS(32, f16)            \
+  FLEXATTN_FWD_DENSE_VARIANTS(64, bf16) FLEXATTN_FWD_DENSE_VARIANTS(64, f16)            \
+  FLEXATTN_FWD_DENSE_VARIANTS(96, bf16) FLEXATTN_FWD_DENSE_VARIANTS(96, f16)            \
+  FLEXATTN_FWD_DENSE_VARIANTS(128, bf16) FLEXATTN_FWD_DENSE_VARIANTS(128, f16)          \
+  FLEXATTN_FWD_DENSE_VARIANTS(256, bf16) FLEXATTN_FWD_DENSE_VARIANTS(256, f16)
