@@ -123,7 +123,7 @@ describe('hash and printing', () => {
   it('prints readably', () => {
     expect(causal().toString()).toBe('maskMod((b, h, q, kv) => (kv <= q))');
     const slopes = hostTensor(new Float32Array(4), [4], 'f32');
-    expect(alibi(slopes).toString()).toBe('scoreMod((score, b, h, q, kv) => (score + (t0[h] * float((kv - q)))))');
+    expect(alibi(slopes).toString()).toBe('scoreMod((score, b, h, q, kv) => (score + (t0[h] * (float(kv) - float(q)))))');
     expect(softcap(30).toString()).toBe('scoreMod((score, b, h, q, kv) => (30.0 * tanh((score / 30.0))))');
     expect(scoreMod(({ score }) => score.add(param('bias'))).toString()).toContain('$bias');
   });

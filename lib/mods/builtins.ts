@@ -179,7 +179,9 @@ export function imageBlocksFromIds(imageIds: CapturedTensorLike): MaskMod {
  */
 export function alibi(slopes: CapturedTensorLike): ScoreMod {
   checkTensor('slopes', slopes, ['f32', 'bf16', 'f16'], [1]);
-  return scoreMod(({ score, h, q, kv }) => score.add(tensorAt(slopes, [h]).mul(kv.sub(q))));
+  // (float)kv - (float)q rather than (float)(kv - q): the kernel then converts each
+  // index once per row/column instead of once per element (exact below 2^24).
+  return scoreMod(({ score, h, q, kv }) => score.add(tensorAt(slopes, [h]).mul(kv.toFloat().sub(q.toFloat()))));
 }
 
 /** The standard ALiBi slopes for `numHeads` heads (`2^(-8(i+1)/n)` with the paper's rule for non-powers of two). */

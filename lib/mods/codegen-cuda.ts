@@ -165,8 +165,11 @@ function bodyOf(p: ModProgram, slotBase: number, paramField: (name: string) => s
       case 'ge': e = `${a} >= ${b}`; break;
       case 'eq': e = `${a} == ${b}`; break;
       case 'ne': e = `${a} != ${b}`; break;
-      case 'and': e = `${a} && ${b}`; break;
-      case 'or': e = `${a} || ${b}`; break;
+      // Non-short-circuit & / |: the attention kernel evaluates mods across a whole
+      // tile, and branch-free logic lets loads that depend only on q or kv be
+      // hoisted per row/column (captured-tensor loads are clamped, so always safe).
+      case 'and': e = `(bool)(${a} & ${b})`; break;
+      case 'or': e = `(bool)(${a} | ${b})`; break;
       case 'not': e = `!${a}`; break;
       case 'where': e = `${a} ? ${b} : ${c}`; break;
       case 'toFloat': e = p.nodes[n.args[0]!]!.type === 'bool' ? `(${a} ? 1.0f : 0.0f)` : `(float)${a}`; break;
