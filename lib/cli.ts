@@ -10,7 +10,6 @@ import { deviceInfo, cudaAvailable } from './device.js';
 import { native, packageRoot } from './native.js';
 import { Tensor, manualSeed } from './tensor.js';
 import { scaledDotProductAttention } from './sdpa.js';
-import { BackendUnavailableError } from './cuda-backend.js';
 
 const USAGE = `usage: flexattn <command>
 
@@ -67,24 +66,11 @@ function info(): number {
 async function demo(): Promise<number> {
   const [B, H, S, D] = [2, 8, 512, 64];
   manualSeed(42);
-  const wantGpu = cudaAvailable();
-  let device: 'cpu' | 'cuda:0' = wantGpu ? 'cuda:0' : 'cpu';
-  let note = wantGpu ? '' : ' (no GPU found: CPU reference backend; `flexattn info` says why)';
-  const make = (dev: 'cpu' | 'cuda:0') => ['q', 'k', 'v'].map(() => Tensor.randn([B, H, S, D], 'bf16', { device: dev }));
-  let [q, k, v] = make(device) as [Tensor, Tensor, Tensor];
+  const device = cudaAvailable() ? 'cuda:0' : 'cpu';
+  const note = device === 'cpu' ? ' (no GPU found: CPU reference backend; `flexattn info` says why)' : '';
+  const [q, k, v] = ['q', 'k', 'v'].map(() => Tensor.randn([B, H, S, D], 'bf16', { device })) as [Tensor, Tensor, Tensor];
   const t0 = performance.now();
-  let out: Tensor;
-  try {
-    out = await scaledDotProductAttention(q, k, v, { isCausal: true });
-  } catch (e) {
-    if (!(e instanceof BackendUnavailableError)) throw e;
-    // Reported fallback: the GPU is present but this build cannot run attention on it.
-    note = ` (GPU present, but ${e.message.split('\n')[0]}; fell back to the CPU reference backend)`;
-    for (const t of [q, k, v]) t.dispose();
-    device = 'cpu';
-    [q, k, v] = make(device) as [Tensor, Tensor, Tensor];
-    out = await scaledDotProductAttention(q, k, v, { isCausal: true });
-  }
+  const out = await scaledDotProductAttention(q, k, v, { isCausal: true });
   const values = await out.toFloat32();
   const ms = performance.now() - t0;
   let sum = 0, sumAbs = 0;

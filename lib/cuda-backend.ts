@@ -1,30 +1,35 @@
 /**
- * GPU attention dispatch (native/kernels via native/jit).
+ * GPU attention dispatch: picks a forward kernel (precompiled dense variant,
+ * or a variant JIT-compiled with the mods' generated CUDA), packs its one
+ * parameter struct and enqueues it on the device's stream. Returns without
+ * waiting for the GPU.
  * @internal
  * @module
  */
-import { FlexAttnError } from './errors.js';
-import type { Tensor } from './tensor.js';
+import { DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
+import { itemSize } from './dtype.js';
+import { native, type NativeKernelHandle } from './native.js';
+import { Tensor } from './tensor.js';
 import type { QkvDims } from './validate.js';
+import { kernelConfig, packFlashParams, type KernelConfig, type Strides3 } from './flash-params.js';
+import {
+  generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type MaskMod, type ScoreMod,
+} from './mods/index.js';
+import type { BlockMask } from './blockmask.js';
+import type { KernelOptions } from './flex.js';
 
-/** Arguments of one GPU attention launch. */
+/** Head dimensions the GPU kernels are instantiated for. */
+export const GPU_HEAD_DIMS: readonly number[] = [32, 64, 96, 128, 256];
+
+/** Arguments of one GPU SDPA launch. */
 export interface CudaAttentionArgs {
   q: Tensor; k: Tensor; v: Tensor;
   dims: QkvDims;
   scale: number;
   isCausal: boolean;
   returnLse: boolean;
+  /** Broadcast view [B, Hq, Sq, Skv]: bool (keep) or float (additive). */
   mask?: Tensor;
-}
-
-/** Thrown while this build has no GPU attention kernels wired in. */
-export class BackendUnavailableError extends FlexAttnError {}
-
-/** Runs attention on the GPU. */
-export async function runCudaAttention(_args: CudaAttentionArgs): Promise<{ out: Tensor; lse?: Tensor }> {
-  throw new BackendUnavailableError(
-    "backend 'cuda': the GPU attention kernels are not wired into this version yet.\n" +
-    "Possible solutions:\n  - pass { backend: 'cpu' } to run the reference backend on the same tensors");
 }
 
 /** Arguments of one GPU flex-attention launch. */
@@ -34,12 +39,257 @@ export interface CudaFlexArgs {
   scale: number;
   returnLse: boolean;
   params: Record<string, number>;
-  scoreMod?: import('./mods/index.js').ScoreMod;
-  blockMask?: import('./blockmask.js').BlockMask;
-  kernelOptions?: import('./flex.js').KernelOptions;
+  scoreMod?: ScoreMod;
+  blockMask?: BlockMask;
+  kernelOptions?: KernelOptions;
+}
+
+type Mode = 'kDense' | 'kCausal' | 'kBlockSparse';
+
+interface KernelEntry { handle: NativeKernelHandle; cfg: KernelConfig }
+
+const kernels = new Map<string, Promise<KernelEntry>>();
+
+/** Loads (once per device and name) a kernel; failures are not cached, so a later call retries. */
+function loadKernel(device: number, spec: { kernel: string; source: string; module?: string }): Promise<KernelEntry> {
+  const key = `${device}|${spec.kernel}`;
+  let p = kernels.get(key);
+  if (!p) {
+    p = native().loadKernel(device, spec).then((handle) => {
+      if (!handle.config) throw new Error(`internal: kernel ${spec.kernel} has no ${spec.kernel}_cfg`);
+      return { handle, cfg: kernelConfig(handle.config) };
+    });
+    kernels.set(key, p);
+    p.catch(() => kernels.delete(key));
+  }
+  return p;
+}
+
+/** Tile shape requested through kernelOptions or chosen for a block mask. */
+interface Shape { BM: number; BN: number; warps: number; stages: number }
+
+function instantiate(name: string, D: number, dtype: string, mode: Mode, shape?: Shape): string {
+  if (!shape) return `FLEXATTN_FWD_KERNEL(${name}, ${D}, ${dtype}, ${mode})\n`;
+  const mt = shape.BM / (16 * shape.warps);
+  const qInRegs = mt === 1 || D <= 32;
+  return `FLEXATTN_FWD_KERNEL_SHAPE(${name}, ${D}, ${dtype}, ${mode}, ${shape.BM}, ${shape.BN}, ${shape.warps}, ${shape.stages}, ${qInRegs})\n`;
+}
+
+// ----------------------------------------------------------------- checks
+
+function checkGpuInputs(q: Tensor, k: Tensor, v: Tensor, d: QkvDims): void {
+  if (q.dtype !== 'bf16' && q.dtype !== 'f16') {
+    throw new DTypeError('q', "bf16 or f16 on the GPU (convert with .to('bf16'), or pass backend: 'cpu' for f32)", q.dtype);
+  }
+  if (!GPU_HEAD_DIMS.includes(d.D)) {
+    throw new ShapeError('q', `a head dimension of ${GPU_HEAD_DIMS.join(', ')} on the GPU (or backend: 'cpu')`, String(d.D));
+  }
+  if (d.Dv !== d.D) throw new ShapeError('v', `head dimension ${d.D} (same as q) on the GPU`, String(d.Dv));
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    if (t.strides[3] !== 1) throw new ShapeError(name, 'a contiguous last dimension (stride 1); call contiguous()', `stride ${t.strides[3]}`);
+  }
+}
+
+/** The kernel loads 16-byte vectors: base and B/H/S strides must be multiples of 8 elements. */
+function aligned(t: Tensor): Tensor {
+  const ok = t.offset % 8 === 0 && t.strides.slice(0, 3).every((s, i) => s % 8 === 0 || t.shape[i] === 1)
+    && t.buffer().ptr % 16n === 0n;
+  return ok ? t : t.contiguous();
+}
+
+function ptr(t: Tensor): bigint {
+  return t.buffer().ptr + BigInt(t.offset * itemSize(t.dtype));
+}
+
+function strides3(t: Tensor): Strides3 {
+  return [t.strides[0]!, t.strides[1]!, t.strides[2]!];
+}
+
+// ------------------------------------------------------------- mods & args
+
+/** Captured tensors on the launch device: `tensors` for packing, `temps` to free after launch. */
+async function capturedOnDevice(code: CudaModCode, device: string): Promise<{ tensors: Tensor[]; temps: Tensor[] }> {
+  const tensors: Tensor[] = [];
+  const temps: Tensor[] = [];
+  for (const [i, c] of code.tensors.entries()) {
+    const t = c as CapturedTensorLike;
+    if (!(t instanceof Tensor)) throw new InvalidArgumentError(`captured tensor #${i}`, 'a flexattn Tensor', typeof t);
+    t.assertAlive(`captured tensor #${i}`);
+    if (t.device === device) tensors.push(t);
+    else {
+      const copy = await t.toDevice(device as `cuda:${number}`);
+      tensors.push(copy);
+      temps.push(copy);
+    }
+  }
+  return { tensors, temps };
+}
+
+function packMod(code: CudaModCode, tensors: Tensor[], params: Record<string, number>): Uint8Array {
+  return packArgs(code.layout, {
+    tensorPtrs: tensors.map(ptr),
+    tensorStrides: tensors.map((t) => [...t.strides]),
+    tensorShapes: tensors.map((t) => [...t.shape]),
+    params,
+  });
+}
+
+/** A dense SDPA mask as a score mod: additive masks add, bool masks send masked scores to -inf. */
+function maskAsScoreMod(mask: Tensor): ScoreMod {
+  if (mask.dtype === 'bool') {
+    return makeScoreMod(({ score, b, h, q, kv }) => where(mask.at(b, h, q, kv), score, -Infinity));
+  }
+  return makeScoreMod(({ score, b, h, q, kv }) => score.add(mask.at(b, h, q, kv)));
+}
+
+// ----------------------------------------------------------------- launch
+
+interface Launch {
+  q: Tensor; k: Tensor; v: Tensor; d: QkvDims; scale: number; returnLse: boolean;
+  mode: Mode;
+  scoreMod?: ScoreMod; maskMod?: MaskMod | null;
+  blockMask?: BlockMask;
+  params: Record<string, number>;
+  shape?: Shape;
+}
+
+async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
+  const { d } = a;
+  checkGpuInputs(a.q, a.k, a.v, d);
+  const device = a.q.deviceIndex;
+  const out = Tensor.empty([d.B, d.Hq, d.Sq, d.D], a.q.dtype, { device: a.q.device });
+  const lse = a.returnLse ? Tensor.empty([d.B, d.Hq, d.Sq], 'f32', { device: a.q.device }) : undefined;
+  if (d.B * d.Hq * d.Sq === 0) return lse ? { out, lse } : { out };
+  if (d.Skv === 0) {
+    // No keys: every row is fully masked (output 0, LSE -inf), no kernel needed.
+    native().memset(out.buffer(), 0, out.numel * itemSize(out.dtype), 0);
+    if (lse) native().copyHtoD(lse.buffer(), 0, new Float32Array(lse.numel).fill(-Infinity));
+    return lse ? { out, lse } : { out };
+  }
+  const dtype = a.q.dtype;
+  const hasMods = !!(a.scoreMod || a.maskMod);
+  let entry: KernelEntry;
+  let code: CudaModCode | undefined;
+  if (!hasMods && a.mode !== 'kBlockSparse' && !a.shape) {
+    const name = `flexattn_fwd_d${d.D}_${dtype}${a.mode === 'kCausal' ? '_causal' : ''}`;
+    entry = await loadKernel(device, {
+      kernel: name, module: name, source: `#include "flash_fwd.cuh"\n${instantiate(name, d.D, dtype, a.mode)}`,
+    });
+  } else {
+    code = generateCuda(a.scoreMod, a.maskMod ?? undefined);
+    const shapeTag = a.shape ? `_${a.shape.BM}x${a.shape.BN}w${a.shape.warps}s${a.shape.stages}` : '';
+    const name = `flexattn_flex_${code.hash.slice(0, 16)}_d${d.D}_${dtype}_${a.mode.slice(1).toLowerCase()}${shapeTag}`;
+    entry = await loadKernel(device, {
+      kernel: name, source: `${code.source}\n#include "flash_fwd.cuh"\n${instantiate(name, d.D, dtype, a.mode, a.shape)}`,
+    });
+  }
+  const { cfg } = entry;
+  const q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
+  const temps = [q, k, v].filter((t, i) => t !== [a.q, a.k, a.v][i]);
+  let mod: Uint8Array = new Uint8Array(0);
+  if (code) {
+    const cap = await capturedOnDevice(code, a.q.device);
+    temps.push(...cap.temps);
+    mod = packMod(code, cap.tensors, a.params);
+  }
+  const bm = a.blockMask;
+  let bmArrays: Tensor[] = [];
+  let bmDims = { QB: 0, KVB: 0, B: 1, H: 1 };
+  if (bm) {
+    bmArrays = [bm.kvNumBlocks, bm.kvIndices, bm.fullKvNumBlocks, bm.fullKvIndices];
+    bmDims = { QB: bm.numQBlocks, KVB: bm.numKvBlocks, B: bm.B, H: bm.H };
+  }
+  const params = packFlashParams(cfg, {
+    q: ptr(q), k: ptr(k), v: ptr(v), o: ptr(out), lse: lse ? ptr(lse) : 0n,
+    kvNumBlocks: bm ? ptr(bmArrays[0]!) : 0n, kvIndices: bm ? ptr(bmArrays[1]!) : 0n,
+    fullKvNumBlocks: bm ? ptr(bmArrays[2]!) : 0n, fullKvIndices: bm ? ptr(bmArrays[3]!) : 0n,
+    qStrides: strides3(q), kStrides: strides3(k), vStrides: strides3(v), oStrides: strides3(out),
+    B: d.B, Hq: d.Hq, Hkv: d.Hkv, Sq: d.Sq, Skv: d.Skv, scale: a.scale,
+    bmQBlock: bm ? bm.blockSize[0] : cfg.blockM, bmKvBlock: bm ? bm.blockSize[1] : cfg.blockN,
+    bmNumStrideB: bmDims.B === 1 ? 0 : bmDims.H * bmDims.QB, bmNumStrideH: bmDims.H === 1 ? 0 : bmDims.QB,
+    bmIdxStrideB: bmDims.B === 1 ? 0 : bmDims.H * bmDims.QB * bmDims.KVB,
+    bmIdxStrideH: bmDims.H === 1 ? 0 : bmDims.QB * bmDims.KVB, bmIdxStrideQb: bmDims.KVB,
+    mod,
+  });
+  entry.handle.launch([Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B], [cfg.threads, 1, 1], cfg.smemBytes, params);
+  // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
+  for (const t of temps) t.dispose();
+  return lse ? { out, lse } : { out };
+}
+
+// ------------------------------------------------------------ entry points
+
+/** Runs SDPA on the GPU (dense or causal kernel; a dense mask streams through a generated score mod). */
+export async function runCudaAttention(args: CudaAttentionArgs): Promise<{ out: Tensor; lse?: Tensor }> {
+  const { q, k, v, dims, scale, isCausal, returnLse, mask } = args;
+  return launch({
+    q, k, v, d: dims, scale, returnLse, params: {},
+    mode: isCausal ? 'kCausal' : 'kDense',
+    ...(mask ? { scoreMod: maskAsScoreMod(mask) } : {}),
+  });
+}
+
+const blockMaskCopies = new WeakMap<BlockMask, Map<string, BlockMask>>();
+
+/** `bm` with its arrays on `device` (copied once per mask and device). */
+function onDevice(bm: BlockMask, device: string): BlockMask {
+  if (bm.device === device) return bm;
+  let m = blockMaskCopies.get(bm);
+  if (!m) blockMaskCopies.set(bm, (m = new Map()));
+  let c = m.get(device);
+  if (!c) m.set(device, (c = bm.to(device as `cuda:${number}`)));
+  return c;
+}
+
+/** Default tile shapes per head dim (FwdConfigFor in flash_fwd.cuh). */
+const DEFAULT_TILE: Record<number, { BM: number; BN: number }> = {
+  32: { BM: 128, BN: 64 }, 64: { BM: 128, BN: 128 }, 96: { BM: 128, BN: 64 }, 128: { BM: 128, BN: 64 }, 256: { BM: 64, BN: 64 },
+};
+/** Smaller shape: MT=1, Q in registers; no spills for mods that keep captured values live. */
+const SMALL_SHAPE: Shape = { BM: 64, BN: 64, warps: 4, stages: 2 };
+
+function checkKernelOptions(o: KernelOptions): Shape {
+  const pick = (key: keyof KernelOptions, allowed: number[], dflt: number): number => {
+    const x = o[key];
+    if (x === undefined) return dflt;
+    if (!allowed.includes(x)) throw new InvalidArgumentError(`options.kernelOptions.${key}`, `one of ${allowed.join(', ')}`, String(x));
+    return x;
+  };
+  const s: Shape = {
+    BM: pick('BLOCK_M', [64, 128], 128), BN: pick('BLOCK_N', [32, 64, 128], 64),
+    warps: pick('numWarps', [4, 8], 4), stages: pick('numStages', [2, 3], 2),
+  };
+  const mt = s.BM / (16 * s.warps);
+  if (mt !== 1 && mt !== 2) {
+    throw new InvalidArgumentError('options.kernelOptions', 'BLOCK_M / (16 · numWarps) of 1 or 2', `BLOCK_M=${s.BM}, numWarps=${s.warps}`);
+  }
+  return s;
 }
 
 /** Runs flex attention on the GPU. */
-export async function runCudaFlexAttention(_args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
-  return runCudaAttention(undefined as never);
+export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
+  const { q, dims } = args;
+  const bm = args.blockMask ? onDevice(args.blockMask, q.device) : undefined;
+  let shape = args.kernelOptions ? checkKernelOptions(args.kernelOptions) : undefined;
+  if (bm) {
+    const [bq, bkv] = bm.blockSize;
+    const tile = shape ?? DEFAULT_TILE[dims.D] ?? { BM: 128, BN: 64 };
+    const capturesData = (args.scoreMod?.tensors.length ?? 0) + (bm.maskMod?.tensors.length ?? 0) > 0;
+    if (!shape && (bq % tile.BM !== 0 || bkv % tile.BN !== 0 || (capturesData && dims.D === 128))) {
+      if (bq % SMALL_SHAPE.BM === 0 && bkv % SMALL_SHAPE.BN === 0) shape = SMALL_SHAPE;
+    }
+    const t = shape ?? tile;
+    if (bq % t.BM !== 0 || bkv % t.BN !== 0) {
+      throw new ShapeError('options.blockMask',
+        `block sizes that are multiples of the GPU tile ${t.BM}×${t.BN} (e.g. createBlockMask(..., { blockSize: 128 }))`,
+        `${bq}×${bkv}`);
+    }
+  }
+  return launch({
+    q, k: args.k, v: args.v, d: dims, scale: args.scale, returnLse: args.returnLse, params: args.params,
+    mode: bm ? 'kBlockSparse' : 'kDense',
+    ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
+    ...(bm ? { blockMask: bm, maskMod: bm.maskMod } : {}),
+    ...(shape ? { shape } : {}),
+  });
 }

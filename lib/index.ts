@@ -18,7 +18,6 @@ export {
   cudaAvailable, deviceCount, deviceInfo, defaultDevice, memoryStats, emptyCache, synchronize,
 } from './device.js';
 export * from './errors.js';
-export { BackendUnavailableError } from './cuda-backend.js';
 export { scaledDotProductAttention, type SdpaOptions, type AttentionWithLse } from './sdpa.js';
 export type { Backend } from './validate.js';
 export { flexAttention, type FlexAttentionOptions, type FlexAttentionResult, type KernelOptions } from './flex.js';

@@ -104,6 +104,17 @@ export interface NativeCpuAttentionArgs {
   numThreads?: number;
 }
 
+/** A resolved kernel (native/jit/kernel_handle.cc). */
+export interface NativeKernelHandle {
+  /** Where it came from: 'fatbin' | 'nvrtc' | 'none' (compiled now) | 'memory' | 'disk'. */
+  readonly origin: string;
+  /** `<kernel>_cfg[8]` when the module defines it. */
+  readonly config: Int32Array | null;
+  readonly compileMs: number;
+  /** Enqueues the kernel on the device's stream; `params` are the bytes of its one struct parameter. */
+  launch(grid: [number, number, number], block: [number, number, number], sharedBytes: number, params: Uint8Array): void;
+}
+
 /** Everything the addon exports. */
 export interface NativeAddon {
   abiVersion: number;
@@ -141,6 +152,13 @@ export interface NativeAddon {
   jitClearMemoryCache(): void;
   /** Where kernel `kernel` of module `module` comes from on `device`: 'fatbin' or 'nvrtc' (loads it). */
   kernelOrigin(device: number, module: string, kernel: string): 'fatbin' | 'nvrtc';
+
+  /**
+   * Resolves a kernel once, off the main thread: with `module`, the embedded
+   * fatbin first and `source` (NVRTC) as the fallback; without it, `source` is
+   * JIT-compiled through the memory/disk cache.
+   */
+  loadKernel(device: number, spec: { kernel: string; source: string; module?: string; options?: string[] }): Promise<NativeKernelHandle>;
 
   // native/cpu
   cpuAttention(args: NativeCpuAttentionArgs): Promise<{ out: Float32Array; lse?: Float32Array }>;

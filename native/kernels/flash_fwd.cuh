@@ -111,6 +111,9 @@ struct FlashFwdParams {
   int reserved;
   FlexModArgs mod;
 };
+// Offset of the trailing FlexModArgs (read by the host through <name>_cfg[7]).
+constexpr int kFlashFwdModOffset = 232;
+#ifndef __CUDACC_RTC__  // NVRTC has no __builtin_offsetof; nvcc checks the layout once
 static_assert(__builtin_offsetof(FlashFwdParams, q) == 0, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, lse) == 32, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, full_kv_indices) == 64, "layout");
@@ -124,6 +127,8 @@ static_assert(__builtin_offsetof(FlashFwdParams, bm_num_stride_b) == 208, "layou
 static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_b) == 216, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_qb) == 224, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, mod) == 232, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, mod) == kFlashFwdModOffset, "layout");
+#endif
 
 namespace flash {
 
@@ -549,7 +554,7 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
   extern "C" __constant__ int NAME##_cfg[8] = {                                                  \
       CFG::kThreads, CFG::kSmemBytes, CFG::kBlockM, CFG::kBlockN, CFG::kHeadDim, CFG::kStages,   \
       (int)sizeof(::flexattn::FlashFwdParams),                                                   \
-      (int)__builtin_offsetof(::flexattn::FlashFwdParams, mod)};                                 \
+      ::flexattn::kFlashFwdModOffset};                                                           \
   extern "C" __global__ void __launch_bounds__(CFG::kThreads)                                    \
       NAME(const __grid_constant__ ::flexattn::FlashFwdParams p) {                               \
     ::flexattn::flash::flash_fwd<CFG, ::flexattn::tiles::DTYPE, ::flexattn::flash::MODE>(p);     \

@@ -1,5 +1,10 @@
 // Translation unit nvcc compiles into the embedded fatbin (see CMakeLists.txt).
-// Every module NVRTC can build at run time (native/jit: RegisterModule) must
-// be included here with the same extern "C" kernel names, so the loader finds
-// them in the fatbin first. Add attention kernels below.
+// Every module NVRTC can build at run time must be included here with the same
+// extern "C" kernel names, so the loader finds them in the fatbin first:
+//   - util.cuh: randn, strided cast/copy
+//   - flash_fwd.cuh: dense attention variants flexattn_fwd_d{32,64,96,128,256}_{bf16,f16}[_causal]
+// Flex variants (block-sparse with generated mods) are always JIT-compiled.
 #include "util.cuh"
+#include "flash_fwd.cuh"
+
+FLEXATTN_FWD_ALL_DENSE()

@@ -1,6 +1,7 @@
 // JS exports of native/runtime: alloc, copies, memset, randn, castStrided,
 // synchronize, memoryStats, emptyCache. Everything enqueues on the device's
-// stream and returns; waits happen on libuv worker threads.
+// stream and returns; waits happen on the device's waiter thread
+// (runtime/waiter.h), never on libuv pool threads.
 #include <cstring>
 
 #include "addon.h"
@@ -8,6 +9,7 @@
 #include "jit/jit.h"
 #include "runtime/buffer.h"
 #include "runtime/device.h"
+#include "runtime/waiter.h"
 
 namespace flexattn::rt {
 
@@ -63,74 +65,6 @@ void ViewBytes(const Napi::Value& v, const char* arg, const uint8_t** data, size
   ThrowInvalidArgument(arg, "an ArrayBufferView (typed array, Buffer or DataView)", DescribeValue(v));
 }
 
-// ---- promise workers -------------------------------------------------------
-
-// Waits on `event` off the main thread, then (on the main thread) resolves
-// with a copy of the staging block (DtoH) or undefined (synchronize).
-class WaitWorker : public Napi::AsyncWorker {
- public:
-  WaitWorker(Napi::Env env, Device* dev, cu::CUevent event, bool ownEvent, PinnedBlock* block, size_t bytes)
-      : Napi::AsyncWorker(env, "flexattn:wait"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        dev_(dev), event_(event), ownEvent_(ownEvent), block_(block), bytes_(bytes) {
-    if (block_) {
-      // The result buffer is created now and filled on the worker thread, so
-      // the main thread never copies large results. JS cannot see it before
-      // the promise resolves.
-      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes_);
-      dst_ = static_cast<uint8_t*>(ab.Data());
-      result_ = Napi::Persistent(ab);
-    }
-  }
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      dev_->MakeCurrent();
-      cu::Check(cu::Drv().cuEventSynchronize(event_), block_ ? "cuEventSynchronize (copyDtoH)"
-                                                            : "cuEventSynchronize (synchronize)");
-      if (block_ && bytes_) std::memcpy(dst_, block_->ptr, bytes_);
-    } catch (const NativeError& e) {
-      err_ = e;
-      failed_ = true;
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (ownEvent_) cu::Drv().cuEventDestroy(event_);
-    if (failed_) {
-      // The staging block is not reused: its event is in an error state.
-      deferred_.Reject(ToJsError(env, err_).Value());
-      return;
-    }
-    if (block_) {
-      dev_->ReleasePinned(block_, false);  // event already completed
-      block_ = nullptr;
-      deferred_.Resolve(result_.Value());
-      result_.Reset();
-    } else {
-      deferred_.Resolve(env.Undefined());
-    }
-  }
-
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Device* dev_;
-  cu::CUevent event_;
-  bool ownEvent_;
-  PinnedBlock* block_;
-  size_t bytes_;
-  uint8_t* dst_ = nullptr;
-  Napi::Reference<Napi::ArrayBuffer> result_;
-  NativeError err_;
-  bool failed_ = false;
-};
-
 // ---- exports ---------------------------------------------------------------
 
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
@@ -178,10 +112,7 @@ Napi::Value CopyDtoH(const Napi::CallbackInfo& info) {
     cu::Check(r, "cuEventRecord");
   }
   b->recorded = true;
-  auto* w = new WaitWorker(info.Env(), &dev, b->event, false, b, static_cast<size_t>(n));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return QueueWait(info.Env(), dev, b->event, false, b, static_cast<size_t>(n));
 }
 
 Napi::Value CopyDtoD(const Napi::CallbackInfo& info) {
@@ -370,10 +301,7 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
     d.cuEventDestroy(ev);
     cu::Check(r, "cuEventRecord");
   }
-  auto* w = new WaitWorker(info.Env(), &dev, ev, true, nullptr, 0);
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return QueueWait(info.Env(), dev, ev, true, nullptr, 0);
 }
 
 Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {

@@ -358,6 +358,52 @@ extern "C" __global__ void fill_scaled(const P p) {
     expect(n.memoryStats(DEV).numFrees).toBeGreaterThanOrEqual(before.numFrees + 10);
   });
 
+  it('16 concurrent copyDtoH waits leave the libuv pool free (fs/crypto resolve while they are pending)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { pbkdf2 } = await import('node:crypto');
+    // One thread spinning ~0.5-1 s on the device stream; every wait queued behind it stays pending.
+    const spin = `extern "C" __global__ void flexattn_test_spin(const long long cycles) {
+  long long t0 = clock64();
+  while (clock64() - t0 < cycles) { }
+}
+`;
+    const params = new Uint8Array(8);
+    const N = 16, B = 1 << 20;
+    const bufs: ReturnType<NativeAddon['alloc']>[] = [], hosts: Buffer[] = [];
+    for (let i = 0; i < N; i++) {
+      const h = randomBytes(B), b = n.alloc(DEV, B);
+      n.copyHtoD(b, 0, h);
+      bufs.push(b); hosts.push(h);
+    }
+    n.jitLaunch(DEV, spin, 'flexattn_test_spin', [1, 1, 1], [1, 1, 1], 0, params); // compile outside the timing
+    await n.synchronize(DEV);
+    new DataView(params.buffer).setBigInt64(0, 1_000_000_000n, true);
+    const t0 = performance.now();
+    n.jitLaunch(DEV, spin, 'flexattn_test_spin', [1, 1, 1], [1, 1, 1], 0, params);
+    let copiesAt = -1;
+    const copies = Promise.all(bufs.map((b) => n.copyDtoH(b, 0, B))).then((r) => { copiesAt = performance.now() - t0; return r; });
+    const sync = n.synchronize(DEV);
+    // More pool work (6 reads + 2 pbkdf2) than libuv's 4 threads: with one pool thread
+    // blocked per pending wait it could only run after the kernel.
+    await Promise.all([
+      ...Array.from({ length: 6 }, () => readFile(new URL(import.meta.url))),
+      ...Array.from({ length: 2 }, () => new Promise((res, rej) => pbkdf2('k', 's', 1, 32, 'sha256', (e, k) => (e ? rej(e) : res(k))))),
+    ]);
+    const poolAt = performance.now() - t0;
+    const results = await copies;
+    await sync;
+    console.log(`[gpu] 16 pending copyDtoH: fs/crypto done at ${poolAt.toFixed(1)} ms, copies at ${copiesAt.toFixed(1)} ms`);
+    expect(copiesAt).toBeGreaterThan(0);
+    expect(poolAt).toBeLessThan(copiesAt);
+    for (let i = 0; i < N; i++) expect(Buffer.from(results[i]!).equals(hosts[i]!), `buffer ${i}`).toBe(true);
+    // Mixed sizes (empty, odd, offset) complete in order and with the right bytes.
+    const parts = await Promise.all([n.copyDtoH(bufs[0]!, 0, 0), n.copyDtoH(bufs[1]!, 7, 13), n.copyDtoH(bufs[2]!, B - 1, 1)]);
+    expect(parts[0]!.byteLength).toBe(0);
+    expect(Buffer.from(parts[1]!).equals(hosts[1]!.subarray(7, 20))).toBe(true);
+    expect(new Uint8Array(parts[2]!)[0]).toBe(hosts[2]![B - 1]);
+    for (const b of bufs) b.dispose();
+  });
+
   // Must stay last: a kernel fault leaves this process's CUDA context unusable.
   it('a kernel fault surfaces as a rejected promise with the CUDA error name', async () => {
     const src = `extern "C" __global__ void flexattn_test_fault(const unsigned long long addr) {

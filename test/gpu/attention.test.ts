@@ -1,0 +1,176 @@
+// GPU attention (SDPA and flex) against the CPU reference backend on the same
+// random inputs. Outputs are poisoned first: the allocator hands the output the
+// block a NaN-filled tensor just returned to its cache.
+import { expect, it } from 'vitest';
+import {
+  Tensor, scaledDotProductAttention, flexAttention, createBlockMask, causal, slidingWindow, prefixLM, documentMask,
+  imageBlocks, andMasks, orMasks, notMask, softcap, alibi, alibiSlopes, relativeBias, logitClip, composeScoreMods,
+  scoreMod, maskMod, param, DTypeError, ShapeError, type DType, type MaskMod, type ScoreMod, type FlexAttentionOptions,
+  type SdpaOptions,
+} from '../../lib/index.js';
+import { mulberry32, randomMod } from '../../lib/mods/random.js';
+import { describeGpu } from '../gpu-gate.js';
+import { relError } from '../reference.js';
+
+const gpu = { device: 'cuda:0' as const };
+
+/** Fills the allocator's cached block of this size with NaN so unwritten outputs show. */
+function poison(numel: number, dtype: DType): void {
+  const bits = new Uint16Array(numel).fill(0x7fc0); // NaN in bf16; 0x7fc0 is also a NaN in f16
+  Tensor.fromHost(bits, [numel], dtype === 'f32' ? 'bf16' : dtype, gpu).dispose();
+}
+
+interface Dims { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number }
+
+function inputs(d: Dims, dtype: DType, layout: 'bhsd' | 'bshd' = 'bhsd') {
+  const mk = (H: number, S: number) => layout === 'bhsd'
+    ? Tensor.randn([d.B, H, S, d.D], dtype, gpu)
+    : Tensor.randn([d.B, S, H, d.D], dtype, gpu).transpose(1, 2);
+  return { q: mk(d.Hq, d.Sq), k: mk(d.Hkv, d.Skv), v: mk(d.Hkv, d.Skv) };
+}
+
+/** Compares finite entries; NaN positions must agree. Returns the relative error. */
+function compare(got: Float32Array, want: Float32Array, tol: number): number {
+  const a: number[] = [], b: number[] = [];
+  for (let i = 0; i < want.length; i++) {
+    expect(Number.isNaN(got[i]!), `NaN mismatch at ${i}`).toBe(Number.isNaN(want[i]!));
+    if (!Number.isNaN(want[i]!)) { a.push(got[i]!); b.push(want[i]!); }
+  }
+  const err = a.length ? relError(a, b) : 0;
+  expect(err).toBeLessThan(tol);
+  return err;
+}
+
+function compareLse(got: Float32Array, want: Float32Array): void {
+  for (let i = 0; i < want.length; i++) {
+    // A score mod that yields NaN makes the CPU row's LSE NaN; the kernel's max ignores
+    // NaN scores and reports -inf there (the output row is NaN on both sides).
+    if (Number.isNaN(want[i]!)) expect(Number.isFinite(got[i]!)).toBe(false);
+    else if (!Number.isFinite(want[i]!)) expect(got[i]).toBe(want[i]);
+    else expect(Math.abs(got[i]! - want[i]!)).toBeLessThan(2e-2 * Math.max(1, Math.abs(want[i]!)));
+  }
+}
+
+async function sdpaCase(d: Dims, dtype: DType, opts: SdpaOptions, layout: 'bhsd' | 'bshd' = 'bhsd', tol = 1e-2) {
+  const { q, k, v } = inputs(d, dtype, layout);
+  poison(d.B * d.Hq * d.Sq * d.D, dtype);
+  const g = await scaledDotProductAttention(q, k, v, { ...opts, enableGQA: true, returnLse: true });
+  const c = await scaledDotProductAttention(q, k, v, { ...opts, enableGQA: true, returnLse: true, backend: 'cpu' });
+  expect(g.out.device).toBe('cuda:0');
+  const err = compare(await g.out.toFloat32(), await c.out.toFloat32(), tol);
+  compareLse(await g.lse.toFloat32(), await c.lse.toFloat32());
+  for (const t of [q, k, v, g.out, g.lse, c.out, c.lse]) t.dispose();
+  return err;
+}
+
+async function flexCase(d: Dims, dtype: DType, mask: MaskMod | undefined, sm: ScoreMod | undefined,
+  extra: FlexAttentionOptions = {}, tol = 1e-2) {
+  const { q, k, v } = inputs(d, dtype);
+  const params = extra.params ?? {};
+  const bm = mask ? await createBlockMask(mask, d.B, d.Hq, d.Sq, d.Skv, { device: 'cuda:0', params }) : undefined;
+  const o: FlexAttentionOptions = { ...extra, enableGQA: true, returnLse: true, ...(bm ? { blockMask: bm } : {}), ...(sm ? { scoreMod: sm } : {}) };
+  poison(d.B * d.Hq * d.Sq * d.D, dtype);
+  const g = await flexAttention(q, k, v, o);
+  const c = await flexAttention(q, k, v, { ...o, backend: 'cpu' });
+  const err = compare(await g.out.toFloat32(), await c.out.toFloat32(), tol);
+  compareLse(await g.lse!.toFloat32(), await c.lse!.toFloat32());
+  for (const t of [q, k, v, g.out, g.lse!, c.out, c.lse!]) t.dispose();
+  return err;
+}
+
+describeGpu('scaledDotProductAttention on the GPU vs the CPU reference', () => {
+  it('every head dim, bf16 and f16, causal and not', async () => {
+    for (const D of [32, 64, 96, 128, 256]) {
+      for (const dtype of ['bf16', 'f16'] as const) {
+        for (const isCausal of [false, true]) {
+          const err = await sdpaCase({ B: 1, Hq: 2, Hkv: 2, Sq: 200, Skv: 200, D }, dtype, { isCausal });
+          if (dtype === 'f16') expect(err).toBeLessThan(3e-3);
+        }
+      }
+    }
+  });
+  it('odd lengths 1, 77, 1000, 4097', async () => {
+    for (const S of [1, 77, 1000, 4097]) await sdpaCase({ B: 1, Hq: 2, Hkv: 2, Sq: S, Skv: S, D: 64 }, 'bf16', { isCausal: S % 2 === 1 });
+  });
+  it('GQA and cross-attention (Sq != Skv), [B, S, H, D] storage, custom scale', async () => {
+    await sdpaCase({ B: 2, Hq: 8, Hkv: 2, Sq: 333, Skv: 333, D: 128 }, 'bf16', { isCausal: true }, 'bshd');
+    await sdpaCase({ B: 2, Hq: 4, Hkv: 4, Sq: 100, Skv: 517, D: 64 }, 'f16', { scale: 0.3 }, 'bshd');
+    await sdpaCase({ B: 1, Hq: 4, Hkv: 1, Sq: 517, Skv: 90, D: 128 }, 'bf16', { isCausal: true });
+  });
+  it('dense bool and additive masks stream from memory (broadcast views)', async () => {
+    const d = { B: 2, Hq: 4, Hkv: 2, Sq: 150, Skv: 170, D: 64 };
+    const r = mulberry32(3);
+    const keep = Tensor.fromHost(Uint8Array.from({ length: d.B * d.Skv }, () => (r() < 0.8 ? 1 : 0)), [d.B, 1, 1, d.Skv], 'bool', gpu);
+    await sdpaCase(d, 'bf16', { attnMask: keep });
+    const bias = Tensor.randn([d.Sq, d.Skv], 'bf16', gpu);
+    await sdpaCase(d, 'bf16', { attnMask: bias });
+    // a row with nothing to attend to: output 0, LSE -inf
+    const rows = new Uint8Array(d.Sq * d.Skv).fill(1);
+    rows.fill(0, 5 * d.Skv, 6 * d.Skv);
+    await sdpaCase(d, 'f16', { attnMask: Tensor.fromHost(rows, [d.Sq, d.Skv], 'bool', gpu) });
+  });
+});
+
+describeGpu('flexAttention on the GPU vs the CPU reference', () => {
+  const d: Dims = { B: 2, Hq: 4, Hkv: 2, Sq: 1000, Skv: 1000, D: 64 };
+  it('built-in masks: causal, sliding window, prefix LM, document, image blocks, and/or/not', async () => {
+    await flexCase(d, 'bf16', causal(), undefined);
+    await flexCase({ ...d, Sq: 777, Skv: 777 }, 'f16', slidingWindow(200, { lookahead: 17 }), undefined);
+    await flexCase(d, 'bf16', prefixLM(300), undefined);
+    const r = mulberry32(7);
+    const ids = new Int32Array(d.B * d.Sq);
+    for (let b = 0; b < d.B; b++) { let doc = 0; for (let s = 0; s < d.Sq; s++) { if (r() < 0.004) doc++; ids[b * d.Sq + s] = doc; } }
+    await flexCase(d, 'bf16', documentMask(Tensor.fromHost(ids, [d.B, d.Sq], 'i32', gpu)), undefined);
+    await flexCase(d, 'bf16', imageBlocks([{ start: 100, length: 256 }, { start: 500, length: 300 }], { seqLen: d.Sq }), undefined);
+    await flexCase(d, 'f16', andMasks(causal(), notMask(slidingWindow(64))), undefined);
+    await flexCase(d, 'bf16', orMasks(prefixLM(128), slidingWindow(256)), undefined);
+  });
+  it('score mods with captured tensors: softcap, ALiBi, relative bias, logit clip, composed', async () => {
+    const slopes = Tensor.fromHost(alibiSlopes(d.Hq), [d.Hq], 'f32', gpu);
+    await flexCase(d, 'bf16', causal(), softcap(30));
+    await flexCase(d, 'bf16', causal(), alibi(slopes));
+    const table = Tensor.randn([d.Hq, 255], 'bf16', gpu);
+    await flexCase(d, 'f16', slidingWindow(128), relativeBias(table));
+    const clip = Tensor.fromHost(new Float32Array([0.5, 1, 2, 4]), [d.Hq], 'f32', { device: 'cpu' }); // uploaded per call
+    await flexCase(d, 'bf16', undefined, composeScoreMods(logitClip(clip), softcap(3)));
+  });
+  it('head dims 32, 128, 256; GQA; cross-attention; params change without recompiling', async () => {
+    await flexCase({ ...d, D: 32 }, 'bf16', causal(), softcap(20));
+    await flexCase({ ...d, D: 128, Hq: 8, Hkv: 2 }, 'bf16', slidingWindow(300), undefined);
+    await flexCase({ B: 1, Hq: 2, Hkv: 2, Sq: 130, Skv: 1100, D: 256 }, 'f16', prefixLM(64), undefined);
+    const m = maskMod(({ q, kv }) => q.sub(kv).abs().le(param('w', 'int')));
+    const s = scoreMod(({ score, h }) => score.mul(param('t')).add(h.toFloat().mul(0.25)));
+    await flexCase(d, 'bf16', m, s, { params: { w: 50, t: 0.5 } });
+    await flexCase(d, 'bf16', m, s, { params: { w: 400, t: 2 } });
+  });
+  it('kernelOptions pick other tile shapes', async () => {
+    await flexCase(d, 'bf16', causal(), softcap(10), { kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } });
+    await flexCase({ ...d, D: 128 }, 'bf16', causal(), undefined, { kernelOptions: { BLOCK_M: 128, BLOCK_N: 32, numStages: 3 } });
+  });
+  it('fully masked rows give 0 and LSE -inf', async () => {
+    const m = maskMod(({ q, kv }) => q.lt(500).and(kv.le(q)));
+    await flexCase({ ...d, B: 1 }, 'bf16', m, undefined);
+  });
+  it('20 random mask mods and score mods (no captured tensors)', async () => {
+    const r = mulberry32(123);
+    for (let i = 0; i < 20; i++) {
+      const mm = randomMod(r, { kind: 'mask', depth: 4, tensors: false });
+      const sm = randomMod(r, { kind: 'score', depth: 3, tensors: false });
+      const dims = { B: 1, Hq: 2, Hkv: 1, Sq: 129 + 37 * i, Skv: 200 + 11 * i, D: 64 };
+      // GPU transcendental approximations (ex2/lg2/tanh.approx) loosen the bound for random score mods.
+      await flexCase(dims, 'bf16', mm.mod as MaskMod, sm.mod as ScoreMod, { params: { ...mm.params, ...sm.params } }, 3e-2);
+    }
+  });
+  it('bad input: f32 on the GPU, unsupported head dim, block size below the tile', async () => {
+    const q32 = Tensor.randn([1, 2, 64, 64], 'f32', gpu);
+    await expect(scaledDotProductAttention(q32, q32, q32)).rejects.toThrow(DTypeError);
+    const q48 = Tensor.randn([1, 2, 64, 48], 'bf16', gpu);
+    await expect(scaledDotProductAttention(q48, q48, q48)).rejects.toThrow(/head dimension of 32, 64, 96, 128, 256/);
+    const q = Tensor.randn([1, 2, 256, 64], 'bf16', gpu);
+    const bm = await createBlockMask(causal(), 1, 1, 256, 256, { blockSize: 32, device: 'cuda:0' });
+    await expect(flexAttention(q, q, q, { blockMask: bm })).rejects.toThrow(ShapeError);
+    // the process keeps working
+    const ok = await flexAttention(q, q, q, { blockMask: await createBlockMask(causal(), 1, 1, 256, 256) });
+    expect((await ok.out.toFloat32()).some(Number.isNaN)).toBe(false);
+  });
+});
