@@ -5,6 +5,7 @@
  * (f32 semantics), Int ops wrap like int32.
  * @module
  */
+import { bf16BitsToF32, f16BitsToF32 } from '../dtype.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { CapturedDType, LinearNode, MaskMod, ModBase, ModProgram, ScoreMod } from './ir.js';
 import { f32ToInt, resolveParams } from './ir.js';
@@ -50,21 +51,11 @@ export async function bindHost(mod: ModBase, params?: Readonly<Record<string, nu
   return { tensors, params: { ...(params ?? {}) } };
 }
 
-// --- f16 / bf16 -----------------------------------------------------------
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-
-/** bf16 bits → number. */
-export function bf16ToF32(bits: number): number { u32buf[0] = (bits & 0xffff) << 16; return f32buf[0]!; }
+// --- f16 / bf16: the exact widening helpers from lib/dtype.ts -------------
+/** bf16 bits → number (exact). */
+export const bf16ToF32 = bf16BitsToF32;
 /** f16 bits → number (exact). */
-export function f16ToF32(bits: number): number {
-  const s = bits & 0x8000 ? -1 : 1;
-  const e = (bits >> 10) & 0x1f;
-  const m = bits & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
+export const f16ToF32 = f16BitsToF32;
 
 // --- scalar semantics shared by both evaluators ------------------------------
 /** Python floor division on int32 (x // 0 = 0). */

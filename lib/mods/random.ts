@@ -4,6 +4,7 @@
  * @internal
  * @module
  */
+import { f32ToBf16Bits } from '../dtype.js';
 import type { CapturedDType, CapturedTensorLike, Expr, ValueType } from './ir.js';
 import { lift, maskMod, param, scoreMod, tensorAt, where, type MaskMod, type ScoreMod } from './ir.js';
 import type { HostEnv, HostTensor } from './interpret.js';
@@ -48,11 +49,6 @@ export function fakeEnv(tensors: readonly CapturedTensorLike[], params: Record<s
   };
 }
 
-function f32ToBf16Bits(x: number): number {
-  const b = new Float32Array([x]);
-  const u = new Uint32Array(b.buffer)[0]!;
-  return ((u + 0x7fff + ((u >> 16) & 1)) >>> 16) & 0xffff;
-}
 
 /** A random fake tensor of the given dtype and shape (values in a small range). */
 export function randomTensor(rng: () => number, dtype: CapturedDType, shape: readonly number[]): FakeTensor {
