@@ -31,3 +31,7 @@ export {
   imageIdsFromSpans, alibi, alibiSlopes, softcap, logitClip, relativeBias, andMasks, orMasks, notMask, composeScoreMods,
   type ImageSpan, type MaskDescriptor, type ScoreModArgs, type MaskModArgs,
 } from './mods/index.js';
+export {
+  attention, explainAttention, attentionCacheStats, clearAttentionCache, configureAttentionCache,
+  type AttentionSpec, type AttentionImpl, type AttentionChoice, type AttentionCacheStats, type SlidingWindowSpec,
+} from './attention.js';

@@ -1,0 +1,331 @@
+#!/usr/bin/env node
+// Attention benchmark suite (issue 4, item 5): our kernels, timed from Node.js.
+//
+//   npm run build:ts && node bench/run.mjs --out ours.json [--quick] [--only dense,flex,gqa,jit,overhead]
+//   flexattn bench [same flags]
+//   node bench/run.mjs --emit-cases DIR    # case list + doc ids for bench/torch_attention.py (no GPU)
+//   node bench/run.mjs --dry-run           # builds every case and its pair count, no GPU work
+//   node bench/run.mjs --smoke-cpu         # tiny shapes on the CPU backend: exercises the timing code
+//
+// What is timed (see bench/README.md): one sample = N back-to-back calls of the
+// op (`await op()` resolves once the kernel is enqueued; the output is disposed
+// right away, the stream-ordered allocator makes that safe) followed by
+// `await synchronize()`; per-call time = sample wall time / N. N ≥ 20, raised so
+// a sample lasts ≥ 10 ms (the synchronize round trip then costs < 1 %). The
+// result is the median of REPS ≥ 20 samples after warm-up (1 call, a 5-call estimate, one n-call sample).
+// TFLOPs = 4·D·Hq·(unmasked (q, kv) pairs summed over the batch) / time, pairs
+// counted exactly from the mask definition (closed form per query row).
+import { writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { CASES_VERSION, buildCases, docIds, alibiSlopesF64 } from './cases.mjs';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '..');
+const SELF = fileURLToPath(import.meta.url);
+
+async function lib() {
+  return import(pathToFileURL(join(ROOT, 'dist', 'lib', 'index.js')).href);
+}
+
+function parseArgs(argv) {
+  const a = { out: null, quick: false, dryRun: false, smokeCpu: false, only: null, budget: 150, emitCases: null,
+    reps: null, minN: null, child: null, help: false };
+  for (let i = 0; i < argv.length; i++) {
+    const x = argv[i];
+    const next = () => { if (i + 1 >= argv.length) throw new Error(`${x} needs a value`); return argv[++i]; };
+    if (x === '--out') a.out = next();
+    else if (x === '--quick') a.quick = true;
+    else if (x === '--dry-run') a.dryRun = true;
+    else if (x === '--smoke-cpu') a.smokeCpu = true;
+    else if (x === '--only') a.only = new Set(next().split(','));
+    else if (x === '--budget') a.budget = Number(next());
+    else if (x === '--reps') a.reps = Number(next());
+    else if (x === '--n') a.minN = Number(next());
+    else if (x === '--emit-cases') a.emitCases = next();
+    else if (x === '--first-call-child') a.child = next();
+    else if (x === '-h' || x === '--help') a.help = true;
+    else throw new Error(`unknown argument ${x}`);
+  }
+  return a;
+}
+
+const USAGE = `usage: flexattn bench [--out FILE.json] [--quick] [--only dense,flex,gqa,jit,overhead] [--budget SECONDS]
+                     [--reps N] [--n N] [--dry-run] [--smoke-cpu] [--emit-cases DIR]
+Times scaledDotProductAttention / flexAttention (bf16, cuda:0) on the issue-4 cases;
+bench/torch_attention.py times PyTorch on the same cases, bench/report.mjs merges both.`;
+
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+const median = (xs) => { const s = [...xs].sort((p, q) => p - q); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const tflops = (flops, ms) => flops / (ms * 1e-3) / 1e12;
+const round = (x, d = 4) => (typeof x === 'number' && Number.isFinite(x) ? Number(x.toFixed(d)) : x);
+
+function disposeResult(r) {
+  if (!r) return;
+  if (typeof r.dispose === 'function') { r.dispose(); return; }
+  r.out?.dispose();
+  r.lse?.dispose();
+}
+
+/**
+ * Amortised per-call time of `op` (ms): median over `reps` samples of
+ * (wall time of n back-to-back calls + one synchronize) / n.
+ */
+async function timeOp(L, device, op, { reps, minN, targetSampleMs }) {
+  const run = async (n) => {
+    const t0 = nowMs();
+    for (let i = 0; i < n; i++) disposeResult(await op());
+    await L.synchronize(device);
+    return (nowMs() - t0) / n;
+  };
+  const first = await run(1); // compiles / loads the kernel
+  const est = await run(Math.max(3, Math.min(minN, 5)));
+  const n = Math.max(minN, Math.min(400, Math.ceil(targetSampleMs / Math.max(est, 1e-3))));
+  await run(n);
+  const samples = [];
+  for (let r = 0; r < reps; r++) samples.push(await run(n));
+  return { ms: median(samples), minMs: Math.min(...samples), maxMs: Math.max(...samples), n, reps, firstCallMs: first };
+}
+
+// ------------------------------------------------------------------ cases
+
+function maskFor(L, c, device) {
+  switch (c.pattern) {
+    case 'causal': case 'softcap': case 'alibi': return L.causal();
+    case 'swa': return L.slidingWindow(c.window);
+    case 'prefix': return L.prefixLM(c.prefix);
+    case 'doc': {
+      const ids = L.Tensor.fromHost(docIds(c.B, c.S, c.docSeed, c.docMin, c.docSpan).ids, [c.B, c.S], 'i32', { device });
+      return L.documentMask(ids);
+    }
+    default: throw new Error(`unknown pattern ${c.pattern}`);
+  }
+}
+
+function scoreModFor(L, c, device) {
+  if (c.pattern === 'softcap') return L.softcap(c.softcap);
+  if (c.pattern === 'alibi') return L.alibi(L.Tensor.fromHost(Float32Array.from(alibiSlopesF64(c.Hq)), [c.Hq], 'f32', { device }));
+  return undefined;
+}
+
+async function runCase(L, c, device, opts) {
+  const mk = (H) => L.Tensor.randn([c.B, H, c.S, c.D], 'bf16', { device });
+  const q = mk(c.Hq), k = mk(c.Hkv), v = mk(c.Hkv);
+  const row = { id: c.id, group: c.group, op: c.op, B: c.B, Hq: c.Hq, Hkv: c.Hkv, S: c.S, D: c.D, pattern: c.pattern ?? null,
+    causal: c.causal ?? null, pairs: c.pairs, density: c.density, flops: c.flops };
+  let bm;
+  try {
+    let op;
+    if (c.op === 'sdpa') {
+      const o = { isCausal: !!c.causal, ...(c.Hq !== c.Hkv ? { enableGQA: true } : {}) };
+      op = () => L.scaledDotProductAttention(q, k, v, o);
+    } else {
+      const t0 = nowMs();
+      bm = await L.createBlockMask(maskFor(L, c, device), c.pattern === 'doc' ? c.B : 1, 1, c.S, c.S, { device });
+      await L.synchronize(device);
+      row.blockMaskMs = nowMs() - t0;
+      row.blockMaskMethod = bm.method;
+      row.blockDensity = 1 - bm.sparsity() / 100; // fraction of (q, kv) pairs inside computed blocks
+      const sm = scoreModFor(L, c, device);
+      const o = { blockMask: bm, ...(sm ? { scoreMod: sm } : {}), ...(c.Hq !== c.Hkv ? { enableGQA: true } : {}) };
+      op = () => L.flexAttention(q, k, v, o);
+    }
+    const t = await timeOp(L, device, op, opts);
+    Object.assign(row, t, { tflops: tflops(c.flops, t.ms) });
+  } finally {
+    bm?.dispose();
+    for (const t of [q, k, v]) t.dispose();
+  }
+  return row;
+}
+
+// ------------------------------------------------------ first-call latency
+
+/** Child process: times the first flexAttention call of new kernels (FLEXATTN_CACHE_DIR decides cold/warm). */
+async function firstCallChild(device) {
+  const t0 = nowMs();
+  const L = await lib();
+  const importMs = nowMs() - t0;
+  const mk = () => L.Tensor.randn([1, 2, 1024, 128], 'bf16', { device });
+  const t1 = nowMs();
+  const q = mk(), k = mk(), v = mk();
+  // Context, allocator and a precompiled dense kernel: kept out of the flex numbers.
+  disposeResult(await L.scaledDotProductAttention(q, k, v, { isCausal: true }));
+  await L.synchronize(device);
+  const contextMs = nowMs() - t1;
+  const bm = await L.createBlockMask(L.causal(), 1, 1, 1024, 1024, { device }); // analytic: no JIT
+  const slopes = L.Tensor.fromHost(Float32Array.from(alibiSlopesF64(2)), [2], 'f32', { device });
+  const kernels = [];
+  for (const [name, sm] of [['softcap(30) + causal', L.softcap(30)], ['alibi + causal', L.alibi(slopes)]]) {
+    const a = nowMs();
+    disposeResult(await L.flexAttention(q, k, v, { blockMask: bm, scoreMod: sm }));
+    await L.synchronize(device);
+    const firstMs = nowMs() - a;
+    const b = nowMs();
+    disposeResult(await L.flexAttention(q, k, v, { blockMask: bm, scoreMod: sm }));
+    await L.synchronize(device);
+    kernels.push({ kernel: name, firstMs, secondMs: nowMs() - b });
+  }
+  process.stdout.write(`${JSON.stringify({ importMs, contextMs, kernels, cacheDir: process.env.FLEXATTN_CACHE_DIR })}\n`);
+}
+
+function spawnChild(device, cacheDir) {
+  const r = spawnSync(process.execPath, [SELF, '--first-call-child', device], {
+    env: { ...process.env, FLEXATTN_CACHE_DIR: cacheDir }, encoding: 'utf8', timeout: 120_000,
+  });
+  if (r.status !== 0) throw new Error(`first-call child failed (status ${r.status}): ${(r.stderr || '').slice(-800)}`);
+  const line = r.stdout.trim().split('\n').pop();
+  return JSON.parse(line);
+}
+
+async function firstCall(device) {
+  const dir = mkdtempSync(join(tmpdir(), 'flexattn-bench-cache-'));
+  try {
+    const cold = spawnChild(device, dir);
+    const warm = spawnChild(device, dir);
+    return { shape: 'B=1 H=2 S=1024 D=128 bf16, causal BlockMask', what: 'await flexAttention(...) + await synchronize(), first call of a kernel in a fresh process', cold, warmDisk: warm };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------ host overhead
+
+async function hostOverhead(L, device, calls) {
+  const mk = () => L.Tensor.randn([1, 1, 128, 64], 'bf16', { device });
+  const q = mk(), k = mk(), v = mk();
+  const bm = await L.createBlockMask(L.causal(), 1, 1, 128, 128, { device });
+  const sc = L.softcap(30);
+  const ops = {
+    'scaledDotProductAttention (causal)': () => L.scaledDotProductAttention(q, k, v, { isCausal: true }),
+    'flexAttention (causal BlockMask + softcap)': () => L.flexAttention(q, k, v, { blockMask: bm, scoreMod: sc }),
+  };
+  const rows = [];
+  for (const [name, op] of Object.entries(ops)) {
+    for (let i = 0; i < 100; i++) disposeResult(await op());
+    await L.synchronize(device);
+    // (a) the synchronous part: time for the call to return its promise
+    let ps = new Array(calls);
+    let t0 = nowMs();
+    for (let i = 0; i < calls; i++) ps[i] = op();
+    const returnUs = (nowMs() - t0) * 1e3 / calls;
+    for (const r of await Promise.all(ps)) disposeResult(r);
+    await L.synchronize(device);
+    ps = null;
+    // (b) awaited: call, await the enqueue, dispose; one synchronize at the end
+    t0 = nowMs();
+    for (let i = 0; i < calls; i++) disposeResult(await op());
+    const awaitedUs = (nowMs() - t0) * 1e3 / calls;
+    await L.synchronize(device);
+    const withSyncUs = (nowMs() - t0) * 1e3 / calls;
+    rows.push({ op: name, calls, returnUs, awaitedUs, withSyncUs });
+  }
+  bm.dispose();
+  for (const t of [q, k, v]) t.dispose();
+  return { shape: 'B=1 H=1 S=128 D=64 bf16', rows };
+}
+
+// ------------------------------------------------------------------- main
+
+export async function main(argv = []) {
+  let a;
+  try { a = parseArgs(argv); } catch (e) { console.error(`${e.message}\n${USAGE}`); return 2; }
+  if (a.help) { console.log(USAGE); return 0; }
+  if (a.child) { await firstCallChild(a.child); return 0; }
+  const tiny = a.smokeCpu;
+  const cases = buildCases({ tiny });
+  if (a.emitCases) {
+    mkdirSync(a.emitCases, { recursive: true });
+    const docs = {};
+    for (const c of cases) {
+      if (c.pattern !== 'doc') continue;
+      const d = docIds(c.B, c.S, c.docSeed, c.docMin, c.docSpan);
+      const file = `docids-B${c.B}-S${c.S}-seed${c.docSeed}.i32`;
+      writeFileSync(join(a.emitCases, file), Buffer.from(d.ids.buffer));
+      c.docIdsFile = file;
+      docs[c.id] = d.lengths;
+    }
+    writeFileSync(join(a.emitCases, 'cases.json'), JSON.stringify({ version: CASES_VERSION, cases, docLengths: docs }, null, 1));
+    console.log(`wrote ${cases.length} cases to ${join(a.emitCases, 'cases.json')}`);
+    return 0;
+  }
+  if (a.dryRun) {
+    for (const c of cases) console.log(`${c.id.padEnd(44)} ${c.op.padEnd(5)} B=${c.B} Hq=${c.Hq} Hkv=${c.Hkv} S=${c.S} D=${c.D} density=${c.density.toFixed(4)} GFLOP=${(c.flops / 1e9).toFixed(1)}`);
+    const L = await lib();
+    for (const c of cases.filter((x) => x.op === 'flex')) { maskFor(L, { ...c, B: 1, S: 256 }, 'cpu'); scoreModFor(L, c, 'cpu'); }
+    console.log(`dry run: ${cases.length} cases built (mods traced on the host); no GPU work`);
+    return 0;
+  }
+
+  const L = await lib();
+  const device = tiny ? 'cpu' : 'cuda:0';
+  if (!tiny && !L.cudaAvailable()) {
+    console.error('flexattn bench: no usable CUDA device (see `flexattn info`); use --dry-run or --smoke-cpu');
+    return 2;
+  }
+  const info = L.deviceInfo();
+  const gpu = tiny ? 'cpu (smoke test)' : info.gpus[0]?.name ?? '?';
+  const opts = {
+    reps: a.reps ?? (a.quick || tiny ? 5 : 20),
+    minN: a.minN ?? (a.quick || tiny ? 5 : 20),
+    targetSampleMs: a.quick || tiny ? 2 : 10,
+  };
+  const want = (g) => !a.only || a.only.has(g);
+  const t0 = nowMs();
+  const deadline = t0 + a.budget * 1e3;
+  const result = {
+    side: 'flexattn', version: CASES_VERSION, gpu, device, node: process.version,
+    date: new Date().toISOString(), addon: { fatbinArchs: info.fatbinArchs, nvrtc: info.nvrtcVersion, driver: info.driverVersion },
+    timing: { ...opts, method: 'median over reps of (wall time of n back-to-back awaited calls, output disposed, + await synchronize()) / n' },
+    counting: 'exact unmasked (q,kv) pairs from the mask definition; FLOPs = 4*D*Hq*pairs(summed over batch)',
+    cases: [], firstCall: null, hostOverhead: null, errors: [],
+  };
+  const save = () => { if (a.out) writeFileSync(a.out, JSON.stringify(result, null, 1)); };
+  console.log(`flexattn bench on ${gpu} (${device}), reps=${opts.reps}, n>=${opts.minN}, budget ${a.budget}s`);
+  for (const c of cases) {
+    if (!want(c.group)) continue;
+    if (nowMs() > deadline) { result.cases.push({ id: c.id, group: c.group, skipped: 'time budget' }); continue; }
+    try {
+      const row = await runCase(L, c, device, opts);
+      result.cases.push(row);
+      console.log(`${c.id.padEnd(44)} ${row.ms.toFixed(4).padStart(9)} ms  ${row.tflops.toFixed(1).padStart(6)} TFLOPs  (n=${row.n}, spread ${((row.maxMs - row.minMs) / row.ms * 100).toFixed(1)}%)`);
+    } catch (e) {
+      const msg = String(e?.stack ?? e).split('\n').slice(0, 3).join(' | ');
+      result.cases.push({ id: c.id, group: c.group, error: msg });
+      result.errors.push(`${c.id}: ${msg}`);
+      console.log(`${c.id.padEnd(44)} ERROR ${msg}`);
+    }
+    save();
+  }
+  if (want('jit') && !tiny) {
+    try {
+      result.firstCall = await firstCall(device);
+      for (const [k, r] of [['cold (empty cache dir)', result.firstCall.cold], ['warm disk cache', result.firstCall.warmDisk]]) {
+        console.log(`first call, ${k}: ${r.kernels.map((x) => `${x.kernel} ${x.firstMs.toFixed(1)} ms (2nd call ${x.secondMs.toFixed(2)} ms)`).join('; ')}; import ${r.importMs.toFixed(0)} ms, context ${r.contextMs.toFixed(0)} ms`);
+      }
+    } catch (e) { result.errors.push(`firstCall: ${e.message}`); console.log(`first call: ERROR ${e.message}`); }
+    save();
+  }
+  if (want('overhead')) {
+    try {
+      result.hostOverhead = await hostOverhead(L, device, a.quick || tiny ? 200 : 1000);
+      for (const r of result.hostOverhead.rows) {
+        console.log(`host overhead ${r.op}: returns promise in ${r.returnUs.toFixed(1)} us, awaited ${r.awaitedUs.toFixed(1)} us/call, incl. final sync ${r.withSyncUs.toFixed(1)} us/call`);
+      }
+    } catch (e) { result.errors.push(`hostOverhead: ${e.message}`); console.log(`host overhead: ERROR ${e.message}`); }
+  }
+  result.totalSeconds = (nowMs() - t0) / 1e3;
+  result.cases = result.cases.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v, 6)])));
+  save();
+  if (a.out) console.log(`wrote ${a.out} (${result.totalSeconds.toFixed(1)} s)`);
+  return result.errors.length ? 1 : 0;
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === SELF) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e) => {
+    console.error(e?.stack ?? String(e));
+    process.exitCode = 1;
+  });
+}
