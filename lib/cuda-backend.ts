@@ -55,7 +55,9 @@ function loadKernel(device: number, spec: { kernel: string; source: string; modu
   const key = `${device}|${spec.kernel}`;
   let p = kernels.get(key);
   if (!p) {
-    p = native().loadKernel(device, spec).then((handle) => {
+    // Same math flags as the precompiled fatbin (CMakeLists.txt), so a JIT-compiled
+    // dense kernel behaves like its precompiled twin.
+    p = native().loadKernel(device, { ...spec, options: ['--use_fast_math'] }).then((handle) => {
       if (!handle.config) throw new Error(`internal: kernel ${spec.kernel} has no ${spec.kernel}_cfg`);
       return { handle, cfg: kernelConfig(handle.config) };
     });
@@ -274,8 +276,11 @@ export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: T
   if (bm) {
     const [bq, bkv] = bm.blockSize;
     const tile = shape ?? DEFAULT_TILE[dims.D] ?? { BM: 128, BN: 64 };
-    const capturesData = (args.scoreMod?.tensors.length ?? 0) + (bm.maskMod?.tensors.length ?? 0) > 0;
-    if (!shape && (bq % tile.BM !== 0 || bkv % tile.BN !== 0 || (capturesData && dims.D === 128))) {
+    // A mask mod reading captured data per element (e.g. document ids) keeps many
+    // values live: at D=128 the default shape spills; the MT=1 shape does not and
+    // is as fast there (bench/results/kernel-notes.md).
+    const maskReadsData = (bm.maskMod?.tensors.length ?? 0) > 0;
+    if (!shape && (bq % tile.BM !== 0 || bkv % tile.BN !== 0 || (maskReadsData && dims.D === 128))) {
       if (bq % SMALL_SHAPE.BM === 0 && bkv % SMALL_SHAPE.BN === 0) shape = SMALL_SHAPE;
     }
     const t = shape ?? tile;

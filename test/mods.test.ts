@@ -124,7 +124,7 @@ describe('hash and printing', () => {
     expect(causal().toString()).toBe('maskMod((b, h, q, kv) => (kv <= q))');
     const slopes = hostTensor(new Float32Array(4), [4], 'f32');
     expect(alibi(slopes).toString()).toBe('scoreMod((score, b, h, q, kv) => (score + (t0[h] * (float(kv) - float(q)))))');
-    expect(softcap(30).toString()).toBe('scoreMod((score, b, h, q, kv) => (30.0 * tanh((score / 30.0))))');
+    expect(softcap(30).toString()).toBe('scoreMod((score, b, h, q, kv) => (30.0 * tanh((score * 0.033333335))))');
     expect(scoreMod(({ score }) => score.add(param('bias'))).toString()).toContain('$bias');
   });
 

@@ -200,7 +200,10 @@ export function alibiSlopes(numHeads: number): Float32Array {
  */
 export function softcap(cap: number | Expr): ScoreMod {
   if (typeof cap === 'number' && !(cap > 0 && Number.isFinite(cap))) throw new InvalidArgumentError('cap', 'a positive finite number', String(cap));
-  return scoreMod(({ score }) => lift(cap).mul(score.div(cap).tanh()));
+  // Multiply by the reciprocal (a constant, or hoisted out of the tile loop for a
+  // param) instead of dividing every score.
+  const inv = typeof cap === 'number' ? 1 / cap : lift(1).div(cap);
+  return scoreMod(({ score }) => lift(cap).mul(score.mul(inv).tanh()));
 }
 
 /**
