@@ -190,20 +190,54 @@ export function native(): NativeAddon {
   if (loadError) throw loadError;
   const require = createRequire(import.meta.url);
   try {
+    if (unsupportedHost()) throw new Error(unsupportedHost());
     const load = require('node-gyp-build') as (dir: string) => NativeAddon;
     const addon = load(packageRoot);
     addon.setErrorClasses({ ...errors });
     cached = addon;
     return addon;
   } catch (e) {
-    loadError = new errors.FlexAttnError(
-      `flexattn: the native addon failed to load: ${(e as Error).message}\n` +
-      'Possible solutions:\n' +
-      '  - Build it from source: `npm run build:native` (needs cmake and a C++17 compiler; nvcc optional)\n' +
-      '  - Reinstall the package so a prebuilt binary for linux-x64 is picked up: `npm install flexattn`\n' +
-      '  - A prebuilt binary needs glibc >= 2.28; check `ldd --version`');
+    loadError = new errors.FlexAttnError(loadFailureMessage(e as Error));
     throw loadError;
   }
+}
+
+/** Why this host cannot run flexattn at all ('' when it can): platform or Node version. */
+function unsupportedHost(): string {
+  if (process.platform !== 'linux' || process.arch !== 'x64') return `unsupported platform ${process.platform}-${process.arch}`;
+  if (Number(process.versions.node.split('.')[0]) < 20) return `unsupported Node.js ${process.version}`;
+  return '';
+}
+
+const BUILD_FROM_SOURCE = 'needs cmake >= 3.18 and a C++17 compiler; nvcc optional';
+
+/** The message of a failed load: names the cause (platform, Node version, glibc, missing binary) and the remedy.
+ * @internal */
+export function loadFailureMessage(e: Error): string {
+  const msg = e.message;
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    return `flexattn: ${process.platform}-${process.arch} is not supported; the native addon is built for Linux x64 only.\n` +
+      'Possible solutions:\n  - Run on Linux x64 with an NVIDIA GPU (Windows: WSL2; macOS: a Linux x64 machine or container)';
+  }
+  if (Number(process.versions.node.split('.')[0]) < 20) {
+    return `flexattn: Node.js ${process.version} is not supported; flexattn needs Node.js >= 20.\n` +
+      'Possible solutions:\n  - Upgrade Node.js (e.g. `nvm install 22`) and reinstall flexattn';
+  }
+  const glibc = /GLIBC_(\d+\.\d+)/.exec(msg)?.[1];
+  if (glibc) {
+    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+    const host = report?.header?.glibcVersionRuntime;
+    return `flexattn: the prebuilt binary needs glibc >= ${glibc}${host ? `, this host has glibc ${host}` : ''} (${msg.split('\n')[0]})\n` +
+      'Possible solutions:\n' +
+      `  - Build it for this host: \`npm rebuild flexattn --build-from-source\` (${BUILD_FROM_SOURCE})\n` +
+      `  - Or run on a distribution with glibc >= ${glibc} (\`ldd --version\` shows yours)`;
+  }
+  return `flexattn: the native addon failed to load: ${msg}\n` +
+    'Possible solutions:\n' +
+    (/No native build was found/.test(msg)
+      ? `  - Installed with --ignore-scripts or the install-time build failed: \`npm rebuild flexattn\` (${BUILD_FROM_SOURCE})\n`
+      : `  - Rebuild it for this host: \`npm rebuild flexattn --build-from-source\` (${BUILD_FROM_SOURCE})\n`) +
+    `  - In a source checkout: \`npm run build:native\``;
 }
 
 /** True when the addon loads (it does not need a GPU to load). */

@@ -14,20 +14,30 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
 function which(cmd) {
-  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
+  const r = spawnSync('/bin/sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
 }
 
+// Everything a source build needs, checked up front so a failure names what is
+// missing instead of ending in CMake output.
 const missing = [];
-if (!which('cmake')) missing.push('cmake >= 3.18 (e.g. `apt-get install cmake` or `pip install cmake`)');
-if (!which('c++') && !which('g++') && !which('clang++')) {
-  missing.push('a C++17 compiler (e.g. `apt-get install g++`)');
+const cmake = which('cmake');
+const cmakeVersion = cmake && /(\d+)\.(\d+)/.exec(spawnSync(cmake, ['--version'], { encoding: 'utf8' }).stdout ?? '');
+if (!cmake) missing.push('cmake >= 3.18: `apt-get install cmake` or `pip install cmake`');
+else if (cmakeVersion && (+cmakeVersion[1] < 3 || (+cmakeVersion[1] === 3 && +cmakeVersion[2] < 18))) {
+  missing.push(`cmake >= 3.18 (found ${cmakeVersion[0]} at ${cmake}): \`pip install cmake\``);
+}
+if (!(process.env.CXX && which(process.env.CXX.split(' ')[0])) && !which('c++') && !which('g++') && !which('clang++')) {
+  missing.push('a C++17 compiler (g++ >= 9 or clang++ >= 10): `apt-get install g++`');
+}
+if (!which('make') && !which('ninja')) missing.push('make or ninja: `apt-get install make`');
+for (const pkg of ['cmake-js', 'node-addon-api']) {
+  try { require.resolve(`${pkg}/package.json`); } catch { missing.push(`the npm package ${pkg}: \`npm install ${pkg}\``); }
 }
 if (missing.length) {
-  console.error('flexattn: no prebuilt binary matched this platform and a source build is not possible.');
-  console.error('Missing:');
+  console.error(`flexattn: cannot build the native addon from source${process.argv.includes('--install') ? ' (and no prebuilt binary loaded)' : ''}. Missing:`);
   for (const m of missing) console.error(`  - ${m}`);
-  console.error('nvcc is optional: without it kernels are compiled at first use with NVRTC.');
+  console.error('nvcc is optional: without it kernels are JIT-compiled by NVRTC at first use.');
   process.exit(1);
 }
 
