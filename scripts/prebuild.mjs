@@ -52,6 +52,10 @@ function check() {
   // Highest GLIBC_x.y symbol version the binary references = the oldest glibc it loads on.
   const glibc = [...new Set(bytes.toString('latin1').match(/GLIBC_2\.\d+/g) ?? [])]
     .map((v) => v.slice(6)).sort((a, b) => Number(a.split('.')[1]) - Number(b.split('.')[1])).pop();
+  // The README promises Ubuntu 22.04 / RHEL 9 (glibc 2.34); see native/runtime/glibc_compat.cc.
+  if (glibc && Number(glibc.split('.')[1]) > 34) {
+    problems.push(`needs glibc ${glibc}, newer than the promised 2.34 (a new symbol reference crept in: objdump -T | grep GLIBC_2.3)`);
+  }
   const re = spawnSync('readelf', ['-d', target], { encoding: 'utf8' });
   let needed = '(readelf not found: not checked)';
   if (re.status === 0) {
