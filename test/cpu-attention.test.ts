@@ -3,6 +3,7 @@
  * attention written here: dtypes, strides, GQA, causal, dense masks with
  * broadcasting, block-sparse iteration, fully masked rows, errors, asynchrony.
  */
+import { rng } from './reference.js';
 import { describe, expect, it } from 'vitest';
 import { native, type NativeCpuAttentionArgs, type NativeHostView } from '../lib/native.js';
 import { InvalidArgumentError } from '../lib/errors.js';
@@ -11,17 +12,6 @@ const F32 = 2, BF16 = 0, F16 = 1, BOOL = 4;
 type DT = 'f32' | 'bf16' | 'f16';
 
 // ---------------------------------------------------------------- helpers
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Random value in (-1, 1), never 0. */
 function nz(r: () => number): number {

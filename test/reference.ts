@@ -59,17 +59,9 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
 }
 
-/** Seeded uniform PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform PRNG (mulberry32), shared with the mods' random program generator. */
+export { mulberry32 as rng } from '../lib/mods/random.js';
+import { mulberry32 as rng } from '../lib/mods/random.js';
 
 /** n standard normals from a seeded generator. */
 export function randnArray(n: number, seed: number): Float32Array {

@@ -6,7 +6,7 @@
  */
 import { bindHost } from '../mods/interpret.js';
 import { andMasks, orMasks } from '../mods/builtins.js';
-import { Expr, maskModWith, modArgs, type IrNode, type MaskMod, type MaskDescriptor } from '../mods/ir.js';
+import { Expr, maskModWith, modArgs, substituteArgs, type IrNode, type MaskMod, type MaskDescriptor } from '../mods/ir.js';
 import type { Pred } from './analytic.js';
 
 /** Predicate tree of a built-in's analytic descriptor, or null when it has none (data-dependent/user masks). */
@@ -74,21 +74,7 @@ export function shiftMask(m: MaskMod, db: number, dh: number): MaskMod {
   const use = argUse(m);
   const sb = use.b && db !== 0, sh = use.h && dh !== 0;
   if (!sb && !sh) return m;
-  const bN = modArgs.b.add(db).node, hN = modArgs.h.add(dh).node;
-  const memo = new Map<IrNode, IrNode>();
-  const sub = (n: IrNode): IrNode => {
-    const hit = memo.get(n);
-    if (hit) return hit;
-    let r: IrNode;
-    if (n.op === 'arg' && n.name === 'b' && sb) r = bN;
-    else if (n.op === 'arg' && n.name === 'h' && sh) r = hN;
-    else if (n.args.length === 0) r = n;
-    else {
-      const args = n.args.map(sub);
-      r = args.every((x, i) => x === n.args[i]) ? n : { ...n, args };
-    }
-    memo.set(n, r);
-    return r;
-  };
-  return maskModWith(() => new Expr(sub(m.expr.node)), m.analytic);
+  const replace = { ...(sb ? { b: modArgs.b.add(db).node } : {}), ...(sh ? { h: modArgs.h.add(dh).node } : {}) };
+  const node = substituteArgs(m.expr.node, replace);
+  return maskModWith(() => new Expr(node), m.analytic);
 }

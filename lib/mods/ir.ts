@@ -642,14 +642,18 @@ export function maskModWith(fn: (args: MaskModArgs) => ExprLike, analytic: MaskD
   return new MaskMod(r, analytic);
 }
 
-/** @internal Re-applies a score mod to new arguments (substitutes `score`). */
-export function applyScoreMod(m: ScoreMod, score: Expr): Expr {
+/**
+ * @internal Rewrites an expression tree, replacing argument nodes (`score`, `b`,
+ * `h`, `q`, `kv`) by the given expressions; shared subtrees stay shared.
+ */
+export function substituteArgs(root: IrNode, replace: Partial<Record<ArgName, IrNode>>): IrNode {
   const memo = new Map<IrNode, IrNode>();
   const sub = (n: IrNode): IrNode => {
     const hit = memo.get(n);
     if (hit) return hit;
     let r: IrNode;
-    if (n.op === 'arg' && n.name === 'score') r = score.node;
+    const rep = n.op === 'arg' ? replace[n.name as ArgName] : undefined;
+    if (rep) r = rep;
     else if (n.args.length === 0) r = n;
     else {
       const args = n.args.map(sub);
@@ -658,7 +662,12 @@ export function applyScoreMod(m: ScoreMod, score: Expr): Expr {
     memo.set(n, r);
     return r;
   };
-  return new Expr(sub(m.expr.node));
+  return sub(root);
+}
+
+/** @internal Re-applies a score mod to new arguments (substitutes `score`). */
+export function applyScoreMod(m: ScoreMod, score: Expr): Expr {
+  return new Expr(substituteArgs(m.expr.node, { score: score.node }));
 }
 
 /** @internal Argument expressions (for built-ins and tests). */

@@ -9,6 +9,7 @@
 
 #include "addon.h"
 #include "cuda/cuda_api.h"
+#include "cuda/dl_symbol.h"
 #include "cuda/errors.h"
 #include "jit/kernel_sources.h"
 
@@ -36,10 +37,7 @@ const char* kDriverHelp =
 
 template <typename T>
 bool Load(T& fn, const char* name, std::string& missing) {
-  void* p = dlsym(g_lib, name);
-  fn = reinterpret_cast<T>(p);
-  if (!p) missing += std::string(missing.empty() ? "" : ", ") + name;
-  return p != nullptr;
+  return LoadSymbol(g_lib, fn, name, missing);
 }
 
 void DoLoad() {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cuda/cuda_api.h"
+#include "cuda/dl_symbol.h"
 #include "cuda/errors.h"
 
 namespace flexattn::cu {
@@ -74,10 +75,7 @@ std::vector<std::string> Candidates() {
 
 template <typename T>
 bool Load(T& fn, const char* name, std::string& missing) {
-  void* p = dlsym(g_lib, name);
-  fn = reinterpret_cast<T>(p);
-  if (!p) missing += std::string(missing.empty() ? "" : ", ") + name;
-  return p != nullptr;
+  return LoadSymbol(g_lib, fn, name, missing);
 }
 
 void DoLoad() {
