@@ -88,7 +88,8 @@ async function demo(): Promise<number> {
 async function bench(): Promise<number> {
   const suite = join(packageRoot, 'bench', 'run.mjs');
   if (!existsSync(suite)) {
-    console.error('flexattn bench: the benchmark suite (bench/run.mjs) is not part of this version yet; no numbers to report.');
+    console.error('flexattn bench: the benchmark suite (bench/) ships with the source repository, not the npm package.\n' +
+      'Run it from a checkout: npm ci && npx flexattn bench  (or node bench/run.mjs --help)');
     return 2;
   }
   const { main } = (await import(suite)) as { main: (argv: string[]) => Promise<number> };
