@@ -61,7 +61,7 @@ inline int flex_imin(int a, int b) { return a < b ? a : b; }
 inline int flex_imax(int a, int b) { return a > b ? a : b; }
 inline int flex_ifloordiv(int a, int b) { if (b == 0) return 0; if (b == -1) return flex_ineg(a); int q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
 inline int flex_imod(int a, int b) { if (b == 0 || b == -1) return 0; int r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
-inline long long flex_clamp(int i, long long n) { return i < 0 ? 0LL : ((long long)i >= n ? n - 1 : (long long)i); }
+inline int flex_clamp(int i, int n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 `;
 
 interface Case { score?: ScoreMod; mask?: MaskMod; params?: Record<string, number> }

@@ -97,7 +97,7 @@ __device__ __forceinline__ int flex_imod(int a, int b) {
   int r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
 }
-__device__ __forceinline__ long long flex_clamp(int i, long long n) { return i < 0 ? 0LL : ((long long)i >= n ? n - 1 : (long long)i); }
+__device__ __forceinline__ int flex_clamp(int i, int n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 #endif
 `;
 
@@ -134,7 +134,7 @@ function bodyOf(p: ModProgram, slotBase: number, paramField: (name: string) => s
         const s = slotBase + n.slot!;
         const info = p.tensors[n.slot!]!;
         const idx = n.args.map((x, d) => `flex_clamp(v${x}, args.t${s}_n${d}) * args.t${s}_s${d}`);
-        const off = idx.length ? idx.join(' + ') : '0LL';
+        const off = idx.length ? idx.join(' + ') : '0';
         const empty = info.rank ? n.args.map((_, d) => `args.t${s}_n${d} <= 0`).join(' || ') : 'false';
         const raw = `args.t${s}[${off}]`;
         const conv = info.dtype === 'bf16' ? `flex_bf16(${raw})` : info.dtype === 'f16' ? `flex_f16(${raw})`
@@ -204,7 +204,9 @@ export function generateCuda(score?: ScoreMod, mask?: MaskMod): CudaModCode {
   const tensors: CapturedTensorLike[] = [...(score?.tensors ?? []), ...(mask?.tensors ?? [])];
   const infos = [...(score?.ir.tensors ?? []), ...(mask?.ir.tensors ?? [])];
 
-  // Layout: pointers, then i64 strides/sizes, then 4-byte params.
+  // Layout: pointers, then 4-byte strides/sizes and params. Captured tensors are
+  // indexed with 32-bit arithmetic (packArgs checks that they fit): the kernel
+  // evaluates mods per element, and 64-bit index math there costs throughput.
   const fields: ArgField[] = [];
   const decl: string[] = [];
   let off = 0;
@@ -218,8 +220,8 @@ export function generateCuda(score?: ScoreMod, mask?: MaskMod): CudaModCode {
   infos.forEach((t, s) => add(`t${s}`, 'ptr', PTR_TYPE[t.dtype], { tensorSlot: s }, ` // ${t.dtype}, rank ${t.rank}`));
   infos.forEach((t, s) => {
     for (let d = 0; d < t.rank; d++) {
-      add(`t${s}_s${d}`, 'i64', 'long long', { stride: [s, d] });
-      add(`t${s}_n${d}`, 'i64', 'long long', { shape: [s, d] });
+      add(`t${s}_s${d}`, 'i32', 'int', { stride: [s, d] });
+      add(`t${s}_n${d}`, 'i32', 'int', { shape: [s, d] });
     }
   });
   params.forEach((p, i) => add(`p${i}`, p.type === 'float' ? 'f32' : 'i32', p.type === 'float' ? 'float' : 'int', { param: p.name }, ` // ${p.name}`));
@@ -290,7 +292,10 @@ export function packArgs(layout: ArgsLayout, v: PackValues): Uint8Array {
       if (typeof x !== 'number' || !Number.isInteger(x)) {
         throw new InvalidArgumentError(`${'stride' in s ? 'tensorStrides' : 'tensorShapes'}[${slot}][${d}]`, 'an integer', String(x));
       }
-      dv.setBigInt64(f.offset, BigInt(x), true);
+      if (Math.abs(x) > 2147483647) {
+        throw new InvalidArgumentError(`captured tensor #${slot}`, 'strides and sizes below 2^31 (captured tensors are indexed with 32-bit arithmetic)', String(x));
+      }
+      dv.setInt32(f.offset, x, true);
     } else {
       const x = pv[pi++]!;
       if (f.kind === 'f32') dv.setFloat32(f.offset, x, true); else dv.setInt32(f.offset, x, true);
