@@ -6,7 +6,7 @@
  * @module
  */
 import { DTYPE_CODE, native, type NativeCpuAttentionArgs, type NativeHostView } from './native.js';
-import { Tensor } from './tensor.js';
+import { Tensor, contiguousStrides } from './tensor.js';
 
 /** A strided host view of `t` (GPU tensors are copied to a contiguous host array). */
 export async function hostView(t: Tensor): Promise<NativeHostView> {
@@ -15,10 +15,7 @@ export async function hostView(t: Tensor): Promise<NativeHostView> {
     return { data: storage.subarray(t.offset), dtype: DTYPE_CODE[t.dtype], shape: [...t.shape], strides: [...t.strides] };
   }
   const data = await t.toHost();
-  const strides: number[] = [];
-  let s = 1;
-  for (let i = t.ndim - 1; i >= 0; i--) { strides[i] = s; s *= t.shape[i]!; }
-  return { data, dtype: DTYPE_CODE[t.dtype], shape: [...t.shape], strides };
+  return { data, dtype: DTYPE_CODE[t.dtype], shape: [...t.shape], strides: contiguousStrides(t.shape) };
 }
 
 /** Output of one CPU attention call, as tensors on `like`'s device and dtype. */

@@ -109,6 +109,19 @@ function strides3(t: Tensor): Strides3 {
 
 // ------------------------------------------------------------- mods & args
 
+// Traced mods are immutable, so their generated CUDA (string building + a
+// SHA-256 of the source) is made once per (scoreMod, maskMod) pair, not per call.
+const NO_MOD = {};
+const codeCache = new WeakMap<object, WeakMap<object, CudaModCode>>();
+
+function modCode(score: ScoreMod | undefined, mask: MaskMod | undefined): CudaModCode {
+  let inner = codeCache.get(score ?? NO_MOD);
+  if (!inner) codeCache.set(score ?? NO_MOD, (inner = new WeakMap()));
+  let code = inner.get(mask ?? NO_MOD);
+  if (!code) inner.set(mask ?? NO_MOD, (code = generateCuda(score, mask)));
+  return code;
+}
+
 /** Captured tensors on the launch device: `tensors` for packing, `temps` to free after launch. */
 async function capturedOnDevice(code: CudaModCode, device: string): Promise<{ tensors: Tensor[]; temps: Tensor[] }> {
   const tensors: Tensor[] = [];
@@ -178,7 +191,7 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
       kernel: name, module: name, source: `#include "flash_fwd.cuh"\n${instantiate(name, d.D, dtype, a.mode)}`,
     });
   } else {
-    code = generateCuda(a.scoreMod, a.maskMod ?? undefined);
+    code = modCode(a.scoreMod, a.maskMod ?? undefined);
     const shapeTag = a.shape ? `_${a.shape.BM}x${a.shape.BN}w${a.shape.warps}s${a.shape.stages}` : '';
     const name = `flexattn_flex_${code.hash.slice(0, 16)}_d${d.D}_${dtype}_${a.mode.slice(1).toLowerCase()}${shapeTag}`;
     entry = await loadKernel(device, {

@@ -12,6 +12,7 @@ import { parseDevice, type Device } from './device.js';
 import { DisposedError, DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
 import { DTYPE_CODE, native, type NativeDeviceBuffer } from './native.js';
 import { tensorAt } from './mods/index.js';
+import { mulberry32 } from './mods/random.js';
 import type { Expr } from './mods/index.js';
 
 /** Backing memory shared by a tensor and its views. */
@@ -76,16 +77,9 @@ function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** Mulberry32 PRNG + Box-Muller: deterministic standard normals for CPU tensors. */
+/** Box-Muller over the seeded mulberry32 generator: deterministic standard normals for CPU tensors. */
 function hostRandn(n: number, seed: bigint): Float32Array {
-  let state = Number(seed & 0xffffffffn) ^ Number((seed >> 32n) & 0xffffffffn);
-  const next = () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(Number(seed & 0xffffffffn) ^ Number((seed >> 32n) & 0xffffffffn));
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {
     const u1 = Math.max(next(), 1e-12), u2 = next();
