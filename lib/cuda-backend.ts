@@ -8,10 +8,11 @@
  */
 import { DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
 import { itemSize } from './dtype.js';
-import { native, type NativeKernelHandle } from './native.js';
+import { native } from './native.js';
+import { loadKernel, type KernelEntry } from './jit.js';
 import { Tensor } from './tensor.js';
 import type { QkvDims } from './validate.js';
-import { kernelConfig, packFlashParams, type KernelConfig, type Strides3 } from './flash-params.js';
+import { packFlashParams, type Strides3 } from './flash-params.js';
 import {
   generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type MaskMod, type ScoreMod,
 } from './mods/index.js';
@@ -45,27 +46,6 @@ export interface CudaFlexArgs {
 }
 
 type Mode = 'kDense' | 'kCausal' | 'kBlockSparse';
-
-interface KernelEntry { handle: NativeKernelHandle; cfg: KernelConfig }
-
-const kernels = new Map<string, Promise<KernelEntry>>();
-
-/** Loads (once per device and name) a kernel; failures are not cached, so a later call retries. */
-function loadKernel(device: number, spec: { kernel: string; source: string; module?: string }): Promise<KernelEntry> {
-  const key = `${device}|${spec.kernel}`;
-  let p = kernels.get(key);
-  if (!p) {
-    // Same math flags as the precompiled fatbin (CMakeLists.txt), so a JIT-compiled
-    // dense kernel behaves like its precompiled twin.
-    p = native().loadKernel(device, { ...spec, options: ['--use_fast_math'] }).then((handle) => {
-      if (!handle.config) throw new Error(`internal: kernel ${spec.kernel} has no ${spec.kernel}_cfg`);
-      return { handle, cfg: kernelConfig(handle.config) };
-    });
-    kernels.set(key, p);
-    p.catch(() => kernels.delete(key));
-  }
-  return p;
-}
 
 /** Tile shape requested through kernelOptions or chosen for a block mask. */
 interface Shape { BM: number; BN: number; warps: number; stages: number }

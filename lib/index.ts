@@ -35,3 +35,4 @@ export {
   attention, explainAttention, attentionCacheStats, clearAttentionCache, configureAttentionCache,
   type AttentionSpec, type AttentionImpl, type AttentionChoice, type AttentionCacheStats, type SlidingWindowSpec,
 } from './attention.js';
+export { jitIdle, jitStatus, type KernelStatus, type KernelTier } from './jit.js';

@@ -141,6 +141,8 @@ export interface NativeAddon {
   // native/jit
   /** Directory of the on-disk kernel cache. */
   jitCacheDir(): string;
+  /** Whether compiling `source` with `options` (after the defaults) would hit the memory or disk cache. */
+  jitCached(device: number, source: string, options?: string[]): boolean;
   /** Compiles (or fetches from cache) a kernel: test hook for the JIT cache. */
   jitCompileForTest(source: string, kernelName: string, device?: number):
     { cacheHit: 'memory' | 'disk' | 'none'; ms: number; key: string; path: string; target: string };

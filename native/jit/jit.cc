@@ -252,46 +252,77 @@ void ClearMemoryCache() {
   MemCache().clear();  // modules stay loaded: functions handed out remain valid
 }
 
+namespace {
+// The full option list and cache key of one compile (shared by Compile and IsCached).
+struct CompileKey {
+  std::vector<std::string> options;
+  std::string arch;
+  bool ptx = false;
+  uint64_t key = 0;
+};
+
+CompileKey MakeKey(const cu::Nvrtc& r, const rt::Device& dev, const std::string& source,
+                   const std::vector<std::string>& extraOptions) {
+  CompileKey k;
+  k.arch = JitTarget(r, dev, &k.ptx);
+  k.options = {"-default-device", "-std=c++17", "--gpu-architecture=" + k.arch, "-DFLEXATTN_JIT=1"};
+  k.options.insert(k.options.end(), extraOptions.begin(), extraOptions.end());
+  // Key: source, options, arch, NVRTC version, embedded headers.
+  uint64_t key = Fnv1a64(source.data(), source.size());
+  for (const auto& o : k.options) {
+    key = Fnv1a64("\x01", 1, key);
+    key = Fnv1a64(o.data(), o.size(), key);
+  }
+  std::string ver = "nvrtc" + std::to_string(r.major) + "." + std::to_string(r.minor) + "|" + k.arch;
+  key = Fnv1a64(ver.data(), ver.size(), key);
+  uint64_t hh = HeadersHash();
+  k.key = Fnv1a64(&hh, sizeof hh, key);
+  return k;
+}
+}  // namespace
+
+bool IsCached(rt::Device& dev, const std::string& source, const std::vector<std::string>& extraOptions) {
+  const CompileKey k = MakeKey(cu::Rtc(), dev, source, extraOptions);
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_mu);
+    if (MemCache().count({dev.index, k.key})) return true;
+  }
+  struct stat st;
+  return stat(CachePath(k.arch, k.key).c_str(), &st) == 0 && st.st_size > 0;
+}
+
+// The global lock guards the cache maps only: NVRTC compiles (hundreds of ms)
+// run unlocked, so a quick first-tier compile is not queued behind a slower
+// optimized one (see lib/cuda-backend.ts, tiered JIT). Two threads compiling
+// the same key both finish; the later insert wins and both modules stay valid.
 CompileResult Compile(rt::Device& dev, const std::string& source, const std::vector<std::string>& extraOptions,
                       const std::string& programName) {
   auto t0 = std::chrono::steady_clock::now();
   const cu::Nvrtc& r = cu::Rtc();
-  bool ptx = false;
-  std::string arch = JitTarget(r, dev, &ptx);
-  std::vector<std::string> options = {"-default-device", "-std=c++17", "--gpu-architecture=" + arch,
-                                      "-DFLEXATTN_JIT=1"};
-  options.insert(options.end(), extraOptions.begin(), extraOptions.end());
-  // Key: source, options, arch, NVRTC version, embedded headers.
-  uint64_t key = Fnv1a64(source.data(), source.size());
-  for (const auto& o : options) {
-    key = Fnv1a64("\x01", 1, key);
-    key = Fnv1a64(o.data(), o.size(), key);
-  }
-  std::string ver = "nvrtc" + std::to_string(r.major) + "." + std::to_string(r.minor) + "|" + arch;
-  key = Fnv1a64(ver.data(), ver.size(), key);
-  uint64_t hh = HeadersHash();
-  key = Fnv1a64(&hh, sizeof hh, key);
-
-  std::lock_guard<std::recursive_mutex> lock(g_mu);
+  const CompileKey k = MakeKey(r, dev, source, extraOptions);
   CompileResult res;
-  res.key = key;
-  res.target = arch;
-  res.path = CachePath(arch, key);
-  auto it = MemCache().find({dev.index, key});
-  if (it != MemCache().end()) {
-    res.module = it->second;
-    res.hit = CacheHit::kMemory;
-    res.ms = MsSince(t0);
-    return res;
+  res.key = k.key;
+  res.target = k.arch;
+  res.path = CachePath(k.arch, k.key);
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_mu);
+    auto it = MemCache().find({dev.index, k.key});
+    if (it != MemCache().end()) {
+      res.module = it->second;
+      res.hit = CacheHit::kMemory;
+      res.ms = MsSince(t0);
+      return res;
+    }
   }
   const cu::Driver& d = cu::Drv();
   dev.MakeCurrent();
   const std::string& path = res.path;
   std::string cubin;
-  if (ReadCache(path, key, &cubin)) {
+  if (ReadCache(path, k.key, &cubin)) {
     cu::CUmodule m = nullptr;
     if (d.cuModuleLoadData(&m, cubin.data()) == cu::CUDA_SUCCESS) {
-      MemCache()[{dev.index, key}] = m;
+      std::lock_guard<std::recursive_mutex> lock(g_mu);
+      MemCache()[{dev.index, k.key}] = m;
       res.module = m;
       res.hit = CacheHit::kDisk;
       res.ms = MsSince(t0);
@@ -299,12 +330,15 @@ CompileResult Compile(rt::Device& dev, const std::string& source, const std::vec
     }
     // Unloadable entry: fall through, recompile and overwrite it.
   }
-  cubin = NvrtcCompile(source, programName, arch, options, ptx);
+  cubin = NvrtcCompile(source, programName, k.arch, k.options, k.ptx);
   cu::CUmodule m = nullptr;
   cu::Check(d.cuModuleLoadData(&m, cubin.data()),
-            std::string("cuModuleLoadData(NVRTC ") + (ptx ? "PTX" : "cubin") + " for " + arch + ")");
-  WriteCache(path, key, cubin);
-  MemCache()[{dev.index, key}] = m;
+            std::string("cuModuleLoadData(NVRTC ") + (k.ptx ? "PTX" : "cubin") + " for " + k.arch + ")");
+  WriteCache(path, k.key, cubin);
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_mu);
+    MemCache()[{dev.index, k.key}] = m;
+  }
   res.module = m;
   res.hit = CacheHit::kNone;
   res.ms = MsSince(t0);
@@ -388,6 +422,24 @@ Napi::Value JitCompileForTest(const Napi::CallbackInfo& info) {
   o.Set("path", Napi::String::New(env, r.path));
   o.Set("target", Napi::String::New(env, r.target));
   return o;
+}
+
+// jitCached(device, source, options?) -> boolean: would this compile be a cache hit?
+Napi::Value JitCached(const Napi::CallbackInfo& info) {
+  int device = static_cast<int>(ArgIndex(info, 0, "device"));
+  if (!info[1].IsString()) ThrowInvalidArgument("source", "a string", DescribeValue(info[1]));
+  std::vector<std::string> options;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    if (!info[2].IsArray()) ThrowInvalidArgument("options", "an array of strings", DescribeValue(info[2]));
+    Napi::Array a = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value e = a.Get(i);
+      if (!e.IsString()) ThrowInvalidArgument("options[" + std::to_string(i) + "]", "a string", DescribeValue(e));
+      options.push_back(e.As<Napi::String>());
+    }
+  }
+  std::string source = info[1].As<Napi::String>();
+  return Napi::Boolean::New(info.Env(), IsCached(rt::GetDevice(device), source, options));
 }
 
 Napi::Value JitCacheDir(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), CacheDir()); }
@@ -482,6 +534,7 @@ namespace flexattn {
 void RegisterJit(Napi::Env env, Napi::Object exports) {
   exports.Set("jitCompileForTest", Napi::Function::New<Guarded<jit::JitCompileForTest>>(env, "jitCompileForTest"));
   exports.Set("jitCacheDir", Napi::Function::New<Guarded<jit::JitCacheDir>>(env, "jitCacheDir"));
+  exports.Set("jitCached", Napi::Function::New<Guarded<jit::JitCached>>(env, "jitCached"));
   exports.Set("jitClearMemoryCache",
               Napi::Function::New<Guarded<jit::JitClearMemoryCache>>(env, "jitClearMemoryCache"));
   exports.Set("jitLaunch", Napi::Function::New<Guarded<jit::JitLaunch>>(env, "jitLaunch"));

@@ -35,6 +35,10 @@ struct CompileResult {
 CompileResult Compile(rt::Device& dev, const std::string& source, const std::vector<std::string>& extraOptions = {},
                       const std::string& programName = "flexattn_kernel.cu");
 
+// Whether Compile(dev, source, extraOptions) would be served from the memory
+// or disk cache (no NVRTC run). Cheap: a map lookup and a stat().
+bool IsCached(rt::Device& dev, const std::string& source, const std::vector<std::string>& extraOptions);
+
 // Looks up `kernel` in `module`; throws CudaError naming the kernel.
 cu::CUfunction GetFunction(cu::CUmodule module, const char* kernel);
 

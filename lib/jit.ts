@@ -1,0 +1,159 @@
+/**
+ * Kernel loading for the CUDA backend: precompiled (embedded fatbin) or
+ * NVRTC-compiled, once per device and kernel name, off the main thread.
+ *
+ * Tiered JIT for generated (flex) kernels. A kernel found in neither the
+ * memory nor the disk cache is compiled twice, concurrently, on worker threads:
+ *
+ * - **quick**: NVRTC with `--Ofast-compile=min`, about half the compile time.
+ *   The first call runs on it. On an H100 these kernels measured 4–6 % slower
+ *   than the optimized build (bench/results/kernel-notes.md, run 6).
+ * - **optimized**: the full build. It replaces the quick kernel as soon as it
+ *   is ready (calls enqueued after that use it) and is written to the disk
+ *   cache, so a later process loads it directly and never sees a quick tier.
+ *
+ * A process that exits while an optimized compile is still running waits for
+ * it (up to about a second) so that it lands in the disk cache.
+ * `FLEXATTN_JIT_TIERED=0` turns tiering off: first calls then wait for the
+ * optimized compile. {@link jitIdle} waits for pending upgrades (benchmarks
+ * call it before timing); {@link jitStatus} reports what was loaded.
+ * @module
+ */
+import { kernelConfig, type KernelConfig } from './flash-params.js';
+import { native, type NativeKernelHandle } from './native.js';
+
+/** Which build of a kernel is in use. */
+export type KernelTier = 'precompiled' | 'quick' | 'optimized';
+
+/** One loaded kernel, as reported by {@link jitStatus}. */
+export interface KernelStatus {
+  /** Kernel name (generated kernels carry a hash of their mods). */
+  readonly kernel: string;
+  /** CUDA device index. */
+  readonly device: number;
+  /** Build in use now: 'precompiled' (embedded fatbin), 'quick' (first tier, upgrade pending) or 'optimized'. */
+  readonly tier: KernelTier;
+  /** Where the build in use came from: 'fatbin', 'nvrtc' (compiled in this process), 'disk' or 'memory' (cache). */
+  readonly origin: string;
+  /** Milliseconds spent obtaining the build in use (compile or cache load), on a worker thread. */
+  readonly compileMs: number;
+  /** Milliseconds of the quick-tier compile, when this kernel started on one. */
+  readonly quickCompileMs?: number;
+  /** The optimized build is still compiling. */
+  readonly upgradePending: boolean;
+  /** Why the optimized build failed, when it did (the quick build stays in use). */
+  readonly upgradeError?: string;
+}
+
+/** A loaded kernel; `handle` may be swapped once (quick → optimized). @internal */
+export interface KernelEntry {
+  handle: NativeKernelHandle;
+  cfg: KernelConfig;
+  kernel: string;
+  device: number;
+  tier: KernelTier;
+  quickCompileMs?: number;
+  upgradePending: boolean;
+  upgradeError?: string;
+}
+
+/** Same math flags as the precompiled fatbin (CMakeLists.txt), so JIT and precompiled twins agree. */
+const BASE_OPTIONS = ['--use_fast_math'];
+const QUICK_OPTIONS = [...BASE_OPTIONS, '--Ofast-compile=min'];
+
+const kernels = new Map<string, Promise<KernelEntry>>();
+const upgrades = new Set<Promise<void>>();
+
+function tieredEnabled(): boolean {
+  const v = process.env.FLEXATTN_JIT_TIERED;
+  return v === undefined || v === '' || v === '1' || v.toLowerCase() === 'true';
+}
+
+function toEntry(handle: NativeKernelHandle, kernel: string, device: number, tier: KernelTier): KernelEntry {
+  if (!handle.config) throw new Error(`internal: kernel ${kernel} has no ${kernel}_cfg`);
+  return { handle, cfg: kernelConfig(handle.config), kernel, device, tier, upgradePending: false };
+}
+
+async function loadSingle(device: number, spec: KernelSpec): Promise<KernelEntry> {
+  const handle = await native().loadKernel(device, { ...spec, options: BASE_OPTIONS });
+  return toEntry(handle, spec.kernel, device, handle.origin === 'fatbin' ? 'precompiled' : 'optimized');
+}
+
+async function loadTiered(device: number, spec: KernelSpec): Promise<KernelEntry> {
+  if (native().jitCached(device, spec.source, BASE_OPTIONS)) return loadSingle(device, spec);
+  // Both compiles start now (quick first); the global JIT lock covers only the caches.
+  const quick = native().loadKernel(device, { ...spec, options: QUICK_OPTIONS });
+  const optimized = native().loadKernel(device, { ...spec, options: BASE_OPTIONS });
+  optimized.catch(() => {}); // handled below; avoids an unhandled rejection while `quick` is awaited
+  let entry: KernelEntry;
+  try {
+    entry = toEntry(await quick, spec.kernel, device, 'quick');
+  } catch {
+    // No quick build (e.g. an NVRTC without --Ofast-compile): the optimized
+    // compile is the answer, and its error (a CompileError for a bad mod) the one to report.
+    return toEntry(await optimized, spec.kernel, device, 'optimized');
+  }
+  entry.quickCompileMs = entry.handle.compileMs;
+  entry.upgradePending = true;
+  const upgrade = optimized.then(
+    (h) => {
+      entry.handle = h;
+      entry.tier = 'optimized';
+    },
+    (e: unknown) => {
+      entry.upgradeError = e instanceof Error ? e.message : String(e);
+      process.emitWarning(`flexattn: the optimized build of ${spec.kernel} failed; the quick build stays in use. ${entry.upgradeError}`,
+        { code: 'FLEXATTN_JIT_UPGRADE' });
+    },
+  ).finally(() => {
+    entry.upgradePending = false;
+    upgrades.delete(upgrade);
+  });
+  upgrades.add(upgrade);
+  return entry;
+}
+
+/** What loadKernel needs: kernel name, NVRTC source, and the fatbin module to try first (dense kernels). @internal */
+export interface KernelSpec { kernel: string; source: string; module?: string }
+
+/**
+ * Loads a kernel once per device and name. With `module`, the embedded fatbin
+ * first and NVRTC as the fallback; without it, a generated kernel through the
+ * tiered JIT. Failures are not cached, so a later call retries. @internal
+ */
+export function loadKernel(device: number, spec: KernelSpec): Promise<KernelEntry> {
+  const key = `${device}|${spec.kernel}`;
+  let p = kernels.get(key);
+  if (!p) {
+    p = spec.module || !tieredEnabled() ? loadSingle(device, spec) : loadTiered(device, spec);
+    kernels.set(key, p);
+    p.catch(() => kernels.delete(key));
+  }
+  return p;
+}
+
+/**
+ * Resolves when no optimized kernel build is pending (see the module notes on
+ * tiered JIT). Call it before timing a kernel, or before handing the process a
+ * latency-critical phase, so that every generated kernel runs its optimized build.
+ */
+export async function jitIdle(): Promise<void> {
+  while (upgrades.size > 0) await Promise.allSettled([...upgrades]);
+}
+
+/** Kernels loaded in this process, with the build (tier) each one uses now. */
+export async function jitStatus(): Promise<KernelStatus[]> {
+  const settled = await Promise.allSettled([...kernels.values()]);
+  const out: KernelStatus[] = [];
+  for (const s of settled) {
+    if (s.status !== 'fulfilled') continue;
+    const e = s.value;
+    out.push({
+      kernel: e.kernel, device: e.device, tier: e.tier, origin: e.handle.origin, compileMs: e.handle.compileMs,
+      ...(e.quickCompileMs !== undefined ? { quickCompileMs: e.quickCompileMs } : {}),
+      upgradePending: e.upgradePending,
+      ...(e.upgradeError !== undefined ? { upgradeError: e.upgradeError } : {}),
+    });
+  }
+  return out;
+}
