@@ -314,20 +314,23 @@ CompileResult Compile(rt::Device& dev, const std::string& source, const std::vec
       return res;
     }
   }
+  auto remember = [&](cu::CUmodule m, CacheHit hit) {
+    {
+      std::lock_guard<std::recursive_mutex> lock(g_mu);
+      MemCache()[{dev.index, k.key}] = m;
+    }
+    res.module = m;
+    res.hit = hit;
+    res.ms = MsSince(t0);
+    return res;
+  };
   const cu::Driver& d = cu::Drv();
   dev.MakeCurrent();
   const std::string& path = res.path;
   std::string cubin;
   if (ReadCache(path, k.key, &cubin)) {
     cu::CUmodule m = nullptr;
-    if (d.cuModuleLoadData(&m, cubin.data()) == cu::CUDA_SUCCESS) {
-      std::lock_guard<std::recursive_mutex> lock(g_mu);
-      MemCache()[{dev.index, k.key}] = m;
-      res.module = m;
-      res.hit = CacheHit::kDisk;
-      res.ms = MsSince(t0);
-      return res;
-    }
+    if (d.cuModuleLoadData(&m, cubin.data()) == cu::CUDA_SUCCESS) return remember(m, CacheHit::kDisk);
     // Unloadable entry: fall through, recompile and overwrite it.
   }
   cubin = NvrtcCompile(source, programName, k.arch, k.options, k.ptx);
@@ -335,14 +338,7 @@ CompileResult Compile(rt::Device& dev, const std::string& source, const std::vec
   cu::Check(d.cuModuleLoadData(&m, cubin.data()),
             std::string("cuModuleLoadData(NVRTC ") + (k.ptx ? "PTX" : "cubin") + " for " + k.arch + ")");
   WriteCache(path, k.key, cubin);
-  {
-    std::lock_guard<std::recursive_mutex> lock(g_mu);
-    MemCache()[{dev.index, k.key}] = m;
-  }
-  res.module = m;
-  res.hit = CacheHit::kNone;
-  res.ms = MsSince(t0);
-  return res;
+  return remember(m, CacheHit::kNone);
 }
 
 cu::CUfunction GetFunction(cu::CUmodule module, const char* kernel) {
@@ -428,16 +424,7 @@ Napi::Value JitCompileForTest(const Napi::CallbackInfo& info) {
 Napi::Value JitCached(const Napi::CallbackInfo& info) {
   int device = static_cast<int>(ArgIndex(info, 0, "device"));
   if (!info[1].IsString()) ThrowInvalidArgument("source", "a string", DescribeValue(info[1]));
-  std::vector<std::string> options;
-  if (info.Length() > 2 && !info[2].IsUndefined()) {
-    if (!info[2].IsArray()) ThrowInvalidArgument("options", "an array of strings", DescribeValue(info[2]));
-    Napi::Array a = info[2].As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      Napi::Value e = a.Get(i);
-      if (!e.IsString()) ThrowInvalidArgument("options[" + std::to_string(i) + "]", "a string", DescribeValue(e));
-      options.push_back(e.As<Napi::String>());
-    }
-  }
+  std::vector<std::string> options = ArgStrings(info[2], "options");
   std::string source = info[1].As<Napi::String>();
   return Napi::Boolean::New(info.Env(), IsCached(rt::GetDevice(device), source, options));
 }
@@ -511,6 +498,19 @@ Napi::Value JitLaunch(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::vector<std::string> ArgStrings(const Napi::Value& v, const std::string& name) {
+  std::vector<std::string> out;
+  if (v.IsUndefined()) return out;
+  if (!v.IsArray()) ThrowInvalidArgument(name, "an array of strings", DescribeValue(v));
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsString()) ThrowInvalidArgument(name + "[" + std::to_string(i) + "]", "a string", DescribeValue(e));
+    out.push_back(e.As<Napi::String>());
+  }
+  return out;
+}
 
 void ArgDim3(const Napi::CallbackInfo& info, size_t i, const char* name, unsigned out[3]) {
   Napi::Value v = info[i];

@@ -64,6 +64,8 @@ void ClearMemoryCache();
 
 // Reads argument i as a [x, y, z] launch dimension (throws InvalidArgumentError naming `name`).
 void ArgDim3(const Napi::CallbackInfo& info, size_t i, const char* name, unsigned out[3]);
+// `v` as a list of strings (undefined: empty); a typed error naming `name` otherwise.
+std::vector<std::string> ArgStrings(const Napi::Value& v, const std::string& name);
 
 uint64_t Fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull);
 

@@ -202,17 +202,7 @@ Napi::Value LoadKernel(const Napi::CallbackInfo& info) {
   std::string kernel = StringField(spec, "kernel", true);
   std::string source = StringField(spec, "source", true);
   std::string module = StringField(spec, "module", false);
-  std::vector<std::string> options;
-  Napi::Value ov = spec.Get("options");
-  if (!ov.IsUndefined()) {
-    if (!ov.IsArray()) ThrowInvalidArgument("spec.options", "an array of strings", DescribeValue(ov));
-    Napi::Array a = ov.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      Napi::Value e = a.Get(i);
-      if (!e.IsString()) ThrowInvalidArgument("spec.options[" + std::to_string(i) + "]", "a string", DescribeValue(e));
-      options.push_back(e.As<Napi::String>());
-    }
-  }
+  std::vector<std::string> options = ArgStrings(spec.Get("options"), "spec.options");
   auto* w = new LoadWorker(info.Env(), device, module, source, options, kernel);
   Napi::Promise p = w->Promise();
   w->Queue();
