@@ -46,15 +46,46 @@ export interface CudaFlexArgs {
 }
 
 type Mode = 'kDense' | 'kCausal' | 'kBlockSparse';
+type Family = 'sm90' | 'sm80';
+
+/** Head dims of the Hopper (wgmma) kernel family. */
+const SM90_HEAD_DIMS: readonly number[] = [64, 128];
+/** Default Hopper tile per head dim (FwdConfigSm90For in flash_fwd_sm90.cuh): query rows x kv rows. */
+const SM90_TILE: Record<number, { BM: number; BN: number }> = { 64: { BM: 64, BN: 128 }, 128: { BM: 64, BN: 64 } };
+
+const deviceIsHopper = new Map<number, boolean>();
+/** Compute capability 9.0 (H100/H200/GH200): the devices the sm_90a wgmma kernels run on. */
+function isHopper(device: number): boolean {
+  let h = deviceIsHopper.get(device);
+  if (h === undefined) {
+    const p = native().deviceProps(device);
+    deviceIsHopper.set(device, (h = p.major === 9 && p.minor === 0));
+  }
+  return h;
+}
+
+/**
+ * Whether the Hopper family can run this problem (device, head dim; block sizes
+ * when block-sparse). `FLEXATTN_KERNEL_FAMILY=sm80` turns it off process-wide
+ * (the mma.sync kernels everywhere: comparisons, or a workaround).
+ */
+function sm90Fits(device: number, D: number, blockSize?: readonly [number, number]): boolean {
+  if (process.env.FLEXATTN_KERNEL_FAMILY === 'sm80') return false;
+  if (!isHopper(device) || !SM90_HEAD_DIMS.includes(D)) return false;
+  if (!blockSize) return true;
+  const t = SM90_TILE[D]!;
+  return blockSize[0] % t.BM === 0 && blockSize[1] % t.BN === 0;
+}
 
 /** Tile shape requested through kernelOptions or chosen for a block mask. */
 interface Shape { BM: number; BN: number; warps: number; stages: number }
 
-function instantiate(name: string, D: number, dtype: string, mode: Mode, shape?: Shape): string {
-  if (!shape) return `FLEXATTN_FWD_KERNEL(${name}, ${D}, ${dtype}, ${mode})\n`;
+function instantiate(name: string, D: number, dtype: string, mode: Mode, family: Family, shape?: Shape): string {
+  if (family === 'sm90') return `#include "flash_fwd_sm90.cuh"\nFLEXATTN_FWD_SM90_KERNEL(${name}, ${D}, ${dtype}, ${mode})\n`;
+  if (!shape) return `#include "flash_fwd.cuh"\nFLEXATTN_FWD_KERNEL(${name}, ${D}, ${dtype}, ${mode})\n`;
   const mt = shape.BM / (16 * shape.warps);
   const qInRegs = mt === 1 || D <= 32;
-  return `FLEXATTN_FWD_KERNEL_SHAPE(${name}, ${D}, ${dtype}, ${mode}, ${shape.BM}, ${shape.BN}, ${shape.warps}, ${shape.stages}, ${qInRegs})\n`;
+  return `#include "flash_fwd.cuh"\nFLEXATTN_FWD_KERNEL_SHAPE(${name}, ${D}, ${dtype}, ${mode}, ${shape.BM}, ${shape.BN}, ${shape.warps}, ${shape.stages}, ${qInRegs})\n`;
 }
 
 // ----------------------------------------------------------------- checks
@@ -142,6 +173,8 @@ function maskAsScoreMod(mask: Tensor): ScoreMod {
 interface Launch {
   q: Tensor; k: Tensor; v: Tensor; d: QkvDims; scale: number; returnLse: boolean;
   mode: Mode;
+  /** Kernel family: `sm90` (wgmma, flash_fwd_sm90.cuh) or `sm80` (mma.sync, flash_fwd.cuh). */
+  family: Family;
   scoreMod?: ScoreMod; maskMod?: MaskMod | null;
   blockMask?: BlockMask;
   params: Record<string, number>;
@@ -165,17 +198,16 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
   const hasMods = !!(a.scoreMod || a.maskMod);
   let entry: KernelEntry;
   let code: CudaModCode | undefined;
+  const fam = a.family === 'sm90' ? 'sm90_' : '';
   if (!hasMods && a.mode !== 'kBlockSparse' && !a.shape) {
-    const name = `flexattn_fwd_d${d.D}_${dtype}${a.mode === 'kCausal' ? '_causal' : ''}`;
-    entry = await loadKernel(device, {
-      kernel: name, module: name, source: `#include "flash_fwd.cuh"\n${instantiate(name, d.D, dtype, a.mode)}`,
-    });
+    const name = `flexattn_fwd_${fam}d${d.D}_${dtype}${a.mode === 'kCausal' ? '_causal' : ''}`;
+    entry = await loadKernel(device, { kernel: name, module: name, source: instantiate(name, d.D, dtype, a.mode, a.family) });
   } else {
     code = modCode(a.scoreMod, a.maskMod ?? undefined);
     const shapeTag = a.shape ? `_${a.shape.BM}x${a.shape.BN}w${a.shape.warps}s${a.shape.stages}` : '';
-    const name = `flexattn_flex_${code.hash.slice(0, 16)}_d${d.D}_${dtype}_${a.mode.slice(1).toLowerCase()}${shapeTag}`;
+    const name = `flexattn_flex_${fam}${code.hash.slice(0, 16)}_d${d.D}_${dtype}_${a.mode.slice(1).toLowerCase()}${shapeTag}`;
     entry = await loadKernel(device, {
-      kernel: name, source: `${code.source}\n#include "flash_fwd.cuh"\n${instantiate(name, d.D, dtype, a.mode, a.shape)}`,
+      kernel: name, source: `${code.source}\n${instantiate(name, d.D, dtype, a.mode, a.family, a.shape)}`,
     });
   }
   const { cfg } = entry;
@@ -220,6 +252,7 @@ export async function runCudaAttention(args: CudaAttentionArgs): Promise<{ out: 
   return launch({
     q, k, v, d: dims, scale, returnLse, params: {},
     mode: isCausal ? 'kCausal' : 'kDense',
+    family: sm90Fits(q.deviceIndex, dims.D) ? 'sm90' : 'sm80',
     ...(mask ? { scoreMod: maskAsScoreMod(mask) } : {}),
   });
 }
@@ -244,7 +277,7 @@ const DEFAULT_TILE: Record<number, { BM: number; BN: number }> = {
 const SMALL_SHAPE: Shape = { BM: 64, BN: 64, warps: 4, stages: 2 };
 
 function checkKernelOptions(o: KernelOptions): Shape {
-  const pick = (key: keyof KernelOptions, allowed: number[], dflt: number): number => {
+  const pick = (key: (typeof TILE_KEYS)[number], allowed: number[], dflt: number): number => {
     const x = o[key];
     if (x === undefined) return dflt;
     if (!allowed.includes(x)) throw new InvalidArgumentError(`options.kernelOptions.${key}`, `one of ${allowed.join(', ')}`, String(x));
@@ -261,12 +294,45 @@ function checkKernelOptions(o: KernelOptions): Shape {
   return s;
 }
 
+const TILE_KEYS = ['BLOCK_M', 'BLOCK_N', 'numWarps', 'numStages'] as const;
+
+/** The kernel family for a flex call (see KernelOptions in flex.ts). */
+function pickFamily(ko: KernelOptions, device: number, D: number, blockSize?: readonly [number, number]): Family {
+  const f = ko.family ?? 'auto';
+  if (f !== 'auto' && f !== 'sm90' && f !== 'sm80') {
+    throw new InvalidArgumentError('options.kernelOptions.family', "'auto', 'sm90' or 'sm80'", String(f));
+  }
+  const tiles = TILE_KEYS.filter((k) => ko[k] !== undefined);
+  if (f === 'sm80') return 'sm80';
+  if (f === 'auto') return tiles.length === 0 && sm90Fits(device, D, blockSize) ? 'sm90' : 'sm80';
+  if (tiles.length > 0) {
+    throw new InvalidArgumentError('options.kernelOptions',
+      "no tile fields with family 'sm90' (its tile is fixed per head dim; use family 'sm80' to set one)", tiles.join(', '));
+  }
+  if (!isHopper(device)) {
+    const p = native().deviceProps(device);
+    throw new InvalidArgumentError('options.kernelOptions.family',
+      "'sm90' only on a compute capability 9.0 GPU (H100, H200); use 'auto' or 'sm80' here", `${p.name} (${p.major}.${p.minor})`);
+  }
+  if (!SM90_HEAD_DIMS.includes(D)) {
+    throw new ShapeError('q', `a head dimension of ${SM90_HEAD_DIMS.join(' or ')} for kernelOptions.family 'sm90'`, String(D));
+  }
+  if (blockSize && !sm90Fits(device, D, blockSize)) {
+    const t = SM90_TILE[D]!;
+    throw new ShapeError('options.blockMask',
+      `block sizes that are multiples of the 'sm90' tile ${t.BM}×${t.BN} at head dim ${D}`, `${blockSize[0]}×${blockSize[1]}`);
+  }
+  return 'sm90';
+}
+
 /** Runs flex attention on the GPU. */
 export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
   const { q, dims } = args;
   const bm = args.blockMask ? onDevice(args.blockMask, q.device) : undefined;
-  let shape = args.kernelOptions ? checkKernelOptions(args.kernelOptions) : undefined;
-  if (bm) {
+  const ko = args.kernelOptions ?? {};
+  const family = pickFamily(ko, q.deviceIndex, dims.D, bm?.blockSize);
+  let shape = family === 'sm80' && TILE_KEYS.some((k) => ko[k] !== undefined) ? checkKernelOptions(ko) : undefined;
+  if (bm && family === 'sm80') {
     const [bq, bkv] = bm.blockSize;
     const tile = shape ?? DEFAULT_TILE[dims.D] ?? { BM: 128, BN: 64 };
     // A mask mod reading captured data per element (e.g. document ids) keeps many
@@ -285,7 +351,7 @@ export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: T
   }
   return launch({
     q, k: args.k, v: args.v, d: dims, scale: args.scale, returnLse: args.returnLse, params: args.params,
-    mode: bm ? 'kBlockSparse' : 'kDense',
+    mode: bm ? 'kBlockSparse' : 'kDense', family,
     ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
     ...(bm ? { blockMask: bm, maskMod: bm.maskMod } : {}),
     ...(shape ? { shape } : {}),

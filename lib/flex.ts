@@ -16,15 +16,24 @@ import { runCudaFlexAttention } from './cuda-backend.js';
 /**
  * Tuning knobs of the generated kernel, like PyTorch's `kernel_options`.
  * Unset fields take per-GPU, per-head-dim defaults.
+ *
+ * Two kernel families exist: `'sm90'` (Hopper, compute capability 9.0: wgmma
+ * tensor-core instructions, head dims 64 and 128, tile fixed per head dim) and
+ * `'sm80'` (any GPU from compute capability 8.0: mma.sync, every head dim, the
+ * tile set by the fields below). With `family: 'auto'` (the default) the Hopper
+ * family is used where it can run and no tile field is given; giving a tile
+ * field selects the `'sm80'` kernel that shape describes.
  */
 export interface KernelOptions {
-  /** Query rows per thread block. */
+  /** Kernel family: `'auto'` (default), `'sm90'` (Hopper wgmma) or `'sm80'` (mma.sync). */
+  family?: 'auto' | 'sm90' | 'sm80';
+  /** Query rows per thread block (`'sm80'` family): 64 or 128. */
   BLOCK_M?: number;
-  /** Key rows per inner-loop tile. */
+  /** Key rows per inner-loop tile (`'sm80'` family): 32, 64 or 128. */
   BLOCK_N?: number;
-  /** Warps per thread block. */
+  /** Warps per thread block (`'sm80'` family): 4 or 8, with BLOCK_M / (16 · numWarps) of 1 or 2. */
   numWarps?: number;
-  /** Pipeline stages for K/V loads. */
+  /** Pipeline stages for K/V loads (`'sm80'` family): 2 or 3. */
   numStages?: number;
 }
 

@@ -13,6 +13,9 @@ status=0
 node_modules/.bin/vitest run 2>&1 | tee "$OUT/vitest.log" | tail -25 || status=1
 echo "== NVRTC path (fatbin disabled)"
 FLEXATTN_DISABLE_FATBIN=1 node_modules/.bin/vitest run test/gpu/tensor.test.ts test/gpu/runtime-native.test.ts test/gpu/attention.test.ts -t "Tensor|native|odd lengths" 2>&1 | tee "$OUT/vitest-nvrtc.log" | tail -4 || status=1
+echo "== mma.sync family everywhere (FLEXATTN_KERNEL_FAMILY=sm80)"
+FLEXATTN_KERNEL_FAMILY=sm80 node_modules/.bin/vitest run test/gpu/attention.test.ts \
+  -t "every head dim|odd lengths|GQA and cross|dense bool|score mods with captured|fully masked|families" 2>&1 | tee "$OUT/vitest-sm80.log" | tail -4 || status=1
 node dist/lib/cli.js info 2>&1 | tee "$OUT/info.txt"
 node dist/lib/cli.js demo 2>&1 | tee "$OUT/demo.txt"
 [ "${1:-}" = quick ] && exit $status

@@ -5,5 +5,5 @@ __device__ __forceinline__ float flex_score_mod(float s, int b, int h, int q, in
   return s + a.slopes[h] * ((float)kv - (float)q);
 }
 __device__ __forceinline__ bool flex_mask_mod(int b, int h, int q, int kv, const FlexModArgs& a) { return kv <= q; }
-#include "../../native/kernels/flash_fwd.cuh"
+#include "../../native/kernels/flash_fwd_sm90.cuh"
 FLEX_INSTANTIATE_SPARSE(alibi)

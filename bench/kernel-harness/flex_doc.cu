@@ -5,5 +5,5 @@ __device__ __forceinline__ bool flex_mask_mod(int b, int h, int q, int kv, const
   const int* d = a.doc + b * a.doc_stride_b;
   return (kv <= q) & (d[q] == d[kv]);
 }
-#include "../../native/kernels/flash_fwd.cuh"
+#include "../../native/kernels/flash_fwd_sm90.cuh"
 FLEX_INSTANTIATE_SPARSE(doc)

@@ -5,5 +5,6 @@
 __device__ __forceinline__ bool flex_mask_mod(int b, int h, int q, int kv, const FlexModArgs& a) {
   return (kv <= q) & ((q % 5) != 0);
 }
-#include "../../native/kernels/flash_fwd.cuh"
+#include "../../native/kernels/flash_fwd_sm90.cuh"
 FLEXATTN_FWD_KERNEL(flexattn_flex_holes_d128_bf16, 128, bf16, kBlockSparse)
+FLEXATTN_FWD_SM90_KERNEL(flexattn_flex_holes_d128_bf16_sm90, 128, bf16, kBlockSparse)

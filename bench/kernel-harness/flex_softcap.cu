@@ -7,7 +7,7 @@ __device__ __forceinline__ float flex_score_mod(float s, int b, int h, int q, in
   return a.softcap * t;
 }
 __device__ __forceinline__ bool flex_mask_mod(int b, int h, int q, int kv, const FlexModArgs& a) { return kv <= q; }
-#include "../../native/kernels/flash_fwd.cuh"
+#include "../../native/kernels/flash_fwd_sm90.cuh"
 FLEX_INSTANTIATE_SPARSE(softcap)
 // score mod with the analytic schedules (no block mask)
 FLEXATTN_FWD_KERNEL(flexattn_flex_softcap_dense_d128_bf16, 128, bf16, kDense)

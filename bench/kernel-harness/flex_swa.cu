@@ -4,5 +4,5 @@
 __device__ __forceinline__ bool flex_mask_mod(int b, int h, int q, int kv, const FlexModArgs& a) {
   return (kv <= q) & (q - kv < a.window);
 }
-#include "../../native/kernels/flash_fwd.cuh"
+#include "../../native/kernels/flash_fwd_sm90.cuh"
 FLEX_INSTANTIATE_SPARSE(swa)

@@ -5,7 +5,7 @@ import { expect, it } from 'vitest';
 import {
   Tensor, scaledDotProductAttention, flexAttention, createBlockMask, causal, slidingWindow, prefixLM, documentMask,
   imageBlocks, andMasks, orMasks, notMask, softcap, alibi, alibiSlopes, relativeBias, logitClip, composeScoreMods,
-  scoreMod, maskMod, param, DTypeError, ShapeError, type DType, type MaskMod, type ScoreMod, type FlexAttentionOptions,
+  scoreMod, maskMod, param, DTypeError, ShapeError, InvalidArgumentError, deviceInfo, jitStatus, type DType, type MaskMod, type ScoreMod, type FlexAttentionOptions,
   type SdpaOptions,
 } from '../../lib/index.js';
 import { mulberry32, randomMod } from '../../lib/mods/random.js';
@@ -172,5 +172,70 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     // the process keeps working
     const ok = await flexAttention(q, q, q, { blockMask: await createBlockMask(causal(), 1, 1, 256, 256) });
     expect((await ok.out.toFloat32()).some(Number.isNaN)).toBe(false);
+  });
+});
+
+// On a compute capability 9.0 GPU the default kernels are the wgmma family
+// (flash_fwd_sm90.cuh); the mma.sync family stays reachable with
+// kernelOptions.family 'sm80' (and FLEXATTN_KERNEL_FAMILY=sm80, which
+// scripts/gpu-check.sh uses to run this whole file on it again).
+const hopper = deviceInfo().gpus[0]?.computeCapability === '9.0';
+
+describeGpu('kernel families (sm90 wgmma, sm80 mma.sync)', () => {
+  const d: Dims = { B: 2, Hq: 4, Hkv: 2, Sq: 1000, Skv: 1000, D: 128 };
+  it('both families match the CPU reference: doc mask, softcap, ALiBi, short and long rows, f16, D=64', async () => {
+    const families = hopper && process.env.FLEXATTN_KERNEL_FAMILY !== 'sm80' ? ['sm90', 'sm80'] as const : ['sm80'] as const;
+    const r = mulberry32(11);
+    const ids = new Int32Array(d.B * d.Sq);
+    for (let b = 0; b < d.B; b++) { let doc = 0; for (let s = 0; s < d.Sq; s++) { if (r() < 0.005) doc++; ids[b * d.Sq + s] = doc; } }
+    const docIds = Tensor.fromHost(ids, [d.B, d.Sq], 'i32', gpu);
+    const slopes = Tensor.fromHost(alibiSlopes(d.Hq), [d.Hq], 'f32', gpu);
+    const cases: [Dims, DType, MaskMod | undefined, ScoreMod | undefined][] = [
+      [d, 'bf16', documentMask(docIds), undefined],
+      [d, 'bf16', causal(), softcap(30)],
+      [{ ...d, B: 1, Sq: 777, Skv: 1001 }, 'f16', causal(), alibi(slopes)],
+      [{ ...d, D: 64, Sq: 77, Skv: 77 }, 'bf16', slidingWindow(20), undefined],
+      [{ B: 1, Hq: 2, Hkv: 1, Sq: 4097, Skv: 4097, D: 64 }, 'bf16', undefined, undefined],
+    ];
+    for (const [dims, dtype, mask, sm] of cases) {
+      const { q, k, v } = inputs(dims, dtype);
+      const bm = mask ? await createBlockMask(mask, dims.B, dims.Hq, dims.Sq, dims.Skv, { device: 'cuda:0' }) : undefined;
+      const o: FlexAttentionOptions = { enableGQA: true, returnLse: true, ...(bm ? { blockMask: bm } : {}), ...(sm ? { scoreMod: sm } : {}) };
+      const c = await flexAttention(q, k, v, { ...o, backend: 'cpu' });
+      const want = await c.out.toFloat32(), wantLse = await c.lse!.toFloat32();
+      for (const family of families) {
+        poison(dims.B * dims.Hq * dims.Sq * dims.D, dtype);
+        const g = await flexAttention(q, k, v, { ...o, kernelOptions: { family } });
+        compare(await g.out.toFloat32(), want, 1e-2);
+        compareLse(await g.lse!.toFloat32(), wantLse);
+        g.out.dispose(); g.lse!.dispose();
+      }
+      for (const t of [q, k, v, c.out, c.lse!]) t.dispose();
+    }
+    docIds.dispose(); slopes.dispose();
+  });
+  it('auto picks sm90 on Hopper for head dims 64 and 128, sm80 otherwise', async () => {
+    const q = Tensor.randn([1, 2, 256, 128], 'bf16', gpu);
+    const q32 = Tensor.randn([1, 2, 256, 32], 'bf16', gpu);
+    const bm = await createBlockMask(slidingWindow(77), 1, 1, 256, 256, { device: 'cuda:0' });
+    const outs = [await flexAttention(q, q, q, { blockMask: bm }), await flexAttention(q32, q32, q32, { blockMask: bm })];
+    const sdpa = await scaledDotProductAttention(q, q, q, { isCausal: true });
+    const names = (await jitStatus()).map((k) => k.kernel);
+    const sm90 = hopper && process.env.FLEXATTN_KERNEL_FAMILY !== 'sm80';
+    expect(names.some((n) => n.startsWith('flexattn_flex_sm90_') && n.includes('_d128_'))).toBe(sm90);
+    expect(names.some((n) => n.startsWith('flexattn_flex_') && !n.includes('sm90') && n.includes('_d32_'))).toBe(true);
+    expect(names.includes('flexattn_fwd_sm90_d128_bf16_causal')).toBe(sm90);
+    for (const t of [q, q32, sdpa, ...outs.map((o) => o.out)]) t.dispose();
+  });
+  it('bad input: unknown family, tile fields with sm90, sm90 where it cannot run', async () => {
+    const q = Tensor.randn([1, 2, 128, 64], 'bf16', gpu);
+    await expect(flexAttention(q, q, q, { kernelOptions: { family: 'sm70' as 'sm80' } })).rejects.toThrow(InvalidArgumentError);
+    await expect(flexAttention(q, q, q, { kernelOptions: { family: 'sm90', BLOCK_M: 64 } })).rejects.toThrow(/no tile fields/);
+    const q96 = Tensor.randn([1, 2, 128, 96], 'bf16', gpu);
+    if (hopper) await expect(flexAttention(q96, q96, q96, { kernelOptions: { family: 'sm90' } })).rejects.toThrow(ShapeError);
+    else await expect(flexAttention(q, q, q, { kernelOptions: { family: 'sm90' } })).rejects.toThrow(/compute capability 9.0/);
+    const ok = await flexAttention(q, q, q, { kernelOptions: { family: 'sm80' } });
+    expect((await ok.out.toFloat32()).some(Number.isNaN)).toBe(false);
+    for (const t of [q, q96, ok.out]) t.dispose();
   });
 });

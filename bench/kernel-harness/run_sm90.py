@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Hopper wgmma kernel (flash_fwd_sm90.cuh) vs the mma.sync kernel and PyTorch:
+correctness against fp32 references, then dense and flex timings on one card.
+usage: python3 run_sm90.py [--phases correct,dense,flex]   (after ./build.sh)"""
+import argparse, json, math, sys, time
+import torch
+import torch.nn.functional as F
+import run as R
+from run import kernel, make_qkv, ref_attention, check, launch, bench, tflops, poisoned, log, pack_mod, DT
+
+RES = R.RESULTS
+
+
+def phase_correct():
+    log("== sm90 correctness")
+    for d in (64, 128):
+        for dt in ("bf16", "f16"):
+            for causal in (False, True):
+                name = f"sm90_d{d}_{dt}" + ("_causal" if causal else "")
+                q, kk, v = make_qkv(2, 3, 3, 1000, 1000, d, DT[dt], seed=d + 1)
+                ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), causal=causal)
+                check(f"B2 H3 S1000 d{d} {dt} c={int(causal)}", kernel("sm90", name), q, kk, v, ro, rl)
+    cases = [dict(B=1, Hq=2, Hkv=2, Sq=1, Skv=1), dict(B=1, Hq=2, Hkv=2, Sq=77, Skv=77),
+             dict(B=1, Hq=2, Hkv=2, Sq=4097, Skv=4097), dict(B=2, Hq=2, Hkv=2, Sq=77, Skv=1000),
+             dict(B=2, Hq=2, Hkv=2, Sq=1000, Skv=77), dict(B=2, Hq=8, Hkv=2, Sq=513, Skv=700),
+             dict(B=2, Hq=4, Hkv=2, Sq=1000, Skv=1000, bshd=True), dict(B=1, Hq=2, Hkv=2, Sq=1, Skv=333)]
+    for c in cases:
+        for causal in (False, True):
+            for d in (64, 128):
+                bshd = c.get("bshd", False)
+                q, kk, v = make_qkv(c["B"], c["Hq"], c["Hkv"], c["Sq"], c["Skv"], d, torch.bfloat16, bshd=bshd, seed=c["Sq"] + 7)
+                ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), causal=causal)
+                name = f"sm90_d{d}_bf16" + ("_causal" if causal else "")
+                check(f"B{c['B']} Hq{c['Hq']} Hkv{c['Hkv']} Sq{c['Sq']} Skv{c['Skv']}{' bshd' if bshd else ''} d{d} c={int(causal)}",
+                      kernel("sm90", name), q, kk, v, ro, rl)
+    for sc in (0.3, -0.05):
+        for causal in (False, True):
+            q, kk, v = make_qkv(2, 4, 2, 600, 900, 128, torch.bfloat16, seed=11)
+            ro, rl = ref_attention(q, kk, v, sc, causal=causal)
+            check(f"scale={sc} gqa2 Sq600 Skv900 d128 c={int(causal)}",
+                  kernel("sm90", "sm90_d128_bf16" + ("_causal" if causal else "")), q, kk, v, ro, rl, scale=sc)
+    for d, tags in ((128, ("w1n64s3", "w2n64s2", "w2n128s2")), (64, ("w2n128s2", "w2n64s3"))):
+        for tag in tags:
+            for causal in (False, True):
+                q, kk, v = make_qkv(2, 2, 2, 999, 999, d, torch.bfloat16, seed=3)
+                ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), causal=causal)
+                nm = f"sm90_d{d}_bf16" + ("_causal" if causal else "") + "_" + tag
+                check(f"{tag} S999 d{d} c={int(causal)}", kernel("sm90", nm), q, kk, v, ro, rl)
+    # flex patterns through the wgmma kernel
+    from torch.nn.attention.flex_attention import create_block_mask
+    B, S = 2, 2000
+    pats, doc, slopes = R.flex_patterns(S, B, doc_seed=1)
+    mod = pack_mod(doc=doc, slopes=slopes, softcap=30.0, window=1024)
+    for pname, (cub, mm, rmask, sfn, rsfn, bdep) in pats.items():
+        bm = create_block_mask(mm, B if bdep else None, None, S, S, device="cuda")
+        for suf, d, dt, hq, hkv in (("d128_bf16_sm90", 128, torch.bfloat16, 4, 4), ("d128_bf16_sm90", 128, torch.bfloat16, 8, 2),
+                                    ("d64_bf16_sm90", 64, torch.bfloat16, 4, 4), ("d128_f16_sm90", 128, torch.float16, 4, 4))[:1 if pname == "holes" else 4]:
+            q, kk, v = make_qkv(B, hq, hkv, S, S, d, dt, seed=d + hq)
+            tol = 1e-2 if dt == torch.bfloat16 else 2e-3
+            if pname == "softcap":
+                tol = 1.5e-2 if dt == torch.bfloat16 else 5e-3
+            ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), mask=rmask, score_fn=rsfn)
+            check(f"flex {pname} S{S} Hq{hq} Hkv{hkv} {suf}", kernel(cub, f"flexattn_{cub}_{suf}"), q, kk, v, ro, rl,
+                  bm=bm, mod=mod, tol=tol)
+    for pname, sq, skv in (("doc", 700, 1500), ("swa1024", 1500, 700), ("alibi", 333, 1999)):
+        cub, mm, rmask, sfn, rsfn, bdep = pats[pname]
+        bm = create_block_mask(mm, B if bdep else None, None, sq, skv, device="cuda")
+        q, kk, v = make_qkv(B, 8, 2, sq, skv, 128, torch.bfloat16, seed=sq)
+        ro, rl = ref_attention(q, kk, v, 0.07, mask=rmask, score_fn=rsfn)
+        check(f"flex {pname} Sq{sq} Skv{skv} scale0.07 gqa4 sm90", kernel(cub, f"flexattn_{cub}_d128_bf16_sm90"),
+              q, kk, v, ro, rl, bm=bm, mod=mod, scale=0.07)
+
+
+def phase_dense(reps):
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    log("== dense timing S=4096 B=4 H=16")
+    S, H, B = 4096, 16, 4
+    for d in (64, 128):
+        q, kk, v = make_qkv(B, H, H, S, S, d, torch.bfloat16, seed=3)
+        o, _ = poisoned(q)
+        alts = ("w1n64s3", "w2n64s2", "w2n128s2") if d == 128 else ("w2n128s2", "w2n64s3")
+        for causal in (False, True):
+            pairs = S * (S + 1) // 2 if causal else S * S
+            c = "_causal" if causal else ""
+            row = dict(d=d, causal=causal)
+            names = {"mma": ("dense", f"flexattn_fwd_d{d}_bf16{c}"), "sm90": ("sm90", f"sm90_d{d}_bf16{c}")}
+            for a in alts:
+                names["sm90_" + a] = ("sm90", f"sm90_d{d}_bf16{c}_{a}")
+            for rep in range(reps):
+                for key, (cub, nm) in names.items():
+                    kn = kernel(cub, nm)
+                    ms = bench(lambda: launch(kn, q, kk, v, o, None))
+                    row.setdefault(key, []).append(round(tflops(B, H, d, pairs, ms), 1))
+                for bk, bn in ((SDPBackend.FLASH_ATTENTION, "fa2"), (SDPBackend.CUDNN_ATTENTION, "cudnn")):
+                    with sdpa_kernel(bk):
+                        ms = bench(lambda: F.scaled_dot_product_attention(q, kk, v, is_causal=causal))
+                    row.setdefault(bn, []).append(round(tflops(B, H, d, pairs, ms), 1))
+            RES["dense"].append(row)
+            log("  ", json.dumps(row))
+            R.save()
+
+
+def phase_flex(reps):
+    from torch.nn.attention.flex_attention import create_block_mask
+    log("== flex timing B=2 H=16 S=8192 D=128")
+    B, H, S, D = 2, 16, 8192, 128
+    pats, doc, slopes = R.flex_patterns(S, B, doc_seed=2)
+    mod = pack_mod(doc=doc, slopes=slopes, softcap=30.0, window=1024)
+    q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
+    o, _ = poisoned(q)
+    row = dict(pattern="dense-causal")
+    for rep in range(reps):
+        for key, (cub, nm) in (("mma", ("dense", "flexattn_fwd_d128_bf16_causal")), ("sm90", ("sm90", "sm90_d128_bf16_causal"))):
+            kn = kernel(cub, nm)
+            ms = bench(lambda: launch(kn, q, kk, v, o, None))
+            row.setdefault(key, []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
+    RES["flex"].append(row)
+    log("  ", json.dumps(row))
+    for pname, (cub, mm, rmask, sfn, rsfn, bdep) in pats.items():
+        if pname == "holes":
+            continue
+        bm = create_block_mask(mm, B if bdep else None, None, S, S, device="cuda")
+        pairs = 0
+        for b in range(B):
+            qi = torch.arange(S, device="cuda").view(1, 1, S, 1)
+            ki = torch.arange(S, device="cuda").view(1, 1, 1, S)
+            pairs += rmask(b, qi, ki).sum().item()
+        pairs /= B
+        row = dict(pattern=pname, density=round(pairs / S / S, 4))
+        for rep in range(reps):
+            for key, suf in (("mma", "d128_bf16"), ("sm90", "d128_bf16_sm90")):
+                kn = kernel(cub, f"flexattn_{cub}_{suf}")
+                ms = bench(lambda: launch(kn, q, kk, v, o, None, bm=bm, mod=mod))
+                row.setdefault(key, []).append(round(tflops(B, H, D, pairs, ms), 1))
+        RES["flex"].append(row)
+        log("  ", json.dumps(row))
+        R.save()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--phases", default="correct,dense,flex")
+    ap.add_argument("--reps", type=int, default=2)
+    a = ap.parse_args()
+    torch.zeros(1, device="cuda")
+    RES["info"]["device"] = torch.cuda.get_device_name()
+    log("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
+    for nm in ("sm90_d128_bf16", "sm90_d64_bf16", "sm90_d128_bf16_w2n128s2"):
+        log("  ", kernel("sm90", nm).desc())
+    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps))):
+        if ph in a.phases.split(","):
+            t = time.time()
+            try:
+                fn()
+            except Exception:
+                import traceback
+                log(f"!! {ph} crashed\n" + traceback.format_exc())
+            log(f"   [{ph} {time.time() - t:.1f}s]")
+            R.save()
+    c = RES["correct"]
+    log(f"\n==== {RES['info']['device']} | correctness {sum(r['ok'] for r in c)}/{len(c)} pass")
+    for r in c:
+        if not r["ok"]:
+            log(f"  FAIL {r['tag']} {r['kernel']} rel={r['rel_err']:.2e} lse={r['lse_max_abs']:.1e} nan={r['nan_o']}/{r['nan_lse']}")
+    for r in RES["dense"] + RES["flex"]:
+        log("  " + json.dumps(r))
+    R.save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+// flash_fwd_sm90.cuh — the Hopper (sm_90a) flash-attention forward: the same
+// contract, parameter block, kv schedules (dense / causal / block-sparse) and
+// mod hooks as flash_fwd.cuh, with both matrix products on wgmma:
+//
+//   per warpgroup (64 query rows):   S  = Q · Kᵀ   wgmma m64nBNk16, A and B from smem
+//                                    P  = online-softmax(mods(S))   (registers)
+//                                    O += P · V    wgmma m64nDk16,  A = P from registers,
+//                                                  B = V from smem (N-major)
+//
+// The accumulators live spread over the 128 threads of a warpgroup (an
+// m64nN tile costs N/2 registers per thread), which is what lifts the
+// mma.sync kernel's register ceiling (16 rows x D per warp). Q, K and V sit in
+// 128-byte-swizzled panels (tiles_sm90.cuh) filled by cp.async from every
+// thread; the K/V ring is ST stages deep. A CTA is NWG warpgroups stacked on
+// the query axis sharing each K/V tile.
+//
+// Instantiation: FLEXATTN_FWD_SM90_KERNEL(name, HEAD_DIM, DTYPE, MODE) with the
+// default shape for the head dim, or FLEXATTN_FWD_SM90_KERNEL_SHAPE(name, D,
+// DTYPE, MODE, NWG, BN, STAGES). Same <name>_cfg[8] and launch contract as
+// flash_fwd.cuh (grid ceil(Sq/BLOCK_M) x Hq x B). Head dims 64 and 128.
+#pragma once
+
+#include "flash_fwd.cuh"
+#include "tiles_sm90.cuh"
+
+namespace flexattn {
+namespace flash_sm90 {
+
+using namespace ::flexattn::tiles;
+using ::flexattn::sm90::Sw128Tile;
+using ::flexattn::flash::KvSchedule;
+using ::flexattn::flash::TileRef;
+
+template <class T> struct WgOps;
+template <> struct WgOps<bf16> { typedef ::flexattn::wgmma::ops_bf16 type; };
+template <> struct WgOps<f16> { typedef ::flexattn::wgmma::ops_f16 type; };
+
+template <int D, int NWG, int BN, int STAGES>
+struct FwdConfigSm90 {
+  static constexpr int kHeadDim = D;
+  static constexpr int kWarpgroups = NWG;
+  static constexpr int kBlockM = 64 * NWG;
+  static constexpr int kBlockN = BN;
+  static constexpr int kWarps = 4 * NWG;
+  static constexpr int kThreads = 128 * NWG;
+  static constexpr int kStages = STAGES;
+  static constexpr int kMT = 1;           // m16 tiles per warp (score_tile's view)
+  static constexpr int kNT = BN / 8;      // n8 tiles of S per warp
+  static constexpr int kDT = D / 8;       // n8 tiles of O per warp
+  static constexpr int kKT = D / 16;      // k16 steps of Q·Kᵀ
+  static constexpr int kPK = BN / 16;     // k16 steps of P·V
+  typedef Sw128Tile<kBlockM, D> QTile;
+  typedef Sw128Tile<BN, D> KVTile;
+  static constexpr int kSmemQ = QTile::kBytes;
+  static constexpr int kSmemKV = KVTile::kBytes;
+  // + 1024: the kernel aligns its base up to a swizzle-atom boundary.
+  static constexpr int kSmemBytes = kSmemQ + 2 * STAGES * kSmemKV + 1024;
+  static_assert(D == 64 || D == 128, "wgmma path: head dim 64 or 128");
+  static_assert(BN == 64 || BN == 128, "wgmma path: BLOCK_N 64 or 128");
+  static_assert(STAGES >= 2, "pipeline needs >= 2 stages");
+};
+
+// Defaults (H100 SXM, bench/results/kernel-notes.md run 7).
+template <int D> struct FwdConfigSm90For;
+template <> struct FwdConfigSm90For<64> { typedef FwdConfigSm90<64, 1, 128, 2> type; };
+template <> struct FwdConfigSm90For<128> { typedef FwdConfigSm90<128, 1, 64, 2> type; };
+
+template <int N, class Ops>
+__device__ __forceinline__ void mma_ss(float (&d)[N / 2], u64 da, u64 db, int scale_d) {
+  if constexpr (N == 64) Ops::ss64(d, da, db, scale_d);
+  else Ops::ss128(d, da, db, scale_d);
+}
+template <int N, class Ops>
+__device__ __forceinline__ void mma_rs(float (&d)[N / 2], const u32 (&a)[4], u64 db, int scale_d) {
+  if constexpr (N == 64) Ops::rs64(d, a, db, scale_d);
+  else Ops::rs128(d, a, db, scale_d);
+}
+
+// ---------------------------------------------------------------------------
+// Warpgroup-level steps (issue only: the caller commits and waits).
+template <class Cfg, class Ops>
+__device__ __forceinline__ void issue_qk(float (&sacc)[Cfg::kNT * 4], u32 sQ, int wg, u32 tK) {
+  ::flexattn::sm90::warpgroup_fence();
+#pragma unroll
+  for (int k = 0; k < Cfg::kKT; ++k)
+    mma_ss<Cfg::kBlockN, Ops>(sacc, Cfg::QTile::desc_k_major(sQ, wg * 64, k), Cfg::KVTile::desc_k_major(tK, 0, k), k > 0);
+  ::flexattn::sm90::warpgroup_commit();
+}
+template <class Cfg, class Ops>
+__device__ __forceinline__ void issue_pv(float (&oacc)[Cfg::kDT * 4], const RtA<1, Cfg::kPK>& pa, u32 tV) {
+  ::flexattn::sm90::warpgroup_fence();
+#pragma unroll
+  for (int k = 0; k < Cfg::kPK; ++k) mma_rs<Cfg::kHeadDim, Ops>(oacc, pa.a[0][k], Cfg::KVTile::desc_mn_major(tV, k), 1);
+  ::flexattn::sm90::warpgroup_commit();
+}
+
+// Online softmax over one S tile (rows g and g+8 of the warp's 16; quad-owned):
+// s becomes P (unnormalised, exp2 domain), alpha the factor for O and l.
+template <int NT>
+__device__ __forceinline__ void online_softmax(RtAcc<1, NT>& s, float (&row_max)[2], float (&row_sum)[2],
+                                               float (&alpha)[2], float dom) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = row_max[r];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s.c[0][n][2 * r], s.c[0][n][2 * r + 1]));
+    mx = quad_max(mx);
+    const float m_use = mx == neg_inf() ? 0.f : mx;     // fully masked so far: no NaN
+    const float m_dom = m_use * dom;
+    alpha[r] = ex2((row_max[r] - m_use) * dom);         // -inf (first tile) -> 0
+    row_max[r] = mx;
+    float sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      const float p0 = ex2(fmaf(s.c[0][n][2 * r], dom, -m_dom));
+      const float p1 = ex2(fmaf(s.c[0][n][2 * r + 1], dom, -m_dom));
+      s.c[0][n][2 * r] = p0;
+      s.c[0][n][2 * r + 1] = p1;
+      sum += p0 + p1;
+    }
+    row_sum[r] = row_sum[r] * alpha[r] + sum;           // thread-partial; quad-reduced at the end
+  }
+}
+
+template <int DT>
+__device__ __forceinline__ void rescale(RtAcc<1, DT>& o, const float (&alpha)[2]) {
+#pragma unroll
+  for (int d = 0; d < DT; ++d) {
+    o.c[0][d][0] *= alpha[0];
+    o.c[0][d][1] *= alpha[0];
+    o.c[0][d][2] *= alpha[1];
+    o.c[0][d][3] *= alpha[1];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The kernel body.
+template <class Cfg, class T, int MODE>
+__device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
+  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, NTH = Cfg::kThreads, ST = Cfg::kStages;
+  constexpr int NT = Cfg::kNT, DT = Cfg::kDT, PK = Cfg::kPK;
+  typedef typename Cfg::QTile QTile;
+  typedef typename Cfg::KVTile KVTile;
+  typedef typename WgOps<T>::type Ops;
+  namespace wg_ = ::flexattn::sm90;
+
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const u32 sQ = (smem_u32(smem) + 1023u) & ~1023u;      // swizzle atoms: 1024-byte aligned
+  const u32 sK = sQ + Cfg::kSmemQ;
+  const u32 sV = sK + ST * Cfg::kSmemKV;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wg = warp >> 2;                                // warpgroup: 64 query rows
+  const int m_block = gridDim.x - 1 - blockIdx.x;          // heaviest (causal) blocks first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int hk = h / p.gqa_group;
+  const int q0 = m_block * BM;
+  const bool q_tail = q0 + BM > p.Sq;
+  const int row0 = q0 + warp * 16;                         // this warp's first query row
+
+  const u16* gQ = (const u16*)p.q + (i64)b * p.q_stride_b + (i64)h * p.q_stride_h + (i64)q0 * p.q_stride_s;
+  const u16* gK = (const u16*)p.k + (i64)b * p.k_stride_b + (i64)hk * p.k_stride_h;
+  const u16* gV = (const u16*)p.v + (i64)b * p.v_stride_b + (i64)hk * p.v_stride_h;
+  const i64 ks = p.k_stride_s, vs = p.v_stride_s;
+  const int Skv = p.Skv;
+  const FlexModArgs args = p.mod;
+  const bool premul = FLEX_HAS_SCORE_MOD ? true : !(p.scale_log2 > 0.f);
+  const float dom = premul ? 1.f : p.scale_log2;
+  auto load_kv = [&](int slot, int kv0) {
+    KVTile::template load_async<NTH>(sK + slot * Cfg::kSmemKV, gK + (i64)kv0 * ks, ks, Skv - kv0, tid);
+    KVTile::template load_async<NTH>(sV + slot * Cfg::kSmemKV, gV + (i64)kv0 * vs, vs, Skv - kv0, tid);
+  };
+
+  QTile::template load_async<NTH>(sQ, gQ, p.q_stride_s, p.Sq - q0, tid);
+  KvSchedule<MODE, BM, BN> sched(p, b, h, q0, q_tail);
+  const int n_tiles = sched.count();
+
+  RtAcc<1, DT> o;
+  o.zero();
+  float row_max[2] = {neg_inf(), neg_inf()}, row_sum[2] = {0.f, 0.f}, alpha[2];
+  float (&oacc)[DT * 4] = reinterpret_cast<float (&)[DT * 4]>(o.c[0]);
+
+  TileRef ring[ST];   // ring[s] = tile (it + s)
+#pragma unroll
+  for (int s = 0; s < ST; ++s) ring[s] = sched.tile(s < n_tiles ? s : 0);
+#pragma unroll
+  for (int s = 0; s < ST - 1; ++s) {
+    if (s < n_tiles) load_kv(s, ring[s].kv0);
+    cp_async_commit();
+  }
+  for (int it = 0; it < n_tiles; ++it) {
+    cp_async_wait<ST - 2>();
+    wg_::fence_proxy_async();   // cp.async data -> wgmma (async proxy)
+    __syncthreads();            // tile `it` visible; slot (it-1)%ST free
+    if (it + ST - 1 < n_tiles) load_kv((it + ST - 1) % ST, ring[ST - 1].kv0);
+    cp_async_commit();
+    const TileRef cur = ring[0];
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) ring[s] = ring[s + 1];
+    ring[ST - 1] = sched.tile(it + ST < n_tiles ? it + ST : 0);   // index load overlaps compute
+    const int slot = it % ST;
+
+    RtAcc<1, NT> s;
+    float (&sacc)[NT * 4] = reinterpret_cast<float (&)[NT * 4]>(s.c[0]);
+    issue_qk<Cfg, Ops>(sacc, sQ, wg, sK + slot * Cfg::kSmemKV);
+    wg_::warpgroup_wait<0>();
+    wg_::fence_operands(sacc);
+    ::flexattn::flash::score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
+    online_softmax<NT>(s, row_max, row_sum, alpha, dom);
+    rescale<DT>(o, alpha);
+    RtA<1, PK> pa;
+    acc_to_A<T>(pa, s);
+    wg_::fence_operands(oacc);
+    issue_pv<Cfg, Ops>(oacc, pa, sV + slot * Cfg::kSmemKV);
+    wg_::warpgroup_wait<0>();
+    wg_::fence_operands(oacc);
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue: O / l, LSE = (m + log2 l) * ln 2
+  const int g = lane >> 2, t = lane & 3;
+  u16* gO = (u16*)p.o + (i64)b * p.o_stride_b + (i64)h * p.o_stride_h;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float l = quad_sum(row_sum[r]);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int q = row0 + g + 8 * r;
+    if (q < p.Sq) {
+      u16* orow = gO + (i64)q * p.o_stride_s + 2 * t;
+#pragma unroll
+      for (int d = 0; d < DT; ++d)
+        st_global_u32(orow + d * 8, T::pack2(o.c[0][d][2 * r] * inv, o.c[0][d][2 * r + 1] * inv));
+      if (p.lse != nullptr && t == 0) {
+        const float mx = row_max[r];
+        p.lse[((i64)b * p.Hq + h) * p.Sq + q] = l > 0.f ? (mx * dom + lg2(l)) * 0.6931471805599453f : neg_inf();
+      }
+    }
+  }
+}
+
+}  // namespace flash_sm90
+}  // namespace flexattn
+
+// wgmma is sm_90a-only: other targets get a trapping stub (the host never
+// launches it there: lib/cuda-backend.ts picks this family only on 9.0).
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ != 900 || !defined(__CUDA_ARCH_FEAT_SM90_ALL))
+#define FLEXATTN_SM90_BODY(CFG, DTYPE, MODE) __trap();
+#else
+#define FLEXATTN_SM90_BODY(CFG, DTYPE, MODE) \
+  ::flexattn::flash_sm90::flash_fwd_sm90<CFG, ::flexattn::tiles::DTYPE, ::flexattn::flash::MODE>(p);
+#endif
+
+#define FLEXATTN_FWD_SM90_KERNEL_CFG(NAME, CFG, DTYPE, MODE)                                     \
+  extern "C" __constant__ int NAME##_cfg[8] = {                                                  \
+      CFG::kThreads, CFG::kSmemBytes, CFG::kBlockM, CFG::kBlockN, CFG::kHeadDim, CFG::kStages,   \
+      (int)sizeof(::flexattn::FlashFwdParams), ::flexattn::kFlashFwdModOffset};                  \
+  extern "C" __global__ void __launch_bounds__(CFG::kThreads)                                    \
+      NAME(const __grid_constant__ ::flexattn::FlashFwdParams p) {                               \
+    FLEXATTN_SM90_BODY(CFG, DTYPE, MODE)                                                         \
+  }
+
+#define FLEXATTN_FWD_SM90_KERNEL(NAME, HEAD_DIM, DTYPE, MODE) \
+  FLEXATTN_FWD_SM90_KERNEL_CFG(NAME, ::flexattn::flash_sm90::FwdConfigSm90For<HEAD_DIM>::type, DTYPE, MODE)
+
+#define FLEXATTN_FWD_SM90_KERNEL_SHAPE(NAME, HEAD_DIM, DTYPE, MODE, NWG, BN, STAGES)            \
+  typedef ::flexattn::flash_sm90::FwdConfigSm90<HEAD_DIM, NWG, BN, STAGES> NAME##_config_t;    \
+  FLEXATTN_FWD_SM90_KERNEL_CFG(NAME, NAME##_config_t, DTYPE, MODE)
+
+#define FLEXATTN_FWD_SM90_DENSE_VARIANTS(HEAD_DIM, DTYPE)                                         \
+  FLEXATTN_FWD_SM90_KERNEL(flexattn_fwd_sm90_d##HEAD_DIM##_##DTYPE, HEAD_DIM, DTYPE, kDense)     \
+  FLEXATTN_FWD_SM90_KERNEL(flexattn_fwd_sm90_d##HEAD_DIM##_##DTYPE##_causal, HEAD_DIM, DTYPE, kCausal)
+
+// Every precompiled Hopper dense variant: flexattn_fwd_sm90_d{64,128}_{bf16,f16}[_causal]
+#define FLEXATTN_FWD_SM90_ALL_DENSE()                                                              \
+  FLEXATTN_FWD_SM90_DENSE_VARIANTS(64, bf16) FLEXATTN_FWD_SM90_DENSE_VARIANTS(64, f16)             \
+  FLEXATTN_FWD_SM90_DENSE_VARIANTS(128, bf16) FLEXATTN_FWD_SM90_DENSE_VARIANTS(128, f16)

@@ -1,0 +1,88 @@
+// tiles_sm90.cuh — Hopper (sm_90a) tile vocabulary for the wgmma forward kernel:
+//   * Sw128Tile<ROWS, D>  a [ROWS x D] 16-bit tile in shared memory in wgmma's
+//                         128-byte-swizzled layout: D is split into panels of 64
+//                         columns (128 B per row); panel p holds all ROWS rows at
+//                         128 B stride; 8 rows form one 1024-byte swizzle atom
+//                         whose 16-byte chunks are permuted by chunk ^ (row & 7).
+//                         Filled with cp.async; read by wgmma through descriptors.
+//   * warpgroup ops       fence / commit / wait, and operand fences that keep the
+//                         compiler from moving accumulator accesses across them.
+// Requires sm_90a (wgmma is arch-specific); see flash_fwd_sm90.cuh.
+#pragma once
+
+#include "tiles.cuh"
+#include "wgmma_ops.cuh"
+
+namespace flexattn {
+namespace sm90 {
+
+using namespace ::flexattn::tiles;
+
+// wgmma shared-memory matrix descriptor, 128-byte swizzle (PTX ISA "Matrix
+// Descriptor Format"): start >> 4 in bits 0-13, leading byte offset >> 4 in
+// 16-29, stride byte offset >> 4 in 32-45, swizzle mode 1 (128 B) in 62-63.
+// Atoms must start on 1024-byte boundaries (base offset 0).
+__device__ __forceinline__ u64 sw128_desc(u32 smem_addr, u32 lbo_bytes, u32 sbo_bytes) {
+  return (u64)((smem_addr & 0x3FFFF) >> 4) | ((u64)(lbo_bytes >> 4) << 16) |
+         ((u64)(sbo_bytes >> 4) << 32) | (1ull << 62);
+}
+
+template <int ROWS, int D>
+struct Sw128Tile {
+  static_assert(D % 64 == 0, "128-byte swizzled panels need a head dim multiple of 64");
+  static_assert(ROWS % 8 == 0, "whole swizzle atoms");
+  static constexpr int kPanels = D / 64;
+  static constexpr int kPanelBytes = ROWS * 128;
+  static constexpr int kBytes = kPanels * kPanelBytes;
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+
+  static __device__ __forceinline__ u32 offset(int row, int chunk) {
+    return (u32)((chunk >> 3) * kPanelBytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+  }
+
+  // All NTHREADS threads copy rows [0, ROWS) of g (row stride `stride`
+  // elements); rows >= valid_rows are zero-filled.
+  template <int NTHREADS>
+  static __device__ __forceinline__ void load_async(u32 base, const u16* g, i64 stride, int valid_rows, int tid) {
+    static_assert(NTHREADS % kChunks == 0 && ROWS % (NTHREADS / kChunks) == 0, "even split");
+    constexpr int kStep = NTHREADS / kChunks;
+    const int ch = tid % kChunks, r0 = tid / kChunks;
+    const u16* src = g + (i64)r0 * stride + ch * 8;
+#pragma unroll
+    for (int i = 0; i < ROWS / kStep; ++i) {
+      const int r = r0 + i * kStep;
+      const bool ok = r < valid_rows;
+      cp_async16(base + offset(r, ch), ok ? src : g, ok);
+      src += kStep * stride;
+    }
+  }
+
+  // Operand that is K-major (rows = M or N, columns = the reduction dim):
+  // rows [row0, row0 + 64 or N), reduction columns [16 k, 16 k + 16).
+  static __device__ __forceinline__ u64 desc_k_major(u32 base, int row0, int k) {
+    return sw128_desc(base + (k >> 2) * kPanelBytes + row0 * 128 + (k & 3) * 32, 16, 1024);
+  }
+  // Operand that is N-major (rows = the reduction dim, columns = N): reduction
+  // rows [16 k, 16 k + 16), all D columns (panels kPanelBytes apart).
+  static __device__ __forceinline__ u64 desc_mn_major(u32 base, int k) {
+    return sw128_desc(base + k * 16 * 128, kPanelBytes, 1024);
+  }
+};
+
+__device__ __forceinline__ void warpgroup_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void warpgroup_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void warpgroup_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory"); }
+// cp.async writes are generic-proxy; wgmma reads through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+// Pin accumulator registers around asynchronous wgmma: no access may be moved
+// across the fence (the registers are in flight between mma_async and wait).
+template <int N>
+__device__ __forceinline__ void fence_operands(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+}  // namespace sm90
+}  // namespace flexattn
