@@ -64,17 +64,21 @@ function isHopper(device: number): boolean {
   return h;
 }
 
-/**
- * Whether the Hopper family can run this problem (device, head dim; block sizes
- * when block-sparse). `FLEXATTN_KERNEL_FAMILY=sm80` turns it off process-wide
- * (the mma.sync kernels everywhere: comparisons, or a workaround).
- */
+/** Whether the Hopper family can run this problem (device, head dim; block sizes when block-sparse). */
 function sm90Fits(device: number, D: number, blockSize?: readonly [number, number]): boolean {
-  if (process.env.FLEXATTN_KERNEL_FAMILY === 'sm80') return false;
   if (!isHopper(device) || !SM90_HEAD_DIMS.includes(D)) return false;
   if (!blockSize) return true;
   const t = SM90_TILE[D]!;
   return blockSize[0] % t.BM === 0 && blockSize[1] % t.BN === 0;
+}
+
+/**
+ * The family picked when the caller names none: Hopper where it fits, unless
+ * `FLEXATTN_KERNEL_FAMILY=sm80` turns it off process-wide (the mma.sync kernels
+ * everywhere: comparisons, or a workaround). An explicit family still wins.
+ */
+function autoFamily(device: number, D: number, blockSize?: readonly [number, number]): Family {
+  return process.env.FLEXATTN_KERNEL_FAMILY !== 'sm80' && sm90Fits(device, D, blockSize) ? 'sm90' : 'sm80';
 }
 
 /** Tile shape requested through kernelOptions or chosen for a block mask. */
@@ -252,7 +256,7 @@ export async function runCudaAttention(args: CudaAttentionArgs): Promise<{ out: 
   return launch({
     q, k, v, d: dims, scale, returnLse, params: {},
     mode: isCausal ? 'kCausal' : 'kDense',
-    family: sm90Fits(q.deviceIndex, dims.D) ? 'sm90' : 'sm80',
+    family: autoFamily(q.deviceIndex, dims.D),
     ...(mask ? { scoreMod: maskAsScoreMod(mask) } : {}),
   });
 }
@@ -304,7 +308,7 @@ function pickFamily(ko: KernelOptions, device: number, D: number, blockSize?: re
   }
   const tiles = TILE_KEYS.filter((k) => ko[k] !== undefined);
   if (f === 'sm80') return 'sm80';
-  if (f === 'auto') return tiles.length === 0 && sm90Fits(device, D, blockSize) ? 'sm90' : 'sm80';
+  if (f === 'auto') return tiles.length === 0 ? autoFamily(device, D, blockSize) : 'sm80';
   if (tiles.length > 0) {
     throw new InvalidArgumentError('options.kernelOptions',
       "no tile fields with family 'sm90' (its tile is fixed per head dim; use family 'sm80' to set one)", tiles.join(', '));
