@@ -339,6 +339,83 @@ __device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const F
 }
 
 // ---------------------------------------------------------------------------
+// Row-wise steps shared by both kernel families (flash_fwd_sm90.cuh too): per
+// warp MT m16 tiles, rows g and g+8 of each quad-owned (the mma.sync C layout,
+// which is also wgmma's accumulator layout per warp).
+
+// Online softmax over one S tile: s becomes P (exp2 domain, unnormalised),
+// alpha the factor that rescales O and l for the new row maxima.
+template <int MT, int NT>
+__device__ __forceinline__ void online_softmax(RtAcc<MT, NT>& s, float (&row_max)[MT][2], float (&row_sum)[MT][2],
+                                               float (&alpha)[MT][2], float dom) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = row_max[m][r];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s.c[m][n][2 * r], s.c[m][n][2 * r + 1]));
+      mx = quad_max(mx);
+      const float m_use = mx == neg_inf() ? 0.f : mx;   // fully masked so far: no NaN
+      const float m_dom = m_use * dom;
+      alpha[m][r] = ex2((row_max[m][r] - m_use) * dom);  // -inf (first tile) -> 0
+      row_max[m][r] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const float p0 = ex2(fmaf(s.c[m][n][2 * r], dom, -m_dom));
+        const float p1 = ex2(fmaf(s.c[m][n][2 * r + 1], dom, -m_dom));
+        s.c[m][n][2 * r] = p0;
+        s.c[m][n][2 * r + 1] = p1;
+        sum += p0 + p1;
+      }
+      row_sum[m][r] = row_sum[m][r] * alpha[m][r] + sum;  // thread-partial; quad-reduced at the end
+    }
+}
+
+template <int MT, int DT>
+__device__ __forceinline__ void rescale_rows(RtAcc<MT, DT>& o, const float (&alpha)[MT][2]) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int d = 0; d < DT; ++d) {
+      o.c[m][d][0] *= alpha[m][0];
+      o.c[m][d][1] *= alpha[m][0];
+      o.c[m][d][2] *= alpha[m][1];
+      o.c[m][d][3] *= alpha[m][1];
+    }
+}
+
+// Epilogue: O / l in the output dtype, LSE = (m + log2 l) * ln 2 (natural log;
+// -inf and O = 0 for rows with nothing to attend to).
+template <class T, int MT, int DT>
+__device__ __forceinline__ void store_output(const RtAcc<MT, DT>& o, const float (&row_max)[MT][2],
+                                             const float (&row_sum)[MT][2], const FlashFwdParams& p, int b, int h,
+                                             int row0, float dom, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  u16* gO = (u16*)p.o + (i64)b * p.o_stride_b + (i64)h * p.o_stride_h;
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float l = quad_sum(row_sum[m][r]);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int q = row0 + m * 16 + g + 8 * r;
+      if (q < p.Sq) {
+        u16* orow = gO + (i64)q * p.o_stride_s + 2 * t;
+#pragma unroll
+        for (int d = 0; d < DT; ++d)
+          st_global_u32(orow + d * 8, T::pack2(o.c[m][d][2 * r] * inv, o.c[m][d][2 * r + 1] * inv));
+        if (p.lse != nullptr && t == 0) {
+          const float mx = row_max[m][r];
+          p.lse[((i64)b * p.Hq + h) * p.Sq + q] =
+              l > 0.f ? (mx * dom + lg2(l)) * 0.6931471805599453f : neg_inf();
+        }
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The kernel body.
 template <class Cfg, class T, int MODE>
 __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
@@ -466,42 +543,12 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
     // ---- mods + mask, into the log2 domain
     score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
 
-    // ---- online softmax (rows g and g+8 of each m tile; quad-owned)
+    // ---- online softmax, then O rescaled (unconditionally: a warp-vote skip
+    // measured 4-7 % slower on d64 — the branch splits the block ptxas
+    // interleaves with the P·V mmas)
     float alpha[MT][2];
-#pragma unroll
-    for (int m = 0; m < MT; ++m)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = row_max[m][r];
-#pragma unroll
-        for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s.c[m][n][2 * r], s.c[m][n][2 * r + 1]));
-        mx = quad_max(mx);
-        const float m_use = mx == neg_inf() ? 0.f : mx;   // fully masked so far: no NaN
-        const float m_dom = m_use * dom;
-        alpha[m][r] = ex2((row_max[m][r] - m_use) * dom);  // -inf (first tile) -> 0
-        row_max[m][r] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          const float p0 = ex2(fmaf(s.c[m][n][2 * r], dom, -m_dom));
-          const float p1 = ex2(fmaf(s.c[m][n][2 * r + 1], dom, -m_dom));
-          s.c[m][n][2 * r] = p0;
-          s.c[m][n][2 * r + 1] = p1;
-          sum += p0 + p1;
-        }
-        row_sum[m][r] = row_sum[m][r] * alpha[m][r] + sum;  // thread-partial; quad-reduced at the end
-      }
-    // (an unconditional rescale: a warp-vote skip measured 4-7 % slower on
-    // d64 — the branch splits the block ptxas interleaves with the P·V mmas)
-#pragma unroll
-    for (int m = 0; m < MT; ++m)
-#pragma unroll
-      for (int d = 0; d < DT; ++d) {
-        o.c[m][d][0] *= alpha[m][0];
-        o.c[m][d][1] *= alpha[m][0];
-        o.c[m][d][2] *= alpha[m][1];
-        o.c[m][d][3] *= alpha[m][1];
-      }
+    online_softmax<MT, NT>(s, row_max, row_sum, alpha, dom);
+    rescale_rows<MT, DT>(o, alpha);
 
     // ---- O += P · V   (P stays in registers: C fragments -> A fragments)
     RtA<MT, PK> pa;
@@ -521,28 +568,7 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
   }
   cp_async_wait<0>();
 
-  // ---- epilogue: O / l, LSE = (m + log2 l) * ln 2
-  const int g = lane >> 2, t = lane & 3;
-  u16* gO = (u16*)p.o + (i64)b * p.o_stride_b + (i64)h * p.o_stride_h;
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const float l = quad_sum(row_sum[m][r]);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const int q = row0 + m * 16 + g + 8 * r;
-      if (q < p.Sq) {
-        u16* orow = gO + (i64)q * p.o_stride_s + 2 * t;
-#pragma unroll
-        for (int d = 0; d < DT; ++d)
-          st_global_u32(orow + d * 8, T::pack2(o.c[m][d][2 * r] * inv, o.c[m][d][2 * r + 1] * inv));
-        if (p.lse != nullptr && t == 0) {
-          const float mx = row_max[m][r];
-          p.lse[((i64)b * p.Hq + h) * p.Sq + q] =
-              l > 0.f ? (mx * dom + lg2(l)) * 0.6931471805599453f : neg_inf();
-        }
-      }
-    }
+  store_output<T, MT, DT>(o, row_max, row_sum, p, b, h, row0, dom, lane);
 }
 
 }  // namespace flash

@@ -94,45 +94,6 @@ __device__ __forceinline__ void issue_pv(float (&oacc)[Cfg::kDT * 4], const RtA<
   ::flexattn::sm90::warpgroup_commit();
 }
 
-// Online softmax over one S tile (rows g and g+8 of the warp's 16; quad-owned):
-// s becomes P (unnormalised, exp2 domain), alpha the factor for O and l.
-template <int NT>
-__device__ __forceinline__ void online_softmax(RtAcc<1, NT>& s, float (&row_max)[2], float (&row_sum)[2],
-                                               float (&alpha)[2], float dom) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float mx = row_max[r];
-#pragma unroll
-    for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s.c[0][n][2 * r], s.c[0][n][2 * r + 1]));
-    mx = quad_max(mx);
-    const float m_use = mx == neg_inf() ? 0.f : mx;     // fully masked so far: no NaN
-    const float m_dom = m_use * dom;
-    alpha[r] = ex2((row_max[r] - m_use) * dom);         // -inf (first tile) -> 0
-    row_max[r] = mx;
-    float sum = 0.f;
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      const float p0 = ex2(fmaf(s.c[0][n][2 * r], dom, -m_dom));
-      const float p1 = ex2(fmaf(s.c[0][n][2 * r + 1], dom, -m_dom));
-      s.c[0][n][2 * r] = p0;
-      s.c[0][n][2 * r + 1] = p1;
-      sum += p0 + p1;
-    }
-    row_sum[r] = row_sum[r] * alpha[r] + sum;           // thread-partial; quad-reduced at the end
-  }
-}
-
-template <int DT>
-__device__ __forceinline__ void rescale(RtAcc<1, DT>& o, const float (&alpha)[2]) {
-#pragma unroll
-  for (int d = 0; d < DT; ++d) {
-    o.c[0][d][0] *= alpha[0];
-    o.c[0][d][1] *= alpha[0];
-    o.c[0][d][2] *= alpha[1];
-    o.c[0][d][3] *= alpha[1];
-  }
-}
-
 // ---------------------------------------------------------------------------
 // The kernel body.
 template <class Cfg, class T, int MODE>
@@ -177,7 +138,7 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
 
   RtAcc<1, DT> o;
   o.zero();
-  float row_max[2] = {neg_inf(), neg_inf()}, row_sum[2] = {0.f, 0.f}, alpha[2];
+  float row_max[1][2] = {{neg_inf(), neg_inf()}}, row_sum[1][2] = {{0.f, 0.f}}, alpha[1][2];
   float (&oacc)[DT * 4] = reinterpret_cast<float (&)[DT * 4]>(o.c[0]);
 
   TileRef ring[ST];   // ring[s] = tile (it + s)
@@ -206,8 +167,8 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
     wg_::warpgroup_wait<0>();
     wg_::fence_operands(sacc);
     ::flexattn::flash::score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
-    online_softmax<NT>(s, row_max, row_sum, alpha, dom);
-    rescale<DT>(o, alpha);
+    ::flexattn::flash::online_softmax<1, NT>(s, row_max, row_sum, alpha, dom);
+    ::flexattn::flash::rescale_rows<1, DT>(o, alpha);
     RtA<1, PK> pa;
     acc_to_A<T>(pa, s);
     wg_::fence_operands(oacc);
@@ -217,25 +178,7 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   }
   cp_async_wait<0>();
 
-  // ---- epilogue: O / l, LSE = (m + log2 l) * ln 2
-  const int g = lane >> 2, t = lane & 3;
-  u16* gO = (u16*)p.o + (i64)b * p.o_stride_b + (i64)h * p.o_stride_h;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float l = quad_sum(row_sum[r]);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int q = row0 + g + 8 * r;
-    if (q < p.Sq) {
-      u16* orow = gO + (i64)q * p.o_stride_s + 2 * t;
-#pragma unroll
-      for (int d = 0; d < DT; ++d)
-        st_global_u32(orow + d * 8, T::pack2(o.c[0][d][2 * r] * inv, o.c[0][d][2 * r + 1] * inv));
-      if (p.lse != nullptr && t == 0) {
-        const float mx = row_max[r];
-        p.lse[((i64)b * p.Hq + h) * p.Sq + q] = l > 0.f ? (mx * dom + lg2(l)) * 0.6931471805599453f : neg_inf();
-      }
-    }
-  }
+  ::flexattn::flash::store_output<T, 1, DT>(o, row_max, row_sum, p, b, h, row0, dom, lane);
 }
 
 }  // namespace flash_sm90
