@@ -242,7 +242,12 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
     bmIdxStrideH: bmDims.H === 1 ? 0 : bmDims.QB * bmDims.KVB, bmIdxStrideQb: bmDims.KVB,
     mod,
   });
-  entry.handle.launch([Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B], [cfg.threads, 1, 1], cfg.smemBytes, params);
+  const grid: [number, number, number] = [Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
+  // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
+  if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
+    throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
+  }
+  entry.handle.launch(grid, [cfg.threads, 1, 1], cfg.smemBytes, params);
   // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
   for (const t of temps) t.dispose();
   return lse ? { out, lse } : { out };

@@ -27,6 +27,7 @@ const SHIMS = String.raw`
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <algorithm>
 #define __device__
 #define __forceinline__ inline
 #define FLEX_MOD_HELPERS_DEFINED
@@ -61,7 +62,9 @@ inline int flex_imin(int a, int b) { return a < b ? a : b; }
 inline int flex_imax(int a, int b) { return a > b ? a : b; }
 inline int flex_ifloordiv(int a, int b) { if (b == 0) return 0; if (b == -1) return flex_ineg(a); int q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
 inline int flex_imod(int a, int b) { if (b == 0 || b == -1) return 0; int r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
-inline int flex_clamp(int i, int n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+inline int flex_clamp(int i, int n) { return std::max(0, std::min(i, n - 1)); }
+static const unsigned int flex_zeros[2] = {0u, 0u};
+template <class T> inline const T* flex_src(const T* p, bool ok) { return ok ? p : reinterpret_cast<const T*>(flex_zeros); }
 `;
 
 interface Case { score?: ScoreMod; mask?: MaskMod; params?: Record<string, number> }
@@ -88,6 +91,9 @@ suite('generated CUDA fragment semantics (compiled as host C++)', () => {
       { score: softcap(7) }, { score: logitClip(randomTensor(rng, 'f32', [4])) }, { score: relativeBias(tab) },
       { score: composeScoreMods(alibi(slopes), softcap(param('cap'))), params: { cap: 9 } },
       { score: scoreMod(({ score, h }) => score.mul(param('k', 'int')).add(tensorAt(slopes, [h.sub(100)]))), params: { k: -3 } },
+      // Empty captured tensors read as 0 (the generated code swaps in a zero word, no branch).
+      { score: scoreMod(({ score, h }) => score.add(tensorAt(hostTensor(new Float32Array(0), [0], 'f32'), [h]))) },
+      { mask: documentMask(hostTensor(new Int32Array(0), [2, 0], 'i32')) },
     ];
     for (let i = 0; i < 60; i++) {
       const s = randomMod(rng, { kind: 'score', depth: 1 + (i % 6) });
@@ -110,7 +116,7 @@ suite('generated CUDA fragment semantics (compiled as host C++)', () => {
         tensorPtrs: code.tensors.map(() => 0n), tensorStrides: code.tensors.map((t) => [...t.strides]),
         tensorShapes: code.tensors.map((t) => [...t.shape]), params: c.params ?? {},
       });
-      src.push('#undef FLEX_HAS_SCORE_MOD', '#undef FLEX_HAS_MASK_MOD', `namespace m${ci} {`, code.source);
+      src.push('#undef FLEX_HAS_SCORE_MOD', '#undef FLEX_HAS_MASK_MOD', '#undef FLEX_MASK_MOD_READS_MEMORY', `namespace m${ci} {`, code.source);
       code.tensors.forEach((t, s) => { const a = cArray(t as FakeTensor); src.push(`static const ${a.type} D${s}[] = {${a.body}};`); });
       for (const f of code.layout.fields) src.push(`static_assert(offsetof(FlexModArgs, ${f.name}) == ${f.offset}, "offset of ${f.name}");`);
       src.push(`static_assert(sizeof(FlexModArgs) == ${code.layout.size}, "size");`);

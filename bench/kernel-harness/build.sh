@@ -1,6 +1,7 @@
 #!/bin/bash
 # Build the harness cubins (run on the dev machine; carry build/ to the GPU).
 # usage: ./build.sh [name...]   (default: all *.cu here)
+#   NVFLAGS="-D..." SUFFIX=_old ./build.sh ...   extra nvcc flags; build/<name><SUFFIX>.cubin (A/B variants)
 set -e
 cd "$(dirname "$0")"
 mkdir -p build
@@ -8,12 +9,12 @@ ARCH=${ARCH:-"-gencode=arch=compute_90a,code=sm_90a"}
 srcs=("$@"); [ ${#srcs[@]} -eq 0 ] && srcs=(*.cu)
 for f in "${srcs[@]}"; do
   n=$(basename "$f" .cu)
-  nvcc -cubin $ARCH -O3 --use_fast_math -std=c++17 -Xptxas -v -o build/$n.cubin "$n.cu" 2> build/$n.ptxas.log &
+  nvcc -cubin $ARCH -O3 --use_fast_math -std=c++17 $NVFLAGS -Xptxas -v -o build/$n$SUFFIX.cubin "$n.cu" 2> build/$n$SUFFIX.ptxas.log &
 done
 wait
 for f in "${srcs[@]}"; do
   n=$(basename "$f" .cu)
-  python3 - "$n" <<'PY'
+  python3 - "$n$SUFFIX" <<'PY'
 import re,sys
 n=sys.argv[1]
 txt=open(f"build/{n}.ptxas.log").read()

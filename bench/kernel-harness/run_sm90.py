@@ -2,13 +2,23 @@
 """Hopper wgmma kernel (flash_fwd_sm90.cuh) vs the mma.sync kernel and PyTorch:
 correctness against fp32 references, then dense and flex timings on one card.
 usage: python3 run_sm90.py [--phases correct,dense,flex]   (after ./build.sh)"""
-import argparse, json, math, sys, time
+import argparse, json, math, os, sys, time
 import torch
 import torch.nn.functional as F
 import run as R
 from run import kernel, make_qkv, ref_attention, check, launch, bench, tflops, poisoned, log, pack_mod, DT
 
 RES = R.RESULTS
+ALTS = True
+
+
+def with_old(key, cub):
+    """[(key, cubin)] plus A/B twins build/<cub>{_old,_ord,_b16}.cubin when built (SUFFIX=... ./build.sh)."""
+    out = [(key, cub)]
+    for suf in ("_old", "_b32", "_w4"):
+        if os.path.exists(os.path.join(R.BUILD, cub + suf + ".cubin")):
+            out.append((key + suf, cub + suf))
+    return out
 
 
 def phase_correct():
@@ -73,17 +83,25 @@ def phase_correct():
 
 def phase_dense(reps):
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    log("== dense timing S=4096 B=4 H=16")
-    S, H, B = 4096, 16, 4
+    for S, B, causals in ((4096, 4, (False, True)), (512, 32, (True,)), (1024, 16, (True,))):
+        phase_dense_shape(reps, S, B, causals)
+
+
+def phase_dense_shape(reps, S, B, causals):
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    log(f"== dense timing S={S} B={B} H=16")
+    H = 16
     for d in (64, 128):
         q, kk, v = make_qkv(B, H, H, S, S, d, torch.bfloat16, seed=3)
         o, _ = poisoned(q)
-        alts = ("w1n64s3", "w2n64s2", "w2n128s2") if d == 128 else ("w2n128s2", "w2n64s3")
-        for causal in (False, True):
+        alts = (("w1n64s3", "w2n64s2", "w2n128s2") if d == 128 else ("w2n128s2", "w2n64s3")) if ALTS else ()
+        for causal in causals:
             pairs = S * (S + 1) // 2 if causal else S * S
             c = "_causal" if causal else ""
-            row = dict(d=d, causal=causal)
-            names = {"mma": ("dense", f"flexattn_fwd_d{d}_bf16{c}"), "sm90": ("sm90", f"sm90_d{d}_bf16{c}")}
+            row = dict(d=d, S=S, causal=causal)
+            names = {"mma": ("dense", f"flexattn_fwd_d{d}_bf16{c}")}
+            for key, cub in with_old("sm90", "sm90"):
+                names[key] = (cub, f"sm90_d{d}_bf16{c}")
             for a in alts:
                 names["sm90_" + a] = ("sm90", f"sm90_d{d}_bf16{c}_{a}")
             for rep in range(reps):
@@ -110,7 +128,8 @@ def phase_flex(reps):
     o, _ = poisoned(q)
     row = dict(pattern="dense-causal")
     for rep in range(reps):
-        for key, (cub, nm) in (("mma", ("dense", "flexattn_fwd_d128_bf16_causal")), ("sm90", ("sm90", "sm90_d128_bf16_causal"))):
+        prod = [("prod", ("prod", "flexattn_fwd_sm90_d128_bf16_causal"))] if os.path.exists(os.path.join(R.BUILD, "prod.cubin")) else []
+        for key, (cub, nm) in [("mma", ("dense", "flexattn_fwd_d128_bf16_causal"))] + [(k2, (c2, "sm90_d128_bf16_causal")) for k2, c2 in with_old("sm90", "sm90")] + prod:
             kn = kernel(cub, nm)
             ms = bench(lambda: launch(kn, q, kk, v, o, None))
             row.setdefault(key, []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
@@ -128,8 +147,8 @@ def phase_flex(reps):
         pairs /= B
         row = dict(pattern=pname, density=round(pairs / S / S, 4))
         for rep in range(reps):
-            for key, suf in (("mma", "d128_bf16"), ("sm90", "d128_bf16_sm90")):
-                kn = kernel(cub, f"flexattn_{cub}_{suf}")
+            for key, c2, suf in [("mma", cub, "d128_bf16")] + [(k2, c2, "d128_bf16_sm90") for k2, c2 in with_old("sm90", cub)]:
+                kn = kernel(c2, f"flexattn_{cub}_{suf}")
                 ms = bench(lambda: launch(kn, q, kk, v, o, None, bm=bm, mod=mod))
                 row.setdefault(key, []).append(round(tflops(B, H, D, pairs, ms), 1))
         RES["flex"].append(row)
@@ -137,17 +156,37 @@ def phase_flex(reps):
         R.save()
 
 
+def phase_probe():
+    """One launch of each sm90 kernel on the flex shape (run under ncu -k regex:sm90)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    B, H, S, D = 2, 16, 8192, 128
+    pats, doc, slopes = R.flex_patterns(S, B, doc_seed=2)
+    mod = pack_mod(doc=doc, slopes=slopes, softcap=30.0, window=1024)
+    q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
+    o, _ = poisoned(q)
+    launch(kernel("sm90", "sm90_d128_bf16_causal"), q, kk, v, o, None)
+    for pname in ("causal", "swa1024", "doc", "alibi"):
+        cub, mm, rmask, sfn, rsfn, bdep = pats[pname]
+        bm = create_block_mask(mm, B if bdep else None, None, S, S, device="cuda")
+        launch(kernel(cub, f"flexattn_{cub}_d128_bf16_sm90"), q, kk, v, o, None, bm=bm, mod=mod)
+    torch.cuda.synchronize()
+    log("probe done")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--phases", default="correct,dense,flex")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--no-alts", action="store_true", help="skip the alternative sm90 tile shapes")
     a = ap.parse_args()
+    global ALTS
+    ALTS = not a.no_alts
     torch.zeros(1, device="cuda")
     RES["info"]["device"] = torch.cuda.get_device_name()
     log("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
     for nm in ("sm90_d128_bf16", "sm90_d64_bf16", "sm90_d128_bf16_w2n128s2"):
         log("  ", kernel("sm90", nm).desc())
-    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps))):
+    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps)), ("probe", phase_probe)):
         if ph in a.phases.split(","):
             t = time.time()
             try:

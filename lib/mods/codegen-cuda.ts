@@ -9,6 +9,7 @@
  * __device__ __forceinline__ bool  flex_mask_mod(int b, int h, int q_idx, int kv_idx, const FlexModArgs& args);
  * #define FLEX_HAS_SCORE_MOD 0|1
  * #define FLEX_HAS_MASK_MOD 0|1
+ * #define FLEX_MASK_MOD_READS_MEMORY 0|1   // the mask mod loads captured tensors
  * ```
  * Slots: the score mod's captured tensors come first (slots 0..n-1), then the
  * mask mod's (n..). Params are the union by name.
@@ -97,7 +98,13 @@ __device__ __forceinline__ int flex_imod(int a, int b) {
   int r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
 }
-__device__ __forceinline__ int flex_clamp(int i, int n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+// In [0, n); 0 when n <= 0 (an empty tensor, read through flex_src's zero word).
+__device__ __forceinline__ int flex_clamp(int i, int n) { return flex_imax(0, flex_imin(i, n - 1)); }
+// Captured-tensor reads are unconditional loads: an empty tensor reads 0 from
+// flex_zeros instead of branching around the load, so loads of one address
+// (e.g. slopes[h], ids[b, kv] across rows) stay in one basic block and CSE.
+__device__ const unsigned int flex_zeros[2] = {0u, 0u};
+template <class T> __device__ __forceinline__ const T* flex_src(const T* p, bool ok) { return ok ? p : reinterpret_cast<const T*>(flex_zeros); }
 #endif
 `;
 
@@ -135,12 +142,11 @@ function bodyOf(p: ModProgram, slotBase: number, paramField: (name: string) => s
         const info = p.tensors[n.slot!]!;
         const idx = n.args.map((x, d) => `flex_clamp(v${x}, args.t${s}_n${d}) * args.t${s}_s${d}`);
         const off = idx.length ? idx.join(' + ') : '0';
-        const empty = info.rank ? n.args.map((_, d) => `args.t${s}_n${d} <= 0`).join(' || ') : 'false';
-        const raw = `args.t${s}[${off}]`;
-        const conv = info.dtype === 'bf16' ? `flex_bf16(${raw})` : info.dtype === 'f16' ? `flex_f16(${raw})`
+        // An empty tensor (some size 0) reads as 0: flex_src swaps in a zero word.
+        const ok = info.rank ? n.args.map((_, d) => `args.t${s}_n${d} > 0`).join(' && ') : '';
+        const raw = ok ? `flex_src(args.t${s}, ${ok})[${off}]` : `args.t${s}[${off}]`;
+        e = info.dtype === 'bf16' ? `flex_bf16(${raw})` : info.dtype === 'f16' ? `flex_f16(${raw})`
           : info.dtype === 'bool' ? `(${raw} != 0)` : raw;
-        const zero = info.dtype === 'bool' ? 'false' : info.dtype === 'i32' ? '0' : '0.0f';
-        e = `(${empty}) ? ${zero} : ${conv}`;
         break;
       }
       case 'add': e = F ? `${a} + ${b}` : `flex_iadd(${a}, ${b})`; break;
@@ -236,6 +242,7 @@ export function generateCuda(score?: ScoreMod, mask?: MaskMod): CudaModCode {
     HELPERS,
     `#define FLEX_HAS_SCORE_MOD ${score ? 1 : 0}`,
     `#define FLEX_HAS_MASK_MOD ${mask ? 1 : 0}`,
+    `#define FLEX_MASK_MOD_READS_MEMORY ${mask?.ir.nodes.some((n) => n.op === 'load') ? 1 : 0}`,
     'struct FlexModArgs {', ...decl, '};',
     '__device__ __forceinline__ float flex_score_mod(float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args) {',
     '  (void)b; (void)h; (void)q_idx; (void)kv_idx; (void)args;',

@@ -21,6 +21,7 @@
 //                                   int kv_idx, const FlexModArgs&);
 //   #define FLEX_HAS_SCORE_MOD 0|1
 //   #define FLEX_HAS_MASK_MOD  0|1
+//   #define FLEX_MASK_MOD_READS_MEMORY 0|1   (optional: mask_mod loads captured data)
 // `score` is the scaled q·k. Mods are called with in-bounds indices only
 // (q < Sq, kv < Skv; tail elements get clamped indices and are discarded),
 // but also for elements that end up masked, so they must be pure. The kernel
@@ -57,6 +58,9 @@ struct FlexModArgs {
 #endif
 #ifndef FLEX_HAS_MASK_MOD
 #define FLEX_HAS_MASK_MOD 0
+#endif
+#ifndef FLEX_MASK_MOD_READS_MEMORY
+#define FLEX_MASK_MOD_READS_MEMORY 0
 #endif
 
 namespace flexattn {
@@ -193,6 +197,55 @@ struct TileRef {
   int bits;
 };
 
+// ---------------------------------------------------------------------------
+// Which (query block, head, batch) this CTA computes. The grid is
+// ceil(Sq/BLOCK_M) x Hq x B; its linear index is re-ordered as
+//   head group (outer) -> query block, last first -> head in the group,
+// so that the heaviest query blocks (the last ones under a causal or document
+// mask) of a few heads start together instead of once per head, which keeps
+// the longest CTAs out of the final wave. A group is as many heads as one wave
+// of CTAs (2 per SM) covers whole, and at most FLEXATTN_L2_BUDGET_MB of K/V:
+// the CTAs running at once then share K/V tiles in L2 as in the plain order.
+// (32 MB groups measured 4-12 % faster on S=8192 but 50 % slower on S=512
+// causal, where 256 heads x 8 query blocks no longer shared anything in L2:
+// kernel-notes run 8.) Dense (non-causal) CTAs all cost the same and keep
+// one head at a time (grouped = false).
+#ifndef FLEXATTN_L2_BUDGET_MB
+#define FLEXATTN_L2_BUDGET_MB 8
+#endif
+#ifndef FLEXATTN_WAVE_CTAS_PER_SM
+#define FLEXATTN_WAVE_CTAS_PER_SM 2
+#endif
+struct WorkTile {
+  int m_block, h, b;
+};
+__device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_bytes, bool grouped) {  // row: D elements
+  // 32-bit index math (the host keeps a grid below 2^31 CTAs); the group size
+  // is a heuristic, so float is exact enough for it.
+  const unsigned nM = gridDim.x, BH = gridDim.y * gridDim.z;
+  const unsigned L = blockIdx.x + nM * (blockIdx.y + gridDim.y * blockIdx.z);
+  unsigned G = 1;   // heads per group
+  if (grouped) {
+    unsigned nsm;
+    asm("mov.u32 %0, %%nsmid;" : "=r"(nsm));
+    const unsigned wave = FLEXATTN_WAVE_CTAS_PER_SM > 0 ? FLEXATTN_WAVE_CTAS_PER_SM * nsm / nM : BH;
+    // K + V bytes per query head (the heads of a GQA group share one K/V head).
+    const float kv_head = 2.f * (float)p.Skv * (float)row_bytes / (float)(p.gqa_group > 0 ? p.gqa_group : 1);
+    const float fit = (float)FLEXATTN_L2_BUDGET_MB * 1048576.f / fmaxf(kv_head, 1.f);
+    G = wave < BH ? wave : BH;
+    if (fit < (float)G) G = (unsigned)fit;
+    if (G < 1) G = 1;
+  }
+  const unsigned g = L / (G * nM), r = L - g * G * nM;
+  const unsigned gs = BH - g * G < G ? BH - g * G : G;    // the last group may be smaller
+  const unsigned bh = g * G + r % gs;
+  WorkTile w;
+  w.m_block = (int)(nM - 1 - r / gs);
+  w.h = (int)(bh % gridDim.y);
+  w.b = (int)(bh / gridDim.y);
+  return w;
+}
+
 template <int MODE, int BM, int BN>
 struct KvSchedule;
 
@@ -278,6 +331,42 @@ struct KvSchedule<kBlockSparse, BM, BN> {
 };
 
 // ---------------------------------------------------------------------------
+// Element (m, n, i) of a thread's accumulator tile (the mma.sync C layout,
+// also wgmma's per warp): its query row and kv column.
+__device__ __forceinline__ int elem_q(int row0, int m, int g, int i) { return row0 + m * 16 + g + ((i >> 1) << 3); }
+__device__ __forceinline__ int elem_kv(int kv0, int n, int t, int i) { return kv0 + n * 8 + 2 * t + (i & 1); }
+
+// Whether a masked tile (bits != 0) keeps element (q, kv): bounds, causal
+// diagonal, mask_mod. Mods are evaluated unconditionally on clamped (always
+// in-bounds) indices qc, kvc and combined with non-short-circuit &: loads of
+// captured tensors that depend only on q (or only on kv) then CSE across the
+// tile (one per row / column instead of one per element).
+__device__ __forceinline__ bool keep_element(const FlashFwdParams& p, const FlexModArgs& args, int b, int h,
+                                             int q, int kv, int qc, int kvc, int bits) {
+  bool keep = true;
+  if (bits & kMaskBounds) keep = (kv < p.Skv) & (q < p.Sq);
+  if (bits & kMaskCausal) keep = keep & (kv <= q);
+#if FLEX_HAS_MASK_MOD
+  keep = keep & (flex_mask_mod(b, h, qc, kvc, args) | ((bits & kMaskMod) == 0));
+#else
+  (void)args; (void)b; (void)h; (void)qc; (void)kvc;
+#endif
+  return keep;
+}
+
+// The score of one element of a masked tile (clamped indices qc, kvc for the mod).
+__device__ __forceinline__ float masked_score(float x, const FlashFwdParams& p, const FlexModArgs& args, int b, int h,
+                                              int qc, int kvc, bool premul) {
+#if FLEX_HAS_SCORE_MOD
+  (void)premul;
+  return flex_score_mod(x * p.scale, b, h, qc, kvc, args) * 1.4426950408889634f;
+#else
+  (void)args; (void)b; (void)h; (void)qc; (void)kvc;
+  return premul ? x * p.scale_log2 : x;
+#endif
+}
+
+// ---------------------------------------------------------------------------
 // Score post-processing for one S tile (raw q·k in `s`), in place: masked
 // elements -> -inf; with a score mod x = mod(scale * qk) * log2(e) (log2
 // domain); without one the raw q·k is kept (the softmax folds scale·log2(e)
@@ -308,6 +397,8 @@ __device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const F
         }
     return;
   }
+  // The predicate is keep_element's, written out: the mma.sync kernels sit at
+  // 255 registers and their spills move with the shape of this code.
   const int Sq = p.Sq, Skv = p.Skv;
 #pragma unroll
   for (int m = 0; m < Cfg::kMT; ++m)
@@ -317,10 +408,6 @@ __device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const F
       for (int i = 0; i < 4; ++i) {
         const int q = row0 + m * 16 + g + ((i >> 1) << 3);
         const int kv = kv0 + n * 8 + 2 * t + (i & 1);
-        // Mods are evaluated unconditionally on clamped (always in-bounds)
-        // indices and combined with non-short-circuit &: loads of captured
-        // tensors that depend only on q (or only on kv) then CSE across the
-        // tile (one per row / column instead of one per element).
         const int qc = imin(q, Sq - 1), kvc = imin(kv, Skv - 1);
         bool keep = true;
         if (bits & kMaskBounds) keep = (kv < Skv) & (q < Sq);
@@ -336,6 +423,54 @@ __device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const F
 #endif
         s.c[m][n][i] = keep ? x : neg_inf();
       }
+}
+
+// The mask of one masked S tile (bits != 0) as one bit per accumulator
+// element, bit ((m * NT + n) * 4 + i) of keep.w[] (keep_element of each; the
+// wgmma kernel evaluates it while the tensor cores compute S, see
+// flash_fwd_sm90.cuh).
+template <class Cfg>
+struct KeepBits {
+  static constexpr int kWords = (Cfg::kMT * Cfg::kNT * 4 + 31) / 32;
+  u32 w[kWords];
+  __device__ __forceinline__ bool get(int e) const { return (w[e >> 5] >> (e & 31)) & 1u; }
+};
+
+// Calls f(m, n, i, e) for every element of a thread's S tile (unrolled);
+// e = (m * NT + n) * 4 + i is the element's bit in KeepBits.
+template <class Cfg, class F>
+__device__ __forceinline__ void for_each_elem(F&& f) {
+#pragma unroll
+  for (int m = 0; m < Cfg::kMT; ++m)
+#pragma unroll
+    for (int n = 0; n < Cfg::kNT; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) f(m, n, i, (m * Cfg::kNT + n) * 4 + i);
+}
+
+template <class Cfg>
+__device__ __forceinline__ void mask_bits(KeepBits<Cfg>& keep, const FlashFwdParams& p, const FlexModArgs& args,
+                                          int b, int h, int row0, int kv0, int bits, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < KeepBits<Cfg>::kWords; ++j) keep.w[j] = 0;
+  for_each_elem<Cfg>([&](int m, int n, int i, int e) {
+    const int q = elem_q(row0, m, g, i), kv = elem_kv(kv0, n, t, i);
+    keep.w[e >> 5] |= (u32)keep_element(p, args, b, h, q, kv, imin(q, p.Sq - 1), imin(kv, p.Skv - 1), bits) << (e & 31);
+  });
+}
+
+// score_tile for a masked tile whose mask is already in `keep`.
+template <class Cfg>
+__device__ __forceinline__ void score_tile_keep(RtAcc<Cfg::kMT, Cfg::kNT>& s, const FlashFwdParams& p,
+                                                const FlexModArgs& args, int b, int h, int row0, int kv0,
+                                                const KeepBits<Cfg>& keep, bool premul, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  for_each_elem<Cfg>([&](int m, int n, int i, int e) {
+    const int qc = imin(elem_q(row0, m, g, i), p.Sq - 1), kvc = imin(elem_kv(kv0, n, t, i), p.Skv - 1);
+    const float x = masked_score(s.c[m][n][i], p, args, b, h, qc, kvc, premul);
+    s.c[m][n][i] = keep.get(e) ? x : neg_inf();
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -430,8 +565,8 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
   const u32 sV = sK + ST * Cfg::kSmemKV;                  // ST stages of V
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int m_block = gridDim.x - 1 - blockIdx.x;        // heaviest (causal) blocks first
-  const int h = blockIdx.y, b = blockIdx.z;
+  const WorkTile w = work_tile(p, Cfg::kHeadDim * (int)sizeof(T), MODE != kDense);
+  const int m_block = w.m_block, h = w.h, b = w.b;
   const int hk = h / p.gqa_group;
   const int q0 = m_block * BM;
   const bool q_tail = q0 + BM > p.Sq;

@@ -134,6 +134,22 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     const clip = Tensor.fromHost(new Float32Array([0.5, 1, 2, 4]), [d.Hq], 'f32', { device: 'cpu' }); // uploaded per call
     await flexCase(d, 'bf16', undefined, composeScoreMods(logitClip(clip), softcap(3)));
   });
+  it('empty captured tensors read as 0 (score and mask mods)', async () => {
+    const none = Tensor.fromHost(new Float32Array(0), [0], 'f32', gpu);
+    const noIds = Tensor.fromHost(new Int32Array(0), [d.B, 0], 'i32', gpu);
+    // tensorAt on an empty tensor is 0: alibi(none) is the identity, documentMask(noIds) plain causal.
+    await flexCase(d, 'bf16', documentMask(noIds), alibi(none));
+    none.dispose(); noIds.dispose();
+  });
+  it('long K/V: CTAs taken in head groups that fit L2, last group partial (6 heads, groups of 4)', async () => {
+    // D=128 bf16, Skv=16384: 8 MB of K+V per head -> work_tile groups 4 heads of B*H = 6.
+    const big = { B: 2, Hq: 3, Hkv: 3, Sq: 130, Skv: 16384, D: 128 };
+    await flexCase(big, 'bf16', causal(), undefined);
+    const ids = Tensor.fromHost(Int32Array.from({ length: 2 * 16384 }, (_, i) => Math.floor((i % 16384) / 3000)), [2, 16384], 'i32', gpu);
+    await flexCase(big, 'bf16', documentMask(ids), softcap(20));
+    ids.dispose();
+    await sdpaCase(big, 'bf16', { isCausal: true });
+  });
   it('head dims 32, 128, 256; GQA; cross-attention; params change without recompiling', async () => {
     await flexCase({ ...d, D: 32 }, 'bf16', causal(), softcap(20));
     await flexCase({ ...d, D: 128, Hq: 8, Hkv: 2 }, 'bf16', slidingWindow(300), undefined);
