@@ -10,12 +10,20 @@ from run import kernel, make_qkv, ref_attention, check, launch, bench, tflops, p
 
 RES = R.RESULTS
 ALTS = True
+CS = ""   # cubin suffix for the correctness phase (--correct-suffix _new checks an A/B twin)
+
+
+def rotate(xs, k):
+    """xs rotated by k: each rep times the A/B variants in a different order (the first one after a
+    switch reads high, kernel-notes.md run 8)."""
+    k %= len(xs)
+    return xs[k:] + xs[:k]
 
 
 def with_old(key, cub):
-    """[(key, cubin)] plus A/B twins build/<cub>{_old,_ord,_b16}.cubin when built (SUFFIX=... ./build.sh)."""
+    """[(key, cubin)] plus A/B twins build/<cub>{_old,_new}.cubin when built (SUFFIX=... ./build.sh)."""
     out = [(key, cub)]
-    for suf in ("_old", "_b32", "_w4"):
+    for suf in ("_old", "_new"):
         if os.path.exists(os.path.join(R.BUILD, cub + suf + ".cubin")):
             out.append((key + suf, cub + suf))
     return out
@@ -29,7 +37,7 @@ def phase_correct():
                 name = f"sm90_d{d}_{dt}" + ("_causal" if causal else "")
                 q, kk, v = make_qkv(2, 3, 3, 1000, 1000, d, DT[dt], seed=d + 1)
                 ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), causal=causal)
-                check(f"B2 H3 S1000 d{d} {dt} c={int(causal)}", kernel("sm90", name), q, kk, v, ro, rl)
+                check(f"B2 H3 S1000 d{d} {dt} c={int(causal)}", kernel("sm90" + CS, name), q, kk, v, ro, rl)
     cases = [dict(B=1, Hq=2, Hkv=2, Sq=1, Skv=1), dict(B=1, Hq=2, Hkv=2, Sq=77, Skv=77),
              dict(B=1, Hq=2, Hkv=2, Sq=4097, Skv=4097), dict(B=2, Hq=2, Hkv=2, Sq=77, Skv=1000),
              dict(B=2, Hq=2, Hkv=2, Sq=1000, Skv=77), dict(B=2, Hq=8, Hkv=2, Sq=513, Skv=700),
@@ -42,20 +50,20 @@ def phase_correct():
                 ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), causal=causal)
                 name = f"sm90_d{d}_bf16" + ("_causal" if causal else "")
                 check(f"B{c['B']} Hq{c['Hq']} Hkv{c['Hkv']} Sq{c['Sq']} Skv{c['Skv']}{' bshd' if bshd else ''} d{d} c={int(causal)}",
-                      kernel("sm90", name), q, kk, v, ro, rl)
+                      kernel("sm90" + CS, name), q, kk, v, ro, rl)
     for sc in (0.3, -0.05):
         for causal in (False, True):
             q, kk, v = make_qkv(2, 4, 2, 600, 900, 128, torch.bfloat16, seed=11)
             ro, rl = ref_attention(q, kk, v, sc, causal=causal)
             check(f"scale={sc} gqa2 Sq600 Skv900 d128 c={int(causal)}",
-                  kernel("sm90", "sm90_d128_bf16" + ("_causal" if causal else "")), q, kk, v, ro, rl, scale=sc)
+                  kernel("sm90" + CS, "sm90_d128_bf16" + ("_causal" if causal else "")), q, kk, v, ro, rl, scale=sc)
     for d, tags in ((128, ("w1n64s3", "w2n64s2", "w2n128s2")), (64, ("w2n128s2", "w2n64s3"))):
         for tag in tags:
             for causal in (False, True):
                 q, kk, v = make_qkv(2, 2, 2, 999, 999, d, torch.bfloat16, seed=3)
                 ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), causal=causal)
                 nm = f"sm90_d{d}_bf16" + ("_causal" if causal else "") + "_" + tag
-                check(f"{tag} S999 d{d} c={int(causal)}", kernel("sm90", nm), q, kk, v, ro, rl)
+                check(f"{tag} S999 d{d} c={int(causal)}", kernel("sm90" + CS, nm), q, kk, v, ro, rl)
     # flex patterns through the wgmma kernel
     from torch.nn.attention.flex_attention import create_block_mask
     B, S = 2, 2000
@@ -70,14 +78,14 @@ def phase_correct():
             if pname == "softcap":
                 tol = 1.5e-2 if dt == torch.bfloat16 else 5e-3
             ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(d), mask=rmask, score_fn=rsfn)
-            check(f"flex {pname} S{S} Hq{hq} Hkv{hkv} {suf}", kernel(cub, f"flexattn_{cub}_{suf}"), q, kk, v, ro, rl,
+            check(f"flex {pname} S{S} Hq{hq} Hkv{hkv} {suf}", kernel(cub + CS, f"flexattn_{cub}_{suf}"), q, kk, v, ro, rl,
                   bm=bm, mod=mod, tol=tol)
     for pname, sq, skv in (("doc", 700, 1500), ("swa1024", 1500, 700), ("alibi", 333, 1999)):
         cub, mm, rmask, sfn, rsfn, bdep = pats[pname]
         bm = create_block_mask(mm, B if bdep else None, None, sq, skv, device="cuda")
         q, kk, v = make_qkv(B, 8, 2, sq, skv, 128, torch.bfloat16, seed=sq)
         ro, rl = ref_attention(q, kk, v, 0.07, mask=rmask, score_fn=rsfn)
-        check(f"flex {pname} Sq{sq} Skv{skv} scale0.07 gqa4 sm90", kernel(cub, f"flexattn_{cub}_d128_bf16_sm90"),
+        check(f"flex {pname} Sq{sq} Skv{skv} scale0.07 gqa4 sm90", kernel(cub + CS, f"flexattn_{cub}_d128_bf16_sm90"),
               q, kk, v, ro, rl, bm=bm, mod=mod, scale=0.07)
 
 
@@ -129,7 +137,7 @@ def phase_flex(reps):
     row = dict(pattern="dense-causal")
     for rep in range(reps):
         prod = [("prod", ("prod", "flexattn_fwd_sm90_d128_bf16_causal"))] if os.path.exists(os.path.join(R.BUILD, "prod.cubin")) else []
-        for key, (cub, nm) in [("mma", ("dense", "flexattn_fwd_d128_bf16_causal"))] + [(k2, (c2, "sm90_d128_bf16_causal")) for k2, c2 in with_old("sm90", "sm90")] + prod:
+        for key, (cub, nm) in rotate([("mma", ("dense", "flexattn_fwd_d128_bf16_causal"))] + [(k2, (c2, "sm90_d128_bf16_causal")) for k2, c2 in with_old("sm90", "sm90")] + prod, rep):
             kn = kernel(cub, nm)
             ms = bench(lambda: launch(kn, q, kk, v, o, None))
             row.setdefault(key, []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
@@ -147,7 +155,7 @@ def phase_flex(reps):
         pairs /= B
         row = dict(pattern=pname, density=round(pairs / S / S, 4))
         for rep in range(reps):
-            for key, c2, suf in [("mma", cub, "d128_bf16")] + [(k2, c2, "d128_bf16_sm90") for k2, c2 in with_old("sm90", cub)]:
+            for key, c2, suf in rotate([("mma", cub, "d128_bf16")] + [(k2, c2, "d128_bf16_sm90") for k2, c2 in with_old("sm90", cub)], rep):
                 kn = kernel(c2, f"flexattn_{cub}_{suf}")
                 ms = bench(lambda: launch(kn, q, kk, v, o, None, bm=bm, mod=mod))
                 row.setdefault(key, []).append(round(tflops(B, H, D, pairs, ms), 1))
@@ -178,9 +186,11 @@ def main():
     ap.add_argument("--phases", default="correct,dense,flex")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-alts", action="store_true", help="skip the alternative sm90 tile shapes")
+    ap.add_argument("--correct-suffix", default="", help="check build/<cubin><suffix>.cubin in the correctness phase")
     a = ap.parse_args()
-    global ALTS
+    global ALTS, CS
     ALTS = not a.no_alts
+    CS = a.correct_suffix
     torch.zeros(1, device="cuda")
     RES["info"]["device"] = torch.cuda.get_device_name()
     log("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
