@@ -215,6 +215,13 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
     });
   }
   const { cfg } = entry;
+  const grid: [number, number, number] = [Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
+  // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
+  if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
+    out.dispose();
+    lse?.dispose();
+    throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
+  }
   const q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
   const temps = [q, k, v].filter((t, i) => t !== [a.q, a.k, a.v][i]);
   let mod: Uint8Array = new Uint8Array(0);
@@ -242,11 +249,6 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
     bmIdxStrideH: bmDims.H === 1 ? 0 : bmDims.QB * bmDims.KVB, bmIdxStrideQb: bmDims.KVB,
     mod,
   });
-  const grid: [number, number, number] = [Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
-  // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
-  if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
-    throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
-  }
   entry.handle.launch(grid, [cfg.threads, 1, 1], cfg.smemBytes, params);
   // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
   for (const t of temps) t.dispose();

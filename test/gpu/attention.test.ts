@@ -185,6 +185,10 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     const q = Tensor.randn([1, 2, 256, 64], 'bf16', gpu);
     const bm = await createBlockMask(causal(), 1, 1, 256, 256, { blockSize: 32, device: 'cuda:0' });
     await expect(flexAttention(q, q, q, { blockMask: bm })).rejects.toThrow(ShapeError);
+    // more heads than a CUDA grid dimension holds (65535): typed error naming q
+    const wide = Tensor.randn([1, 65536, 1, 64], 'bf16', gpu);
+    await expect(scaledDotProductAttention(wide, wide, wide)).rejects.toThrow(/q.*65535 heads/);
+    wide.dispose();
     // the process keeps working
     const ok = await flexAttention(q, q, q, { blockMask: await createBlockMask(causal(), 1, 1, 256, 256) });
     expect((await ok.out.toFloat32()).some(Number.isNaN)).toBe(false);
