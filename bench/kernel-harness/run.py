@@ -259,6 +259,13 @@ def phase_correct():
                 check(f"alt{alt} S999 d{d} c={int(causal)}", kernel("dense", name), q, kk, v, ro, rl)
 
 
+def unmasked_pairs(rmask, B, S):
+    """Mean over the batch of the (q, kv) pairs the reference mask keeps (TFLOPs are counted on these)."""
+    qi = torch.arange(S, device="cuda").view(1, 1, S, 1)
+    ki = torch.arange(S, device="cuda").view(1, 1, 1, S)
+    return sum(rmask(b, qi, ki).sum().item() for b in range(B)) / B
+
+
 def flex_patterns(S, B, doc_seed=0):
     """name -> (cubin, mask_mod for create_block_mask, ref mask(b,qi,ki), score_fn torch, ref score fn, B-dependent)"""
     from torch.nn.attention.flex_attention import create_block_mask  # noqa
@@ -419,13 +426,7 @@ def phase_flex(with_torch, budget_end):
         if pname == "holes":
             continue
         bm = create_block_mask(mm, B if bdep else None, None, S, S, device="cuda")
-        # unmasked pairs
-        pairs = 0
-        for b in range(B):
-            qi = torch.arange(S, device="cuda").view(1, 1, S, 1)
-            ki = torch.arange(S, device="cuda").view(1, 1, 1, S)
-            pairs += rmask(b, qi, ki).sum().item()
-        pairs /= B
+        pairs = unmasked_pairs(rmask, B, S)
         nblk = bm.kv_num_blocks.sum().item() + (bm.full_kv_num_blocks.sum().item() if bm.full_kv_num_blocks is not None else 0)
         nb_b = bm.kv_num_blocks.shape[0]
         part = bm.kv_num_blocks.sum().item() / nb_b

@@ -147,12 +147,7 @@ def phase_flex(reps):
         if pname == "holes":
             continue
         bm = create_block_mask(mm, B if bdep else None, None, S, S, device="cuda")
-        pairs = 0
-        for b in range(B):
-            qi = torch.arange(S, device="cuda").view(1, 1, S, 1)
-            ki = torch.arange(S, device="cuda").view(1, 1, 1, S)
-            pairs += rmask(b, qi, ki).sum().item()
-        pairs /= B
+        pairs = R.unmasked_pairs(rmask, B, S)
         row = dict(pattern=pname, density=round(pairs / S / S, 4))
         for rep in range(reps):
             for key, c2, suf in rotate([("mma", cub, "d128_bf16")] + [(k2, c2, "d128_bf16_sm90") for k2, c2 in with_old("sm90", cub)], rep):
