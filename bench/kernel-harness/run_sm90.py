@@ -10,6 +10,7 @@ from run import kernel, make_qkv, ref_attention, check, launch, bench, tflops, p
 
 RES = R.RESULTS
 ALTS = True
+ONLY_ALTS = None   # --alts a,b: time only these alternative shapes
 CS = ""   # cubin suffix for the correctness phase (--correct-suffix _new checks an A/B twin)
 
 
@@ -57,7 +58,7 @@ def phase_correct():
             ro, rl = ref_attention(q, kk, v, sc, causal=causal)
             check(f"scale={sc} gqa2 Sq600 Skv900 d128 c={int(causal)}",
                   kernel("sm90" + CS, "sm90_d128_bf16" + ("_causal" if causal else "")), q, kk, v, ro, rl, scale=sc)
-    for d, tags in ((128, ("w1n64s3", "w2n64s2", "w2n128s2")), (64, ("w2n128s2", "w2n64s3"))):
+    for d, tags in ((128, ("w1n64s3", "w2n64s2", "w2n128s2", "w1n64s2")), (64, ("w2n128s2", "w2n64s3"))):
         for tag in tags:
             for causal in (False, True):
                 q, kk, v = make_qkv(2, 2, 2, 999, 999, d, torch.bfloat16, seed=3)
@@ -91,7 +92,7 @@ def phase_correct():
 
 def phase_dense(reps):
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    for S, B, causals in ((4096, 4, (False, True)), (512, 32, (True,)), (1024, 16, (True,))):
+    for S, B, causals in ((4096, 4, (False, True)), (512, 32, (False, True)), (1024, 16, (True,)), (16384, 1, (False, True))):
         phase_dense_shape(reps, S, B, causals)
 
 
@@ -102,7 +103,8 @@ def phase_dense_shape(reps, S, B, causals):
     for d in (64, 128):
         q, kk, v = make_qkv(B, H, H, S, S, d, torch.bfloat16, seed=3)
         o, _ = poisoned(q)
-        alts = (("w1n64s3", "w2n64s2", "w2n128s2") if d == 128 else ("w2n128s2", "w2n64s3")) if ALTS else ()
+        alts = (("w1n64s3", "w2n64s2", "w2n128s2", "w1n64s2") if d == 128 else ("w2n128s2", "w2n64s3", "w1n128s2v3")) if ALTS else ()
+        alts = tuple(a for a in alts if ONLY_ALTS is None or a in ONLY_ALTS)
         for causal in causals:
             pairs = S * (S + 1) // 2 if causal else S * S
             c = "_causal" if causal else ""
@@ -113,7 +115,7 @@ def phase_dense_shape(reps, S, B, causals):
             for a in alts:
                 names["sm90_" + a] = ("sm90", f"sm90_d{d}_bf16{c}_{a}")
             for rep in range(reps):
-                for key, (cub, nm) in names.items():
+                for key, (cub, nm) in rotate(list(names.items()), rep):
                     kn = kernel(cub, nm)
                     ms = bench(lambda: launch(kn, q, kk, v, o, None))
                     row.setdefault(key, []).append(round(tflops(B, H, d, pairs, ms), 1))
@@ -137,7 +139,8 @@ def phase_flex(reps):
     row = dict(pattern="dense-causal")
     for rep in range(reps):
         prod = [("prod", ("prod", "flexattn_fwd_sm90_d128_bf16_causal"))] if os.path.exists(os.path.join(R.BUILD, "prod.cubin")) else []
-        for key, (cub, nm) in rotate([("mma", ("dense", "flexattn_fwd_d128_bf16_causal"))] + [(k2, (c2, "sm90_d128_bf16_causal")) for k2, c2 in with_old("sm90", "sm90")] + prod, rep):
+        alts = [("sm90_" + a, ("sm90", "sm90_d128_bf16_causal_" + a)) for a in ("w1n64s2",) if ALTS and (ONLY_ALTS is None or a in ONLY_ALTS)]
+        for key, (cub, nm) in rotate([("mma", ("dense", "flexattn_fwd_d128_bf16_causal"))] + [(k2, (c2, "sm90_d128_bf16_causal")) for k2, c2 in with_old("sm90", "sm90")] + prod + alts, rep):
             kn = kernel(cub, nm)
             ms = bench(lambda: launch(kn, q, kk, v, o, None))
             row.setdefault(key, []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
@@ -181,10 +184,12 @@ def main():
     ap.add_argument("--phases", default="correct,dense,flex")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-alts", action="store_true", help="skip the alternative sm90 tile shapes")
+    ap.add_argument("--alts", default=None, help="comma list: time only these alternative shapes")
     ap.add_argument("--correct-suffix", default="", help="check build/<cubin><suffix>.cubin in the correctness phase")
     a = ap.parse_args()
-    global ALTS, CS
+    global ALTS, CS, ONLY_ALTS
     ALTS = not a.no_alts
+    ONLY_ALTS = a.alts.split(",") if a.alts else None
     CS = a.correct_suffix
     torch.zeros(1, device="cuda")
     RES["info"]["device"] = torch.cuda.get_device_name()

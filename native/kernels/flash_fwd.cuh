@@ -219,7 +219,8 @@ struct TileRef {
 struct WorkTile {
   int m_block, h, b;
 };
-__device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_bytes, bool grouped) {  // row: D elements
+__device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_bytes, bool grouped,  // row: D elements
+                                              int ctas_per_sm = FLEXATTN_WAVE_CTAS_PER_SM) {
   // 32-bit index math (the host keeps a grid below 2^31 CTAs); the group size
   // is a heuristic, so float is exact enough for it.
   const unsigned nM = gridDim.x, BH = gridDim.y * gridDim.z;
@@ -228,7 +229,7 @@ __device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_b
   if (grouped) {
     unsigned nsm;
     asm("mov.u32 %0, %%nsmid;" : "=r"(nsm));
-    const unsigned wave = FLEXATTN_WAVE_CTAS_PER_SM > 0 ? FLEXATTN_WAVE_CTAS_PER_SM * nsm / nM : BH;
+    const unsigned wave = ctas_per_sm > 0 ? (unsigned)ctas_per_sm * nsm / nM : BH;
     // K + V bytes per query head (the heads of a GQA group share one K/V head).
     const float kv_head = 2.f * (float)p.Skv * (float)row_bytes / (float)(p.gqa_group > 0 ? p.gqa_group : 1);
     const float fit = (float)FLEXATTN_L2_BUDGET_MB * 1048576.f / fmaxf(kv_head, 1.f);

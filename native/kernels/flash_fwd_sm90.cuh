@@ -11,13 +11,15 @@
 // m64nN tile costs N/2 registers per thread), which is what lifts the
 // mma.sync kernel's register ceiling (16 rows x D per warp). Q, K and V sit in
 // 128-byte-swizzled panels (tiles_sm90.cuh) filled by cp.async from every
-// thread; the K/V ring is ST stages deep. A CTA is NWG warpgroups stacked on
+// thread; the K/V ring is ST stages deep (or, SPLIT_V, a K ring and one V slot
+// filled while Q·Kᵀ and the softmax run). A CTA is NWG warpgroups stacked on
 // the query axis sharing each K/V tile.
 //
 // Instantiation: FLEXATTN_FWD_SM90_KERNEL(name, HEAD_DIM, DTYPE, MODE) with the
-// default shape for the head dim, or FLEXATTN_FWD_SM90_KERNEL_SHAPE(name, D,
-// DTYPE, MODE, NWG, BN, STAGES). Same <name>_cfg[8] and launch contract as
-// flash_fwd.cuh (grid ceil(Sq/BLOCK_M) x Hq x B). Head dims 64 and 128.
+// default shape for the head dim, or FLEXATTN_FWD_SM90_KERNEL_SHAPE(name,
+// D, DTYPE, MODE, NWG, BN, STAGES[, SPLIT_V[, MINB]]). Same <name>_cfg[8] and
+// launch contract as flash_fwd.cuh (grid ceil(Sq/BLOCK_M) x Hq x B). Head dims
+// 64 and 128.
 #pragma once
 
 #include "flash_fwd.cuh"
@@ -35,7 +37,7 @@ template <class T> struct WgOps;
 template <> struct WgOps<bf16> { typedef ::flexattn::wgmma::ops_bf16 type; };
 template <> struct WgOps<f16> { typedef ::flexattn::wgmma::ops_f16 type; };
 
-template <int D, int NWG, int BN, int STAGES>
+template <int D, int NWG, int BN, int STAGES, bool SPLIT_V = false, int MINB = 0>
 struct FwdConfigSm90 {
   static constexpr int kHeadDim = D;
   static constexpr int kWarpgroups = NWG;
@@ -44,6 +46,14 @@ struct FwdConfigSm90 {
   static constexpr int kWarps = 4 * NWG;
   static constexpr int kThreads = 128 * NWG;
   static constexpr int kStages = STAGES;
+  // SPLIT_V: K keeps the STAGES-deep ring, V a single slot loaded at the top of
+  // each tile (it lands while Q·Kᵀ and the softmax run), so a d128 CTA fits
+  // 65 KB of shared memory and three CTAs share an SM.
+  static constexpr bool kSplitV = SPLIT_V;
+  static constexpr int kVStages = SPLIT_V ? 1 : STAGES;
+  // __launch_bounds__ minimum CTAs per SM; 0 = no hint (ptxas then allocates as
+  // before: an explicit 1 measured 164 -> 194 registers and -12 % at d64).
+  static constexpr int kMinBlocks = MINB;
   static constexpr int kMT = 1;           // m16 tiles per warp (score_tile's view)
   static constexpr int kNT = BN / 8;      // n8 tiles of S per warp
   static constexpr int kDT = D / 8;       // n8 tiles of O per warp
@@ -54,16 +64,21 @@ struct FwdConfigSm90 {
   static constexpr int kSmemQ = QTile::kBytes;
   static constexpr int kSmemKV = KVTile::kBytes;
   // + 1024: the kernel aligns its base up to a swizzle-atom boundary.
-  static constexpr int kSmemBytes = kSmemQ + 2 * STAGES * kSmemKV + 1024;
+  static constexpr int kSmemBytes = kSmemQ + (STAGES + kVStages) * kSmemKV + 1024;
   static_assert(D == 64 || D == 128, "wgmma path: head dim 64 or 128");
   static_assert(BN == 64 || BN == 128, "wgmma path: BLOCK_N 64 or 128");
   static_assert(STAGES >= 2, "pipeline needs >= 2 stages");
 };
 
-// Defaults (H100 SXM, bench/results/kernel-notes.md run 7).
+// Defaults (H100 SXM, bench/results/kernel-notes.md runs 7 and 10): one
+// warpgroup (64 query rows) per CTA. At d128 V keeps one slot so that a CTA
+// needs 65 KB of shared memory and three CTAs share an SM (168 registers):
+// more warps to hide the short kv loops of windows and documents (+7-12 % on
+// the flex patterns, +5-12 % dense non-causal and S <= 1024 causal, long causal
+// unchanged). d64 keeps two CTAs with a K/V ring (three measured slower there).
 template <int D> struct FwdConfigSm90For;
 template <> struct FwdConfigSm90For<64> { typedef FwdConfigSm90<64, 1, 128, 2> type; };
-template <> struct FwdConfigSm90For<128> { typedef FwdConfigSm90<128, 1, 64, 2> type; };
+template <> struct FwdConfigSm90For<128> { typedef FwdConfigSm90<128, 1, 64, 2, /*SPLIT_V=*/true, /*MINB=*/3> type; };
 
 template <int N, class Ops>
 __device__ __forceinline__ void mma_ss(float (&d)[N / 2], u64 da, u64 db, int scale_d) {
@@ -112,8 +127,9 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wg = warp >> 2;                                // warpgroup: 64 query rows
-  const ::flexattn::flash::WorkTile w = ::flexattn::flash::work_tile(p, Cfg::kHeadDim * (int)sizeof(T),
-                                                                        MODE != ::flexattn::flash::kDense);
+  const ::flexattn::flash::WorkTile w = ::flexattn::flash::work_tile(
+      p, Cfg::kHeadDim * (int)sizeof(T), MODE != ::flexattn::flash::kDense,
+      Cfg::kMinBlocks > FLEXATTN_WAVE_CTAS_PER_SM ? Cfg::kMinBlocks : FLEXATTN_WAVE_CTAS_PER_SM);
   const int m_block = w.m_block, h = w.h, b = w.b;
   const int hk = h / p.gqa_group;
   const int q0 = m_block * BM;
@@ -128,8 +144,10 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   const FlexModArgs args = p.mod;
   const bool premul = FLEX_HAS_SCORE_MOD ? true : !(p.scale_log2 > 0.f);
   const float dom = premul ? 1.f : p.scale_log2;
-  auto load_kv = [&](int slot, int kv0) {
+  auto load_k = [&](int slot, int kv0) {
     KVTile::template load_async<NTH>(sK + slot * Cfg::kSmemKV, gK + (i64)kv0 * ks, ks, Skv - kv0, tid);
+  };
+  auto load_v = [&](int slot, int kv0) {
     KVTile::template load_async<NTH>(sV + slot * Cfg::kSmemKV, gV + (i64)kv0 * vs, vs, Skv - kv0, tid);
   };
 
@@ -142,12 +160,18 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   float row_max[1][2] = {{neg_inf(), neg_inf()}}, row_sum[1][2] = {{0.f, 0.f}}, alpha[1][2];
   float (&oacc)[DT * 4] = reinterpret_cast<float (&)[DT * 4]>(o.c[0]);
 
+  // cp.async groups, oldest first, at the top of tile `it`: K/V(it) ..
+  // K/V(it+ST-2) — with SPLIT_V only the K tiles; V(it) is issued below, once
+  // P·V(it-1) has freed the slot, and waited for just before P·V(it).
   TileRef ring[ST];   // ring[s] = tile (it + s)
 #pragma unroll
   for (int s = 0; s < ST; ++s) ring[s] = sched.tile(s < n_tiles ? s : 0);
 #pragma unroll
   for (int s = 0; s < ST - 1; ++s) {
-    if (s < n_tiles) load_kv(s, ring[s].kv0);
+    if (s < n_tiles) {
+      load_k(s, ring[s].kv0);
+      if constexpr (!Cfg::kSplitV) load_v(s, ring[s].kv0);
+    }
     cp_async_commit();
   }
   // A mask mod that reads captured tensors (document ids, ...) is evaluated
@@ -160,8 +184,15 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   for (int it = 0; it < n_tiles; ++it) {
     cp_async_wait<ST - 2>();
     wg_::fence_proxy_async();   // cp.async data -> wgmma (async proxy)
-    __syncthreads();            // tile `it` visible; slot (it-1)%ST free
-    if (it + ST - 1 < n_tiles) load_kv((it + ST - 1) % ST, ring[ST - 1].kv0);
+    __syncthreads();            // tile `it` visible; slot (it-1)%ST (and the V slot) free
+    if constexpr (Cfg::kSplitV) {
+      load_v(0, ring[0].kv0);
+      cp_async_commit();
+      if (it + ST - 1 < n_tiles) load_k((it + ST - 1) % ST, ring[ST - 1].kv0);
+    } else if (it + ST - 1 < n_tiles) {
+      load_k((it + ST - 1) % ST, ring[ST - 1].kv0);
+      load_v((it + ST - 1) % ST, ring[ST - 1].kv0);
+    }
     cp_async_commit();
     const TileRef cur = ring[0];
 #pragma unroll
@@ -187,8 +218,13 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
     ::flexattn::flash::rescale_rows<1, DT>(o, alpha);
     RtA<1, PK> pa;
     acc_to_A<T>(pa, s);
+    if constexpr (Cfg::kSplitV) {
+      cp_async_wait<1>();         // V(it) landed (K(it+ST-1), issued after it, may be in flight)
+      wg_::fence_proxy_async();
+      __syncthreads();
+    }
     wg_::fence_operands(oacc);
-    issue_pv<Cfg, Ops>(oacc, pa, sV + slot * Cfg::kSmemKV);
+    issue_pv<Cfg, Ops>(oacc, pa, sV + (Cfg::kSplitV ? 0 : slot) * Cfg::kSmemKV);
     wg_::warpgroup_wait<0>();
     wg_::fence_operands(oacc);
   }
@@ -213,7 +249,7 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   extern "C" __constant__ int NAME##_cfg[8] = {                                                  \
       CFG::kThreads, CFG::kSmemBytes, CFG::kBlockM, CFG::kBlockN, CFG::kHeadDim, CFG::kStages,   \
       (int)sizeof(::flexattn::FlashFwdParams), ::flexattn::kFlashFwdModOffset};                  \
-  extern "C" __global__ void __launch_bounds__(CFG::kThreads)                                    \
+  extern "C" __global__ void __launch_bounds__(CFG::kThreads, CFG::kMinBlocks)                \
       NAME(const __grid_constant__ ::flexattn::FlashFwdParams p) {                               \
     FLEXATTN_SM90_BODY(CFG, DTYPE, MODE)                                                         \
   }
@@ -221,8 +257,9 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
 #define FLEXATTN_FWD_SM90_KERNEL(NAME, HEAD_DIM, DTYPE, MODE) \
   FLEXATTN_FWD_SM90_KERNEL_CFG(NAME, ::flexattn::flash_sm90::FwdConfigSm90For<HEAD_DIM>::type, DTYPE, MODE)
 
-#define FLEXATTN_FWD_SM90_KERNEL_SHAPE(NAME, HEAD_DIM, DTYPE, MODE, NWG, BN, STAGES)            \
-  typedef ::flexattn::flash_sm90::FwdConfigSm90<HEAD_DIM, NWG, BN, STAGES> NAME##_config_t;    \
+// ...: NWG, BN, STAGES[, SPLIT_V[, MINB]] (FwdConfigSm90's parameters after D).
+#define FLEXATTN_FWD_SM90_KERNEL_SHAPE(NAME, HEAD_DIM, DTYPE, MODE, ...)                          \
+  typedef ::flexattn::flash_sm90::FwdConfigSm90<HEAD_DIM, __VA_ARGS__> NAME##_config_t;         \
   FLEXATTN_FWD_SM90_KERNEL_CFG(NAME, NAME##_config_t, DTYPE, MODE)
 
 #define FLEXATTN_FWD_SM90_DENSE_VARIANTS(HEAD_DIM, DTYPE)                                         \
