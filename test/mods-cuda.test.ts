@@ -98,7 +98,9 @@ suite('CUDA codegen compiles with nvcc (sm_90a)', () => {
   it('captured-tensor loads stay one per address inside a kernel tile (ALiBi, document mask)', () => {
     // Compiles the real Hopper flex kernel around generated mods and counts global loads in its PTX.
     // Guarded loads (`n <= 0 ? 0 : t[i]`) compiled to one branch + load per score element: 96 / 73 loads
-    // (bench/results/kernel-notes.md run 8); unconditional flex_src loads CSE to 7 / 23.
+    // (bench/results/kernel-notes.md run 8); unconditional flex_src loads CSE to 7 / 23. Since run 11 the
+    // document kernel has two mask paths (partial blocks inside the bounds, and edge blocks with clamped
+    // indices), each loading its 2 row ids and 16 column ids once: 41 (the guarded emission: > 140).
     const slopes = hostTensor(new Float32Array(16), [16], 'f32');
     const ids = hostTensor(new Int32Array(2 * 64), [2, 64], 'i32');
     const kernels = join(process.cwd(), 'native', 'kernels');
@@ -112,7 +114,7 @@ suite('CUDA codegen compiles with nvcc (sm_90a)', () => {
       } finally { rmSync(dir, { recursive: true, force: true }); }
     };
     expect(loads(generateCuda(alibi(slopes), causal()))).toBeLessThanOrEqual(12);
-    expect(loads(generateCuda(undefined, documentMask(ids)))).toBeLessThanOrEqual(30);
+    expect(loads(generateCuda(undefined, documentMask(ids)))).toBeLessThanOrEqual(48);
   }, 120_000);
 
   it('a compile failure carries the source and the compiler log', () => {

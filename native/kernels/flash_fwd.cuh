@@ -449,7 +449,9 @@ __device__ __forceinline__ void for_each_elem(F&& f) {
       for (int i = 0; i < 4; ++i) f(m, n, i, (m * Cfg::kNT + n) * 4 + i);
 }
 
-template <class Cfg>
+// kInterior: the caller checked bits == kMaskMod (a partial block inside both
+// bounds), so only the mask mod is evaluated, on unclamped indices.
+template <class Cfg, bool kInterior = false>
 __device__ __forceinline__ void mask_bits(KeepBits<Cfg>& keep, const FlashFwdParams& p, const FlexModArgs& args,
                                           int b, int h, int row0, int kv0, int bits, int lane) {
   const int g = lane >> 2, t = lane & 3;
@@ -457,7 +459,17 @@ __device__ __forceinline__ void mask_bits(KeepBits<Cfg>& keep, const FlashFwdPar
   for (int j = 0; j < KeepBits<Cfg>::kWords; ++j) keep.w[j] = 0;
   for_each_elem<Cfg>([&](int m, int n, int i, int e) {
     const int q = elem_q(row0, m, g, i), kv = elem_kv(kv0, n, t, i);
-    keep.w[e >> 5] |= (u32)keep_element(p, args, b, h, q, kv, imin(q, p.Sq - 1), imin(kv, p.Skv - 1), bits) << (e & 31);
+    bool k;
+    if constexpr (kInterior) {
+#if FLEX_HAS_MASK_MOD
+      k = flex_mask_mod(b, h, q, kv, args);
+#else
+      k = true;
+#endif
+    } else {
+      k = keep_element(p, args, b, h, q, kv, imin(q, p.Sq - 1), imin(kv, p.Skv - 1), bits);
+    }
+    keep.w[e >> 5] |= (u32)k << (e & 31);
   });
 }
 
@@ -471,6 +483,26 @@ __device__ __forceinline__ void score_tile_keep(RtAcc<Cfg::kMT, Cfg::kNT>& s, co
     const int qc = imin(elem_q(row0, m, g, i), p.Sq - 1), kvc = imin(elem_kv(kv0, n, t, i), p.Skv - 1);
     const float x = masked_score(s.c[m][n][i], p, args, b, h, qc, kvc, premul);
     s.c[m][n][i] = keep.get(e) ? x : neg_inf();
+  });
+}
+
+// score_tile for a partial block inside both bounds (bits == kMaskMod, the
+// common masked tile of a block-sparse launch): the indices need no clamp and
+// no bounds or diagonal test, so each element costs its mask mod and a select.
+template <class Cfg>
+__device__ __forceinline__ void score_tile_mask_only(RtAcc<Cfg::kMT, Cfg::kNT>& s, const FlashFwdParams& p,
+                                                     const FlexModArgs& args, int b, int h, int row0, int kv0,
+                                                     bool premul, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  for_each_elem<Cfg>([&](int m, int n, int i, int) {
+    const int q = elem_q(row0, m, g, i), kv = elem_kv(kv0, n, t, i);
+#if FLEX_HAS_MASK_MOD
+    const bool keep = flex_mask_mod(b, h, q, kv, args);
+#else
+    const bool keep = true;
+#endif
+    const float x = masked_score(s.c[m][n][i], p, args, b, h, q, kv, premul);
+    s.c[m][n][i] = keep ? x : neg_inf();
   });
 }
 
