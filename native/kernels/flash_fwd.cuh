@@ -204,7 +204,8 @@ struct TileRef {
 // so that the heaviest query blocks (the last ones under a causal or document
 // mask) of a few heads start together instead of once per head, which keeps
 // the longest CTAs out of the final wave. A group is as many heads as one wave
-// of CTAs (2 per SM) covers whole, and at most FLEXATTN_L2_BUDGET_MB of K/V:
+// of CTAs (ctas_per_sm: 2, or the kernel's occupancy when higher) covers
+// whole, and at most FLEXATTN_L2_BUDGET_MB of K/V:
 // the CTAs running at once then share K/V tiles in L2 as in the plain order.
 // (32 MB groups measured 4-12 % faster on S=8192 but 50 % slower on S=512
 // causal, where 256 heads x 8 query blocks no longer shared anything in L2:
@@ -304,6 +305,9 @@ struct KvSchedule<kBlockSparse, BM, BN> {
                          (long long)qb * p.bm_idx_stride_qb;
     kvb = p.bm_kv_block;
     tpb = kvb / BN;
+    // tiles per block is a power of two in practice (128 / 64): a shift then
+    // replaces the integer division in tile(), once per kv tile.
+    tpb_shift = (tpb & (tpb - 1)) == 0 ? __ffs(tpb) - 1 : -1;
     skv = p.Skv;
     const int nfull = p.full_kv_num_blocks ? ldg_i32(p.full_kv_num_blocks + nb) : 0;
     const int npart = p.kv_num_blocks ? ldg_i32(p.kv_num_blocks + nb) : 0;
@@ -323,8 +327,9 @@ struct KvSchedule<kBlockSparse, BM, BN> {
     }
     const bool full = i < n_full_tiles;
     const int j = full ? i : i - n_full_tiles;
-    const int blk = ldg_i32((full ? full_idx : part_idx) + j / tpb);
-    t.kv0 = blk * kvb + (j % tpb) * BN;
+    const int jb = tpb_shift >= 0 ? j >> tpb_shift : j / tpb;
+    const int blk = ldg_i32((full ? full_idx : part_idx) + jb);
+    t.kv0 = blk * kvb + (j - jb * tpb) * BN;
     t.bits = extra | (t.kv0 + BN > skv ? kMaskBounds : 0) |
              (!full && FLEX_HAS_MASK_MOD ? kMaskMod : 0);
     return t;

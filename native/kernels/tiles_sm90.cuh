@@ -41,18 +41,31 @@ struct Sw128Tile {
   }
 
   // All NTHREADS threads copy rows [0, ROWS) of g (row stride `stride`
-  // elements); rows >= valid_rows are zero-filled.
+  // elements); rows >= valid_rows are zero-filled. A whole tile in bounds (the
+  // common case: every tile but a sequence's last) takes unpredicated copies:
+  // per row one 64-bit add and the copy, instead of a bounds test and two
+  // pointer selects as well (kernel-notes run 12).
   template <int NTHREADS>
   static __device__ __forceinline__ void load_async(u32 base, const u16* g, i64 stride, int valid_rows, int tid) {
     static_assert(NTHREADS % kChunks == 0 && ROWS % (NTHREADS / kChunks) == 0, "even split");
     constexpr int kStep = NTHREADS / kChunks;
     const int ch = tid % kChunks, r0 = tid / kChunks;
     const u16* src = g + (i64)r0 * stride + ch * 8;
+    const u32 dst = base + offset(r0, ch);   // kStep % 8 == 0: row i's offset is dst + i * kStep * 128
+    static_assert(kStep % 8 == 0, "rows of one thread share a swizzle phase");
+    if (valid_rows >= ROWS) {
+#pragma unroll
+      for (int i = 0; i < ROWS / kStep; ++i) {
+        cp_async16(dst + i * kStep * 128, src);
+        src += kStep * stride;
+      }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < ROWS / kStep; ++i) {
       const int r = r0 + i * kStep;
       const bool ok = r < valid_rows;
-      cp_async16(base + offset(r, ch), ok ? src : g, ok);
+      cp_async16(dst + i * kStep * 128, ok ? src : g, ok);
       src += kStep * stride;
     }
   }
