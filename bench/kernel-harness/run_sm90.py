@@ -24,7 +24,7 @@ def rotate(xs, k):
 def with_old(key, cub):
     """[(key, cubin)] plus A/B twins build/<cub>{_old,_new}.cubin when built (SUFFIX=... ./build.sh)."""
     out = [(key, cub)]
-    for suf in ("_old", "_new", "_pin"):
+    for suf in ("_old", "_new"):
         if os.path.exists(os.path.join(R.BUILD, cub + suf + ".cubin")):
             out.append((key + suf, cub + suf))
     return out
