@@ -64,10 +64,12 @@ async function sdpaCase(d: Dims, dtype: DType, opts: SdpaOptions, layout: 'bhsd'
 }
 
 async function flexCase(d: Dims, dtype: DType, mask: MaskMod | undefined, sm: ScoreMod | undefined,
-  extra: FlexAttentionOptions = {}, tol = 1e-2) {
+  extra: FlexAttentionOptions = {}, tol = 1e-2, blockSize?: number | [number, number]) {
   const { q, k, v } = inputs(d, dtype);
   const params = extra.params ?? {};
-  const bm = mask ? await createBlockMask(mask, d.B, d.Hq, d.Sq, d.Skv, { device: 'cuda:0', params }) : undefined;
+  const bm = mask
+    ? await createBlockMask(mask, d.B, d.Hq, d.Sq, d.Skv, { device: 'cuda:0', params, ...(blockSize ? { blockSize } : {}) })
+    : undefined;
   const o: FlexAttentionOptions = { ...extra, enableGQA: true, returnLse: true, ...(bm ? { blockMask: bm } : {}), ...(sm ? { scoreMod: sm } : {}) };
   poison(d.B * d.Hq * d.Sq * d.D, dtype);
   const g = await flexAttention(q, k, v, o);
@@ -158,6 +160,18 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     const s = scoreMod(({ score, h }) => score.mul(param('t')).add(h.toFloat().mul(0.25)));
     await flexCase(d, 'bf16', m, s, { params: { w: 50, t: 0.5 } });
     await flexCase(d, 'bf16', m, s, { params: { w: 400, t: 2 } });
+  });
+  it('block sizes 64 and 128x192 (one and three kv tiles per block) at D=128', async () => {
+    // The kernel walks a block's 64-wide kv tiles: a shift for a power-of-two count, a division otherwise.
+    const r = mulberry32(11);
+    const ids = new Int32Array(2 * 1000);
+    for (let b = 0; b < 2; b++) { let doc = 0; for (let s = 0; s < 1000; s++) { if (r() < 0.005) doc++; ids[b * 1000 + s] = doc; } }
+    const docs = documentMask(Tensor.fromHost(ids, [2, 1000], 'i32', gpu));
+    for (const bs of [64, [128, 192]] as (number | [number, number])[]) {
+      await flexCase({ ...d, D: 128 }, 'bf16', slidingWindow(300), undefined, {}, 1e-2, bs);
+      await flexCase({ ...d, D: 128 }, 'bf16', docs, undefined, {}, 1e-2, bs);
+      await flexCase({ ...d, D: 128 }, 'bf16', causal(), softcap(20), {}, 1e-2, bs);
+    }
   });
   it('kernelOptions pick other tile shapes', async () => {
     await flexCase(d, 'bf16', causal(), softcap(10), { kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } });
