@@ -161,13 +161,13 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     await flexCase(d, 'bf16', m, s, { params: { w: 50, t: 0.5 } });
     await flexCase(d, 'bf16', m, s, { params: { w: 400, t: 2 } });
   });
-  it('block sizes 64 and 128x192 (one and three kv tiles per block) at D=128', async () => {
-    // The kernel walks a block's 64-wide kv tiles: a shift for a power-of-two count, a division otherwise.
+  it('block sizes 64 and 128x256 (one and four kv tiles per block) at D=128', async () => {
+    // The kernel walks a block's 64-wide kv tiles (block sizes are powers of two: a shift splits the index).
     const r = mulberry32(11);
     const ids = new Int32Array(2 * 1000);
     for (let b = 0; b < 2; b++) { let doc = 0; for (let s = 0; s < 1000; s++) { if (r() < 0.005) doc++; ids[b * 1000 + s] = doc; } }
     const docs = documentMask(Tensor.fromHost(ids, [2, 1000], 'i32', gpu));
-    for (const bs of [64, [128, 192]] as (number | [number, number])[]) {
+    for (const bs of [64, [128, 256]] as (number | [number, number])[]) {
       await flexCase({ ...d, D: 128 }, 'bf16', slidingWindow(300), undefined, {}, 1e-2, bs);
       await flexCase({ ...d, D: 128 }, 'bf16', docs, undefined, {}, 1e-2, bs);
       await flexCase({ ...d, D: 128 }, 'bf16', causal(), softcap(20), {}, 1e-2, bs);
