@@ -95,6 +95,12 @@ export function buildCases({ tiny = false } = {}) {
   cases.push(mk({ id: `flex prefix-LM ${prefix}`, group: 'flex', op: 'flex', ...F, pattern: 'prefix', prefix }));
   cases.push(mk({ id: 'flex softcap 30 + causal', group: 'flex', op: 'flex', ...F, pattern: 'softcap', softcap: 30 }));
   cases.push(mk({ id: 'flex ALiBi + causal', group: 'flex', op: 'flex', ...F, pattern: 'alibi' }));
+  // Sliding window and documents again with a 64x64-block BlockMask (the GPU kernels' tile): what the default
+  // 128x128 granularity costs them. Informational rows, outside the 80 % bar.
+  cases.push(mk({ id: `flex sliding window ${win}, 64x64 blocks`, group: 'flex', op: 'flex', ...F, pattern: 'swa', window: win,
+    blockSize: 64 }));
+  cases.push(mk({ id: 'flex document-causal, 64x64 blocks', group: 'flex', op: 'flex', ...F, pattern: 'doc', docSeed: 12345,
+    blockSize: 64, ...(tiny ? { docMin: 20, docSpan: 80 } : {}) }));
   // GQA prefill: Hq=32 Hkv=8 S=4096 D=128 causal, 16k tokens (B=4)
   const G = tiny ? { B: 1, Hq: 4, Hkv: 2, S: 128, D: 64 } : { B: 4, Hq: 32, Hkv: 8, S: 4096, D: 128 };
   cases.push(mk({ id: 'gqa causal (sdpa)', group: 'gqa', op: 'sdpa', ...G, causal: true, pattern: 'causal' }));

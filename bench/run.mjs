@@ -115,7 +115,7 @@ async function runCase(L, c, device, opts) {
   const mk = (H) => L.Tensor.randn([c.B, H, c.S, c.D], 'bf16', { device });
   const q = mk(c.Hq), k = mk(c.Hkv), v = mk(c.Hkv);
   const row = { id: c.id, group: c.group, op: c.op, B: c.B, Hq: c.Hq, Hkv: c.Hkv, S: c.S, D: c.D, pattern: c.pattern ?? null,
-    causal: c.causal ?? null, pairs: c.pairs, density: c.density, flops: c.flops };
+    causal: c.causal ?? null, pairs: c.pairs, density: c.density, flops: c.flops, ...(c.blockSize ? { blockSize: c.blockSize } : {}) };
   let bm;
   try {
     let op;
@@ -124,7 +124,8 @@ async function runCase(L, c, device, opts) {
       op = () => L.scaledDotProductAttention(q, k, v, o);
     } else {
       const t0 = nowMs();
-      bm = await L.createBlockMask(maskFor(L, c, device), c.pattern === 'doc' ? c.B : 1, 1, c.S, c.S, { device });
+      bm = await L.createBlockMask(maskFor(L, c, device), c.pattern === 'doc' ? c.B : 1, 1, c.S, c.S,
+        { device, ...(c.blockSize ? { blockSize: c.blockSize } : {}) });
       await L.synchronize(device);
       row.blockMaskMs = nowMs() - t0;
       row.blockMaskMethod = bm.method;

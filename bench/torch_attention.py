@@ -139,7 +139,8 @@ def main():
 
     def run_flex(c, row, q, k, v):
         mm, sm, bdim = mask_fns(c)
-        bm = create_block_mask(mm, bdim, None, c["S"], c["S"], device=dev) if mm is not None else None
+        bm = (create_block_mask(mm, bdim, None, c["S"], c["S"], device=dev, BLOCK_SIZE=c.get("blockSize", 128))
+              if mm is not None else None)
         gqa = c["Hq"] != c["Hkv"]
         fn = lambda: cflex(q, k, v, score_mod=sm, block_mask=bm, enable_gqa=gqa)
         t = time.time()
