@@ -360,11 +360,16 @@ export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: T
         `${bq}×${bkv}`);
     }
   }
+  // The Hopper kernels walk 64-row query blocks: a mask built by createBlockMask
+  // on the GPU carries the same positions at that granularity (kernelSchedule),
+  // which skips the 64-wide kv tiles of a listed block that these rows never keep.
+  const t90 = SM90_TILE[dims.D];
+  const walk = bm && family === 'sm90' && t90 ? (bm.kernelSchedule(t90.BM, t90.BN, args.params) ?? bm) : bm;
   return launch({
     q, k: args.k, v: args.v, d: dims, scale: args.scale, returnLse: args.returnLse, params: args.params,
     mode: bm ? 'kBlockSparse' : 'kDense', family,
     ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
-    ...(bm ? { blockMask: bm, maskMod: bm.maskMod } : {}),
+    ...(walk ? { blockMask: walk, maskMod: walk.maskMod } : {}),
     ...(shape ? { shape } : {}),
   });
 }

@@ -10,7 +10,8 @@ import { classifyAnalytic } from './analytic.js';
 import { classifyBruteForce, expandClasses } from './cpu.js';
 import { preclassify } from './envelope.js';
 import { classifyGpu, jitLauncher } from './gpu.js';
-import { BlockMask, checkBlockSize, checkLength, checkMaskMod, describe } from './mask.js';
+import { coarsenClasses } from './layout.js';
+import { BlockMask, checkBlockSize, checkLength, checkMaskMod, describe, type BlockMaskMethod } from './mask.js';
 import { analyticPred, argUse, hostMaskFn } from './mods-adapter.js';
 
 /** How {@link createBlockMask} classifies blocks. */
@@ -42,6 +43,10 @@ export interface CreateBlockMaskOptions {
 }
 
 const MAX_BLOCK = 1 << 15;
+/** Block size of the GPU kernels' schedule (their 64-row x 64-wide tile at head dim 128). */
+const SCHEDULE_BLOCK = 64;
+/** Largest 64x64 grid (summed over batch and heads) kept as a schedule: 4M entries, 16 MB per index array. */
+const MAX_SCHEDULE_ENTRIES = 1 << 22;
 
 /**
  * Builds a {@link BlockMask} for `maskMod` over `B × H × qLen × kvLen`
@@ -89,38 +94,62 @@ export async function createBlockMask(
   if (path === 'analytic' && !pred) {
     throw new InvalidArgumentError('options.path', 'a path other than \'analytic\' for a mask without an analytic form', mod.toString());
   }
-  let bm: BlockMask;
-  if (pred) {
-    const grid = classifyAnalytic(pred, qLen, kvLen, bq, bkv);
-    bm = BlockMask.fromClasses(grid, { ...base, method: 'analytic' });
-  } else {
+  const params = options.params ? { params: options.params } : {};
+
+  // Classes [B,H,nQB,nKVB] (or one shared plane) at block size cq x ckv.
+  const classify = async (cq: number, ckv: number): Promise<{ grid: Uint8Array; method: BlockMaskMethod }> => {
+    const nQB = Math.ceil(qLen / cq), nKVB = Math.ceil(kvLen / ckv), nPlane = nQB * nKVB;
+    if (pred) return { grid: classifyAnalytic(pred, qLen, kvLen, cq, ckv), method: 'analytic' };
     const use = argUse(mod);
     const Bn = use.b ? B : 1, Hn = use.h ? H : 1;
     const gpu = path === 'gpu' || (path === 'auto' && index >= 0 && jitLauncher() !== null);
     // Position-only structure of the mask (e.g. the causal part of a document mask)
     // decides many tiles without evaluating it; only the rest is visited.
-    const pre = options.prefilter !== false && qLen < 2 ** 30 && kvLen < 2 ** 30 ? preclassify(mod, qLen, kvLen, bq, bkv) : null;
+    const pre = options.prefilter !== false && qLen < 2 ** 30 && kvLen < 2 ** 30 ? preclassify(mod, qLen, kvLen, cq, ckv) : null;
     const tiles = pre ? pre.undecided : null;
     let cls: Uint8Array;
     if (gpu) {
       const devIndex = index >= 0 ? index : parseDevice('cuda', 'options.device').index;
-      cls = await classifyGpu(mod, options.params, devIndex, Bn, Hn, qLen, kvLen, bq, bkv, tiles);
+      cls = await classifyGpu(mod, options.params, devIndex, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
     } else {
       const fn = await hostMaskFn(mod, options.params);
-      cls = classifyBruteForce(fn, Bn, Hn, qLen, kvLen, bq, bkv, tiles);
+      cls = classifyBruteForce(fn, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
     }
     if (pre && tiles) {
       const L = tiles.length;
-      const full = new Uint8Array(Bn * Hn * plane);
+      const full = new Uint8Array(Bn * Hn * nPlane);
       for (let g = 0; g < Bn * Hn; g++) {
-        const o = g * plane;
+        const o = g * nPlane;
         full.set(pre.grid, o);
         for (let j = 0; j < L; j++) full[o + tiles[j]!] = cls[g * L + j]!;
       }
       cls = full;
     }
-    const grid = Bn * Hn === 1 ? cls : expandClasses(cls, Bn, Hn, B, H, plane);
-    bm = BlockMask.fromClasses(grid, { ...base, method: gpu ? 'gpu' : 'cpu' });
+    return { grid: Bn * Hn === 1 ? cls : expandClasses(cls, Bn, Hn, B, H, nPlane), method: gpu ? 'gpu' : 'cpu' };
+  };
+
+  // On a GPU the mask is classified at the kernels' 64x64 tile and the requested
+  // blocks are derived from that (a block is full iff its 64x64 children are,
+  // empty iff all are): the same masked positions, and the finer lists become
+  // the kernels' schedule, so a 64-row query block skips 64-wide kv tiles its
+  // own rows never keep (bench/results/kernel-notes.md, "64x64 schedule").
+  const F = SCHEDULE_BLOCK;
+  const fineGrid = Math.ceil(qLen / F) * Math.ceil(kvLen / F);
+  const withSchedule = index >= 0 && process.env.FLEXATTN_FINE_SCHEDULE !== '0' && bq % F === 0 && bkv % F === 0 &&
+    (bq > F || bkv > F) && G * fineGrid <= MAX_SCHEDULE_ENTRIES;
+  let bm: BlockMask;
+  if (withSchedule) {
+    const fine = await classify(F, F);
+    const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
+    const fineG = fine.grid.length / (fQB * fKVB);
+    const schedule = BlockMask.fromClasses(fine.grid, {
+      dims: { B, H, QB: fQB, KVB: fKVB }, qLen, kvLen, blockSize: [F, F], maskMod: mod, device, method: fine.method, ...params,
+    });
+    const coarse = coarsenClasses(fine.grid, fineG, fQB, fKVB, bq / F, bkv / F);
+    bm = BlockMask.fromClasses(coarse, { ...base, method: fine.method, schedule, ...params });
+  } else {
+    const { grid, method } = await classify(bq, bkv);
+    bm = BlockMask.fromClasses(grid, { ...base, method, ...params });
   }
   if (index >= 0) bm.materialize();
   return bm;

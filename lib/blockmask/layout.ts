@@ -239,3 +239,34 @@ export function renderClasses(cls: Uint8Array, d: BlockDims, opts: ToStringOptio
   }
   return out.join('\n');
 }
+
+/**
+ * Coarsens a class grid of `G` planes [QB, KVB] (fine blocks) by `rq × rk`
+ * into planes [ceil(QB / rq), ceil(KVB / rk)]: a coarse block is full iff all
+ * its children are, empty iff all are; children past the grid's end count as
+ * empty (positions past the sequence end are masked), so a coarse block at the
+ * end is never full — exactly what classifying at the coarse size gives.
+ */
+export function coarsenClasses(fine: Uint8Array, G: number, QB: number, KVB: number, rq: number, rk: number): Uint8Array {
+  const cQB = Math.ceil(QB / rq), cKVB = Math.ceil(KVB / rk);
+  const out = new Uint8Array(G * cQB * cKVB);
+  for (let g = 0; g < G; g++) {
+    const f0 = g * QB * KVB, c0 = g * cQB * cKVB;
+    for (let i = 0; i < cQB; i++) {
+      for (let j = 0; j < cKVB; j++) {
+        let full = true, empty = true;
+        for (let a = 0; a < rq; a++) {
+          const fi = i * rq + a;
+          for (let c = 0; c < rk; c++) {
+            const fj = j * rk + c;
+            const v = fi < QB && fj < KVB ? fine[f0 + fi * KVB + fj]! : EMPTY;
+            if (v !== FULL) full = false;
+            if (v !== EMPTY) empty = false;
+          }
+        }
+        out[c0 + i * cKVB + j] = full ? FULL : empty ? EMPTY : PARTIAL;
+      }
+    }
+  }
+  return out;
+}

@@ -30,6 +30,14 @@ export interface BlockMaskInit {
   arrays: BlockMaskArrays;
   device: Device;
   method: BlockMaskMethod;
+  /**
+   * A finer mask with the same mask mod that lists exactly the same kept
+   * positions (built from the same classification, see createBlockMask): the
+   * GPU kernels walk it instead when their tile matches its block size.
+   */
+  schedule?: BlockMask;
+  /** The mask mod's param values at creation (a schedule holds only for these). */
+  params?: Readonly<Record<string, number>>;
 }
 
 const ARRAY_KEYS = [
@@ -97,6 +105,8 @@ export class BlockMask {
   readonly host: Readonly<BlockMaskArrays>;
   #tensors = new Map<keyof BlockMaskArrays, Tensor>();
   #classes: Uint8Array | undefined;
+  #schedule: BlockMask | undefined;
+  #params: Readonly<Record<string, number>> | undefined;
 
   /** @internal Use {@link createBlockMask} or {@link BlockMask.fromKvBlocks}. */
   constructor(init: BlockMaskInit) {
@@ -111,6 +121,22 @@ export class BlockMask {
     this.device = init.device;
     this.method = init.method;
     this.host = Object.freeze({ ...init.arrays });
+    this.#schedule = init.schedule;
+    this.#params = init.params && Object.freeze({ ...init.params });
+  }
+
+  /**
+   * @internal The finer schedule for a kernel tile of `bq × bkv`, when this
+   * mask has one of exactly that block size and the call's mask params equal
+   * the creation params (the schedule lists blocks for those values).
+   */
+  kernelSchedule(bq: number, bkv: number, params: Readonly<Record<string, number>>): BlockMask | undefined {
+    const s = this.#schedule;
+    if (!s || s.blockSize[0] !== bq || s.blockSize[1] !== bkv) return undefined;
+    for (const p of this.maskMod?.params ?? []) {
+      if (params[p.name] !== this.#params?.[p.name]) return undefined;
+    }
+    return s;
   }
 
   /** @internal Builds a mask from a dense class grid [B,H,QB,KVB] (0 empty, 1 partial, 2 full). */
@@ -180,6 +206,7 @@ export class BlockMask {
   /** Uploads all eight arrays to the device now (one copy; otherwise done on first access). Returns this. */
   materialize(): this {
     this.#tensor('kvNumBlocks');
+    this.#schedule?.materialize();
     return this;
   }
 
@@ -306,6 +333,7 @@ export class BlockMask {
     const bm = new BlockMask({
       dims: this.dims, qLen: this.qLen, kvLen: this.kvLen, blockSize: this.blockSize, maskMod: this.maskMod,
       arrays: this.host as BlockMaskArrays, device: dev, method: this.method,
+      ...(this.#schedule ? { schedule: this.#schedule.to(dev) } : {}), ...(this.#params ? { params: this.#params } : {}),
     });
     bm.#classes = this.#classes;
     return bm;
@@ -315,6 +343,7 @@ export class BlockMask {
   dispose(): void {
     for (const t of this.#tensors.values()) if (!t.disposed) t.dispose();
     this.#tensors.clear();
+    this.#schedule?.dispose();
   }
 
   [Symbol.dispose](): void { this.dispose(); }

@@ -173,6 +173,38 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
       await flexCase({ ...d, D: 128 }, 'bf16', causal(), softcap(20), {}, 1e-2, bs);
     }
   });
+  it('64x64 kernel schedule: built with the mask, same output as the 128x128 walk, params guard', async () => {
+    const d128 = { ...d, D: 128 };
+    const { q, k, v } = inputs(d128, 'bf16');
+    const r = mulberry32(23);
+    const ids = new Int32Array(d.B * d.Sq);
+    for (let b = 0; b < d.B; b++) { let doc = 0; for (let s = 0; s < d.Sq; s++) { if (r() < 0.006) doc++; ids[b * d.Sq + s] = doc; } }
+    const docs = documentMask(Tensor.fromHost(ids, [d.B, d.Sq], 'i32', gpu));
+    for (const m of [slidingWindow(300), docs, causal()]) {
+      const fine = await createBlockMask(m, d.B, 1, d.Sq, d.Skv, { device: 'cuda:0' });
+      process.env.FLEXATTN_FINE_SCHEDULE = '0';
+      const coarse = await createBlockMask(m, d.B, 1, d.Sq, d.Skv, { device: 'cuda:0' });
+      delete process.env.FLEXATTN_FINE_SCHEDULE;
+      expect(fine.kernelSchedule(64, 64, {})?.blockSize).toEqual([64, 64]);
+      expect(coarse.kernelSchedule(64, 64, {})).toBeUndefined();
+      expect(Array.from(fine.classes())).toEqual(Array.from(coarse.classes()));   // the user's 128x128 view is unchanged
+      poison(d.B * d.Hq * d.Sq * 128, 'bf16');
+      const a = await flexAttention(q, k, v, { blockMask: fine, enableGQA: true, returnLse: true });
+      const c = await flexAttention(q, k, v, { blockMask: coarse, enableGQA: true, returnLse: true });
+      compare(await a.out.toFloat32(), await c.out.toFloat32(), 1e-6);
+      compareLse(await a.lse!.toFloat32(), await c.lse!.toFloat32());
+      for (const t of [a.out, a.lse!, c.out, c.lse!]) t.dispose();
+    }
+    // A call with other mask params than at creation walks the 128x128 lists (checked against the CPU).
+    const w = maskMod(({ q: qq, kv }) => qq.sub(kv).abs().le(param('w', 'int')));
+    const bm = await createBlockMask(w, 1, 1, d.Sq, d.Skv, { device: 'cuda:0', params: { w: 100 } });
+    expect(bm.kernelSchedule(64, 64, { w: 100 })).toBeDefined();
+    expect(bm.kernelSchedule(64, 64, { w: 300 })).toBeUndefined();
+    const g = await flexAttention(q, k, v, { blockMask: bm, params: { w: 300 }, enableGQA: true });
+    const cref = await flexAttention(q, k, v, { blockMask: bm, params: { w: 300 }, enableGQA: true, backend: 'cpu' });
+    compare(await g.out.toFloat32(), await cref.out.toFloat32(), 1e-2);
+    for (const t of [q, k, v, g.out, cref.out]) t.dispose();
+  });
   it('kernelOptions pick other tile shapes', async () => {
     await flexCase(d, 'bf16', causal(), softcap(10), { kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } });
     await flexCase({ ...d, D: 128 }, 'bf16', causal(), undefined, { kernelOptions: { BLOCK_M: 128, BLOCK_N: 32, numStages: 3 } });
