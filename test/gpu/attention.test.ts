@@ -191,7 +191,8 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
       poison(d.B * d.Hq * d.Sq * 128, 'bf16');
       const a = await flexAttention(q, k, v, { blockMask: fine, enableGQA: true, returnLse: true });
       const c = await flexAttention(q, k, v, { blockMask: coarse, enableGQA: true, returnLse: true });
-      compare(await a.out.toFloat32(), await c.out.toFloat32(), 1e-6);
+      // Same kept positions, other tile order (full 64x64 tiles of partial blocks come first): rounding only.
+      compare(await a.out.toFloat32(), await c.out.toFloat32(), 5e-3);
       compareLse(await a.lse!.toFloat32(), await c.lse!.toFloat32());
       for (const t of [a.out, a.lse!, c.out, c.lse!]) t.dispose();
     }
