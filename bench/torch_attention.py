@@ -142,7 +142,11 @@ def main():
         bm = (create_block_mask(mm, bdim, None, c["S"], c["S"], device=dev, BLOCK_SIZE=c.get("blockSize", 128))
               if mm is not None else None)
         gqa = c["Hq"] != c["Hkv"]
-        fn = lambda: cflex(q, k, v, score_mod=sm, block_mask=bm, enable_gqa=gqa)
+        # A BlockMask finer than the kernel's default tile needs a tile that divides it
+        # (Inductor: "Q and KV block size must be divisible by BLOCK_M and BLOCK_N").
+        bs = c.get("blockSize", 128)
+        ko = {"BLOCK_M": bs, "BLOCK_N": bs} if bs < 128 else None
+        fn = lambda: cflex(q, k, v, score_mod=sm, block_mask=bm, enable_gqa=gqa, kernel_options=ko)
         t = time.time()
         fn()
         sync()

@@ -7,12 +7,13 @@
  * @module
  */
 import { DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
-import { itemSize } from './dtype.js';
+import { itemSize, type DType } from './dtype.js';
 import { native } from './native.js';
 import { loadKernel, type KernelEntry } from './jit.js';
 import { Tensor } from './tensor.js';
 import type { QkvDims } from './validate.js';
-import { packFlashParams, type Strides3 } from './flash-params.js';
+import { packFlashParams, type KernelConfig, type Strides3 } from './flash-params.js';
+import { ctaOrder, ctaOrderGroup } from './blockmask/cta-order.js';
 import {
   generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type MaskMod, type ScoreMod,
 } from './mods/index.js';
@@ -247,12 +248,30 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
     bmNumStrideB: bmDims.B === 1 ? 0 : bmDims.H * bmDims.QB, bmNumStrideH: bmDims.H === 1 ? 0 : bmDims.QB,
     bmIdxStrideB: bmDims.B === 1 ? 0 : bmDims.H * bmDims.QB * bmDims.KVB,
     bmIdxStrideH: bmDims.H === 1 ? 0 : bmDims.QB * bmDims.KVB, bmIdxStrideQb: bmDims.KVB,
+    ctaOrder: bm && a.family === 'sm90' && process.env.FLEXATTN_CTA_ORDER !== '0' ? ptr(ctaOrderTensor(bm, d, dtype, cfg, grid[0])) : 0n,
     mod,
   });
   entry.handle.launch(grid, [cfg.threads, 1, 1], cfg.smemBytes, params);
   // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
   for (const t of temps) t.dispose();
   return lse ? { out, lse } : { out };
+}
+
+/**
+ * The Hopper kernels' CTA order for a block-sparse launch (longest query blocks
+ * first within groups of heads; lib/blockmask/cta-order.ts), kept on the mask.
+ * FLEXATTN_CTA_ORDER=0 launches with the kernel's built-in order instead.
+ */
+function ctaOrderTensor(bm: BlockMask, d: QkvDims, dtype: DType, cfg: KernelConfig, nM: number): Tensor {
+  const kvHeadBytes = (2 * d.Skv * d.D * itemSize(dtype)) / (d.Hq / d.Hkv);
+  const G = ctaOrderGroup(kvHeadBytes, d.B * d.Hq);
+  const key = `cta:${d.B}:${d.Hq}:${nM}:${cfg.blockM}:${cfg.blockN}:${G}`;
+  return bm.derivedTensor(key, () => {
+    const order = ctaOrder(
+      { B: bm.B, H: bm.H, QB: bm.numQBlocks, blockSize: bm.blockSize, kvNumBlocks: bm.host.kvNumBlocks, fullKvNumBlocks: bm.host.fullKvNumBlocks },
+      { B: d.B, Hq: d.Hq, blockM: cfg.blockM, blockN: cfg.blockN, nM, kvHeadBytes });
+    return Tensor.fromHost(new Int32Array(order.buffer, order.byteOffset, order.length), [order.length], 'i32', { device: bm.device });
+  });
 }
 
 // ------------------------------------------------------------ entry points

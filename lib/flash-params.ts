@@ -38,6 +38,8 @@ export interface FlashFwdValues {
   bmQBlock: number; bmKvBlock: number;
   bmNumStrideB: number; bmNumStrideH: number;
   bmIdxStrideB: number; bmIdxStrideH: number; bmIdxStrideQb: number;
+  /** Device address of the CTA order (u32 work indices, see work_tile), or 0n for the built-in order. */
+  ctaOrder?: bigint;
   /** Packed `FlexModArgs` bytes (may be empty for precompiled kernels). */
   mod: Uint8Array;
 }
@@ -58,6 +60,7 @@ export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues): Uint8Arra
   dv.setFloat32(196, v.scale * LOG2E, true);
   const bm = [v.bmQBlock, v.bmKvBlock, v.bmNumStrideB, v.bmNumStrideH, v.bmIdxStrideB, v.bmIdxStrideH, v.bmIdxStrideQb, 0];
   bm.forEach((x, i) => dv.setInt32(200 + i * 4, x, true));
+  dv.setBigUint64(232, v.ctaOrder ?? 0n, true);
   if (v.mod.length > cfg.paramBytes - cfg.modOffset) {
     throw new Error(`internal: FlexModArgs is ${v.mod.length} bytes but the kernel reserves ${cfg.paramBytes - cfg.modOffset}`);
   }

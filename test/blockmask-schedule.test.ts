@@ -69,16 +69,17 @@ describe('64x64 kernel schedule', () => {
     }
   });
 
-  it('a mask hands its schedule only to a matching tile and the creation params', () => {
+  it('a mask hands its schedule only to a matching tile and the creation params; built once, on first use', () => {
     const m = maskMod(({ q, kv }) => q.sub(kv).abs().le(param('w', 'int')));
-    const fine = BlockMask.fromClasses(new Uint8Array(4).fill(PARTIAL), {
-      dims: { B: 1, H: 1, QB: 2, KVB: 2 }, qLen: 128, kvLen: 128, blockSize: [64, 64], maskMod: m, device: 'cpu', method: 'cpu',
-    });
+    const grid = Uint8Array.from([FULL, PARTIAL, EMPTY, FULL]);
     const bm = BlockMask.fromClasses(Uint8Array.from([PARTIAL]), {
       dims: { B: 1, H: 1, QB: 1, KVB: 1 }, qLen: 128, kvLen: 128, blockSize: [128, 128], maskMod: m, device: 'cpu', method: 'cpu',
-      schedule: fine, params: { w: 3 },
+      fine: { grid, dims: { B: 1, H: 1, QB: 2, KVB: 2 }, blockSize: [64, 64], method: 'cpu' }, params: { w: 3 },
     });
-    expect(bm.kernelSchedule(64, 64, { w: 3 })).toBe(fine);
+    const s = bm.kernelSchedule(64, 64, { w: 3 });
+    expect(s?.blockSize).toEqual([64, 64]);
+    expect(Array.from(s!.classes())).toEqual(Array.from(grid));
+    expect(bm.kernelSchedule(64, 64, { w: 3 })).toBe(s);            // cached
     expect(bm.kernelSchedule(64, 64, { w: 4 })).toBeUndefined();   // blocks were listed for w = 3
     expect(bm.kernelSchedule(64, 128, { w: 3 })).toBeUndefined();  // another tile
     expect(bm.to('cpu').kernelSchedule(64, 64, { w: 3 })?.blockSize).toEqual([64, 64]);

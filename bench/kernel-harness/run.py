@@ -107,7 +107,7 @@ def pack_mod(doc=None, slopes=None, softcap=30.0, window=1024):
                        doc.stride(0) if doc is not None else 0, softcap, window)
 
 
-def launch(k, q, kk, v, o, lse=None, scale=None, bm=None, mod=b""):
+def launch(k, q, kk, v, o, lse=None, scale=None, bm=None, mod=b"", order=None):
     B, Hq, Sq, D = q.shape
     Hkv, Skv = kk.shape[1], kk.shape[2]
     assert D == k.d
@@ -127,9 +127,9 @@ def launch(k, q, kk, v, o, lse=None, scale=None, bm=None, mod=b""):
     else:
         ptrs += [0, 0, 0, 0]
     st = strides3(q) + strides3(kk) + strides3(v) + strides3(o)
-    pb = struct.pack("<9Q12q6i2f8i", *ptrs, *st, B, Hq, Hkv, Sq, Skv, Hq // Hkv,
-                     scale, scale * 1.4426950408889634, *bmi, 0)
-    assert len(pb) == 232 == k.mod_off
+    pb = struct.pack("<9Q12q6i2f8iQ", *ptrs, *st, B, Hq, Hkv, Sq, Skv, Hq // Hkv,
+                     scale, scale * 1.4426950408889634, *bmi, 0, order.data_ptr() if order is not None else 0)
+    assert len(pb) == 240 == k.mod_off
     pb = pb + mod
     pb = pb + b"\0" * (k.param_size - len(pb))
     assert len(pb) == k.param_size, (len(pb), k.param_size)

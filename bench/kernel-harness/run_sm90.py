@@ -162,6 +162,87 @@ def phase_flex(reps):
         R.save()
 
 
+D_ROW_BYTES = 256   # D=128 bf16
+
+
+def cta_orders(bm, B, H, S, BM, BN):
+    """CTA orders for the 'order' phase as work indices m + nM * (b*H + h) (FlashFwdParams.cta_order).
+    Cost of a CTA (model of cta_order_sim.mjs): 1.5 + full tiles + 1.6 x partial tiles of its row.
+    'plain' = work_tile's order with G heads per group; 'lpt' = longest first within each group."""
+    nM = (S + BM - 1) // BM
+    qblk, kvblk = bm.BLOCK_SIZE
+    num = bm.kv_num_blocks.cpu().long()
+    fnum = bm.full_kv_num_blocks.cpu().long() if bm.full_kv_num_blocks is not None else torch.zeros_like(num)
+    sub = kvblk // BN
+    BH = B * H
+    wave = 3 * 132 // nM                      # d128 sm90: 3 CTAs/SM on 132 SMs
+    kv_head = 2.0 * S * D_ROW_BYTES
+
+    def by_budget(mb):
+        return max(1, min(wave, BH, int(mb * 1048576 / kv_head)))
+
+    def cost(bh, m):
+        b, h = divmod(bh, H)
+        bb, hh, r = min(b, num.shape[0] - 1), min(h, num.shape[1] - 1), m * BM // qblk
+        return 1.5 + sub * (fnum[bb, hh, r].item() + 1.6 * num[bb, hh, r].item())
+
+    costs, out = {}, {}
+    Gs = {"g2": 2, "g8": 8, "g32": 32} if S == 8192 else {"b8": by_budget(8), "b32": by_budget(32), "c32": 32}
+    for gname, G in Gs.items():
+        for lpt in (False, True):
+            order = []
+            for g0 in range(0, BH, G):
+                ent = [(m, bh) for m in range(nM - 1, -1, -1) for bh in range(g0, min(g0 + G, BH))]
+                if lpt:
+                    for e in ent:
+                        if e not in costs:
+                            costs[e] = cost(e[1], e[0])
+                    ent.sort(key=lambda e: -costs[e])  # stable: ties keep m desc, heads inner
+                order += [m + nM * bh for m, bh in ent]
+            out[f"{'lpt' if lpt else 'plain'}_{gname}"] = torch.tensor(order, dtype=torch.int32, device="cuda")
+    return out
+
+
+def phase_order(reps):
+    """A/B of CTA orders (FlashFwdParams.cta_order) on three block-sparse shapes, sm90 d128."""
+    for B, S in ((2, 8192), (32, 512), (8, 2048)):
+        order_shape(reps, B, 16, S, 128)
+
+
+def order_shape(reps, B, H, S, D):
+    from torch.nn.attention.flex_attention import create_block_mask
+    log(f"== CTA order B={B} H={H} S={S} D={D}")
+    pats, doc, slopes = R.flex_patterns(S, B, doc_seed=2)
+    mod = pack_mod(doc=doc, slopes=slopes, softcap=30.0, window=1024)
+    q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
+    o, _ = poisoned(q)
+    for pname in ("doc", "swa1024", "causal"):
+        cub, mm, rmask, sfn, rsfn, bdep = pats[pname]
+        kn = kernel(cub, f"flexattn_{cub}_d128_bf16_sm90")
+        pairs = R.unmasked_pairs(rmask, B, S)
+        for blk in (128, 64):
+            bm = create_block_mask(mm, B if bdep else None, None, S, S, device="cuda", BLOCK_SIZE=blk)
+            orders = {"default": None, **cta_orders(bm, B, H, S, 64, 64)}
+            row = dict(pattern=pname, block=blk, S=S, B=B)
+            launch(kn, q, kk, v, o, None, bm=bm, mod=mod)
+            ref = o.clone()
+            for k2, od in orders.items():   # every order gives the default's output, bit for bit
+                if od is None:
+                    continue
+                o.fill_(float("nan"))
+                launch(kn, q, kk, v, o, None, bm=bm, mod=mod, order=od)
+                torch.cuda.synchronize()
+                if not torch.equal(o, ref):
+                    log("   !! order", k2, "changes the output")
+            for rep in range(reps):
+                for k2 in rotate(list(orders), rep):
+                    ms = bench(lambda: launch(kn, q, kk, v, o, None, bm=bm, mod=mod, order=orders[k2]), iters=40)
+                    row.setdefault(k2, []).append(round(tflops(B, H, D, pairs, ms), 1))
+            RES["flex"].append(row)
+            log("  ", json.dumps(row))
+            R.save()
+
+
 def phase_probe():
     """One launch of each sm90 kernel on the flex shape (run under ncu -k regex:sm90)."""
     from torch.nn.attention.flex_attention import create_block_mask
@@ -196,7 +277,7 @@ def main():
     log("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
     for nm in ("sm90_d128_bf16", "sm90_d64_bf16", "sm90_d128_bf16_w2n128s2"):
         log("  ", kernel("sm90", nm).desc())
-    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps)), ("probe", phase_probe)):
+    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps)), ("probe", phase_probe), ("order", lambda: phase_order(a.reps))):
         if ph in a.phases.split(","):
             t = time.time()
             try:

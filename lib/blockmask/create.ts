@@ -142,11 +142,11 @@ export async function createBlockMask(
     const fine = await classify(F, F);
     const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
     const fineG = fine.grid.length / (fQB * fKVB);
-    const schedule = BlockMask.fromClasses(fine.grid, {
-      dims: { B, H, QB: fQB, KVB: fKVB }, qLen, kvLen, blockSize: [F, F], maskMod: mod, device, method: fine.method, ...params,
-    });
     const coarse = coarsenClasses(fine.grid, fineG, fQB, fKVB, bq / F, bkv / F);
-    bm = BlockMask.fromClasses(coarse, { ...base, method: fine.method, schedule, ...params });
+    bm = BlockMask.fromClasses(coarse, {
+      ...base, method: fine.method, ...params,
+      fine: { grid: fine.grid, dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: fine.method },
+    });
   } else {
     const { grid, method } = await classify(bq, bkv);
     bm = BlockMask.fromClasses(grid, { ...base, method, ...params });

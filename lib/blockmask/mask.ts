@@ -31,13 +31,22 @@ export interface BlockMaskInit {
   device: Device;
   method: BlockMaskMethod;
   /**
-   * A finer mask with the same mask mod that lists exactly the same kept
-   * positions (built from the same classification, see createBlockMask): the
-   * GPU kernels walk it instead when their tile matches its block size.
+   * Classes of the same mask at a finer block size (the classification this
+   * mask's classes were derived from, see createBlockMask). The GPU kernels
+   * walk the mask built from them (kernelSchedule, built on first use) when
+   * their tile matches its block size.
    */
-  schedule?: BlockMask;
-  /** The mask mod's param values at creation (a schedule holds only for these). */
+  fine?: FineClasses;
+  /** The mask mod's param values at creation (the fine classes hold only for these). */
   params?: Readonly<Record<string, number>>;
+}
+
+/** A class grid at a finer block size: one shared plane or `B·H` planes of `[QB, KVB]`. */
+export interface FineClasses {
+  grid: Uint8Array;
+  dims: BlockDims;
+  blockSize: readonly [number, number];
+  method: BlockMaskMethod;
 }
 
 const ARRAY_KEYS = [
@@ -105,8 +114,10 @@ export class BlockMask {
   readonly host: Readonly<BlockMaskArrays>;
   #tensors = new Map<keyof BlockMaskArrays, Tensor>();
   #classes: Uint8Array | undefined;
+  #fine: FineClasses | undefined;
   #schedule: BlockMask | undefined;
   #params: Readonly<Record<string, number>> | undefined;
+  #derived = new Map<string, Tensor>();
 
   /** @internal Use {@link createBlockMask} or {@link BlockMask.fromKvBlocks}. */
   constructor(init: BlockMaskInit) {
@@ -121,7 +132,7 @@ export class BlockMask {
     this.device = init.device;
     this.method = init.method;
     this.host = Object.freeze({ ...init.arrays });
-    this.#schedule = init.schedule;
+    this.#fine = init.fine;
     this.#params = init.params && Object.freeze({ ...init.params });
   }
 
@@ -131,12 +142,29 @@ export class BlockMask {
    * the creation params (the schedule lists blocks for those values).
    */
   kernelSchedule(bq: number, bkv: number, params: Readonly<Record<string, number>>): BlockMask | undefined {
-    const s = this.#schedule;
-    if (!s || s.blockSize[0] !== bq || s.blockSize[1] !== bkv) return undefined;
+    const f = this.#fine;
+    if (!f || f.blockSize[0] !== bq || f.blockSize[1] !== bkv) return undefined;
     for (const p of this.maskMod?.params ?? []) {
       if (params[p.name] !== this.#params?.[p.name]) return undefined;
     }
-    return s;
+    // Built on first use: its arrays are 4x this mask's (kept off createBlockMask's path).
+    this.#schedule ??= BlockMask.fromClasses(f.grid, {
+      dims: f.dims, qLen: this.qLen, kvLen: this.kvLen, blockSize: f.blockSize, maskMod: this.maskMod,
+      device: this.device, method: f.method,
+    });
+    return this.#schedule;
+  }
+
+  /**
+   * @internal A device tensor derived from this mask (e.g. a kernel's CTA
+   * order), made once per `key` and freed with the mask's tensors.
+   */
+  derivedTensor(key: string, make: () => Tensor): Tensor {
+    const t = this.#derived.get(key);
+    if (t && !t.disposed) return t;
+    const n = make();
+    this.#derived.set(key, n);
+    return n;
   }
 
   /** @internal Builds a mask from a dense class grid [B,H,QB,KVB] (0 empty, 1 partial, 2 full). */
@@ -206,7 +234,6 @@ export class BlockMask {
   /** Uploads all eight arrays to the device now (one copy; otherwise done on first access). Returns this. */
   materialize(): this {
     this.#tensor('kvNumBlocks');
-    this.#schedule?.materialize();
     return this;
   }
 
@@ -333,7 +360,7 @@ export class BlockMask {
     const bm = new BlockMask({
       dims: this.dims, qLen: this.qLen, kvLen: this.kvLen, blockSize: this.blockSize, maskMod: this.maskMod,
       arrays: this.host as BlockMaskArrays, device: dev, method: this.method,
-      ...(this.#schedule ? { schedule: this.#schedule.to(dev) } : {}), ...(this.#params ? { params: this.#params } : {}),
+      ...(this.#fine ? { fine: this.#fine } : {}), ...(this.#params ? { params: this.#params } : {}),
     });
     bm.#classes = this.#classes;
     return bm;
@@ -343,6 +370,8 @@ export class BlockMask {
   dispose(): void {
     for (const t of this.#tensors.values()) if (!t.disposed) t.dispose();
     this.#tensors.clear();
+    for (const t of this.#derived.values()) if (!t.disposed) t.dispose();
+    this.#derived.clear();
     this.#schedule?.dispose();
   }
 

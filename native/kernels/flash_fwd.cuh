@@ -86,7 +86,9 @@ namespace flexattn {
 //                                                     q-block stride is 1)
 //   216     4  bm_idx_stride_b  220 bm_idx_stride_h  224 bm_idx_stride_qb
 //   228     4  reserved (0)
-//   232     -  mod: FlexModArgs  (sizeof(FlashFwdParams) = 232 + sizeof, 8-aligned)
+//   232     8  cta_order         const unsigned* [nM * Hq * B] or 0: CTA i computes work
+//                                index cta_order[i] (see work_tile); 0 = the built-in order
+//   240     -  mod: FlexModArgs  (sizeof(FlashFwdParams) = 240 + sizeof, 8-aligned)
 // The num/indices arrays of the full and partial sets share shape and strides.
 // Alignment: q, k, v 16-byte aligned with S/H/B strides multiples of 8
 // elements (16-byte cp.async); o 4-byte aligned, strides even.
@@ -113,10 +115,11 @@ struct FlashFwdParams {
   int bm_num_stride_b, bm_num_stride_h;
   int bm_idx_stride_b, bm_idx_stride_h, bm_idx_stride_qb;
   int reserved;
+  const unsigned* cta_order;
   FlexModArgs mod;
 };
 // Offset of the trailing FlexModArgs (read by the host through <name>_cfg[7]).
-constexpr int kFlashFwdModOffset = 232;
+constexpr int kFlashFwdModOffset = 240;
 #ifndef __CUDACC_RTC__  // NVRTC has no __builtin_offsetof; nvcc checks the layout once
 static_assert(__builtin_offsetof(FlashFwdParams, q) == 0, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, lse) == 32, "layout");
@@ -130,7 +133,8 @@ static_assert(__builtin_offsetof(FlashFwdParams, bm_q_block) == 200, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, bm_num_stride_b) == 208, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_b) == 216, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_qb) == 224, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, mod) == 232, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, cta_order) == 232, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, mod) == 240, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, mod) == kFlashFwdModOffset, "layout");
 #endif
 
@@ -210,7 +214,9 @@ struct TileRef {
 // (32 MB groups measured 4-12 % faster on S=8192 but 50 % slower on S=512
 // causal, where 256 heads x 8 query blocks no longer shared anything in L2:
 // kernel-notes run 8.) Dense (non-causal) CTAs all cost the same and keep
-// one head at a time (grouped = false).
+// one head at a time (grouped = false). A block-sparse launch may instead
+// pass p.cta_order, built on the host from the BlockMask's per-row block
+// counts: longest rows first within groups of heads (kernel-notes run 13).
 #ifndef FLEXATTN_L2_BUDGET_MB
 #define FLEXATTN_L2_BUDGET_MB 8
 #endif
@@ -226,6 +232,17 @@ __device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_b
   // is a heuristic, so float is exact enough for it.
   const unsigned nM = gridDim.x, BH = gridDim.y * gridDim.z;
   const unsigned L = blockIdx.x + nM * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (p.cta_order != nullptr) {
+    // Host-computed order (block-sparse launches, lib/blockmask/cta-order.ts):
+    // the heaviest query blocks of a group of heads first. Entry = work index
+    // m_block + nM * (h + Hq * b).
+    const unsigned e = __ldg(p.cta_order + L), bh = e / nM;
+    WorkTile w;
+    w.m_block = (int)(e - bh * nM);
+    w.h = (int)(bh % gridDim.y);
+    w.b = (int)(bh / gridDim.y);
+    return w;
+  }
   unsigned G = 1;   // heads per group
   if (grouped) {
     unsigned nsm;

@@ -163,32 +163,34 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
   });
   it('block sizes 64 and 128x256 (one and four kv tiles per block) at D=128', async () => {
     // The kernel walks a block's 64-wide kv tiles (block sizes are powers of two: a shift splits the index).
+    // (S=600, two query heads: the CPU reference evaluates the mods per element.)
+    const ds = { B: 2, Hq: 2, Hkv: 1, Sq: 600, Skv: 600, D: 128 };
     const r = mulberry32(11);
-    const ids = new Int32Array(2 * 1000);
-    for (let b = 0; b < 2; b++) { let doc = 0; for (let s = 0; s < 1000; s++) { if (r() < 0.005) doc++; ids[b * 1000 + s] = doc; } }
-    const docs = documentMask(Tensor.fromHost(ids, [2, 1000], 'i32', gpu));
+    const ids = new Int32Array(2 * 600);
+    for (let b = 0; b < 2; b++) { let doc = 0; for (let s = 0; s < 600; s++) { if (r() < 0.008) doc++; ids[b * 600 + s] = doc; } }
+    const docs = documentMask(Tensor.fromHost(ids, [2, 600], 'i32', gpu));
     for (const bs of [64, [128, 256]] as (number | [number, number])[]) {
-      await flexCase({ ...d, D: 128 }, 'bf16', slidingWindow(300), undefined, {}, 1e-2, bs);
-      await flexCase({ ...d, D: 128 }, 'bf16', docs, undefined, {}, 1e-2, bs);
-      await flexCase({ ...d, D: 128 }, 'bf16', causal(), softcap(20), {}, 1e-2, bs);
+      await flexCase(ds, 'bf16', slidingWindow(150), undefined, {}, 1e-2, bs);
+      await flexCase(ds, 'bf16', docs, undefined, {}, 1e-2, bs);
+      await flexCase(ds, 'bf16', causal(), softcap(20), {}, 1e-2, bs);
     }
   });
   it('64x64 kernel schedule: built with the mask, same output as the 128x128 walk, params guard', async () => {
-    const d128 = { ...d, D: 128 };
+    const d128 = { ...d, Sq: 700, Skv: 700, D: 128 };
     const { q, k, v } = inputs(d128, 'bf16');
     const r = mulberry32(23);
-    const ids = new Int32Array(d.B * d.Sq);
-    for (let b = 0; b < d.B; b++) { let doc = 0; for (let s = 0; s < d.Sq; s++) { if (r() < 0.006) doc++; ids[b * d.Sq + s] = doc; } }
-    const docs = documentMask(Tensor.fromHost(ids, [d.B, d.Sq], 'i32', gpu));
+    const ids = new Int32Array(d128.B * d128.Sq);
+    for (let b = 0; b < d128.B; b++) { let doc = 0; for (let s = 0; s < d128.Sq; s++) { if (r() < 0.006) doc++; ids[b * d128.Sq + s] = doc; } }
+    const docs = documentMask(Tensor.fromHost(ids, [d128.B, d128.Sq], 'i32', gpu));
     for (const m of [slidingWindow(300), docs, causal()]) {
-      const fine = await createBlockMask(m, d.B, 1, d.Sq, d.Skv, { device: 'cuda:0' });
+      const fine = await createBlockMask(m, d128.B, 1, d128.Sq, d128.Skv, { device: 'cuda:0' });
       process.env.FLEXATTN_FINE_SCHEDULE = '0';
-      const coarse = await createBlockMask(m, d.B, 1, d.Sq, d.Skv, { device: 'cuda:0' });
+      const coarse = await createBlockMask(m, d128.B, 1, d128.Sq, d128.Skv, { device: 'cuda:0' });
       delete process.env.FLEXATTN_FINE_SCHEDULE;
       expect(fine.kernelSchedule(64, 64, {})?.blockSize).toEqual([64, 64]);
       expect(coarse.kernelSchedule(64, 64, {})).toBeUndefined();
       expect(Array.from(fine.classes())).toEqual(Array.from(coarse.classes()));   // the user's 128x128 view is unchanged
-      poison(d.B * d.Hq * d.Sq * 128, 'bf16');
+      poison(d128.B * d128.Hq * d128.Sq * 128, 'bf16');
       const a = await flexAttention(q, k, v, { blockMask: fine, enableGQA: true, returnLse: true });
       const c = await flexAttention(q, k, v, { blockMask: coarse, enableGQA: true, returnLse: true });
       // Same kept positions, other tile order (full 64x64 tiles of partial blocks come first): rounding only.
@@ -198,13 +200,40 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     }
     // A call with other mask params than at creation walks the 128x128 lists (checked against the CPU).
     const w = maskMod(({ q: qq, kv }) => qq.sub(kv).abs().le(param('w', 'int')));
-    const bm = await createBlockMask(w, 1, 1, d.Sq, d.Skv, { device: 'cuda:0', params: { w: 100 } });
+    const bm = await createBlockMask(w, 1, 1, d128.Sq, d128.Skv, { device: 'cuda:0', params: { w: 100 } });
     expect(bm.kernelSchedule(64, 64, { w: 100 })).toBeDefined();
     expect(bm.kernelSchedule(64, 64, { w: 300 })).toBeUndefined();
     const g = await flexAttention(q, k, v, { blockMask: bm, params: { w: 300 }, enableGQA: true });
     const cref = await flexAttention(q, k, v, { blockMask: bm, params: { w: 300 }, enableGQA: true, backend: 'cpu' });
     compare(await g.out.toFloat32(), await cref.out.toFloat32(), 1e-2);
     for (const t of [q, k, v, g.out, cref.out]) t.dispose();
+  });
+  it('CTA order (longest query blocks first): same output, bit for bit, as the built-in order', async () => {
+    // Every block-sparse sm90 launch in this file runs with the order (and is checked against the
+    // CPU reference); here it is compared with FLEXATTN_CTA_ORDER=0 on a document mask with ragged
+    // documents, GQA, B=3 and an odd length.
+    const dd = { B: 3, Hq: 4, Hkv: 2, Sq: 777, Skv: 777, D: 128 };
+    const { q, k, v } = inputs(dd, 'bf16');
+    const r = mulberry32(31);
+    const ids = new Int32Array(dd.B * dd.Sq);
+    for (let b = 0; b < dd.B; b++) { let doc = 0; for (let s = 0; s < dd.Sq; s++) { if (r() < 0.004) doc++; ids[b * dd.Sq + s] = doc; } }
+    const idsT = Tensor.fromHost(ids, [dd.B, dd.Sq], 'i32', gpu);
+    for (const m of [documentMask(idsT), slidingWindow(200)]) {
+      const bm = await createBlockMask(m, dd.B, 1, dd.Sq, dd.Skv, { device: 'cuda:0' });
+      poison(dd.B * dd.Hq * dd.Sq * 128, 'bf16');
+      const a = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true });
+      process.env.FLEXATTN_CTA_ORDER = '0';
+      poison(dd.B * dd.Hq * dd.Sq * 128, 'bf16');
+      const c = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true });
+      delete process.env.FLEXATTN_CTA_ORDER;
+      const [ao, co] = [await a.out.toFloat32(), await c.out.toFloat32()];
+      expect(ao.some(Number.isNaN)).toBe(false);
+      expect(Buffer.from(ao.buffer).equals(Buffer.from(co.buffer))).toBe(true);
+      expect(Buffer.from((await a.lse!.toFloat32()).buffer).equals(Buffer.from((await c.lse!.toFloat32()).buffer))).toBe(true);
+      for (const t of [a.out, a.lse!, c.out, c.lse!]) t.dispose();
+      bm.dispose();
+    }
+    for (const t of [q, k, v, idsT]) t.dispose();
   });
   it('kernelOptions pick other tile shapes', async () => {
     await flexCase(d, 'bf16', causal(), softcap(10), { kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } });
