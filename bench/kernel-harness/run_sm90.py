@@ -2,7 +2,7 @@
 """Hopper wgmma kernel (flash_fwd_sm90.cuh) vs the mma.sync kernel and PyTorch:
 correctness against fp32 references, then dense and flex timings on one card.
 usage: python3 run_sm90.py [--phases correct,dense,flex]   (after ./build.sh)"""
-import argparse, json, math, os, sys, time
+import argparse, json, math, os, struct, sys, time
 import torch
 import torch.nn.functional as F
 import run as R
@@ -243,6 +243,56 @@ def order_shape(reps, B, H, S, D):
             R.save()
 
 
+BENCH_DOC_LENGTHS = [[257, 246, 1720, 1977, 2748, 514, 730], [1735, 1869, 2393, 311, 1884]]  # bench/cases.mjs, S=8192
+
+
+def phase_docgen(reps):
+    """Document mask: hand-written (flex_doc.cu) vs generated (flex_docgen.cu) mask code, on the harness's
+    and on the library benchmark's document lengths; 64x64 BlockMask, built-in and LPT (G=8) orders."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    B, H, S, D = 2, 16, 8192, 128
+    pats, hdoc, slopes = R.flex_patterns(S, B, doc_seed=2)
+    bdoc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
+                        for l in BENCH_DOC_LENGTHS]).to(torch.int32).contiguous()
+    q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
+    o, _ = poisoned(q)
+    kd = kernel("sm90", "sm90_d128_bf16_causal")
+    row = dict(pattern="dense-causal (sm90)")
+    for rep in range(reps):
+        ms = bench(lambda: launch(kd, q, kk, v, o, None), iters=40)
+        row.setdefault("sm90", []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
+    log("  ", json.dumps(row))
+    for dname, doc in (("harness docs", hdoc), ("bench docs", bdoc)):
+        log(f"== docgen {dname}: lengths {[torch.unique_consecutive(doc[b], return_counts=True)[1].tolist() for b in range(B)]}")
+        mm = lambda b, h, qi, kv: (kv <= qi) & (doc[b, qi] == doc[b, kv])
+        bm = create_block_mask(mm, B, None, S, S, device="cuda", BLOCK_SIZE=64)
+        bi = torch.arange(S, device="cuda")
+        pairs = sum(int(((bi[None, :] <= bi[:, None]) & (doc[b][:, None] == doc[b][None, :])).sum()) for b in range(B))
+        lpt = cta_orders(bm, B, H, S, 64, 64)["lpt_g8"]
+        mods = {"hand": ("flex_doc", "flexattn_flex_doc_d128_bf16_sm90", pack_mod(doc=doc, slopes=slopes)),
+                "gen": ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90",
+                        struct.pack("<Qiiii", doc.data_ptr(), doc.stride(0), doc.shape[0], doc.stride(1), doc.shape[1]))}
+        outs = {}
+        for k2, (cub, nm, mod) in mods.items():
+            o.fill_(float("nan"))
+            launch(kernel(cub, nm), q, kk, v, o, None, bm=bm, mod=mod)
+            torch.cuda.synchronize()
+            outs[k2] = o.clone()
+        log("   hand == gen:", torch.equal(outs["hand"], outs["gen"]), " nan:", bool(outs["gen"].isnan().any()))
+        pairs = pairs // B  # summed over the batch; tflops() multiplies by B
+        row = dict(pattern="doc " + dname, density=round(pairs / S / S, 4))
+        keys = [(k2, od) for k2 in mods for od in ("default", "lpt_g8")]
+        for rep in range(reps):
+            for k2, od in rotate(keys, rep):
+                cub, nm, mod = mods[k2]
+                kn = kernel(cub, nm)
+                ms = bench(lambda: launch(kn, q, kk, v, o, None, bm=bm, mod=mod, order=None if od == "default" else lpt), iters=40)
+                row.setdefault(f"{k2}_{od}", []).append(round(tflops(B, H, D, pairs, ms), 1))
+        RES["flex"].append(row)
+        log("  ", json.dumps(row))
+        R.save()
+
+
 def phase_probe():
     """One launch of each sm90 kernel on the flex shape (run under ncu -k regex:sm90)."""
     from torch.nn.attention.flex_attention import create_block_mask
@@ -277,7 +327,7 @@ def main():
     log("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
     for nm in ("sm90_d128_bf16", "sm90_d64_bf16", "sm90_d128_bf16_w2n128s2"):
         log("  ", kernel("sm90", nm).desc())
-    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps)), ("probe", phase_probe), ("order", lambda: phase_order(a.reps))):
+    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps)), ("probe", phase_probe), ("order", lambda: phase_order(a.reps)), ("docgen", lambda: phase_docgen(a.reps))):
         if ph in a.phases.split(","):
             t = time.time()
             try:
