@@ -85,5 +85,17 @@ describe('64x64 kernel schedule', () => {
     expect(bm.to('cpu').kernelSchedule(64, 64, { w: 3 })?.blockSize).toEqual([64, 64]);
     expect(bm.slice(0, 0).kernelSchedule(64, 64, { w: 3 })).toBeUndefined(); // a new mask mod
     expect(bm.and(bm).kernelSchedule(64, 64, { w: 3 })).toBeUndefined();
+    // An analytic mask's fine grid is computed on first use, once.
+    let calls = 0;
+    const lazy = BlockMask.fromClasses(Uint8Array.from([PARTIAL]), {
+      dims: { B: 2, H: 1, QB: 1, KVB: 1 }, qLen: 128, kvLen: 128, blockSize: [128, 128], maskMod: m, device: 'cpu', method: 'analytic',
+      fine: { grid: () => { calls++; return grid; }, dims: { B: 2, H: 1, QB: 2, KVB: 2 }, blockSize: [64, 64], method: 'analytic' },
+      params: { w: 3 },
+    });
+    expect(calls).toBe(0);
+    const ls = lazy.kernelSchedule(64, 64, { w: 3 })!;
+    expect(lazy.kernelSchedule(64, 64, { w: 3 })).toBe(ls);
+    expect(calls).toBe(1);
+    expect(Array.from(ls.classes())).toEqual([...grid, ...grid]);   // one plane, repeated over B
   });
 });

@@ -138,7 +138,15 @@ export async function createBlockMask(
   const withSchedule = index >= 0 && process.env.FLEXATTN_FINE_SCHEDULE !== '0' && bq % F === 0 && bkv % F === 0 &&
     (bq > F || bkv > F) && G * fineGrid <= MAX_SCHEDULE_ENTRIES;
   let bm: BlockMask;
-  if (withSchedule) {
+  if (withSchedule && pred) {
+    // An analytic mask reads no tensors: classify at the requested size now and
+    // at 64x64 when a kernel first walks it (both are exact, so they agree).
+    const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
+    bm = BlockMask.fromClasses(classifyAnalytic(pred, qLen, kvLen, bq, bkv), {
+      ...base, method: 'analytic', ...params,
+      fine: { grid: () => classifyAnalytic(pred, qLen, kvLen, F, F), dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: 'analytic' },
+    });
+  } else if (withSchedule) {
     const fine = await classify(F, F);
     const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
     const fineG = fine.grid.length / (fQB * fKVB);

@@ -250,22 +250,32 @@ export function renderClasses(cls: Uint8Array, d: BlockDims, opts: ToStringOptio
 export function coarsenClasses(fine: Uint8Array, G: number, QB: number, KVB: number, rq: number, rk: number): Uint8Array {
   const cQB = Math.ceil(QB / rq), cKVB = Math.ceil(KVB / rk);
   const out = new Uint8Array(G * cQB * cKVB);
+  // One pass over each fine row, and-ing "all full" / "all empty" into the coarse row.
+  const allFull = new Uint8Array(cKVB), allEmpty = new Uint8Array(cKVB);
   for (let g = 0; g < G; g++) {
     const f0 = g * QB * KVB, c0 = g * cQB * cKVB;
     for (let i = 0; i < cQB; i++) {
-      for (let j = 0; j < cKVB; j++) {
-        let full = true, empty = true;
-        for (let a = 0; a < rq; a++) {
-          const fi = i * rq + a;
-          for (let c = 0; c < rk; c++) {
-            const fj = j * rk + c;
-            const v = fi < QB && fj < KVB ? fine[f0 + fi * KVB + fj]! : EMPTY;
-            if (v !== FULL) full = false;
-            if (v !== EMPTY) empty = false;
+      allFull.fill(1);
+      allEmpty.fill(1);
+      for (let a = 0; a < rq; a++) {
+        const fi = i * rq + a;
+        if (fi >= QB) { allFull.fill(0); break; }   // rows past the end: empty children
+        const r0 = f0 + fi * KVB;
+        for (let j = 0, fj = 0; j < cKVB; j++) {
+          const end = Math.min(fj + rk, KVB);
+          let full = allFull[j]!, empty = allEmpty[j]!;
+          for (; fj < end; fj++) {
+            const v = fine[r0 + fj]!;
+            full &= +(v === FULL);
+            empty &= +(v === EMPTY);
           }
+          allFull[j] = full;
+          allEmpty[j] = empty;
         }
-        out[c0 + i * cKVB + j] = full ? FULL : empty ? EMPTY : PARTIAL;
       }
+      if (KVB % rk !== 0) allFull[cKVB - 1] = 0;     // columns past the end: empty children
+      const o = c0 + i * cKVB;
+      for (let j = 0; j < cKVB; j++) out[o + j] = allFull[j] ? FULL : allEmpty[j] ? EMPTY : PARTIAL;
     }
   }
   return out;

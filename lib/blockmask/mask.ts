@@ -41,9 +41,12 @@ export interface BlockMaskInit {
   params?: Readonly<Record<string, number>>;
 }
 
-/** A class grid at a finer block size: one shared plane or `B·H` planes of `[QB, KVB]`. */
+/**
+ * A class grid at a finer block size: one shared plane or `B·H` planes of
+ * `[QB, KVB]`, or a function that computes it (analytic masks, on first use).
+ */
 export interface FineClasses {
-  grid: Uint8Array;
+  grid: Uint8Array | (() => Uint8Array);
   dims: BlockDims;
   blockSize: readonly [number, number];
   method: BlockMaskMethod;
@@ -148,7 +151,7 @@ export class BlockMask {
       if (params[p.name] !== this.#params?.[p.name]) return undefined;
     }
     // Built on first use: its arrays are 4x this mask's (kept off createBlockMask's path).
-    this.#schedule ??= BlockMask.fromClasses(f.grid, {
+    this.#schedule ??= BlockMask.fromClasses(typeof f.grid === 'function' ? f.grid() : f.grid, {
       dims: f.dims, qLen: this.qLen, kvLen: this.kvLen, blockSize: f.blockSize, maskMod: this.maskMod,
       device: this.device, method: f.method,
     });
