@@ -8,8 +8,9 @@
  * block first) can leave the longest CTAs in the final wave. This order takes
  * the heads in groups (so that the CTAs running at once share K/V in L2) and,
  * within a group, the most expensive query blocks first (longest processing
- * time first). Measured on an H100 (kernel-notes run 13): document-causal
- * +11 %, sliding window +5 %, causal +6 % at S=8192; no loss at S=512 / 2048.
+ * time first). Measured on an H100 (kernel-notes run 13), kernel harness:
+ * document-causal +11 %, sliding window +5 %, causal +6 % at S=8192, no loss
+ * at S=512 / 2048; library benchmark: document-causal +4 %.
  * @internal
  * @module
  */
