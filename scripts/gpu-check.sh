@@ -4,10 +4,10 @@
 # block-mask comparison/benchmark against PyTorch. Logs go to $OUT.
 #   carry: [".device", "build/Release/flexattn.node", "dist"]
 #   command: bash scripts/gpu-check.sh [quick|suite|subsets]
-# quick = everything but the block-mask comparison. On an H100 the suite takes ~300-380 s
-# (test/gpu/attention.test.ts is the long pole: its CPU references evaluate the mods per
-# element) and the subsets (NVRTC-only, sm80, CLI) ~130 s: with the 600 s limit of one
-# device call, run `suite` and `subsets` as two calls.
+# quick = everything but the block-mask comparison. On an H100 the suite took ~300-380 s
+# and the subsets (NVRTC-only, sm80, CLI) ~130 s, mostly per-element expect() calls in
+# test/gpu/attention.test.ts (since reduced to one per output; not yet timed): with the
+# 600 s limit of one device call, run `suite` and `subsets` as two calls when in doubt.
 set -uo pipefail
 source .device/boot.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
