@@ -7,12 +7,21 @@ cd "$(dirname "$0")"
 mkdir -p build
 ARCH=${ARCH:-"-gencode=arch=compute_90a,code=sm_90a"}
 srcs=("$@"); [ ${#srcs[@]} -eq 0 ] && srcs=(*.cu)
+# flex_docgen.cu includes the code generator's output (needs the built dist/; skipped without it).
+if node gen_doc_mod.mjs > build/gen_doc_mod.cuh.tmp 2> /dev/null; then
+  mv build/gen_doc_mod.cuh.tmp build/gen_doc_mod.cuh
+else
+  rm -f build/gen_doc_mod.cuh.tmp
+  [ -f build/gen_doc_mod.cuh ] || { echo "skipping flex_docgen.cu: run npm run build:ts first"; srcs=("${srcs[@]/flex_docgen.cu}"); }
+fi
 for f in "${srcs[@]}"; do
+  [ -n "$f" ] || continue
   n=$(basename "$f" .cu)
   nvcc -cubin $ARCH -O3 --use_fast_math -std=c++17 $NVFLAGS -Xptxas -v -o build/$n$SUFFIX.cubin "$n.cu" 2> build/$n$SUFFIX.ptxas.log &
 done
 wait
 for f in "${srcs[@]}"; do
+  [ -n "$f" ] || continue
   n=$(basename "$f" .cu)
   python3 - "$n$SUFFIX" <<'PY'
 import re,sys
