@@ -106,7 +106,7 @@ export function markdown(ours, torch, m) {
       flex.map((r) => [r.id, f3(r.density), f3(r.blockDensity), f3(r.ours.ms), f1(r.ours.tflops), f1(r.torch.flex), f1(r.torch.fa2), f1(r.torch.cudnn),
         f2(r.ratios.flex), f2(r.ratios.cudnn),
         r.ratios.ourDenseCausal === undefined ? '–'
-          : f2(r.ratios.ourDenseCausal) + (r.informational ? '' : mark(r.ratios.ourDenseCausal >= 0.8))])));
+          : f3(r.ratios.ourDenseCausal) + (r.informational ? '' : mark(r.ratios.ourDenseCausal >= 0.8))])));
     out.push('');
   }
   const gqa = m.rows.filter((r) => r.group === 'gqa');

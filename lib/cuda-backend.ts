@@ -14,6 +14,7 @@ import { Tensor } from './tensor.js';
 import type { QkvDims } from './validate.js';
 import { packFlashParams, type KernelConfig, type Strides3 } from './flash-params.js';
 import { ctaOrder, ctaOrderGroup } from './blockmask/cta-order.js';
+import { segmentedSchedule, SEGMENT_TILE, type SegmentedSchedule } from './blockmask/segments.js';
 import {
   generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type MaskMod, type ScoreMod,
 } from './mods/index.js';
@@ -182,6 +183,8 @@ interface Launch {
   family: Family;
   scoreMod?: ScoreMod; maskMod?: MaskMod | null;
   blockMask?: BlockMask;
+  /** A segmented grid: `blockMask` is its schedule (lib/blockmask/segments.ts). */
+  segments?: SegmentedSchedule;
   params: Record<string, number>;
   shape?: Shape;
 }
@@ -216,7 +219,11 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
     });
   }
   const { cfg } = entry;
-  const grid: [number, number, number] = [Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
+  const seg = a.segments;
+  if (seg && (cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
+    throw new Error(`internal: a segmented grid needs a ${SEGMENT_TILE}x${SEGMENT_TILE} kernel tile, not ${cfg.blockM}x${cfg.blockN}`);
+  }
+  const grid: [number, number, number] = [seg ? seg.nM : Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
   // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
   if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
     out.dispose();
@@ -234,8 +241,10 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
   const bm = a.blockMask;
   let bmArrays: Tensor[] = [];
   let bmDims = { QB: 0, KVB: 0, B: 1, H: 1 };
+  const segT = seg?.tensors();
   if (bm) {
-    bmArrays = [bm.kvNumBlocks, bm.kvIndices, bm.fullKvNumBlocks, bm.fullKvIndices];
+    bmArrays = segT ? [bm.kvNumBlocks, segT.kvIndices, bm.fullKvNumBlocks, segT.fullKvIndices]
+      : [bm.kvNumBlocks, bm.kvIndices, bm.fullKvNumBlocks, bm.fullKvIndices];
     bmDims = { QB: bm.numQBlocks, KVB: bm.numKvBlocks, B: bm.B, H: bm.H };
   }
   const params = packFlashParams(cfg, {
@@ -249,6 +258,7 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
     bmIdxStrideB: bmDims.B === 1 ? 0 : bmDims.H * bmDims.QB * bmDims.KVB,
     bmIdxStrideH: bmDims.H === 1 ? 0 : bmDims.QB * bmDims.KVB, bmIdxStrideQb: bmDims.KVB,
     ctaOrder: bm && a.family === 'sm90' && process.env.FLEXATTN_CTA_ORDER !== '0' ? ptr(ctaOrderTensor(bm, d, dtype, cfg, grid[0])) : 0n,
+    ...(seg && segT ? { tileStarts: ptr(segT.starts), tileStartsStrideB: seg.strideB } : {}),
     mod,
   });
   entry.handle.launch(grid, [cfg.threads, 1, 1], cfg.smemBytes, params);
@@ -383,12 +393,23 @@ export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: T
   // on the GPU carries the same positions at that granularity (kernelSchedule),
   // which skips the 64-wide kv tiles of a listed block that these rows never keep.
   const t90 = SM90_TILE[dims.D];
-  const walk = bm && family === 'sm90' && t90 ? (bm.kernelSchedule(t90.BM, t90.BN, args.params) ?? bm) : bm;
+  const fine = bm && family === 'sm90' && t90 ? bm.kernelSchedule(t90.BM, t90.BN, args.params) : undefined;
+  // Document masks: tiles that restart at every document start (lib/blockmask/segments.ts),
+  // when the mask's ids give one and it is cheaper; FLEXATTN_SEGMENTS=0 keeps the uniform grid.
+  // Built from the 64x64 schedule, or from the mask itself when it has that block size and no
+  // params (the segmented classes are made once per mask, for the params they were made with).
+  const seg64 = SEGMENT_TILE;
+  const uniform64 = fine ?? (bm && family === 'sm90' && t90 && bm.blockSize[0] === seg64 && bm.blockSize[1] === seg64
+    && (bm.maskMod?.params.length ?? 0) === 0 ? bm : undefined);
+  const segments = bm && uniform64 && t90!.BM === seg64 && t90!.BN === seg64 && process.env.FLEXATTN_SEGMENTS !== '0'
+    ? (await segmentedSchedule(bm, uniform64, args.params, q.deviceIndex)) ?? undefined : undefined;
+  const walk = segments?.mask ?? fine ?? bm;
   return launch({
     q, k: args.k, v: args.v, d: dims, scale: args.scale, returnLse: args.returnLse, params: args.params,
     mode: bm ? 'kBlockSparse' : 'kDense', family,
     ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
     ...(walk ? { blockMask: walk, maskMod: walk.maskMod } : {}),
+    ...(segments ? { segments } : {}),
     ...(shape ? { shape } : {}),
   });
 }

@@ -40,6 +40,10 @@ export interface FlashFwdValues {
   bmIdxStrideB: number; bmIdxStrideH: number; bmIdxStrideQb: number;
   /** Device address of the CTA order (u32 work indices, see work_tile), or 0n for the built-in order. */
   ctaOrder?: bigint;
+  /** Device address of a segmented grid's tile starts (int32 [B', nM + 1], see flash_fwd.cuh), or 0n. */
+  tileStarts?: bigint;
+  /** Elements between batches of `tileStarts` (0: one row shared by every batch). */
+  tileStartsStrideB?: number;
   /** Packed `FlexModArgs` bytes (may be empty for precompiled kernels). */
   mod: Uint8Array;
 }
@@ -58,9 +62,11 @@ export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues): Uint8Arra
   ints.forEach((x, i) => dv.setInt32(168 + i * 4, x, true));
   dv.setFloat32(192, v.scale, true);
   dv.setFloat32(196, v.scale * LOG2E, true);
-  const bm = [v.bmQBlock, v.bmKvBlock, v.bmNumStrideB, v.bmNumStrideH, v.bmIdxStrideB, v.bmIdxStrideH, v.bmIdxStrideQb, 0];
+  const bm = [v.bmQBlock, v.bmKvBlock, v.bmNumStrideB, v.bmNumStrideH, v.bmIdxStrideB, v.bmIdxStrideH, v.bmIdxStrideQb,
+    v.tileStartsStrideB ?? 0];
   bm.forEach((x, i) => dv.setInt32(200 + i * 4, x, true));
   dv.setBigUint64(232, v.ctaOrder ?? 0n, true);
+  dv.setBigUint64(240, v.tileStarts ?? 0n, true);
   if (v.mod.length > cfg.paramBytes - cfg.modOffset) {
     throw new Error(`internal: FlexModArgs is ${v.mod.length} bytes but the kernel reserves ${cfg.paramBytes - cfg.modOffset}`);
   }

@@ -107,7 +107,7 @@ def pack_mod(doc=None, slopes=None, softcap=30.0, window=1024):
                        doc.stride(0) if doc is not None else 0, softcap, window)
 
 
-def launch(k, q, kk, v, o, lse=None, scale=None, bm=None, mod=b"", order=None):
+def launch(k, q, kk, v, o, lse=None, scale=None, bm=None, mod=b"", order=None, starts=None, grid_m=None):
     B, Hq, Sq, D = q.shape
     Hkv, Skv = kk.shape[1], kk.shape[2]
     assert D == k.d
@@ -127,15 +127,18 @@ def launch(k, q, kk, v, o, lse=None, scale=None, bm=None, mod=b"", order=None):
     else:
         ptrs += [0, 0, 0, 0]
     st = strides3(q) + strides3(kk) + strides3(v) + strides3(o)
-    pb = struct.pack("<9Q12q6i2f8iQ", *ptrs, *st, B, Hq, Hkv, Sq, Skv, Hq // Hkv,
-                     scale, scale * 1.4426950408889634, *bmi, 0, order.data_ptr() if order is not None else 0)
-    assert len(pb) == 240 == k.mod_off
+    # starts: int32 [B', nM + 1] tile starts of a segmented grid (FlashFwdParams.tile_starts), grid_m = nM
+    pb = struct.pack("<9Q12q6i2f8i2Q", *ptrs, *st, B, Hq, Hkv, Sq, Skv, Hq // Hkv,
+                     scale, scale * 1.4426950408889634, *bmi,
+                     (starts.stride(0) if starts.shape[0] > 1 else 0) if starts is not None else 0,
+                     order.data_ptr() if order is not None else 0, starts.data_ptr() if starts is not None else 0)
+    assert len(pb) == 248 == k.mod_off
     pb = pb + mod
     pb = pb + b"\0" * (k.param_size - len(pb))
     assert len(pb) == k.param_size, (len(pb), k.param_size)
     buf = ctypes.create_string_buffer(pb, len(pb))
     args = (ctypes.c_void_p * 1)(ctypes.cast(buf, ctypes.c_void_p))
-    gx = (Sq + k.bm - 1) // k.bm
+    gx = grid_m if grid_m is not None else (Sq + k.bm - 1) // k.bm
     stream = torch.cuda.current_stream().cuda_stream
     ck(cu.cuLaunchKernel(k.f, gx, Hq, B, k.threads, 1, 1, k.smem, stream, args, None), "launch " + k.name)
 
@@ -206,6 +209,10 @@ def check(tag, k, q, kk, v, ref_o, ref_lse, bm=None, mod=b"", tol=None, scale=No
     r = dict(tag=tag, kernel=k.name, rel_err=e, lse_max_abs=lse_err, nan_o=nan_o, nan_lse=nan_l,
              lse_inf_match=inf_match, ok=ok)
     RESULTS["correct"].append(r)
+    if not ok:  # where: query rows whose output is off (for debugging a failing kernel)
+        re_ = ((o.float() - ref_o.float()).norm(dim=-1) / ref_o.float().norm(dim=-1).clamp_min(1e-6)).nan_to_num(1e9)
+        bad = torch.nonzero((re_ > 0.05).any(dim=0).any(dim=0)).flatten().tolist()
+        log(f"    bad rows: {len(bad)} of {q.shape[2]}: {bad[:12]} .. {bad[-6:]}")
     log(f"  {'PASS' if ok else 'FAIL'} {tag:52s} {k.name:40s} rel={e:.2e} lse={lse_err:.1e} "
         f"nan={nan_o}/{nan_l} inf_ok={inf_match}", quiet=ok)
     return ok

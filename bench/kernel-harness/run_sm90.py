@@ -295,6 +295,217 @@ def phase_docgen(reps):
         R.save()
 
 
+def phase_aligned(reps):
+    """Document mask on the benchmark's documents vs the same documents with every boundary moved to a
+    multiple of 64 (lengths rounded, sum kept): the aligned draw has the tile structure a doc-aligned
+    (varlen-like) schedule would give the unaligned one, so its TFLOPs bound that schedule's gain."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    B, H, S, D = 2, 16, 8192, 128
+    pats, hdoc, slopes = R.flex_patterns(S, B, doc_seed=2)
+    aligned = []
+    for l in BENCH_DOC_LENGTHS:
+        r = [max(64, (x + 32) // 64 * 64) for x in l[:-1]]
+        aligned.append(r + [S - sum(r)])
+    q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
+    o, _ = poisoned(q)
+    kd = kernel("sm90", "sm90_d128_bf16_causal")
+    row = dict(pattern="dense-causal (sm90)")
+    for rep in range(reps):
+        ms = bench(lambda: launch(kd, q, kk, v, o, None), iters=40)
+        row.setdefault("sm90", []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
+    log("  ", json.dumps(row))
+    RES["flex"].append(row)
+    for dname, lens in (("bench docs", BENCH_DOC_LENGTHS), ("bench docs aligned to 64", aligned)):
+        doc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
+                           for l in lens]).to(torch.int32).contiguous()
+        log(f"== aligned {dname}: lengths {lens}")
+        mm = lambda b, h, qi, kv: (kv <= qi) & (doc[b, qi] == doc[b, kv])
+        bm = create_block_mask(mm, B, None, S, S, device="cuda", BLOCK_SIZE=64)
+        pairs = sum(l * (l + 1) // 2 for ls in lens for l in ls) // B
+        lpt = cta_orders(bm, B, H, S, 64, 64)["lpt_g8"]
+        mods = {"hand": ("flex_doc", "flexattn_flex_doc_d128_bf16_sm90"), "free": ("flex_docfree", "flexattn_flex_docfree_d128_bf16_sm90")}
+        mod = pack_mod(doc=doc, slopes=slopes)
+        row = dict(pattern="doc " + dname, density=round(pairs / S / S, 4))
+        for rep in range(reps):
+            for k2 in rotate(list(mods), rep):
+                kn = kernel(*mods[k2])
+                ms = bench(lambda: launch(kn, q, kk, v, o, None, bm=bm, mod=mod, order=lpt), iters=40)
+                row.setdefault(k2, []).append(round(tflops(B, H, D, pairs, ms), 1))
+        RES["flex"].append(row)
+        log("  ", json.dumps(row))
+        R.save()
+
+
+def segmented_schedule(doc, maskfn, tile=64):
+    """A segmented grid (FlashFwdParams.tile_starts) for document ids doc [B, S]: tiles of <= `tile` rows that
+    restart at every change of id, and the BlockMask lists of that grid, classified exactly from the dense mask,
+    with each kv entry encoded as kv_start * 128 + length (the kernel's format for segmented grids).
+    Returns (bm-like object, starts int32 [B, nM + 1], nM)."""
+    from types import SimpleNamespace
+    B, S = doc.shape
+    rows = []
+    for b in range(B):
+        d = doc[b].cpu()
+        cut = [0] + (torch.nonzero(d[1:] != d[:-1]).flatten() + 1).tolist() + [S]
+        st = []
+        for a, e in zip(cut[:-1], cut[1:]):
+            st += list(range(a, e, tile))
+        rows.append(st)
+    nM = max(len(r) for r in rows)
+    starts = torch.full((B, nM + 1), S, dtype=torch.int32)
+    for b, r in enumerate(rows):
+        starts[b, :len(r)] = torch.tensor(r, dtype=torch.int32)
+    starts = starts.cuda()
+    num = torch.zeros(B, 1, nM, dtype=torch.int32, device="cuda")
+    fnum = torch.zeros_like(num)
+    idx = torch.zeros(B, 1, nM, nM, dtype=torch.int32, device="cuda")
+    fidx = torch.zeros_like(idx)
+    ar = torch.arange(S, device="cuda")
+    for b in range(B):
+        m = maskfn(b, 0, ar[:, None], ar[None, :]).to(torch.int32)
+        P = torch.zeros(S + 1, S + 1, dtype=torch.int64, device="cuda")
+        P[1:, 1:] = m.cumsum(0).cumsum(1)
+        del m
+        st = starts[b].long()
+        a, e = st[:-1], st[1:]
+        cnt = P[e][:, e] - P[a][:, e] - P[e][:, a] + P[a][:, a]
+        area = (e - a)[:, None] * (e - a)[None, :]
+        cls = torch.where(cnt == 0, 0, torch.where(cnt == area, 2, 1))
+        cls[area == 0] = 0
+        for c, n_, i_ in ((1, num, idx), (2, fnum, fidx)):
+            sel = (cls == c)
+            n_[b, 0] = sel.sum(1).to(torch.int32)
+            j = torch.argsort((~sel).to(torch.int8), dim=1, stable=True)
+            i_[b, 0] = (st[j] * 128 + (st[j + 1] - st[j])).to(torch.int32)   # kv_start * 128 + length
+        del P
+    bm = SimpleNamespace(kv_num_blocks=num, kv_indices=idx, full_kv_num_blocks=fnum, full_kv_indices=fidx, BLOCK_SIZE=(64, 64))
+    return bm, starts.contiguous(), nM
+
+
+def lpt_order(bm, B, H, nM, G=8):
+    """Longest-first CTA order within groups of G heads (cost 1.5 + full + 1.6 partial tiles), work index
+    m + nM * (b*H + h), as lib/blockmask/cta-order.ts."""
+    num = bm.kv_num_blocks.cpu().long()
+    fnum = bm.full_kv_num_blocks.cpu().long()
+    order = []
+    for g0 in range(0, B * H, G):
+        ent = [(m, bh) for m in range(nM - 1, -1, -1) for bh in range(g0, min(g0 + G, B * H))]
+        cost = lambda e: 1.5 + fnum[min(e[1] // H, num.shape[0] - 1), 0, e[0]].item() + 1.6 * num[min(e[1] // H, num.shape[0] - 1), 0, e[0]].item()
+        ent.sort(key=lambda e: -cost(e))
+        order += [m + nM * bh for m, bh in ent]
+    return torch.tensor(order, dtype=torch.int32, device="cuda")
+
+
+PAIRS = {}
+
+
+def phase_segments(reps):
+    """Document masks on a segmented grid (tiles restart at every document start; FlashFwdParams.tile_starts)
+    vs the uniform 64x64 grid: correctness against the fp32 reference (odd documents, ids that repeat
+    non-contiguously, documents shorter than a tile, GQA-free B=2), then timing on the benchmark documents."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    # --- correctness
+    B, H, S, D = 2, 2, 3001, 128
+    lens = [[1, 63, 64, 65, 700, 17, 1100, 991], [3001]]
+    doc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
+                       for l in lens]).to(torch.int32)
+    doc[0, 2000:2100] = 1       # id 1 again, far from its first run: pairs across segments are kept
+    doc = doc.contiguous()
+    q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=11)
+    mm = lambda b, h, qi, kv: (kv <= qi) & (doc[b, qi] == doc[b, kv])
+    ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(D), mask=lambda b, qi, ki: mm(b, 0, qi, ki))
+    bm, starts, nM = segmented_schedule(doc, mm)
+    ok = True
+    for cub, nm, mod in (("flex_doc", "flexattn_flex_doc_d128_bf16_sm90", pack_mod(doc=doc)),
+                         ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90",
+                          struct.pack("<Qiiii", doc.data_ptr(), doc.stride(0), doc.shape[0], doc.stride(1), doc.shape[1]))):
+        for order in (None, lpt_order(bm, B, H, nM)):
+            o, lse = poisoned(q)
+            launch(kernel(cub, nm), q, kk, v, o, lse, bm=bm, mod=mod, order=order, starts=starts, grid_m=nM)
+            torch.cuda.synchronize()
+            e, le = R.rel_err(o, ro), (lse - rl).abs().max().item()
+            good = e < 1e-2 and le < 1e-2 and not o.isnan().any().item()
+            ok &= good
+            RES["correct"].append(dict(tag="segments order=" + ("lpt" if order is not None else "built-in"), kernel=cub, ok=bool(good),
+                                       rel_err=e, lse_max_abs=le, nan_o=int(o.isnan().sum()), nan_lse=int(lse.isnan().sum())))
+            log(f"   segments {cub} order={'lpt' if order is not None else 'built-in'}: rel err {e:.2e}, lse max err {le:.2e}, nM={nM} {'ok' if good else 'FAIL'}")
+    # --- timing, benchmark documents
+    B, H, S = 2, 16, 8192
+    doc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
+                       for l in BENCH_DOC_LENGTHS]).to(torch.int32).contiguous()
+    q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
+    o, _ = poisoned(q)
+    mm = lambda b, h, qi, kv: (kv <= qi) & (doc[b, qi] == doc[b, kv])
+    pairs = sum(l * (l + 1) // 2 for ls in BENCH_DOC_LENGTHS for l in ls) // B
+    ubm = create_block_mask(mm, B, None, S, S, device="cuda", BLOCK_SIZE=64)
+    ulpt = cta_orders(ubm, B, H, S, 64, 64)["lpt_g8"]
+    sbm, starts, nM = segmented_schedule(doc, mm)
+    slpt = lpt_order(sbm, B, H, nM)
+    kd = kernel("sm90", "sm90_d128_bf16_causal")
+    gen = struct.pack("<Qiiii", doc.data_ptr(), doc.stride(0), doc.shape[0], doc.stride(1), doc.shape[1])
+    outs = {}
+    for key, (cub, nm, mod) in (("uniform", ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90", gen)),
+                                ("segmented", ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90", gen))):
+        o.fill_(float("nan"))
+        if key == "uniform":
+            launch(kernel(cub, nm), q, kk, v, o, None, bm=ubm, mod=mod, order=ulpt)
+        else:
+            launch(kernel(cub, nm), q, kk, v, o, None, bm=sbm, mod=mod, order=slpt, starts=starts, grid_m=nM)
+        torch.cuda.synchronize()
+        outs[key] = o.clone()
+    log(f"   bench docs: nM {nM} (uniform {S // 64}); segmented vs uniform rel err {R.rel_err(outs['segmented'], outs['uniform']):.2e}, nan {bool(outs['segmented'].isnan().any())}")
+    runs = {
+        "dense_causal": lambda: launch(kd, q, kk, v, o, None),
+        "gen_uniform": lambda: launch(kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90"), q, kk, v, o, None, bm=ubm, mod=gen, order=ulpt),
+        "gen_segmented": lambda: launch(kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90"), q, kk, v, o, None, bm=sbm, mod=gen, order=slpt, starts=starts, grid_m=nM),
+        "hand_segmented": lambda: launch(kernel("flex_doc", "flexattn_flex_doc_d128_bf16_sm90"), q, kk, v, o, None, bm=sbm, mod=pack_mod(doc=doc), order=slpt, starts=starts, grid_m=nM),
+        "gen_segmented_builtin_order": lambda: launch(kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90"), q, kk, v, o, None, bm=sbm, mod=gen, starts=starts, grid_m=nM),
+    }
+    # the same on documents aligned to 64 (phase_aligned's): segmented == uniform grid there, so any gap is the
+    # cost of the tile_starts path itself
+    alens = []
+    for l in BENCH_DOC_LENGTHS:
+        r_ = [max(64, (x + 32) // 64 * 64) for x in l[:-1]]
+        alens.append(r_ + [S - sum(r_)])
+    adoc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
+                        for l in alens]).to(torch.int32).contiguous()
+    amm = lambda b, h, qi, kv: (kv <= qi) & (adoc[b, qi] == adoc[b, kv])
+    apairs = sum(l * (l + 1) // 2 for ls in alens for l in ls) // B
+    aubm = create_block_mask(amm, B, None, S, S, device="cuda", BLOCK_SIZE=64)
+    aulpt = cta_orders(aubm, B, H, S, 64, 64)["lpt_g8"]
+    asbm, astarts, anM = segmented_schedule(adoc, amm)
+    aslpt = lpt_order(asbm, B, H, anM)
+    agen = struct.pack("<Qiiii", adoc.data_ptr(), adoc.stride(0), adoc.shape[0], adoc.stride(1), adoc.shape[1])
+    kg = kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90")
+    runs["aligned_uniform"] = lambda: launch(kg, q, kk, v, o, None, bm=aubm, mod=agen, order=aulpt)
+    runs["aligned_segmented"] = lambda: launch(kg, q, kk, v, o, None, bm=asbm, mod=agen, order=aslpt, starts=astarts, grid_m=anM)
+    log(f"   aligned docs: nM {anM}")
+    # CTA-order group size on other masks (uniform grid): sliding window 1024 and causal, 64x64 blocks
+    pats, _, _ = R.flex_patterns(S, B, doc_seed=2)
+    for pname in ("swa1024", "causal"):
+        cub, pm = pats[pname][0], pats[pname][1]
+        pbm = create_block_mask(pm, None, None, S, S, device="cuda", BLOCK_SIZE=64)
+        ppairs = R.unmasked_pairs(pats[pname][2], B, S)
+        kp = kernel(cub, f"flexattn_{cub}_d128_bf16_sm90")
+        pmod = pack_mod(doc=doc, slopes=None, softcap=30.0, window=1024)
+        for G in (8, 16):
+            og = lpt_order(pbm, B, H, S // 64, G=G)
+            runs[f"{pname}_g{G}"] = (lambda og, pbm, kp, pmod: lambda: launch(kp, q, kk, v, o, None, bm=pbm, mod=pmod, order=og))(og, pbm, kp, pmod)
+            PAIRS[f"{pname}_g{G}"] = ppairs
+    for G in (4, 16, 32):
+        og = lpt_order(sbm, B, H, nM, G=G)
+        runs[f"gen_segmented_g{G}"] = (lambda og: lambda: launch(kg, q, kk, v, o, None, bm=sbm, mod=gen, order=og, starts=starts, grid_m=nM))(og)
+    row = dict(pattern="doc bench docs: uniform 64x64 vs segmented", density=round(pairs / S / S, 4))
+    for rep in range(reps):
+        for key in rotate(list(runs), rep):
+            ms = bench(runs[key], iters=40)
+            n = S * (S + 1) // 2 if key == "dense_causal" else apairs if key.startswith("aligned") else PAIRS.get(key, pairs)
+            row.setdefault(key, []).append(round(tflops(B, H, D, n, ms), 1))
+    RES["flex"].append(row)
+    log("  ", json.dumps(row))
+    R.save()
+
+
 def phase_probe():
     """One launch of each sm90 kernel on the flex shape (run under ncu -k regex:sm90)."""
     from torch.nn.attention.flex_attention import create_block_mask
@@ -329,7 +540,7 @@ def main():
     log("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
     for nm in ("sm90_d128_bf16", "sm90_d64_bf16", "sm90_d128_bf16_w2n128s2"):
         log("  ", kernel("sm90", nm).desc())
-    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps)), ("probe", phase_probe), ("order", lambda: phase_order(a.reps)), ("docgen", lambda: phase_docgen(a.reps))):
+    for ph, fn in (("correct", phase_correct), ("dense", lambda: phase_dense(a.reps)), ("flex", lambda: phase_flex(a.reps)), ("probe", phase_probe), ("order", lambda: phase_order(a.reps)), ("docgen", lambda: phase_docgen(a.reps)), ("aligned", lambda: phase_aligned(a.reps)), ("segments", lambda: phase_segments(a.reps))):
         if ph in a.phases.split(","):
             t = time.time()
             try:

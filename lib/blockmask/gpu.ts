@@ -29,7 +29,7 @@ export function jitLauncher(): JitLaunch | null {
 }
 
 export const KERNEL_NAME = 'flexattn_blockmask_classify';
-const HEADER_BYTES = 56;
+const HEADER_BYTES = 72;
 const WARPS_PER_CTA = 8;
 
 const codeCache = new WeakMap<MaskMod, { code: CudaModCode; source: string; words: number }>();
@@ -48,6 +48,9 @@ struct FlexBlockMaskParams {
   int Bn, Hn, QB, KVB;       // planes: Bn x Hn; tiles per plane: QB x KVB
   int qLen, kvLen, bq, bkv;
   int numTiles, L;           // numTiles = Bn * Hn * L
+  unsigned long long starts; // const int[QB + 1] or 0: a segmented grid (tile i = [starts[i], starts[i+1]),
+                             //   rows and columns alike, QB == KVB); 0 = the uniform bq x bkv grid
+  int b0, pad;               // batch index of plane row 0
   unsigned long long mod[${words}];  // FlexModArgs bytes (8-byte aligned)
 };
 static __device__ __forceinline__ bool flexattn_bm_any(bool p) {
@@ -67,12 +70,21 @@ extern "C" __global__ void __launch_bounds__(${WARPS_PER_CTA * 32}) ${KERNEL_NAM
   const int kvb = tile % p.KVB;
   const int qb = tile / p.KVB;
   const int h = g % p.Hn;
-  const int b = g / p.Hn;
-  const int q0 = qb * p.bq, k0 = kvb * p.bkv;
-  const int qe = (q0 + p.bq < p.qLen) ? q0 + p.bq : p.qLen;
-  const int ke = (k0 + p.bkv < p.kvLen) ? k0 + p.bkv : p.kvLen;
-  // PyTorch pads the mask with False past the end: an overhanging tile is never full.
-  bool anyF = (q0 + p.bq > p.qLen) || (k0 + p.bkv > p.kvLen);
+  const int b = g / p.Hn + p.b0;
+  int q0, qe, k0, ke;
+  bool anyF;
+  if (p.starts) {
+    // A segmented tile is classified on its own rows and columns only.
+    const int* st = reinterpret_cast<const int*>(p.starts);
+    q0 = st[qb]; qe = st[qb + 1]; k0 = st[kvb]; ke = st[kvb + 1];
+    anyF = false;
+  } else {
+    q0 = qb * p.bq; k0 = kvb * p.bkv;
+    qe = (q0 + p.bq < p.qLen) ? q0 + p.bq : p.qLen;
+    ke = (k0 + p.bkv < p.kvLen) ? k0 + p.bkv : p.kvLen;
+    // PyTorch pads the mask with False past the end: an overhanging tile is never full.
+    anyF = (q0 + p.bq > p.qLen) || (k0 + p.bkv > p.kvLen);
+  }
   bool anyT = false;
   const int w = ke - k0;
   const int n = (qe - q0) * w;
@@ -108,21 +120,31 @@ function isTensor(t: CapturedTensorLike): t is CapturedTensorLike & Tensor {
   return t instanceof Tensor;
 }
 
+/** A segmented grid for {@link classifyGpu}: one batch row's tile starts (see lib/blockmask/segments.ts). */
+export interface SegmentedGrid {
+  /** `nM + 1` ascending tile starts, the last equal to the sequence length; rows and columns share them. */
+  starts: Int32Array;
+  /** Batch index the plane is evaluated at. */
+  b: number;
+}
+
 /**
  * Classifies the tiles of `Bn × Hn` (batch, head) pairs on GPU `deviceIndex`
  * (Bn/Hn are 1 when the mask does not read b/h) and returns the class bytes
  * on the host: [Bn,Hn,QB,KVB], or [Bn,Hn,L] for the L plane tiles listed in
- * `tiles` (`qb * KVB + kvb`) when given.
+ * `tiles` (`qb * KVB + kvb`) when given. With `grid` the tiles are those of a
+ * segmented grid (QB = KVB = its tile count, Bn = 1, batch `grid.b`).
  */
 export async function classifyGpu(
   mod: MaskMod, params: Readonly<Record<string, number>> | undefined, deviceIndex: number,
   Bn: number, Hn: number, qLen: number, kvLen: number, bq: number, bkv: number,
-  tiles: Int32Array | null = null,
+  tiles: Int32Array | null = null, grid: SegmentedGrid | null = null,
 ): Promise<Uint8Array> {
   const launch = jitLauncher();
   if (!launch) throw new FlexAttnError('createBlockMask: this build of the native addon has no JIT launcher (jitLaunch); use device \'cpu\'');
   const { code, source, words } = kernelSource(mod);
-  const QB = Math.ceil(qLen / bq), KVB = Math.ceil(kvLen / bkv);
+  if (grid && Bn !== 1) throw new Error('internal: a segmented grid is classified one batch row at a time');
+  const QB = grid ? grid.starts.length - 1 : Math.ceil(qLen / bq), KVB = grid ? QB : Math.ceil(kvLen / bkv);
   const L = tiles ? tiles.length : QB * KVB;
   const numTiles = Bn * Hn * L;
   if (numTiles === 0) return new Uint8Array(0);
@@ -154,15 +176,23 @@ export async function classifyGpu(
       temps.push(tt);
       tilesPtr = tt.buffer('tiles').ptr;
     }
+    let startsPtr = 0n;
+    if (grid) {
+      const st = Tensor.fromHost(grid.starts, [grid.starts.length], 'i32', { device: `cuda:${deviceIndex}` });
+      temps.push(st);
+      startsPtr = st.buffer('starts').ptr;
+    }
     const pbuf = new Uint8Array(HEADER_BYTES + 8 * words);
     const dv = new DataView(pbuf.buffer);
     dv.setBigUint64(0, out.ptr, true);
     dv.setBigUint64(8, tilesPtr, true);
     [Bn, Hn, QB, KVB, qLen, kvLen, bq, bkv, numTiles, L].forEach((v, i) => dv.setInt32(16 + 4 * i, v, true));
+    dv.setBigUint64(56, startsPtr, true);
+    dv.setInt32(64, grid ? grid.b : 0, true);
     pbuf.set(modBytes, HEADER_BYTES);
     const threads = WARPS_PER_CTA * 32;
-    const grid = Math.ceil(numTiles / WARPS_PER_CTA);
-    launch(deviceIndex, source, KERNEL_NAME, [grid, 1, 1], [threads, 1, 1], 0, pbuf);
+    const ctas = Math.ceil(numTiles / WARPS_PER_CTA);
+    launch(deviceIndex, source, KERNEL_NAME, [ctas, 1, 1], [threads, 1, 1], 0, pbuf);
     const ab = await native().copyDtoH(out, 0, numTiles);
     return new Uint8Array(ab);
   } finally {

@@ -121,6 +121,7 @@ export class BlockMask {
   #schedule: BlockMask | undefined;
   #params: Readonly<Record<string, number>> | undefined;
   #derived = new Map<string, Tensor>();
+  #adopted = new Set<{ dispose(): void }>();
 
   /** @internal Use {@link createBlockMask} or {@link BlockMask.fromKvBlocks}. */
   constructor(init: BlockMaskInit) {
@@ -168,6 +169,11 @@ export class BlockMask {
     const n = make();
     this.#derived.set(key, n);
     return n;
+  }
+
+  /** @internal Disposes `child` (e.g. another schedule of this mask) with this mask. */
+  adopt(child: { dispose(): void }): void {
+    this.#adopted.add(child);
   }
 
   /** @internal Builds a mask from a dense class grid [B,H,QB,KVB] (0 empty, 1 partial, 2 full). */
@@ -376,6 +382,7 @@ export class BlockMask {
     for (const t of this.#derived.values()) if (!t.disposed) t.dispose();
     this.#derived.clear();
     this.#schedule?.dispose();
+    for (const c of this.#adopted) c.dispose();
   }
 
   [Symbol.dispose](): void { this.dispose(); }

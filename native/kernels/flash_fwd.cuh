@@ -85,10 +85,17 @@ namespace flexattn {
 //   208     4  bm_num_stride_b  212 bm_num_stride_h  (elements; 0 = broadcast;
 //                                                     q-block stride is 1)
 //   216     4  bm_idx_stride_b  220 bm_idx_stride_h  224 bm_idx_stride_qb
-//   228     4  reserved (0)
+//   228     4  tile_starts_stride_b  elements between batches of tile_starts (0 = broadcast)
 //   232     8  cta_order         const unsigned* [nM * Hq * B] or 0: CTA i computes work
 //                                index cta_order[i] (see work_tile); 0 = the built-in order
-//   240     -  mod: FlexModArgs  (sizeof(FlashFwdParams) = 240 + sizeof, 8-aligned)
+//   240     8  tile_starts       const int* [B', nM + 1] or 0 (BLOCK_SPARSE, BM = BN = block
+//                                = 64 only): a segmented grid. Query tile m of batch b is rows
+//                                [ts[m], ts[m+1]), ts = tile_starts + b * stride_b; tiles are at
+//                                most 64 long and restart at every segment start (documents:
+//                                lib/blockmask/segments.ts). The kv lists then hold each tile's
+//                                columns, not its index: kv_start * 128 + length (length <= 64).
+//                                0 = the uniform grid.
+//   248     -  mod: FlexModArgs  (sizeof(FlashFwdParams) = 248 + sizeof, 8-aligned)
 // The num/indices arrays of the full and partial sets share shape and strides.
 // Alignment: q, k, v 16-byte aligned with S/H/B strides multiples of 8
 // elements (16-byte cp.async); o 4-byte aligned, strides even.
@@ -114,12 +121,13 @@ struct FlashFwdParams {
   int bm_q_block, bm_kv_block;
   int bm_num_stride_b, bm_num_stride_h;
   int bm_idx_stride_b, bm_idx_stride_h, bm_idx_stride_qb;
-  int reserved;
+  int tile_starts_stride_b;
   const unsigned* cta_order;
+  const int* tile_starts;
   FlexModArgs mod;
 };
 // Offset of the trailing FlexModArgs (read by the host through <name>_cfg[7]).
-constexpr int kFlashFwdModOffset = 240;
+constexpr int kFlashFwdModOffset = 248;
 #ifndef __CUDACC_RTC__  // NVRTC has no __builtin_offsetof; nvcc checks the layout once
 static_assert(__builtin_offsetof(FlashFwdParams, q) == 0, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, lse) == 32, "layout");
@@ -134,7 +142,9 @@ static_assert(__builtin_offsetof(FlashFwdParams, bm_num_stride_b) == 208, "layou
 static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_b) == 216, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_qb) == 224, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, cta_order) == 232, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, mod) == 240, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, tile_starts_stride_b) == 228, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, tile_starts) == 240, "layout");
+static_assert(__builtin_offsetof(FlashFwdParams, mod) == 248, "layout");
 static_assert(__builtin_offsetof(FlashFwdParams, mod) == kFlashFwdModOffset, "layout");
 #endif
 
@@ -191,15 +201,31 @@ struct FwdConfig : Shape {
 enum FwdMode { kDense = 0, kCausal = 1, kBlockSparse = 2 };
 
 enum MaskBits {
-  kMaskBounds = 1,  // some kv >= Skv (or q >= Sq when mods read captured data)
+  kMaskBounds = 1,  // some kv >= the tile's end (or q >= Sq when mods read captured data)
   kMaskCausal = 2,  // tile straddles the diagonal: keep kv <= q
   kMaskMod = 4,     // partial block: apply mask_mod
+  kTileLenShift = 8 // bits >> 8: a short tile's own column count (< BN; 0: not short)
 };
 
+// A kv tile: its first column and mask bits. In schedules built with kSegments
+// a tile cut short (by Skv or, on a segmented grid, by the next tile's start)
+// carries kMaskBounds and its length in bits >> kTileLenShift (kept in `bits`
+// rather than a third field: the Hopper kernels hold a ring of these at the
+// 168-register cap); elsewhere the length bits are 0 and the tile ends at Skv.
 struct TileRef {
   int kv0;
   int bits;
 };
+
+__device__ __forceinline__ int bounds_bits(int kv0, int kv_end, int bn) {
+  return kv0 + bn > kv_end ? kMaskBounds | ((kv_end - kv0) << kTileLenShift) : 0;
+}
+// Exclusive end of a tile's own columns for the kMaskBounds test: a short tile's
+// recorded length, else Skv (kMaskBounds may also come from a query tail alone).
+__device__ __forceinline__ int tile_end(int kv0, int bits, int skv) {
+  const int len = bits >> kTileLenShift;
+  return len != 0 ? kv0 + len : skv;
+}
 
 // ---------------------------------------------------------------------------
 // Which (query block, head, batch) this CTA computes. The grid is
@@ -265,13 +291,16 @@ __device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_b
   return w;
 }
 
-template <int MODE, int BM, int BN>
+// kSegments: the launch may pass a segmented grid (p.tile_starts; the Hopper
+// kernels). Without it the schedule compiles as before (the mma.sync kernels
+// sit at 255 registers and spill with any extra live value).
+template <int MODE, int BM, int BN, bool kSegments = false>
 struct KvSchedule;
 
-template <int BM, int BN>
-struct KvSchedule<kDense, BM, BN> {
+template <int BM, int BN, bool kSegments>
+struct KvSchedule<kDense, BM, BN, kSegments> {
   int n, skv, extra;
-  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int q0, bool q_tail) {
+  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int, int q0, bool q_tail) {
     skv = p.Skv;
     n = (skv + BN - 1) / BN;
     extra = q_tail && (FLEX_HAS_SCORE_MOD) ? kMaskBounds : 0;
@@ -286,10 +315,10 @@ struct KvSchedule<kDense, BM, BN> {
 };
 
 // Top-left aligned causal (PyTorch SDPA is_causal): keep kv <= q.
-template <int BM, int BN>
-struct KvSchedule<kCausal, BM, BN> {
+template <int BM, int BN, bool kSegments>
+struct KvSchedule<kCausal, BM, BN, kSegments> {
   int n, skv, q0, extra;
-  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int q0_, bool q_tail) {
+  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int, int q0_, bool q_tail) {
     skv = p.Skv;
     q0 = q0_;
     const int q_last = imin(q0 + BM, p.Sq);            // exclusive
@@ -309,14 +338,19 @@ struct KvSchedule<kCausal, BM, BN> {
 
 // PyTorch BlockMask: full blocks first (score_mod only), then partial blocks
 // (score_mod + mask_mod). A mask block of bm_kv_block columns is walked as
-// bm_kv_block / BN kernel tiles.
-template <int BM, int BN>
-struct KvSchedule<kBlockSparse, BM, BN> {
+// bm_kv_block / BN kernel tiles. With p.tile_starts (a segmented grid, block =
+// tile = 64) row m_block is query tile m_block and each list entry is a tile's
+// kv_start * 128 + length (one load per tile, as for the uniform grid); a tile
+// shorter than BN masks the columns past its end, which belong to the next tile.
+template <int BM, int BN, bool kSegments>
+struct KvSchedule<kBlockSparse, BM, BN, kSegments> {
   const int* full_idx;
   const int* part_idx;
+  const int* ts;
   int n_full_tiles, n, skv, kvb, tpb_shift, tpb, extra;
-  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int b, int h, int q0, bool q_tail) {
-    const int qb = q0 / p.bm_q_block;
+  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int b, int h, int m_block, int q0, bool q_tail) {
+    ts = kSegments && p.tile_starts ? p.tile_starts + (long long)b * p.tile_starts_stride_b : nullptr;
+    const int qb = ts ? m_block : q0 / p.bm_q_block;
     const long long nb = (long long)b * p.bm_num_stride_b + (long long)h * p.bm_num_stride_h + qb;
     const long long ib = (long long)b * p.bm_idx_stride_b + (long long)h * p.bm_idx_stride_h +
                          (long long)qb * p.bm_idx_stride_qb;
@@ -346,9 +380,19 @@ struct KvSchedule<kBlockSparse, BM, BN> {
     const int j = full ? i : i - n_full_tiles;
     const int jb = tpb_shift >= 0 ? j >> tpb_shift : j / tpb;
     const int blk = ldg_i32((full ? full_idx : part_idx) + jb);
-    t.kv0 = blk * kvb + (j - jb * tpb) * BN;
-    t.bits = extra | (t.kv0 + BN > skv ? kMaskBounds : 0) |
-             (!full && FLEX_HAS_MASK_MOD ? kMaskMod : 0);
+    if constexpr (kSegments) {
+      int kv_end = skv;
+      if (ts) {
+        t.kv0 = blk >> 7;
+        kv_end = t.kv0 + (blk & 127);
+      } else {
+        t.kv0 = blk * kvb + (j - jb * tpb) * BN;
+      }
+      t.bits = extra | bounds_bits(t.kv0, kv_end, BN) | (!full && FLEX_HAS_MASK_MOD ? kMaskMod : 0);
+    } else {
+      t.kv0 = blk * kvb + (j - jb * tpb) * BN;
+      t.bits = extra | (t.kv0 + BN > skv ? kMaskBounds : 0) | (!full && FLEX_HAS_MASK_MOD ? kMaskMod : 0);
+    }
     return t;
   }
 };
@@ -365,9 +409,9 @@ __device__ __forceinline__ int elem_kv(int kv0, int n, int t, int i) { return kv
 // captured tensors that depend only on q (or only on kv) then CSE across the
 // tile (one per row / column instead of one per element).
 __device__ __forceinline__ bool keep_element(const FlashFwdParams& p, const FlexModArgs& args, int b, int h,
-                                             int q, int kv, int qc, int kvc, int bits) {
+                                             int q, int kv, int qc, int kvc, int bits, int kv_end) {
   bool keep = true;
-  if (bits & kMaskBounds) keep = (kv < p.Skv) & (q < p.Sq);
+  if (bits & kMaskBounds) keep = (kv < kv_end) & (q < p.Sq);
   if (bits & kMaskCausal) keep = keep & (kv <= q);
 #if FLEX_HAS_MASK_MOD
   keep = keep & (flex_mask_mod(b, h, qc, kvc, args) | ((bits & kMaskMod) == 0));
@@ -395,7 +439,9 @@ __device__ __forceinline__ float masked_score(float x, const FlashFwdParams& p, 
 // domain); without one the raw q·k is kept (the softmax folds scale·log2(e)
 // into its exp2 FFMA) unless `premul` (scale <= 0, where max does not commute
 // with the scaling).
-template <class Cfg>
+// kTileEnd: tiles may be short of BN by more than Skv (segmented grids, see
+// TileRef); the bounds test then reads the tile's own end from `bits`.
+template <class Cfg, bool kTileEnd = false>
 __device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const FlashFwdParams& p,
                                            const FlexModArgs& args, int b, int h, int row0,
                                            int kv0, int bits, bool premul, int lane) {
@@ -422,7 +468,7 @@ __device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const F
   }
   // The predicate is keep_element's, written out: the mma.sync kernels sit at
   // 255 registers and their spills move with the shape of this code.
-  const int Sq = p.Sq, Skv = p.Skv;
+  const int Sq = p.Sq, Skv = p.Skv, kv_end = kTileEnd ? tile_end(kv0, bits, Skv) : Skv;
 #pragma unroll
   for (int m = 0; m < Cfg::kMT; ++m)
 #pragma unroll
@@ -433,7 +479,7 @@ __device__ __forceinline__ void score_tile(RtAcc<Cfg::kMT, Cfg::kNT>& s, const F
         const int kv = kv0 + n * 8 + 2 * t + (i & 1);
         const int qc = imin(q, Sq - 1), kvc = imin(kv, Skv - 1);
         bool keep = true;
-        if (bits & kMaskBounds) keep = (kv < Skv) & (q < Sq);
+        if (bits & kMaskBounds) keep = (kv < kv_end) & (q < Sq);
         if (bits & kMaskCausal) keep = keep & (kv <= q);
         float x = s.c[m][n][i];
 #if FLEX_HAS_SCORE_MOD
@@ -489,7 +535,7 @@ __device__ __forceinline__ void mask_bits(KeepBits<Cfg>& keep, const FlashFwdPar
       k = true;
 #endif
     } else {
-      k = keep_element(p, args, b, h, q, kv, imin(q, p.Sq - 1), imin(kv, p.Skv - 1), bits);
+      k = keep_element(p, args, b, h, q, kv, imin(q, p.Sq - 1), imin(kv, p.Skv - 1), bits, tile_end(kv0, bits, p.Skv));
     }
     keep.w[e >> 5] |= (u32)k << (e & 31);
   });
@@ -581,7 +627,7 @@ __device__ __forceinline__ void rescale_rows(RtAcc<MT, DT>& o, const float (&alp
 template <class T, int MT, int DT>
 __device__ __forceinline__ void store_output(const RtAcc<MT, DT>& o, const float (&row_max)[MT][2],
                                              const float (&row_sum)[MT][2], const FlashFwdParams& p, int b, int h,
-                                             int row0, float dom, int lane) {
+                                             int row0, float dom, int lane, int q_end) {
   const int g = lane >> 2, t = lane & 3;
   u16* gO = (u16*)p.o + (i64)b * p.o_stride_b + (i64)h * p.o_stride_h;
 #pragma unroll
@@ -591,7 +637,7 @@ __device__ __forceinline__ void store_output(const RtAcc<MT, DT>& o, const float
       const float l = quad_sum(row_sum[m][r]);
       const float inv = l > 0.f ? 1.f / l : 0.f;
       const int q = row0 + m * 16 + g + 8 * r;
-      if (q < p.Sq) {
+      if (q < q_end) {
         u16* orow = gO + (i64)q * p.o_stride_s + 2 * t;
 #pragma unroll
         for (int d = 0; d < DT; ++d)
@@ -644,7 +690,7 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
   // ---- prologue: Q first (independent of the schedule's index loads), then
   // the first ST-1 K/V tiles in flight
   QTile::template load_async<NTH>(sQ, gQ, p.q_stride_s, p.Sq - q0, tid);
-  KvSchedule<MODE, BM, BN> sched(p, b, h, q0, q_tail);
+  KvSchedule<MODE, BM, BN> sched(p, b, h, m_block, q0, q_tail);
   const int n_tiles = sched.count();
   TileRef ring[ST];   // ring[s] = tile (it + s); rotated with constant indices
 #pragma unroll
@@ -758,7 +804,7 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
   }
   cp_async_wait<0>();
 
-  store_output<T, MT, DT>(o, row_max, row_sum, p, b, h, row0, dom, lane);
+  store_output<T, MT, DT>(o, row_max, row_sum, p, b, h, row0, dom, lane, p.Sq);
 }
 
 }  // namespace flash

@@ -132,7 +132,13 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
       Cfg::kMinBlocks > FLEXATTN_WAVE_CTAS_PER_SM ? Cfg::kMinBlocks : FLEXATTN_WAVE_CTAS_PER_SM);
   const int m_block = w.m_block, h = w.h, b = w.b;
   const int hk = h / p.gqa_group;
-  const int q0 = m_block * BM;
+  // A segmented grid (p.tile_starts: document masks, so only kernels whose mask
+  // reads captured data compile it; 64x64 tiles) gives each query tile its own
+  // start; rows from q_end on belong to the next tile and are not stored.
+  constexpr bool kSegments = MODE == ::flexattn::flash::kBlockSparse && FLEX_HAS_MASK_MOD && FLEX_MASK_MOD_READS_MEMORY;
+  const int* ts = kSegments && p.tile_starts ? p.tile_starts + (i64)b * p.tile_starts_stride_b : nullptr;
+  const int q0 = ts ? ldg_i32(ts + m_block) : m_block * BM;
+  const int q_end = ts ? ldg_i32(ts + m_block + 1) : p.Sq;
   const bool q_tail = q0 + BM > p.Sq;
   const int row0 = q0 + warp * 16;                         // this warp's first query row
 
@@ -152,7 +158,7 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   };
 
   QTile::template load_async<NTH>(sQ, gQ, p.q_stride_s, p.Sq - q0, tid);
-  KvSchedule<MODE, BM, BN> sched(p, b, h, q0, q_tail);
+  KvSchedule<MODE, BM, BN, kSegments> sched(p, b, h, m_block, q0, q_tail);
   const int n_tiles = sched.count();
 
   RtAcc<1, DT> o;
@@ -218,11 +224,11 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
     wg_::fence_operands(sacc);
     if constexpr (kMaskBits) {
       if (cur.bits) ::flexattn::flash::score_tile_keep<Cfg>(s, p, args, b, h, row0, cur.kv0, keep, premul, lane);
-      else ::flexattn::flash::score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, 0, premul, lane);
+      else ::flexattn::flash::score_tile<Cfg, kSegments>(s, p, args, b, h, row0, cur.kv0, 0, premul, lane);
     } else if (kMaskOnlyPath && interior) {
       ::flexattn::flash::score_tile_mask_only<Cfg>(s, p, args, b, h, row0, cur.kv0, premul, lane);
     } else {
-      ::flexattn::flash::score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
+      ::flexattn::flash::score_tile<Cfg, kSegments>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
     }
     ::flexattn::flash::online_softmax<1, NT>(s, row_max, row_sum, alpha, dom);
     ::flexattn::flash::rescale_rows<1, DT>(o, alpha);
@@ -240,7 +246,7 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   }
   cp_async_wait<0>();
 
-  ::flexattn::flash::store_output<T, 1, DT>(o, row_max, row_sum, p, b, h, row0, dom, lane);
+  ::flexattn::flash::store_output<T, 1, DT>(o, row_max, row_sum, p, b, h, row0, dom, lane, q_end);
 }
 
 }  // namespace flash_sm90

@@ -9,6 +9,8 @@ import {
   type SdpaOptions,
 } from '../../lib/index.js';
 import { mulberry32, randomMod } from '../../lib/mods/random.js';
+import { docIdsFromOffsets } from '../../lib/mods/builtins.js';
+import { segmentedSchedule } from '../../lib/blockmask/segments.js';
 import { describeGpu } from '../gpu-gate.js';
 import { relError } from '../reference.js';
 
@@ -243,6 +245,36 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
       bm.dispose();
     }
     for (const t of [q, k, v, idsT]) t.dispose();
+  });
+  it('document masks on a segmented grid (tiles restart at every document): CPU reference, B=2, GQA, odd length', async () => {
+    // Documents of 1, 63, 64 and 65 tokens, an id that comes back later, ids per batch and one row for all.
+    const dd = { B: 2, Hq: 4, Hkv: 2, Sq: 777, Skv: 777, D: 128 };
+    const a0 = docIdsFromOffsets([0, 1, 64, 128, 193, 250, 517, 600], dd.Sq);
+    for (let p = 700; p < 740; p++) a0[p] = 3;
+    const a1 = docIdsFromOffsets([0, 333, 334, 400], dd.Sq);
+    const ids2 = Tensor.fromHost(Int32Array.from([...a0, ...a1]), [dd.B, dd.Sq], 'i32', gpu);
+    const ids1 = Tensor.fromHost(a1, [dd.Sq], 'i32', gpu);
+    for (const [m, chosen, blockSize] of [[documentMask(ids2), true, 128], [documentMask(ids1, { causal: false }), true, 128],
+      [andMasks(documentMask(ids2), slidingWindow(300)), false, 128], [documentMask(ids2), true, 64]] as const) {
+      const { q, k, v } = inputs(dd, 'bf16');
+      const bm = await createBlockMask(m, dd.B, 1, dd.Sq, dd.Skv, { device: 'cuda:0', blockSize });
+      poison(dd.B * dd.Hq * dd.Sq * 128, 'bf16');
+      const g = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true });
+      // the launch's cached schedule (a 64x64 mask is its own uniform schedule)
+      const seg = await segmentedSchedule(bm, bm.kernelSchedule(64, 64, {}) ?? bm, {}, 0);
+      if (chosen) expect(seg, String(m)).not.toBeNull();
+      const c = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true, backend: 'cpu' });
+      compare(await g.out.toFloat32(), await c.out.toFloat32(), 1e-2);
+      compareLse(await g.lse!.toFloat32(), await c.lse!.toFloat32());
+      process.env.FLEXATTN_SEGMENTS = '0';
+      const u = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true });
+      delete process.env.FLEXATTN_SEGMENTS;
+      compare(await g.out.toFloat32(), await u.out.toFloat32(), 5e-3);
+      for (const t of [q, k, v, g.out, g.lse!, c.out, c.lse!, u.out, u.lse!]) t.dispose();
+      bm.dispose();
+    }
+    ids1.dispose();
+    ids2.dispose();
   });
   it('kernelOptions pick other tile shapes', async () => {
     await flexCase(d, 'bf16', causal(), softcap(10), { kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } });
