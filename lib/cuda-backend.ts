@@ -213,15 +213,19 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
   } else {
     code = modCode(a.scoreMod, a.maskMod ?? undefined);
     const shapeTag = a.shape ? `_${a.shape.BM}x${a.shape.BN}w${a.shape.warps}s${a.shape.stages}` : '';
-    const name = `flexattn_flex_${fam}${code.hash.slice(0, 16)}_d${d.D}_${dtype}_${a.mode.slice(1).toLowerCase()}${shapeTag}`;
+    // A segmented launch compiles its own variant: the kernel reads p.tile_starts, and its mask
+    // (SegmentedSchedule.maskMod) is only exact on that grid.
+    const segTag = a.segments ? '_seg' : '';
+    const name = `flexattn_flex_${fam}${code.hash.slice(0, 16)}_d${d.D}_${dtype}_${a.mode.slice(1).toLowerCase()}${segTag}${shapeTag}`;
     entry = await loadKernel(device, {
-      kernel: name, source: `${code.source}\n${instantiate(name, d.D, dtype, a.mode, a.family, a.shape)}`,
+      kernel: name,
+      source: `${code.source}\n${a.segments ? '#define FLEX_SEGMENTED_GRID 1\n' : ''}${instantiate(name, d.D, dtype, a.mode, a.family, a.shape)}`,
     });
   }
   const { cfg } = entry;
   const seg = a.segments;
-  if (seg && (cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
-    throw new Error(`internal: a segmented grid needs a ${SEGMENT_TILE}x${SEGMENT_TILE} kernel tile, not ${cfg.blockM}x${cfg.blockN}`);
+  if (seg && (a.family !== 'sm90' || a.mode !== 'kBlockSparse' || cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
+    throw new Error(`internal: a segmented grid needs the sm90 block-sparse kernel with a ${SEGMENT_TILE}x${SEGMENT_TILE} tile, not ${a.family} ${a.mode} ${cfg.blockM}x${cfg.blockN}`);
   }
   const grid: [number, number, number] = [seg ? seg.nM : Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
   // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
@@ -408,7 +412,7 @@ export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: T
     q, k: args.k, v: args.v, d: dims, scale: args.scale, returnLse: args.returnLse, params: args.params,
     mode: bm ? 'kBlockSparse' : 'kDense', family,
     ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
-    ...(walk ? { blockMask: walk, maskMod: walk.maskMod } : {}),
+    ...(walk ? { blockMask: walk, maskMod: segments ? segments.maskMod : walk.maskMod } : {}),
     ...(segments ? { segments } : {}),
     ...(shape ? { shape } : {}),
   });

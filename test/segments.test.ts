@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { BlockMask, createBlockMask } from '../lib/blockmask.js';
 import { hostMaskFn } from '../lib/blockmask/mods-adapter.js';
 import {
-  buildSegmentedSchedule, documentIds, segmentStarts, type SegmentedSchedule, type TileEvaluator,
+  buildSegmentedSchedule, documentIds, maskWithinSegments, segmentStarts, type SegmentedSchedule, type TileEvaluator,
 } from '../lib/blockmask/segments.js';
 import {
   andMasks, causal, docIdsFromOffsets, documentMask, notMask, orMasks, slidingWindow,
@@ -41,6 +41,8 @@ async function cpuEvaluator(mod: MaskMod): Promise<TileEvaluator> {
 async function expectExactCover(mod: MaskMod, B: number, S: number, sched: SegmentedSchedule,
   want: Int32Array): Promise<void> {
   const fn = await hostMaskFn(mod);
+  // the mask the segmented kernel evaluates (ids conjunct dropped) equals the mask on every listed tile
+  const within = await hostMaskFn(sched.maskMod);
   const { mask, nM } = sched;
   const t = sched.tensors();
   const starts = (await t.starts.toHost()) as Int32Array;
@@ -61,6 +63,7 @@ async function expectExactCover(mod: MaskMod, B: number, S: number, sched: Segme
           for (let q = st[i]!; q < st[i + 1]!; q++) {
             for (let kv = k0; kv < k1; kv++) {
               const keep = fn(b, 0, q, kv);
+              if (within(b, 0, q, kv) !== keep) throw new Error(`b${b} (${q}, ${kv}): the grid's mask ${String(sched.maskMod)} gives ${!keep}`);
               if (full && !keep) throw new Error(`b${b} tile (${i}, ${k0}) listed full but (${q}, ${kv}) is masked`);
               if (keep) cover[q * S + kv]!++;
             }
@@ -101,6 +104,30 @@ describe('segmented grid for document masks', () => {
     expect(documentIds(maskMod(({ b, q, kv }) => ids.at(b, q).eq(ids.at(b, q).add(kv.mul(0)))))).toBeNull();
   });
 
+  it('maskWithinSegments drops the ids conjunct wherever it occurs and keeps the rest', () => {
+    const ids = ids2d([[0, 0, 1, 1], [0, 1, 1, 1]]);
+    const noLoads = (m: MaskMod) => m.ir.nodes.every((n) => n.op !== 'load');
+    const doc = maskWithinSegments(documentMask(ids))!;
+    expect(String(doc)).toBe(String(causal()));
+    expect(noLoads(doc)).toBe(true);
+    const nonCausal = maskWithinSegments(documentMask(ids, { causal: false }))!;
+    expect(nonCausal.ir.nodes).toHaveLength(1);
+    expect(nonCausal.ir.nodes[0]).toMatchObject({ op: 'const', type: 'bool', value: 1 });
+    const win = maskWithinSegments(andMasks(slidingWindow(100), documentMask(ids)))!;
+    expect(noLoads(win)).toBe(true);
+    expect(String(win)).toContain('100');
+    // other captured data stays; the conjunct inside an OR is the same node, true on the grid too
+    const keepIds = ids2d([[1, 0, 1, 1], [0, 0, 0, 1]]);
+    const mixed = maskMod(({ b, q, kv }) => {
+      const eq = ids.at(b, q).eq(ids.at(b, kv));
+      return eq.and(keepIds.at(b, kv).eq(1)).and(eq.or(q.lt(2)));
+    });
+    const w = maskWithinSegments(mixed)!;
+    expect(w.tensors).toEqual([keepIds]);
+    expect(maskWithinSegments(causal())).toBeNull();
+    expect(maskWithinSegments(orMasks(documentMask(ids), causal()))).toBeNull();
+  });
+
   it('segmentStarts: tiles restart at every id change, rows padded with S, clamped id reads', () => {
     const ids = Int32Array.from([0, 0, 0, 0, 0, 0, 1, 1, 1, 2, /* row 1 */ 5, 5, 5, 5, 5, 5, 5, 5, 5, 5]);
     const { starts, nM } = segmentStarts(ids, [2, 10], 2, 10, 4);
@@ -120,7 +147,9 @@ describe('segmented grid for document masks', () => {
     for (let p = 600; p < 650; p++) a[p] = 2;      // id 2 again, far from its first run
     const b = docIdsFromOffsets([0, 300, 301, 333], S);
     const ids = ids2d([Array.from(a), Array.from(b)]);
-    for (const mod of [documentMask(ids), documentMask(ids, { causal: false }), andMasks(documentMask(ids), slidingWindow(90))]) {
+    const sparse = maskMod(({ kv }) => kv.mod(3).ne(1));
+    for (const mod of [documentMask(ids), documentMask(ids, { causal: false }), andMasks(documentMask(ids), slidingWindow(90)),
+      andMasks(sparse, documentMask(ids))]) {
       const { seg } = await schedule(mod, 2, S, true);
       expect(seg, String(mod)).not.toBeNull();
       const { starts } = segmentStarts(Int32Array.from([...a, ...b]), [2, S], 2, S);
@@ -151,6 +180,9 @@ describe('segmented grid for document masks', () => {
     // a window narrower than two tiles: the segmented grid costs more than it saves
     const docs = ids2d([Array.from(docIdsFromOffsets([0, 100, 190], S))]);
     expect((await schedule(andMasks(documentMask(docs), slidingWindow(40)), 1, S)).seg).toBeNull();
+    // a mask made for every batch (B = 1) from ids that differ per batch row
+    const two = ids2d([Array.from(docIdsFromOffsets([0, 100, 190], S)), Array.from(docIdsFromOffsets([0, 30], S))]);
+    expect((await schedule(documentMask(two), 1, S, true)).seg).toBeNull();
   });
 
   it('documents like the benchmark\'s: chosen, with fewer computed and partial tiles than the uniform grid', async () => {

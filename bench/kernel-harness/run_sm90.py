@@ -382,7 +382,7 @@ def segmented_schedule(doc, maskfn, tile=64):
     return bm, starts.contiguous(), nM
 
 
-def lpt_order(bm, B, H, nM, G=8):
+def lpt_order(bm, B, H, nM, G=8, w=(1.5, 1.0, 1.6)):
     """Longest-first CTA order within groups of G heads (cost 1.5 + full + 1.6 partial tiles), work index
     m + nM * (b*H + h), as lib/blockmask/cta-order.ts."""
     num = bm.kv_num_blocks.cpu().long()
@@ -390,7 +390,7 @@ def lpt_order(bm, B, H, nM, G=8):
     order = []
     for g0 in range(0, B * H, G):
         ent = [(m, bh) for m in range(nM - 1, -1, -1) for bh in range(g0, min(g0 + G, B * H))]
-        cost = lambda e: 1.5 + fnum[min(e[1] // H, num.shape[0] - 1), 0, e[0]].item() + 1.6 * num[min(e[1] // H, num.shape[0] - 1), 0, e[0]].item()
+        cost = lambda e: w[0] + w[1] * fnum[min(e[1] // H, num.shape[0] - 1), 0, e[0]].item() + w[2] * num[min(e[1] // H, num.shape[0] - 1), 0, e[0]].item()
         ent.sort(key=lambda e: -cost(e))
         order += [m + nM * bh for m, bh in ent]
     return torch.tensor(order, dtype=torch.int32, device="cuda")
@@ -416,9 +416,14 @@ def phase_segments(reps):
     ro, rl = ref_attention(q, kk, v, 1 / math.sqrt(D), mask=lambda b, qi, ki: mm(b, 0, qi, ki))
     bm, starts, nM = segmented_schedule(doc, mm)
     ok = True
-    for cub, nm, mod in (("flex_doc", "flexattn_flex_doc_d128_bf16_sm90", pack_mod(doc=doc)),
-                         ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90",
-                          struct.pack("<Qiiii", doc.data_ptr(), doc.stride(0), doc.shape[0], doc.stride(1), doc.shape[1]))):
+    # segmented kernels: flex_docseg (the mask left once the ids conjunct is dropped, as the library
+    # generates it) and, when built, flex_docgen_seg (the full generated mask on the grid:
+    # NVFLAGS=-DFLEX_SEGMENTED_GRID=1 SUFFIX=_seg ./build.sh flex_docgen.cu)
+    gen_args = struct.pack("<Qiiii", doc.data_ptr(), doc.stride(0), doc.shape[0], doc.stride(1), doc.shape[1])
+    cases = [("flex_docseg", "flexattn_flex_docseg_d128_bf16_sm90", pack_mod(doc=doc))]
+    if os.path.exists(os.path.join(R.BUILD, "flex_docgen_seg.cubin")):
+        cases.append(("flex_docgen_seg", "flexattn_flex_docgen_d128_bf16_sm90", gen_args))
+    for cub, nm, mod in cases:
         for order in (None, lpt_order(bm, B, H, nM)):
             o, lse = poisoned(q)
             launch(kernel(cub, nm), q, kk, v, o, lse, bm=bm, mod=mod, order=order, starts=starts, grid_m=nM)
@@ -444,8 +449,12 @@ def phase_segments(reps):
     kd = kernel("sm90", "sm90_d128_bf16_causal")
     gen = struct.pack("<Qiiii", doc.data_ptr(), doc.stride(0), doc.shape[0], doc.stride(1), doc.shape[1])
     outs = {}
-    for key, (cub, nm, mod) in (("uniform", ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90", gen)),
-                                ("segmented", ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90", gen))):
+    has_gseg = os.path.exists(os.path.join(R.BUILD, "flex_docgen_seg.cubin"))
+    variants = [("uniform", ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90", gen)),
+                ("segmented", ("flex_docseg", "flexattn_flex_docseg_d128_bf16_sm90", pack_mod(doc=doc)))]
+    if has_gseg:
+        variants.append(("segmented_fullmask", ("flex_docgen_seg", "flexattn_flex_docgen_d128_bf16_sm90", gen)))
+    for key, (cub, nm, mod) in variants:
         o.fill_(float("nan"))
         if key == "uniform":
             launch(kernel(cub, nm), q, kk, v, o, None, bm=ubm, mod=mod, order=ulpt)
@@ -453,14 +462,20 @@ def phase_segments(reps):
             launch(kernel(cub, nm), q, kk, v, o, None, bm=sbm, mod=mod, order=slpt, starts=starts, grid_m=nM)
         torch.cuda.synchronize()
         outs[key] = o.clone()
+    if has_gseg:
+        log(f"   bench docs: causal-only mask on the segmented grid == full generated doc mask there: "
+            f"{bool(torch.equal(outs['segmented_fullmask'], outs['segmented']))}")
     log(f"   bench docs: nM {nM} (uniform {S // 64}); segmented vs uniform rel err {R.rel_err(outs['segmented'], outs['uniform']):.2e}, nan {bool(outs['segmented'].isnan().any())}")
+    kseg = kernel("flex_docseg", "flexattn_flex_docseg_d128_bf16_sm90")
     runs = {
         "dense_causal": lambda: launch(kd, q, kk, v, o, None),
         "gen_uniform": lambda: launch(kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90"), q, kk, v, o, None, bm=ubm, mod=gen, order=ulpt),
-        "gen_segmented": lambda: launch(kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90"), q, kk, v, o, None, bm=sbm, mod=gen, order=slpt, starts=starts, grid_m=nM),
-        "hand_segmented": lambda: launch(kernel("flex_doc", "flexattn_flex_doc_d128_bf16_sm90"), q, kk, v, o, None, bm=sbm, mod=pack_mod(doc=doc), order=slpt, starts=starts, grid_m=nM),
-        "gen_segmented_builtin_order": lambda: launch(kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90"), q, kk, v, o, None, bm=sbm, mod=gen, starts=starts, grid_m=nM),
+        "segmented": lambda: launch(kseg, q, kk, v, o, None, bm=sbm, mod=pack_mod(doc=doc), order=slpt, starts=starts, grid_m=nM),
+        "segmented_builtin_order": lambda: launch(kseg, q, kk, v, o, None, bm=sbm, mod=pack_mod(doc=doc), starts=starts, grid_m=nM),
     }
+    if has_gseg:
+        kgs = kernel("flex_docgen_seg", "flexattn_flex_docgen_d128_bf16_sm90")
+        runs["segmented_fullmask"] = lambda: launch(kgs, q, kk, v, o, None, bm=sbm, mod=gen, order=slpt, starts=starts, grid_m=nM)
     # the same on documents aligned to 64 (phase_aligned's): segmented == uniform grid there, so any gap is the
     # cost of the tile_starts path itself
     alens = []
@@ -478,23 +493,8 @@ def phase_segments(reps):
     agen = struct.pack("<Qiiii", adoc.data_ptr(), adoc.stride(0), adoc.shape[0], adoc.stride(1), adoc.shape[1])
     kg = kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90")
     runs["aligned_uniform"] = lambda: launch(kg, q, kk, v, o, None, bm=aubm, mod=agen, order=aulpt)
-    runs["aligned_segmented"] = lambda: launch(kg, q, kk, v, o, None, bm=asbm, mod=agen, order=aslpt, starts=astarts, grid_m=anM)
+    runs["aligned_segmented"] = lambda: launch(kseg, q, kk, v, o, None, bm=asbm, mod=pack_mod(doc=adoc), order=aslpt, starts=astarts, grid_m=anM)
     log(f"   aligned docs: nM {anM}")
-    # CTA-order group size on other masks (uniform grid): sliding window 1024 and causal, 64x64 blocks
-    pats, _, _ = R.flex_patterns(S, B, doc_seed=2)
-    for pname in ("swa1024", "causal"):
-        cub, pm = pats[pname][0], pats[pname][1]
-        pbm = create_block_mask(pm, None, None, S, S, device="cuda", BLOCK_SIZE=64)
-        ppairs = R.unmasked_pairs(pats[pname][2], B, S)
-        kp = kernel(cub, f"flexattn_{cub}_d128_bf16_sm90")
-        pmod = pack_mod(doc=doc, slopes=None, softcap=30.0, window=1024)
-        for G in (8, 16):
-            og = lpt_order(pbm, B, H, S // 64, G=G)
-            runs[f"{pname}_g{G}"] = (lambda og, pbm, kp, pmod: lambda: launch(kp, q, kk, v, o, None, bm=pbm, mod=pmod, order=og))(og, pbm, kp, pmod)
-            PAIRS[f"{pname}_g{G}"] = ppairs
-    for G in (4, 16, 32):
-        og = lpt_order(sbm, B, H, nM, G=G)
-        runs[f"gen_segmented_g{G}"] = (lambda og: lambda: launch(kg, q, kk, v, o, None, bm=sbm, mod=gen, order=og, starts=starts, grid_m=nM))(og)
     row = dict(pattern="doc bench docs: uniform 64x64 vs segmented", density=round(pairs / S / S, 4))
     for rep in range(reps):
         for key in rotate(list(runs), rep):

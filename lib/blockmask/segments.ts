@@ -22,8 +22,7 @@
  * @internal
  * @module
  */
-import type { CapturedTensorLike, MaskMod } from '../mods/ir.js';
-import type { IrNode } from '../mods/ir.js';
+import { Expr, MaskMod, type CapturedTensorLike, type IrNode } from '../mods/ir.js';
 import { Tensor } from '../tensor.js';
 import { classifyGpu } from './gpu.js';
 import { BlockMask } from './mask.js';
@@ -45,6 +44,8 @@ export interface SegmentedSchedule {
   strideB: number;
   /** Query tiles per batch row (the launch grid's x extent). */
   nM: number;
+  /** The mask the kernel evaluates on this grid ({@link maskWithinSegments}). */
+  maskMod: MaskMod;
 }
 
 /**
@@ -57,11 +58,8 @@ function isArg(n: IrNode | undefined, name: string): boolean {
   return n !== undefined && n.op === 'arg' && n.name === name;
 }
 
-/**
- * The captured id tensor of a conjunct `ids[q] == ids[kv]` (or `ids[b, q] ==
- * ids[b, kv]`, int32) in the mask's top-level AND, or null when there is none.
- */
-export function documentIds(mod: MaskMod): CapturedTensorLike | null {
+/** The conjunct `ids[q] == ids[kv]` of a mask's top-level AND and its id tensor. */
+function documentConjunct(mod: MaskMod): { node: IrNode; ids: CapturedTensorLike } | null {
   const stack: IrNode[] = [mod.expr.node];
   while (stack.length > 0) {
     const n = stack.pop()!;
@@ -74,9 +72,52 @@ export function documentIds(mod: MaskMod): CapturedTensorLike | null {
     const qx = x.args[r - 1], qy = y.args[r - 1];
     if (!((isArg(qx, 'q') && isArg(qy, 'kv')) || (isArg(qx, 'kv') && isArg(qy, 'q')))) continue;
     if (r === 2 && !(isArg(x.args[0], 'b') && isArg(y.args[0], 'b'))) continue;
-    return x.tensor;
+    return { node: n, ids: x.tensor };
   }
   return null;
+}
+
+/**
+ * The captured id tensor of a conjunct `ids[q] == ids[kv]` (or `ids[b, q] ==
+ * ids[b, kv]`, int32) in the mask's top-level AND, or null when there is none.
+ */
+export function documentIds(mod: MaskMod): CapturedTensorLike | null {
+  return documentConjunct(mod)?.ids ?? null;
+}
+
+const TRUE: IrNode = { op: 'const', type: 'bool', args: [], value: 1 };
+
+/**
+ * The mask as the kernel evaluates it on a segmented grid: the document
+ * conjunct replaced by `true` (and dropped from the ANDs it sat in). Exact on
+ * every tile such a grid lists: the tile's rows share one id and its columns
+ * share one id, so the conjunct is constant over the tile, and a listed tile
+ * keeps some pair, where the conjunct holds. (Rows past a short query tile's
+ * end and columns past a short kv tile's end belong to the next document; the
+ * kernel masks those columns and does not store those rows.) What is left is
+ * usually `kv <= q`, which needs no memory reads: kernel-notes run 15 measured
+ * +4.5 % for the document-causal mask.
+ */
+export function maskWithinSegments(mod: MaskMod): MaskMod | null {
+  const hit = documentConjunct(mod);
+  if (!hit) return null;
+  const memo = new Map<IrNode, IrNode>();
+  const rewrite = (n: IrNode): IrNode => {
+    let r = memo.get(n);
+    if (r) return r;
+    if (n === hit.node) r = TRUE;
+    else if (n.args.length === 0) r = n;
+    else {
+      let args = n.args.map(rewrite);
+      if (n.op === 'and') {
+        args = args.filter((a) => a !== TRUE);
+        r = args.length === 0 ? TRUE : args.length === 1 ? args[0]! : { ...n, args };
+      } else r = args.every((a, i) => a === n.args[i]) ? n : { ...n, args };
+    }
+    memo.set(n, r);
+    return r;
+  };
+  return new MaskMod(new Expr(rewrite(mod.expr.node)));
 }
 
 /**
@@ -182,8 +223,12 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   const T = SEGMENT_TILE;
   if (!mod || bm.qLen !== bm.kvLen || fine.H !== 1 || fine.blockSize[0] !== T || fine.blockSize[1] !== T) return null;
   const idsTensor = documentIds(mod);
-  if (!idsTensor) return null;
+  const within = maskWithinSegments(mod);
+  if (!idsTensor || !within) return null;
   const S = bm.qLen, rows = fine.B;
+  // A mask made for every batch (B = 1) whose ids differ per batch row: the block mask holds
+  // batch 0's blocks only, and the conjunct would be dropped for rows it does not describe.
+  if (rows === 1 && idsTensor.shape.length === 2 && idsTensor.shape[0]! > 1) return null;
   if (S >= 2 ** 24) return null;   // entries kv_start * 128 + length must fit an int32
   const ids = (await idsTensor.toHost()) as Int32Array;
   const { starts, nM } = segmentStarts(ids, idsTensor.shape, rows, S);
@@ -221,7 +266,7 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   const upload = (key: string, data: () => Int32Array, shape: number[]) =>
     bm.derivedTensor(`segments:${key}`, () => Tensor.fromHost(data(), shape, 'i32', { device: bm.device }));
   return {
-    mask, strideB: rows > 1 ? nM + 1 : 0, nM,
+    mask, strideB: rows > 1 ? nM + 1 : 0, nM, maskMod: within,
     tensors: () => ({
       starts: upload('starts', () => starts, [rows, nM + 1]),
       kvIndices: upload('kv', () => encode(mask.host.kvIndices), [rows, 1, nM, nM]),

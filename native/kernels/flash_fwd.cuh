@@ -22,6 +22,8 @@
 //   #define FLEX_HAS_SCORE_MOD 0|1
 //   #define FLEX_HAS_MASK_MOD  0|1
 //   #define FLEX_MASK_MOD_READS_MEMORY 0|1   (optional: mask_mod loads captured data)
+//   #define FLEX_SEGMENTED_GRID 0|1   (optional: launched on a segmented grid,
+//                                      p.tile_starts; Hopper block-sparse only)
 // `score` is the scaled q·k. Mods are called with in-bounds indices only
 // (q < Sq, kv < Skv; tail elements get clamped indices and are discarded),
 // but also for elements that end up masked, so they must be pure. The kernel
@@ -61,6 +63,9 @@ struct FlexModArgs {
 #endif
 #ifndef FLEX_MASK_MOD_READS_MEMORY
 #define FLEX_MASK_MOD_READS_MEMORY 0
+#endif
+#ifndef FLEX_SEGMENTED_GRID
+#define FLEX_SEGMENTED_GRID 0
 #endif
 
 namespace flexattn {

@@ -132,10 +132,10 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
       Cfg::kMinBlocks > FLEXATTN_WAVE_CTAS_PER_SM ? Cfg::kMinBlocks : FLEXATTN_WAVE_CTAS_PER_SM);
   const int m_block = w.m_block, h = w.h, b = w.b;
   const int hk = h / p.gqa_group;
-  // A segmented grid (p.tile_starts: document masks, so only kernels whose mask
-  // reads captured data compile it; 64x64 tiles) gives each query tile its own
-  // start; rows from q_end on belong to the next tile and are not stored.
-  constexpr bool kSegments = MODE == ::flexattn::flash::kBlockSparse && FLEX_HAS_MASK_MOD && FLEX_MASK_MOD_READS_MEMORY;
+  // A segmented grid (p.tile_starts: document masks, 64x64 tiles; kernels built
+  // with FLEX_SEGMENTED_GRID) gives each query tile its own start; rows from
+  // q_end on belong to the next tile and are not stored.
+  constexpr bool kSegments = MODE == ::flexattn::flash::kBlockSparse && FLEX_SEGMENTED_GRID;
   const int* ts = kSegments && p.tile_starts ? p.tile_starts + (i64)b * p.tile_starts_stride_b : nullptr;
   const int q0 = ts ? ldg_i32(ts + m_block) : m_block * BM;
   const int q_end = ts ? ldg_i32(ts + m_block + 1) : p.Sq;

@@ -254,8 +254,13 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     const a1 = docIdsFromOffsets([0, 333, 334, 400], dd.Sq);
     const ids2 = Tensor.fromHost(Int32Array.from([...a0, ...a1]), [dd.B, dd.Sq], 'i32', gpu);
     const ids1 = Tensor.fromHost(a1, [dd.Sq], 'i32', gpu);
+    // a second captured tensor the kernel still reads on the segmented grid (keys dropped at random)
+    const r = mulberry32(5);
+    const keep = Tensor.fromHost(Int32Array.from({ length: dd.B * dd.Skv }, () => (r() < 0.1 ? 0 : 1)), [dd.B, dd.Skv], 'i32', gpu);
+    const keepKv = maskMod(({ b, kv }) => keep.at(b, kv).eq(1));
     for (const [m, chosen, blockSize] of [[documentMask(ids2), true, 128], [documentMask(ids1, { causal: false }), true, 128],
-      [andMasks(documentMask(ids2), slidingWindow(300)), false, 128], [documentMask(ids2), true, 64]] as const) {
+      [andMasks(documentMask(ids2), slidingWindow(300)), false, 128], [documentMask(ids2), true, 64],
+      [andMasks(keepKv, documentMask(ids2)), false, 128]] as const) {
       const { q, k, v } = inputs(dd, 'bf16');
       const bm = await createBlockMask(m, dd.B, 1, dd.Sq, dd.Skv, { device: 'cuda:0', blockSize });
       poison(dd.B * dd.Hq * dd.Sq * 128, 'bf16');
@@ -275,6 +280,7 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     }
     ids1.dispose();
     ids2.dispose();
+    keep.dispose();
   });
   it('kernelOptions pick other tile shapes', async () => {
     await flexCase(d, 'bf16', causal(), softcap(10), { kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } });
