@@ -246,6 +246,18 @@ def order_shape(reps, B, H, S, D):
 BENCH_DOC_LENGTHS = [[257, 246, 1720, 1977, 2748, 514, 730], [1735, 1869, 2393, 311, 1884]]  # bench/cases.mjs, S=8192
 
 
+def dense_causal_row(q, kk, v, o, reps):
+    """The sm90 dense causal kernel on q/k/v [B, H, S, D] (the reference the flex rows are divided by), logged."""
+    B, H, S, D = q.shape
+    kd = kernel("sm90", "sm90_d128_bf16_causal")
+    row = dict(pattern="dense-causal (sm90)")
+    for rep in range(reps):
+        ms = bench(lambda: launch(kd, q, kk, v, o, None), iters=40)
+        row.setdefault("sm90", []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
+    log("  ", json.dumps(row))
+    return row
+
+
 def phase_docgen(reps):
     """Document mask: hand-written (flex_doc.cu) vs generated (flex_docgen.cu) mask code, on the harness's
     and on the library benchmark's document lengths; 64x64 BlockMask, built-in and LPT (G=8) orders."""
@@ -256,12 +268,7 @@ def phase_docgen(reps):
                         for l in BENCH_DOC_LENGTHS]).to(torch.int32).contiguous()
     q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
     o, _ = poisoned(q)
-    kd = kernel("sm90", "sm90_d128_bf16_causal")
-    row = dict(pattern="dense-causal (sm90)")
-    for rep in range(reps):
-        ms = bench(lambda: launch(kd, q, kk, v, o, None), iters=40)
-        row.setdefault("sm90", []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
-    log("  ", json.dumps(row))
+    row = dense_causal_row(q, kk, v, o, reps)
     for dname, doc in (("harness docs", hdoc), ("bench docs", bdoc)):
         log(f"== docgen {dname}: lengths {[torch.unique_consecutive(doc[b], return_counts=True)[1].tolist() for b in range(B)]}")
         mm = lambda b, h, qi, kv: (kv <= qi) & (doc[b, qi] == doc[b, kv])
@@ -308,12 +315,7 @@ def phase_aligned(reps):
         aligned.append(r + [S - sum(r)])
     q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
     o, _ = poisoned(q)
-    kd = kernel("sm90", "sm90_d128_bf16_causal")
-    row = dict(pattern="dense-causal (sm90)")
-    for rep in range(reps):
-        ms = bench(lambda: launch(kd, q, kk, v, o, None), iters=40)
-        row.setdefault("sm90", []).append(round(tflops(B, H, D, S * (S + 1) // 2, ms), 1))
-    log("  ", json.dumps(row))
+    row = dense_causal_row(q, kk, v, o, reps)
     RES["flex"].append(row)
     for dname, lens in (("bench docs", BENCH_DOC_LENGTHS), ("bench docs aligned to 64", aligned)):
         doc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
