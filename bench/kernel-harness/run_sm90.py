@@ -3,6 +3,7 @@
 correctness against fp32 references, then dense and flex timings on one card.
 usage: python3 run_sm90.py [--phases correct,dense,flex]   (after ./build.sh)"""
 import argparse, json, math, os, struct, sys, time
+from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 import run as R
@@ -343,7 +344,6 @@ def segmented_schedule(doc, maskfn, tile=64):
     restart at every change of id, and the BlockMask lists of that grid, classified exactly from the dense mask,
     with each kv entry encoded as kv_start * 128 + length (the kernel's format for segmented grids).
     Returns (bm-like object, starts int32 [B, nM + 1], nM)."""
-    from types import SimpleNamespace
     B, S = doc.shape
     rows = []
     for b in range(B):
@@ -438,18 +438,27 @@ def phase_segments(reps):
             log(f"   segments {cub} order={'lpt' if order is not None else 'built-in'}: rel err {e:.2e}, lse max err {le:.2e}, nM={nM} {'ok' if good else 'FAIL'}")
     # --- timing, benchmark documents
     B, H, S = 2, 16, 8192
-    doc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
-                       for l in BENCH_DOC_LENGTHS]).to(torch.int32).contiguous()
     q, kk, v = make_qkv(B, H, H, S, S, D, torch.bfloat16, seed=5)
     o, _ = poisoned(q)
-    mm = lambda b, h, qi, kv: (kv <= qi) & (doc[b, qi] == doc[b, kv])
-    pairs = sum(l * (l + 1) // 2 for ls in BENCH_DOC_LENGTHS for l in ls) // B
-    ubm = create_block_mask(mm, B, None, S, S, device="cuda", BLOCK_SIZE=64)
-    ulpt = cta_orders(ubm, B, H, S, 64, 64)["lpt_g8"]
-    sbm, starts, nM = segmented_schedule(doc, mm)
-    slpt = lpt_order(sbm, B, H, nM)
+
+    def doc_case(lens):
+        """Ids, unmasked pairs, uniform 64x64 BlockMask + LPT order, segmented schedule + LPT order,
+        and the generated mask's args for documents of lengths `lens` (one list per batch row)."""
+        d = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
+                         for l in lens]).to(torch.int32).contiguous()
+        m = lambda b, h, qi, kv: (kv <= qi) & (d[b, qi] == d[b, kv])
+        ubm_ = create_block_mask(m, B, None, S, S, device="cuda", BLOCK_SIZE=64)
+        sbm_, st_, nM_ = segmented_schedule(d, m)
+        return SimpleNamespace(
+            doc=d, pairs=sum(l * (l + 1) // 2 for ls in lens for l in ls) // B,
+            ubm=ubm_, ulpt=cta_orders(ubm_, B, H, S, 64, 64)["lpt_g8"],
+            sbm=sbm_, starts=st_, nM=nM_, slpt=lpt_order(sbm_, B, H, nM_),
+            gen=struct.pack("<Qiiii", d.data_ptr(), d.stride(0), d.shape[0], d.stride(1), d.shape[1]))
+
+    bc = doc_case(BENCH_DOC_LENGTHS)
+    doc, pairs, ubm, ulpt, sbm, starts, nM, slpt, gen = (bc.doc, bc.pairs, bc.ubm, bc.ulpt, bc.sbm, bc.starts, bc.nM,
+                                                         bc.slpt, bc.gen)
     kd = kernel("sm90", "sm90_d128_bf16_causal")
-    gen = struct.pack("<Qiiii", doc.data_ptr(), doc.stride(0), doc.shape[0], doc.stride(1), doc.shape[1])
     outs = {}
     has_gseg = os.path.exists(os.path.join(R.BUILD, "flex_docgen_seg.cubin"))
     variants = [("uniform", ("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90", gen)),
@@ -484,18 +493,12 @@ def phase_segments(reps):
     for l in BENCH_DOC_LENGTHS:
         r_ = [max(64, (x + 32) // 64 * 64) for x in l[:-1]]
         alens.append(r_ + [S - sum(r_)])
-    adoc = torch.stack([torch.repeat_interleave(torch.arange(len(l), device="cuda"), torch.tensor(l, device="cuda"))
-                        for l in alens]).to(torch.int32).contiguous()
-    amm = lambda b, h, qi, kv: (kv <= qi) & (adoc[b, qi] == adoc[b, kv])
-    apairs = sum(l * (l + 1) // 2 for ls in alens for l in ls) // B
-    aubm = create_block_mask(amm, B, None, S, S, device="cuda", BLOCK_SIZE=64)
-    aulpt = cta_orders(aubm, B, H, S, 64, 64)["lpt_g8"]
-    asbm, astarts, anM = segmented_schedule(adoc, amm)
-    aslpt = lpt_order(asbm, B, H, anM)
-    agen = struct.pack("<Qiiii", adoc.data_ptr(), adoc.stride(0), adoc.shape[0], adoc.stride(1), adoc.shape[1])
+    al = doc_case(alens)
+    apairs, anM = al.pairs, al.nM
     kg = kernel("flex_docgen", "flexattn_flex_docgen_d128_bf16_sm90")
-    runs["aligned_uniform"] = lambda: launch(kg, q, kk, v, o, None, bm=aubm, mod=agen, order=aulpt)
-    runs["aligned_segmented"] = lambda: launch(kseg, q, kk, v, o, None, bm=asbm, mod=pack_mod(doc=adoc), order=aslpt, starts=astarts, grid_m=anM)
+    runs["aligned_uniform"] = lambda: launch(kg, q, kk, v, o, None, bm=al.ubm, mod=al.gen, order=al.ulpt)
+    runs["aligned_segmented"] = lambda: launch(kseg, q, kk, v, o, None, bm=al.sbm, mod=pack_mod(doc=al.doc), order=al.slpt,
+                                               starts=al.starts, grid_m=anM)
     log(f"   aligned docs: nM {anM}")
     row = dict(pattern="doc bench docs: uniform 64x64 vs segmented", density=round(pairs / S / S, 4))
     for rep in range(reps):

@@ -223,8 +223,7 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   const T = SEGMENT_TILE;
   if (!mod || bm.qLen !== bm.kvLen || fine.H !== 1 || fine.blockSize[0] !== T || fine.blockSize[1] !== T) return null;
   const idsTensor = documentIds(mod);
-  const within = maskWithinSegments(mod);
-  if (!idsTensor || !within) return null;
+  if (!idsTensor) return null;
   const S = bm.qLen, rows = fine.B;
   // A mask made for every batch (B = 1) whose ids differ per batch row: the block mask holds
   // batch 0's blocks only, and the conjunct would be dropped for rows it does not describe.
@@ -266,7 +265,7 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   const upload = (key: string, data: () => Int32Array, shape: number[]) =>
     bm.derivedTensor(`segments:${key}`, () => Tensor.fromHost(data(), shape, 'i32', { device: bm.device }));
   return {
-    mask, strideB: rows > 1 ? nM + 1 : 0, nM, maskMod: within,
+    mask, strideB: rows > 1 ? nM + 1 : 0, nM, maskMod: maskWithinSegments(mod)!,
     tensors: () => ({
       starts: upload('starts', () => starts, [rows, nM + 1]),
       kvIndices: upload('kv', () => encode(mask.host.kvIndices), [rows, 1, nM, nM]),
