@@ -4,11 +4,18 @@
  * @module
  */
 
-/** Base class of every error thrown by flexattn. */
+/**
+ * Base class of every error thrown or rejected by flexattn. `code` is a stable
+ * string (like Node's `ERR_*` codes) that programs can branch on; the message
+ * is for people and may change. The codes are listed in the README.
+ */
 export class FlexAttnError extends Error {
-  constructor(message: string) {
-    super(message);
+  /** Stable error code, e.g. `'ERR_FLEXATTN_SHAPE'`; see {@link ERROR_CODES}. */
+  readonly code: string;
+  constructor(message: string, options?: { cause?: unknown; code?: string }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = new.target.name;
+    this.code = options?.code ?? codeOf(new.target);
   }
 }
 
@@ -59,14 +66,18 @@ export class CudaUnavailableError extends FlexAttnError {
 /** NVRTC (libnvrtc) could not be found or loaded. */
 export class NvrtcUnavailableError extends FlexAttnError {}
 
-/** A CUDA driver call failed. `code` is the CUDA error name, e.g. `CUDA_ERROR_ILLEGAL_ADDRESS`. */
+/**
+ * A CUDA driver call failed. `cudaError` is the CUDA error name, e.g.
+ * `CUDA_ERROR_ILLEGAL_ADDRESS`; `code` is `'ERR_FLEXATTN_CUDA'`.
+ */
 export class CudaError extends FlexAttnError {
-  readonly code: string;
+  /** The CUDA driver's error name, e.g. `CUDA_ERROR_ILLEGAL_ADDRESS`. */
+  readonly cudaError: string;
   readonly call: string;
   readonly remedy: string;
-  constructor(message: string, code: string, call: string, remedy: string) {
+  constructor(message: string, cudaError: string, call: string, remedy: string) {
     super(message);
-    this.code = code;
+    this.cudaError = cudaError;
     this.call = call;
     this.remedy = remedy;
   }
@@ -86,12 +97,66 @@ export class CompileError extends FlexAttnError {
   }
 }
 
-/** A mod (scoreMod/maskMod) expression is malformed: wrong types, rank, unknown param. */
+/**
+ * A mod (scoreMod/maskMod) is malformed: wrong types, rank, unknown param, a
+ * JavaScript operator or control flow on an expression, or the user's function
+ * threw while being traced (then `cause` is what it threw).
+ */
 export class ModError extends FlexAttnError {
   /** Printed form of the offending expression. */
   readonly expression: string;
-  constructor(message: string, expression = '') {
-    super(expression ? `${message} (in ${expression})` : message);
+  constructor(message: string, expression = '', options?: { cause?: unknown }) {
+    super(expression ? `${message} (in ${expression})` : message, options);
     this.expression = expression;
   }
+}
+
+/**
+ * The operation was cancelled through its `signal` (an `AbortSignal`, e.g.
+ * `AbortSignal.timeout(ms)`). `name` is `'AbortError'` and `code` is
+ * `'ABORT_ERR'`, as for Node's own aborted operations; `cause` is the
+ * signal's `reason`.
+ */
+export class AbortError extends FlexAttnError {
+  constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The on-disk kernel cache could not be read or written (permissions, full disk). */
+export class CacheError extends FlexAttnError {}
+
+/** Something inside flexattn failed that should not have: a bug; please report it. */
+export class InternalError extends FlexAttnError {}
+
+/**
+ * Every `code` a flexattn error can carry, with the class that carries it.
+ * Stable across releases: new codes may be added, none is renamed.
+ */
+export const ERROR_CODES = {
+  ERR_FLEXATTN: 'FlexAttnError',
+  ERR_FLEXATTN_INVALID_ARGUMENT: 'InvalidArgumentError',
+  ERR_FLEXATTN_SHAPE: 'ShapeError',
+  ERR_FLEXATTN_DTYPE: 'DTypeError',
+  ERR_FLEXATTN_DEVICE: 'DeviceError',
+  ERR_FLEXATTN_DISPOSED: 'DisposedError',
+  ERR_FLEXATTN_CUDA_UNAVAILABLE: 'CudaUnavailableError',
+  ERR_FLEXATTN_NVRTC_UNAVAILABLE: 'NvrtcUnavailableError',
+  ERR_FLEXATTN_CUDA: 'CudaError',
+  ERR_FLEXATTN_OUT_OF_MEMORY: 'OutOfMemoryError',
+  ERR_FLEXATTN_COMPILE: 'CompileError',
+  ERR_FLEXATTN_MOD: 'ModError',
+  ABORT_ERR: 'AbortError',
+  ERR_FLEXATTN_CACHE: 'CacheError',
+  ERR_FLEXATTN_INTERNAL: 'InternalError',
+} as const;
+
+/** A stable error code (a key of {@link ERROR_CODES}). */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+function codeOf(cls: Function): string {
+  for (let c: Function | null = cls; c && c !== Error; c = Object.getPrototypeOf(c) as Function | null) {
+    for (const [code, name] of Object.entries(ERROR_CODES)) if (name === c.name) return code;
+  }
+  return 'ERR_FLEXATTN';
 }

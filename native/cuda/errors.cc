@@ -98,7 +98,7 @@ Napi::Error ToJsError(Napi::Env env, const NativeError& e) {
   switch (e.kind) {
     case ErrKind::kCuda:
     case ErrKind::kOutOfMemory:
-      err.Set("code", S(e.a)); err.Set("call", S(e.b)); err.Set("remedy", S(e.c)); break;
+      err.Set("code", S(e.kind == ErrKind::kOutOfMemory ? "ERR_FLEXATTN_OUT_OF_MEMORY" : "ERR_FLEXATTN_CUDA")); err.Set("cudaError", S(e.a)); err.Set("call", S(e.b)); err.Set("remedy", S(e.c)); break;
     case ErrKind::kCudaUnavailable: err.Set("details", S(e.a)); break;
     case ErrKind::kCompile: err.Set("source", S(e.a)); err.Set("log", S(e.b)); break;
     case ErrKind::kInvalidArgument:

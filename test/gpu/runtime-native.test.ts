@@ -278,7 +278,8 @@ describeGpu('native runtime (GPU)', () => {
     try { n.alloc(DEV, 1e15); } catch (e) { oom = e; }
     expect(oom).toBeInstanceOf(OutOfMemoryError);
     expect(oom).toBeInstanceOf(CudaError);
-    expect((oom as OutOfMemoryError).code).toBe('CUDA_ERROR_OUT_OF_MEMORY');
+    expect((oom as OutOfMemoryError).cudaError).toBe('CUDA_ERROR_OUT_OF_MEMORY');
+    expect((oom as OutOfMemoryError).code).toBe('ERR_FLEXATTN_OUT_OF_MEMORY');
     expect((oom as Error).message).toMatch(/1000000000000000 bytes/);
     expect((oom as Error).message).toMatch(/free of/);
     expect((oom as Error).message).toMatch(/Possible solutions/);
@@ -417,7 +418,7 @@ extern "C" __global__ void fill_scaled(const P p) {
     // Enqueue may already see the sticky error (sync throw) or the wait does (rejection).
     const err = await (async () => n.copyDtoH(buf, 0, 16))().then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(CudaError);
-    expect((err as CudaError).code).toBe('CUDA_ERROR_ILLEGAL_ADDRESS');
+    expect((err as CudaError).cudaError).toBe('CUDA_ERROR_ILLEGAL_ADDRESS');
     expect((err as Error).message).toMatch(/Possible solutions/);
     const err2 = await (async () => n.synchronize(DEV))().then(() => null, (e: unknown) => e);
     expect(err2).toBeInstanceOf(CudaError);
