@@ -102,6 +102,14 @@ export interface NativeCpuAttentionArgs {
   };
   returnLse: boolean;
   numThreads?: number;
+  /** Output dtype code (bf16 0, f16 1, f32 2; default f32): rounded in the worker, bits as lib/dtype.ts. */
+  outDtype?: number;
+  /** Where to write out: `B·Hq·Sq·Dv` elements, Uint16Array (bf16/f16 bits) or Float32Array; default: a new array. */
+  out?: Uint16Array | Float32Array;
+  /** Where to write lse (`B·Hq·Sq` floats) when returnLse; default: a new array. */
+  lse?: Float32Array;
+  /** Stop flag: element 0 set nonzero (Atomics.store) stops the job at its next chunk; it then rejects with `cancelled: true`. */
+  cancel?: Int32Array;
 }
 
 /** A resolved kernel (native/jit/kernel_handle.cc). */
@@ -163,7 +171,7 @@ export interface NativeAddon {
   loadKernel(device: number, spec: { kernel: string; source: string; module?: string; options?: string[] }): Promise<NativeKernelHandle>;
 
   // native/cpu
-  cpuAttention(args: NativeCpuAttentionArgs): Promise<{ out: Float32Array; lse?: Float32Array }>;
+  cpuAttention(args: NativeCpuAttentionArgs): Promise<{ out: Float32Array | Uint16Array; lse?: Float32Array }>;
   hardwareConcurrency(): number;
 }
 

@@ -10,6 +10,9 @@
 // dynamically to a small thread pool; within a chunk, up to 8 rows of one
 // (b, h) walk kv in tiles of 64 so each K/V tile is reused from L1. Results are
 // bit-identical for any thread count.
+// The output is written in its final dtype (bf16/f16 rounded here, in the
+// worker threads) and the optional stop flag is checked per task, per group of
+// rows and per kv tile, so a cancelled job ends within one tile of work.
 //
 // Which kv positions a row sees:
 //  - without a block mask: all of [0, Skv), mask_mod (if any) everywhere;
@@ -106,7 +109,7 @@ Mask4 NormalizeMask(const CpuAttentionArgs& a, const int64_t target[4], bool che
   return m;
 }
 
-void CheckBlockMask(const CpuBlockMask& bm, int64_t B, int64_t Hq, int64_t Sq, int64_t Skv) {
+void CheckBlockMask(const CpuBlockMask& bm, int64_t B, int64_t Hq, int64_t Sq, int64_t Skv, bool scan) {
   if (!(bm.B == 1 || bm.B == B)) throw ArgError("blockMask.B", "1 or " + Str(B) + " (q's batch)", Str(bm.B));
   if (!(bm.H == 1 || bm.H == Hq)) throw ArgError("blockMask.H", "1 or " + Str(Hq) + " (q's heads)", Str(bm.H));
   if (bm.qBlock <= 0) throw ArgError("blockMask.qBlock", "a positive block size", Str(bm.qBlock));
@@ -128,6 +131,7 @@ void CheckBlockMask(const CpuBlockMask& bm, int64_t B, int64_t Hq, int64_t Sq, i
   if ((bm.fullKvNumBlocks == nullptr) != (bm.fullKvIndices == nullptr)) {
     throw ArgError("blockMask.fullKvIndices", "fullKvNumBlocks and fullKvIndices given together");
   }
+  if (!scan) return;
   auto check = [&](const int32_t* num, const int32_t* idx, const char* numName, const char* idxName) {
     for (int64_t r = 0; r < rows; ++r) {
       const int32_t n = num[r];
@@ -336,12 +340,13 @@ struct RowState {
 struct Scratch {
   std::vector<float> q, raw, s, mrow, accf;  // per row of the group: D, Skv, Skv, Skv, Dv
   std::vector<double> accd;                  // per row of the group: Dv
+  std::vector<float> outf;                   // one output row (Dv) before rounding to bf16/f16
   RowState rows[kGroup];
 };
 
 }  // namespace
 
-void ValidateAttentionArgs(const CpuAttentionArgs& a) {
+void ValidateAttentionArgs(const CpuAttentionArgs& a, bool scanBlockMask) {
   CheckQkv(a.q, "q");
   CheckQkv(a.k, "k");
   CheckQkv(a.v, "v");
@@ -365,7 +370,8 @@ void ValidateAttentionArgs(const CpuAttentionArgs& a) {
   }
   const int64_t target[4] = {B, Hq, Sq, Skv};
   NormalizeMask(a, target, true);
-  if (a.blockMask) CheckBlockMask(*a.blockMask, B, Hq, Sq, Skv);
+  if (a.blockMask) CheckBlockMask(*a.blockMask, B, Hq, Sq, Skv, scanBlockMask);
+  if (!IsFloatDType(a.outDtype)) throw ArgError("outDtype", "bf16, f16 or f32", DTypeName(a.outDtype));
   if (B * Hq * Sq * a.v.shape[3] > 0 && a.out == nullptr) throw ArgError("out", "an output buffer", "null");
 }
 
@@ -389,6 +395,7 @@ void Attention(const CpuAttentionArgs& a) {
     constexpr int64_t kRowsPerTask = 256;
     const int64_t chunks = (Skv + kRowsPerTask - 1) / kRowsPerTask;
     RunParallel(nthreads, B * Hkv * chunks, [&](int, int64_t t) {
+      if (StopRequested(a.cancel)) throw Cancelled();
       const int64_t bh = t / chunks, c = t % chunks;
       const int64_t b = bh / Hkv, h = bh % Hkv;
       const int64_t j1 = std::min(Skv, (c + 1) * kRowsPerTask);
@@ -428,10 +435,14 @@ void Attention(const CpuAttentionArgs& a) {
       if (mask.present) sc.mrow.resize(static_cast<size_t>(kGroup * Sp));
       sc.accf.resize(static_cast<size_t>(kGroup * Dvp));
       sc.accd.resize(static_cast<size_t>(kGroup * Dvp));
+      if (a.outDtype != kF32) sc.outf.resize(static_cast<size_t>(Dvp));
     }
     const int64_t rEnd = std::min(rows, (task + 1) * chunk);
     int64_t r = task * chunk;
     while (r < rEnd) {
+      // A stopped job ends here, at a group of rows, or at a kv tile below
+      // (a group can take long when Skv is large).
+      if (StopRequested(a.cancel)) throw Cancelled();
       // Next group: consecutive rows of one (b, h) and one q block.
       const int64_t bh = r / Sq;
       int n = 0;
@@ -494,6 +505,7 @@ void Attention(const CpuAttentionArgs& a) {
 
       // Pass 1: scaled dot products, kv tile by tile, every row of the group.
       for (int64_t t0 = gLo - gLo % kKvTile; t0 < gHi; t0 += kKvTile) {
+        if (StopRequested(a.cancel)) throw Cancelled();
         const int64_t t1 = t0 + kKvTile;
         for (int g = 0; g < n; ++g) {
           const RowState& row = sc.rows[g];
@@ -543,6 +555,7 @@ void Attention(const CpuAttentionArgs& a) {
         std::fill(sc.accd.data() + g * Dvp, sc.accd.data() + g * Dvp + Dv, 0.0);
       }
       for (int64_t t0 = gLo - gLo % kKvTile; t0 < gHi; t0 += kKvTile) {
+        if (StopRequested(a.cancel)) throw Cancelled();
         const int64_t t1 = t0 + kKvTile;
         for (int g = 0; g < n; ++g) {
           RowState& row = sc.rows[g];
@@ -556,19 +569,21 @@ void Attention(const CpuAttentionArgs& a) {
         }
       }
 
-      // Outputs. A row with nothing kept: out = 0, lse = -inf.
+      // Outputs, in the requested dtype (f32 written in place; bf16/f16 rounded
+      // from an f32 row). A row with nothing kept: out = 0, lse = -inf.
       for (int g = 0; g < n; ++g) {
         const RowState& row = sc.rows[g];
-        float* out = a.out + row.r * Dv;
+        float* out = a.outDtype == kF32 ? static_cast<float*>(a.out) + row.r * Dv : sc.outf.data();
         if (row.m == kNegInf) {
           std::fill(out, out + Dv, 0.0f);
           if (a.lse) a.lse[row.r] = kNegInf;
-          continue;
+        } else {
+          const double* accd = sc.accd.data() + g * Dvp;
+          const double inv = 1.0 / row.sum;
+          for (int64_t d = 0; d < Dv; ++d) out[d] = static_cast<float>(accd[d] * inv);
+          if (a.lse) a.lse[row.r] = static_cast<float>(double(row.m) + std::log(row.sum));
         }
-        const double* accd = sc.accd.data() + g * Dvp;
-        const double inv = 1.0 / row.sum;
-        for (int64_t d = 0; d < Dv; ++d) out[d] = static_cast<float>(accd[d] * inv);
-        if (a.lse) a.lse[row.r] = static_cast<float>(double(row.m) + std::log(row.sum));
+        if (a.outDtype != kF32) StoreRow(a.out, a.outDtype, row.r * Dv, out, Dv);
       }
       r += n;
     }

@@ -4,6 +4,7 @@
 // mask_mod evaluated by the mod VM, block-sparse iteration from a BlockMask).
 #pragma once
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <vector>
 
@@ -47,14 +48,27 @@ struct CpuAttentionArgs {
   ScoreModFn scoreMod;       // optional
   MaskModFn maskMod;         // optional (applied in partial blocks, or everywhere without a block mask)
   const CpuBlockMask* blockMask = nullptr;  // optional
-  // Outputs (contiguous): out [B,Hq,Sq,Dv] as f32, lse [B,Hq,Sq] natural log.
-  float* out = nullptr;
+  // Outputs (contiguous): out [B,Hq,Sq,Dv] in outDtype, lse [B,Hq,Sq] f32 natural log.
+  // bf16/f16 outputs are the f32 results rounded to nearest even (NaN stays
+  // NaN), bit for bit what lib/dtype.ts's f32ToBf16Bits / f32ToF16Bits give,
+  // so the caller needs no conversion pass of its own.
+  void* out = nullptr;
+  DType outDtype = kF32;     // kBF16, kF16 or kF32
   float* lse = nullptr;      // optional
   int numThreads = 0;        // 0 = hardware concurrency
+  // Optional stop flag, set (nonzero) by another thread: the job then throws
+  // Cancelled at its next chunk; out and lse are left partly written.
+  const int32_t* cancel = nullptr;
+};
+
+// Thrown by Attention() when args.cancel was set before the job finished.
+struct Cancelled : std::exception {
+  const char* what() const noexcept override { return "cpu attention cancelled"; }
 };
 
 // Fully masked rows give out = 0 and lse = -inf (PyTorch flex semantics and
-// SDPA's safe softmax). Throws std::invalid_argument on inconsistent args.
+// SDPA's safe softmax). Throws std::invalid_argument on inconsistent args,
+// Cancelled when stopped through args.cancel.
 void Attention(const CpuAttentionArgs& args);
 
 }  // namespace flexattn::cpu

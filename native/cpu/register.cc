@@ -1,10 +1,16 @@
 // JS binding of the CPU reference backend:
-//   cpuAttention(args) -> Promise<{ out: Float32Array, lse?: Float32Array }>
+//   cpuAttention(args) -> Promise<{ out: Float32Array | Uint16Array, lse?: Float32Array }>
 //   hardwareConcurrency() -> number
 // Arguments are validated synchronously (typed InvalidArgumentError naming the
-// argument); the math runs on a Napi::AsyncWorker so the event loop never
-// blocks. The input typed arrays are kept alive by persistent references while
-// the worker runs and are read in place (not copied).
+// argument) in time independent of the tensor sizes; everything proportional
+// to the data (the math, reading bf16/f16/strided inputs, rounding the output
+// to args.outDtype, scanning block-mask indices) runs on a Napi::AsyncWorker,
+// so the event loop never blocks. The input typed arrays are kept alive by
+// persistent references while the worker runs and are read in place (not
+// copied); the output goes straight into args.out (or a new array) in its
+// final dtype. args.cancel (an Int32Array, e.g. on a SharedArrayBuffer) set to
+// nonzero stops the job at its next chunk: the promise then rejects with a
+// FlexAttnError whose `cancelled` property is true.
 #include <napi.h>
 
 #include <cmath>
@@ -144,7 +150,7 @@ const int32_t* ParseI32(const Napi::Object& o, const char* key, const std::strin
 class CpuAttentionWorker : public Napi::AsyncWorker {
  public:
   CpuAttentionWorker(Napi::Env env, CpuAttentionArgs args, std::unique_ptr<CpuBlockMask> bm,
-                     std::vector<Napi::ObjectReference> refs, Napi::Float32Array out, Napi::Value lse)
+                     std::vector<Napi::ObjectReference> refs, Napi::Value out, Napi::Value lse)
       : Napi::AsyncWorker(env, "flexattn.cpuAttention"),
         deferred_(Napi::Promise::Deferred::New(env)),
         args_(std::move(args)),
@@ -161,6 +167,9 @@ class CpuAttentionWorker : public Napi::AsyncWorker {
     try {
       cpu::Attention(args_);
       return;
+    } catch (const cpu::Cancelled& e) {
+      cancelled_ = true;
+      err_ = NativeError(ErrKind::kGeneric, std::string("cpuAttention: ") + e.what());
     } catch (const cpu::ArgError& e) {
       err_ = NativeError(ErrKind::kInvalidArgument, e.what(), e.argument, e.expected, e.received);
     } catch (const NativeError& e) {
@@ -187,7 +196,9 @@ class CpuAttentionWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error&) override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    deferred_.Reject(ToJsError(env, err_).Value());
+    Napi::Error e = ToJsError(env, err_);
+    if (cancelled_) e.Value().Set("cancelled", Napi::Boolean::New(env, true));
+    deferred_.Reject(e.Value());
   }
 
  private:
@@ -197,7 +208,39 @@ class CpuAttentionWorker : public Napi::AsyncWorker {
   std::vector<Napi::ObjectReference> refs_;
   Napi::ObjectReference out_, lse_;
   NativeError err_;
+  bool cancelled_ = false;
 };
+
+// The typed array kind that holds a dtype's raw elements.
+napi_typedarray_type ArrayTypeOf(cpu::DType dt) {
+  return dt == cpu::kF32 ? napi_float32_array : napi_uint16_array;
+}
+
+// args[key] as a caller-provided output array of `need` elements of `type`, or
+// a new one when absent; `*data` points at its first element.
+Napi::TypedArray OutputArray(Napi::Env env, const Napi::Object& o, const char* key, napi_typedarray_type type,
+                             int64_t need, void** data) {
+  const char* typeName = type == napi_float32_array ? "a Float32Array" : "a Uint16Array (raw bits)";
+  Napi::Value v = o.Get(key);
+  Napi::TypedArray a;
+  if (Present(v)) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+      ThrowInvalidArgument(key, typeName, DescribeValue(v));
+    }
+    a = v.As<Napi::TypedArray>();
+    if (static_cast<int64_t>(a.ElementLength()) != need) {
+      ThrowInvalidArgument(key, std::string(typeName) + " of " + S(need) + " elements",
+                           S(int64_t(a.ElementLength())) + " elements");
+    }
+  } else if (type == napi_float32_array) {
+    a = Napi::Float32Array::New(env, size_t(need));
+  } else {
+    a = Napi::Uint16Array::New(env, size_t(need));
+  }
+  Napi::ArrayBuffer ab = a.ArrayBuffer();
+  *data = need && ab.Data() ? static_cast<uint8_t*>(ab.Data()) + a.ByteOffset() : nullptr;
+  return a;
+}
 
 Napi::Value CpuAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -218,6 +261,14 @@ Napi::Value CpuAttention(const Napi::CallbackInfo& info) {
   const bool returnLse = GetBool(o, "returnLse", "returnLse");
   Napi::Value nt = o.Get("numThreads");
   if (Present(nt)) args.numThreads = static_cast<int>(GetInt(nt, "numThreads", 0, 4096, "an integer in [0, 4096]"));
+  Napi::Value odt = o.Get("outDtype");
+  if (Present(odt)) {
+    args.outDtype = static_cast<cpu::DType>(GetInt(odt, "outDtype", 0, 2, "a float dtype code (0 bf16, 1 f16, 2 f32)"));
+  }
+  Napi::Value cancelV = o.Get("cancel");
+  if (Present(cancelV)) {
+    args.cancel = ParseI32(o, "cancel", "cancel", 1, refs);
+  }
 
   Napi::Value maskV = o.Get("mask");
   if (Present(maskV)) {
@@ -273,9 +324,10 @@ Napi::Value CpuAttention(const Napi::CallbackInfo& info) {
   }
 #endif
 
-  // Shape/dtype consistency (throws ArgError naming the argument).
+  // Shape/dtype consistency (throws ArgError naming the argument); the block
+  // mask's index arrays are scanned by the worker.
   try {
-    cpu::ValidateAttentionArgs(args);  // out is checked below once allocated
+    cpu::ValidateAttentionArgs(args, /*scanBlockMask=*/false);  // out is checked below once allocated
   } catch (const cpu::ArgError& e) {
     if (e.argument != "out") ThrowInvalidArgument(e.argument, e.expected, e.received);
   }
@@ -283,13 +335,14 @@ Napi::Value CpuAttention(const Napi::CallbackInfo& info) {
   const int64_t B = args.q.shape[0], Hq = args.q.shape[1], Sq = args.q.shape[2], Dv = args.v.shape[3];
   const int64_t outNumel = B * Hq * Sq * Dv;
   if (outNumel > (int64_t(1) << 32)) ThrowInvalidArgument("q", "an output of at most 2^32 elements", S(outNumel));
-  Napi::Float32Array out = Napi::Float32Array::New(env, size_t(outNumel));
-  args.out = outNumel ? out.Data() : nullptr;
+  Napi::TypedArray out = OutputArray(env, o, "out", ArrayTypeOf(args.outDtype), outNumel, &args.out);
   Napi::Value lse = env.Undefined();
   if (returnLse) {
-    Napi::Float32Array l = Napi::Float32Array::New(env, size_t(B * Hq * Sq));
-    args.lse = (B * Hq * Sq != 0) ? l.Data() : nullptr;
-    lse = l;
+    void* l = nullptr;
+    lse = OutputArray(env, o, "lse", napi_float32_array, B * Hq * Sq, &l);
+    args.lse = static_cast<float*>(l);
+  } else if (Present(o.Get("lse"))) {
+    ThrowInvalidArgument("lse", "no lse array unless returnLse is true", "an lse array");
   }
 
   auto* worker = new CpuAttentionWorker(env, std::move(args), std::move(bm), std::move(refs), out, lse);
