@@ -43,23 +43,23 @@ export async function runCpuAttention(
 ): Promise<CpuAttentionResult> {
   const { signal } = opts;
   if (signal?.aborted) throw abortError(signal);
-  const [qv, kv, vv] = await Promise.all([hostView(q), hostView(k), hostView(v)]);
-  if (signal?.aborted) throw abortError(signal);
-  const [B, Hq, Sq] = q.shape as [number, number, number];
-  const Dv = v.shape[3]!;
-  const outShape = [B, Hq, Sq, Dv], lseShape = [B, Hq, Sq];
-  // CPU results are written straight into the storage of the tensors returned
-  // (allocation only; a fresh array is zeroed lazily by the OS for large sizes).
-  const outT = q.isCpu ? Tensor.empty(outShape, q.dtype, { device: 'cpu' }) : undefined;
-  const lseT = q.isCpu && args.returnLse ? Tensor.empty(lseShape, 'f32', { device: 'cpu' }) : undefined;
-  const outHost = (outT ? outT.hostStorage() : allocHost(q.dtype, B * Hq * Sq * Dv)) as Uint16Array | Float32Array;
-  const lseHost = args.returnLse ? (lseT ? lseT.hostStorage() : allocHost('f32', B * Hq * Sq)) as Float32Array : undefined;
-
   // The worker polls this flag between chunks; the abort listener sets it.
   const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
   const onAbort = (): void => { Atomics.store(cancel!, 0, 1); };
   signal?.addEventListener('abort', onAbort, { once: true });
+  const [B, Hq, Sq] = q.shape as [number, number, number];
+  const Dv = v.shape[3]!;
+  const outShape = [B, Hq, Sq, Dv], lseShape = [B, Hq, Sq];
+  let outT: Tensor | undefined, lseT: Tensor | undefined, outHost: Uint16Array | Float32Array, lseHost: Float32Array | undefined;
   try {
+    const [qv, kv, vv] = await Promise.all([hostView(q), hostView(k), hostView(v)]);
+    if (signal?.aborted) throw abortError(signal);
+    // CPU results are written straight into the storage of the tensors
+    // returned (allocation only; large fresh arrays are zeroed lazily by the OS).
+    outT = q.isCpu ? Tensor.empty(outShape, q.dtype, { device: 'cpu' }) : undefined;
+    lseT = q.isCpu && args.returnLse ? Tensor.empty(lseShape, 'f32', { device: 'cpu' }) : undefined;
+    outHost = (outT ? outT.hostStorage() : allocHost(q.dtype, B * Hq * Sq * Dv)) as Uint16Array | Float32Array;
+    lseHost = args.returnLse ? (lseT ? lseT.hostStorage() : allocHost('f32', B * Hq * Sq)) as Float32Array : undefined;
     await native().cpuAttention({
       ...args, q: qv, k: kv, v: vv, outDtype: DTYPE_CODE[q.dtype], out: outHost,
       ...(lseHost ? { lse: lseHost } : {}), ...(cancel ? { cancel } : {}),
