@@ -5,6 +5,7 @@
  * working, and the listener does not outlive the call.
  */
 import { getEventListeners } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it, vi } from 'vitest';
 import { runCpuAttention } from '../lib/cpu-backend.js';
 import { AbortError, FlexAttnError } from '../lib/errors.js';
@@ -36,6 +37,18 @@ async function smallCallIsCorrect(): Promise<void> {
   const ref = referenceAttention({ q: qa!, k: ka!, v: va!, B, Hq: H, Hkv: H, Sq: S, Skv: S, D, Dv: D, scale });
   expect(relError(res.out.hostStorage() as Float32Array, ref.out)).toBeLessThan(1e-5);
   expect(relError(res.lse!.hostStorage() as Float32Array, ref.lse)).toBeLessThan(1e-5);
+}
+
+/** Nice value of each thread of this process (Linux /proc), by thread id. */
+function threadNice(): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      m.set(Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
+    } catch { /* the thread just ended */ }
+  }
+  return m;
 }
 
 describe('CPU attention cancellation', () => {
@@ -85,7 +98,19 @@ describe('CPU attention cancellation', () => {
     const p = runCpuAttention({ scale: 0.25, isCausal: true, returnLse: false }, q, k, v, { signal: ac.signal });
     const other = smallCallIsCorrect();
     expect(getEventListeners(ac.signal, 'abort')).toHaveLength(1);
-    setTimeout(() => ac.abort('stop'), 100);
+    // While it runs, its compute threads are at background priority and the
+    // JS thread is not (so the event loop stays responsive).
+    // (polled: the job's threads are restarted between its phases)
+    const mainNice = threadNice().get(process.pid)!;
+    let background = 0;
+    for (let i = 0; i < 40 && background === 0 && mainNice < 10; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      const nice = threadNice();
+      expect(nice.get(process.pid)).toBe(mainNice);
+      background = [...nice.values()].filter((n) => n === 10).length;
+    }
+    if (mainNice < 10) expect(background).toBeGreaterThanOrEqual(1);
+    ac.abort('stop');
     const t0 = performance.now();
     const err = await p.then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(AbortError);

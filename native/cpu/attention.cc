@@ -36,6 +36,13 @@
 
 #include "cpu/attention_internal.h"
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cerrno>
+#endif
+
 namespace flexattn::cpu {
 
 namespace {
@@ -153,6 +160,18 @@ void CheckBlockMask(const CpuBlockMask& bm, int64_t B, int64_t Hq, int64_t Sq, i
   }
 }
 
+// Lowers the calling thread's scheduling priority (Linux: nice is per thread)
+// to kBackgroundNice, never raising it. Best effort: a failure changes nothing.
+constexpr int kBackgroundNice = 10;
+void LowerThreadPriority() {
+#if defined(__linux__)
+  const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int cur = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+  if (errno == 0 && cur < kBackgroundNice) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), kBackgroundNice);
+#endif
+}
+
 // Runs fn(worker, task) for task in [0, ntasks) on up to nthreads threads.
 // The first exception thrown by a task stops the others and is rethrown.
 template <typename F>
@@ -179,15 +198,22 @@ void RunParallel(int nthreads, int64_t ntasks, F&& fn) {
       }
     }
   };
+  // Every worker is a thread of its own at background priority, so that the
+  // calling thread (a libuv pool thread shared with the rest of the process)
+  // keeps its priority and the JS thread wins the CPU whenever it has work.
+  auto background = [&](int worker) {
+    LowerThreadPriority();
+    work(worker);
+  };
   std::vector<std::thread> threads;
-  for (int w = 1; w < nthreads; ++w) {
+  for (int w = 0; w < nthreads; ++w) {
     try {
-      threads.emplace_back(work, w);
+      threads.emplace_back(background, w);
     } catch (...) {
       break;  // could not start more threads: run with what we have
     }
   }
-  work(0);
+  if (threads.empty()) work(0);
   for (auto& t : threads) t.join();
   if (error) std::rethrow_exception(error);
 }
