@@ -233,6 +233,8 @@ async function main(argv: string[]): Promise<number> {
     if (cmd === 'help') {
       if (rest.length > 1) throw new UsageError(`unexpected argument '${rest[1]}'`);
       const topic = rest[0];
+      if (topic === '--help' || topic === '-h') { console.log(USAGE); return 0; }
+      if (topic?.startsWith('-')) throw new UsageError(`unknown option '${topic}'`);
       if (topic === 'bench') return await bench(['--help']);
       if (topic !== undefined && !COMMANDS[topic]) throw new UsageError(`unknown command '${topic}'`);
       console.log(topic ? COMMANDS[topic]!.usage : USAGE);

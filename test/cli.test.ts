@@ -76,6 +76,7 @@ describe('flexattn CLI', () => {
       [['demo', '--bogus'], "flexattn demo: unknown option '--bogus'", 'usage: flexattn demo'],
       [['demo', 'now'], "flexattn demo: unexpected argument 'now'", 'usage: flexattn demo'],
       [['help', 'nope'], "flexattn help: unknown command 'nope'", 'usage: flexattn <command>'],
+      [['help', '--nope'], "flexattn help: unknown option '--nope'", 'usage: flexattn <command>'],
       [['bench', '--bogus'], "flexattn bench: unknown option '--bogus'", 'usage: flexattn bench'],
       [['bench', '--only', 'dense,nope'], 'flexattn bench: --only takes groups from dense,flex,gqa,jit,overhead', 'usage: flexattn bench'],
       [['bench', '--reps', '0'], "flexattn bench: --reps needs a positive integer, got '0'", 'usage: flexattn bench'],
