@@ -90,7 +90,7 @@ log(`building the native addon from source in ${join(root, 'build')} (cmake-js, 
 const steps = [
   ['configure', 'configuring with CMake'],
   ['build', nvcc
-    ? `compiling the addon, and kernels for ${archs.map((a) => `sm_${a}`).join('/')} with nvcc (a minute or two)`
+    ? `compiling the addon, and kernels for ${archs.map((a) => `sm_${a}`).join('/')} with nvcc (1–4 min, depending on the machine)`
     : 'compiling the addon (no nvcc: kernels will be JIT-compiled by NVRTC at first use)'],
 ];
 for (const [i, [step, what]] of steps.entries()) {
