@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // Merges our timings (bench/run.mjs --out) and PyTorch's (bench/torch_attention.py --out)
-// into bench/results/attention.<card-slug>.json and a Markdown table attention.<card-slug>.md.
+// into bench/results/attention.<card-slug>.json, a Markdown table attention.<card-slug>.md and
+// a chart attention.<card-slug>.svg (TFLOP/s per case, ours beside each PyTorch backend; bench/chart.mjs).
 //
 //   node bench/report.mjs --ours ours.json --torch torch.json [--cases DIR] [--notes NOTES.md] [--outdir bench/results]
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { attentionChartSvg } from './chart.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -75,6 +77,8 @@ export function markdown(ours, torch, m) {
   out.push('- TFLOPs = 4·D·Hq·(unmasked (q, kv) pairs, summed over the batch) / time; pairs counted exactly from each mask definition (closed form per query row), the same count for every column, ' +
     'so ratios do not depend on it. (PyTorch\'s flex benchmarks instead count with the BlockMask\'s density; the "block density" column gives that fraction for our 128×128 BlockMask.)');
   if (m.docCheck !== undefined) out.push(`- Document ids identical on both sides: ${m.docCheck ? 'yes' : 'NO'} (deterministic LCG lengths 200–2999, written as int32 for PyTorch).`);
+  out.push('');
+  out.push(`![TFLOP/s per case, flexattn and each PyTorch backend](attention.${cardSlug(card)}.svg)`);
   out.push('');
 
   const dense = m.rows.filter((r) => r.group === 'dense');
@@ -200,8 +204,10 @@ export async function main(argv = process.argv.slice(2)) {
   // hand-written reading of the numbers (kept in a separate file so the table can be regenerated)
   if (a.notes && existsSync(a.notes)) md += `\n${readFileSync(a.notes, 'utf8').trim()}\n`;
   writeFileSync(mp, md + '\n');
+  const sp = join(a.outdir, `attention.${slug}.svg`);
+  writeFileSync(sp, attentionChartSvg(m.rows, { card: ours.gpu, date: ours.date, torchVersion: torch?.torch, node: ours.node }));
   console.log(md);
-  console.log(`\nwrote ${jp} and ${mp}`);
+  console.log(`\nwrote ${jp}, ${mp} and ${sp}`);
   return 0;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Attention benchmark suite (issue 4, item 5): our kernels, timed from Node.js.
+// Attention benchmark suite: our kernels, timed from Node.js (`flexattn bench --help` lists the cases and flags).
 //
-//   npm run build:ts && node bench/run.mjs --out ours.json [--quick] [--only dense,flex,gqa,jit,overhead]
+//   npm run build:ts && node bench/run.mjs --out ours.json [--quick] [--only dense,flex,gqa,jit,overhead] [--case TEXT]
 //   flexattn bench [same flags]
 //   node bench/run.mjs --emit-cases DIR    # case list + doc ids for bench/torch_attention.py (no GPU)
 //   node bench/run.mjs --dry-run           # builds every case and its pair count, no GPU work
@@ -19,6 +19,7 @@ import { writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawnSync } from 'node:child_process';
+import { parseArgs as nodeParseArgs } from 'node:util';
 import { tmpdir } from 'node:os';
 import { CASES_VERSION, buildCases, docIds, alibiSlopesF64 } from './cases.mjs';
 
@@ -30,32 +31,112 @@ async function lib() {
   return import(pathToFileURL(join(ROOT, 'dist', 'lib', 'index.js')).href);
 }
 
-function parseArgs(argv) {
-  const a = { out: null, quick: false, dryRun: false, smokeCpu: false, only: null, budget: 150, emitCases: null,
-    reps: null, minN: null, child: null, help: false };
-  for (let i = 0; i < argv.length; i++) {
-    const x = argv[i];
-    const next = () => { if (i + 1 >= argv.length) throw new Error(`${x} needs a value`); return argv[++i]; };
-    if (x === '--out') a.out = next();
-    else if (x === '--quick') a.quick = true;
-    else if (x === '--dry-run') a.dryRun = true;
-    else if (x === '--smoke-cpu') a.smokeCpu = true;
-    else if (x === '--only') a.only = new Set(next().split(','));
-    else if (x === '--budget') a.budget = Number(next());
-    else if (x === '--reps') a.reps = Number(next());
-    else if (x === '--n') a.minN = Number(next());
-    else if (x === '--emit-cases') a.emitCases = next();
-    else if (x === '--first-call-child') a.child = next();
-    else if (x === '-h' || x === '--help') a.help = true;
-    else throw new Error(`unknown argument ${x}`);
-  }
-  return a;
+const GROUPS = ['dense', 'flex', 'gqa', 'jit', 'overhead'];
+
+const USAGE = `usage: flexattn bench [options]        (or: node bench/run.mjs [options])
+
+Times scaledDotProductAttention and flexAttention (bf16, cuda:0) on the
+benchmark cases of bench/cases.mjs and prints one line per case (median time per
+call, TFLOP/s counted on the unmasked (q, kv) pairs). Progress ("case i of N",
+time left) goes to stderr, so stdout stays a clean table.
+
+case groups (--only):
+  dense     SDPA dense sweep: 16k tokens (B = 16384 / S), H = 16, D = 64 and 128,
+            S = 512 ... 16384, causal and non-causal (24 cases)
+  flex      flexAttention mask and score-mod patterns at B = 2, H = 16, S = 8192,
+            D = 128: causal, sliding window, document-causal, prefix-LM, softcap,
+            ALiBi, plus dense causal SDPA on the same shape as the reference
+  gqa       grouped-query prefill, Hq = 32, Hkv = 8, S = 4096, D = 128, causal
+            (SDPA and flex)
+  jit       first call of a new flex kernel in a fresh process: cold (NVRTC
+            compile, empty cache directory) and warm (kernel disk cache)
+  overhead  host cost per call on a tiny shape (B = 1, H = 1, S = 128, D = 64)
+
+options:
+  --only GROUPS      comma-separated groups from the list above (default: all)
+  --case TEXT        only cases whose name contains TEXT (case-insensitive;
+                     repeatable); see the names with --dry-run
+  --quick            fewer, shorter samples (5 samples of >= 2 ms instead of 20 of >= 10 ms)
+  --budget SECONDS   stop starting new cases after this long (default 150);
+                     the cases left are recorded as skipped
+  --reps N           samples per case (median reported; default 20, --quick 5)
+  --n N              at least N back-to-back calls per sample (default 20, --quick 5)
+  --out FILE.json    also write every result (with the card, versions and
+                     timing method) to FILE.json; bench/report.mjs turns it into
+                     bench/results/attention.<card>.{json,md,svg}
+  --dry-run          list every case with its pair count and trace its mods; no GPU work
+  --smoke-cpu        tiny shapes on the CPU backend (checks the timing code, not a benchmark)
+  --emit-cases DIR   write the case list and document ids for bench/torch_attention.py
+  -h, --help         show this text
+
+See bench/README.md for the method and for timing PyTorch on the same cases.`;
+
+/** One-line message for a bad command line (node:util's parseArgs messages run to several sentences). */
+function argError(e) {
+  const name = /'([^']*)'/.exec(e?.message ?? '')?.[1];
+  if (e?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option '${name}'`;
+  if (e?.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `unexpected argument '${name}'`;
+  if (e?.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') { const m = String(e.message).split('. ')[0]; return m[0].toLowerCase() + m.slice(1); }
+  return String(e?.message ?? e);
 }
 
-const USAGE = `usage: flexattn bench [--out FILE.json] [--quick] [--only dense,flex,gqa,jit,overhead] [--budget SECONDS]
-                     [--reps N] [--n N] [--dry-run] [--smoke-cpu] [--emit-cases DIR]
-Times scaledDotProductAttention / flexAttention (bf16, cuda:0) on the issue-4 cases;
-bench/torch_attention.py times PyTorch on the same cases, bench/report.mjs merges both.`;
+function positiveNumber(name, text, integer) {
+  const x = Number(text);
+  if (!(x > 0) || (integer && !Number.isInteger(x))) throw new Error(`--${name} needs a positive ${integer ? 'integer' : 'number'}, got '${text}'`);
+  return x;
+}
+
+/** Strict command line (unknown options are errors); throws with a one-line message. */
+export function parseBenchArgs(argv) {
+  let v;
+  try {
+    ({ values: v } = nodeParseArgs({
+      args: argv, strict: true, allowPositionals: false,
+      options: {
+        out: { type: 'string' }, quick: { type: 'boolean' }, 'dry-run': { type: 'boolean' },
+        'smoke-cpu': { type: 'boolean' }, only: { type: 'string' }, case: { type: 'string', multiple: true },
+        budget: { type: 'string' }, reps: { type: 'string' }, n: { type: 'string' }, 'emit-cases': { type: 'string' },
+        'first-call-child': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (e) {
+    throw new Error(argError(e));
+  }
+  let only = null;
+  if (v.only !== undefined) {
+    only = new Set(v.only.split(',').map((g) => g.trim()).filter(Boolean));
+    const bad = [...only].filter((g) => !GROUPS.includes(g));
+    if (bad.length || only.size === 0) throw new Error(`--only takes groups from ${GROUPS.join(',')}, got '${v.only}'`);
+  }
+  return {
+    out: v.out ?? null, quick: !!v.quick, dryRun: !!v['dry-run'], smokeCpu: !!v['smoke-cpu'], only,
+    cases: (v.case ?? []).map((t) => t.toLowerCase()),
+    budget: v.budget === undefined ? 150 : positiveNumber('budget', v.budget, false),
+    reps: v.reps === undefined ? null : positiveNumber('reps', v.reps, true),
+    minN: v.n === undefined ? null : positiveNumber('n', v.n, true),
+    emitCases: v['emit-cases'] ?? null, child: v['first-call-child'] ?? null, help: !!v.help,
+  };
+}
+
+/** "1m05s" / "42s". */
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+/**
+ * Progress on stderr: "[case i of N] name (elapsed, ~time left)". The estimate
+ * is the mean time of the steps done so far times the steps left, capped by
+ * what is left of the time budget (cases past it are skipped, not run).
+ */
+export function progressLine(i, total, name, elapsedS, budgetLeftS) {
+  let left = '';
+  if (i > 1) {
+    const est = Math.min((elapsedS / (i - 1)) * (total - i + 1), Math.max(0, budgetLeftS));
+    left = `, ~${formatDuration(est)} left`;
+  }
+  return `[case ${i} of ${total}] ${name} (${formatDuration(elapsedS)} elapsed${left})`;
+}
 
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 const median = (xs) => { const s = [...xs].sort((p, q) => p - q); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
@@ -242,11 +323,12 @@ async function hostOverhead(L, device, calls) {
 
 export async function main(argv = []) {
   let a;
-  try { a = parseArgs(argv); } catch (e) { console.error(`${e.message}\n${USAGE}`); return 2; }
+  try { a = parseBenchArgs(argv); } catch (e) { console.error(`flexattn bench: ${e.message}\n\n${USAGE}`); return 2; }
   if (a.help) { console.log(USAGE); return 0; }
   if (a.child) { await firstCallChild(a.child); return 0; }
   const tiny = a.smokeCpu;
-  const cases = buildCases({ tiny });
+  const cases = buildCases({ tiny }).filter((c) => !a.cases.length || a.cases.some((t) => c.id.toLowerCase().includes(t)));
+  if (!cases.length) { console.error(`flexattn bench: no case name contains ${a.cases.map((t) => `'${t}'`).join(' or ')} (see --dry-run)`); return 2; }
   if (a.emitCases) {
     mkdirSync(a.emitCases, { recursive: true });
     const docs = {};
@@ -284,8 +366,17 @@ export async function main(argv = []) {
     targetSampleMs: a.quick || tiny ? 2 : 10,
   };
   const want = (g) => !a.only || a.only.has(g);
+  // jit and overhead are not named cases: a --case filter leaves them out unless --only names them.
+  const wantExtra = (g) => (a.only ? a.only.has(g) : !a.cases.length);
+  const selected = cases.filter((c) => want(c.group));
+  const steps = selected.length + (wantExtra('jit') && !tiny ? 1 : 0) + (wantExtra('overhead') ? 1 : 0);
+  let step = 0;
   const t0 = nowMs();
   const deadline = t0 + a.budget * 1e3;
+  const progress = (name) => {
+    step++;
+    process.stderr.write(`${progressLine(step, steps, name, (nowMs() - t0) / 1e3, (deadline - nowMs()) / 1e3)}\n`);
+  };
   const result = {
     side: 'flexattn', version: CASES_VERSION, gpu, device, node: process.version,
     date: new Date().toISOString(), addon: { fatbinArchs: info.fatbinArchs, nvrtc: info.nvrtcVersion, driver: info.driverVersion },
@@ -295,9 +386,9 @@ export async function main(argv = []) {
   };
   const save = () => { if (a.out) writeFileSync(a.out, JSON.stringify(result, null, 1)); };
   console.log(`flexattn bench on ${gpu} (${device}), reps=${opts.reps}, n>=${opts.minN}, budget ${a.budget}s`);
-  for (const c of cases) {
-    if (!want(c.group)) continue;
-    if (nowMs() > deadline) { result.cases.push({ id: c.id, group: c.group, skipped: 'time budget' }); continue; }
+  for (const c of selected) {
+    if (nowMs() > deadline) { step++; result.cases.push({ id: c.id, group: c.group, skipped: 'time budget' }); continue; }
+    progress(c.id);
     try {
       const row = await runCase(L, c, device, opts);
       result.cases.push(row);
@@ -310,7 +401,8 @@ export async function main(argv = []) {
     }
     save();
   }
-  if (want('jit') && !tiny) {
+  if (wantExtra('jit') && !tiny) {
+    progress('first call of a new flex kernel (cold and warm cache, child processes)');
     try {
       result.firstCall = await firstCall(device);
       for (const [k, r] of [['cold (empty cache dir)', result.firstCall.cold], ['warm disk cache', result.firstCall.warmDisk]]) {
@@ -319,7 +411,8 @@ export async function main(argv = []) {
     } catch (e) { result.errors.push(`firstCall: ${e.message}`); console.log(`first call: ERROR ${e.message}`); }
     save();
   }
-  if (want('overhead')) {
+  if (wantExtra('overhead')) {
+    progress('host overhead per call');
     try {
       result.hostOverhead = await hostOverhead(L, device, a.quick || tiny ? 200 : 1000);
       for (const r of result.hostOverhead.rows) {

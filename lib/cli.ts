@@ -1,27 +1,118 @@
 #!/usr/bin/env node
 /**
- * `flexattn` command line: `info`, `demo`, `bench`.
+ * `flexattn` command line: `info`, `demo`, `bench`, `help`.
+ *
+ * Arguments are parsed with `node:util`'s `parseArgs` in strict mode: an
+ * unknown command, an unknown option or a stray argument is a usage error
+ * (exit code 2, a one-line message and the usage on stderr), so a typo never
+ * runs something else. Every command answers `--help` without doing its work.
  * @module
  */
 import { performance } from 'node:perf_hooks';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deviceInfo, cudaAvailable } from './device.js';
+import { parseArgs } from 'node:util';
+import { deviceInfo, cudaAvailable, type DeviceInfo } from './device.js';
 import { native, packageRoot } from './native.js';
 import { Tensor, manualSeed } from './tensor.js';
 import { scaledDotProductAttention } from './sdpa.js';
 
-const USAGE = `usage: flexattn <command>
+/** Exit code of a usage error (unknown command or option), as most Unix tools use. */
+const EXIT_USAGE = 2;
+
+const USAGE = `usage: flexattn <command> [options]
+       flexattn --version | --help
 
 commands:
   info    what this host offers: Node, addon, CUDA driver, GPUs, NVRTC, kernel cache
   demo    run causal attention on a built-in example (GPU if present, else CPU)
-  bench   run the benchmark suite (bench/)
-`;
+  bench   time the attention kernels on benchmark cases (source checkout only)
+  help    show this text, or a command's (flexattn help <command>)
+
+Run \`flexattn <command> --help\` for a command's options.`;
+
+const INFO_USAGE = `usage: flexattn info [--json]
+
+Reports the Node version, the native addon (and which kernels it carries
+precompiled), the CUDA driver, every GPU with its compute capability and memory,
+the NVRTC library in use, and the kernel cache directory. On a host without a
+usable GPU it says what is missing and how to add it.
+
+options:
+  --json      print one JSON object instead (versions, deviceInfo(), cache directory)
+  -h, --help  show this text
+
+exit code: 0, or 1 when the native addon does not load.`;
+
+const DEMO_USAGE = `usage: flexattn demo
+
+Runs causal scaled dot-product attention on random bf16 inputs
+(B=2, H=8, S=512, D=64), on cuda:0 when a GPU is usable and on the CPU
+reference backend otherwise, and prints the backend, a checksum and the time.
+
+options:
+  -h, --help  show this text`;
+
+/** Shown for `flexattn bench --help` when the suite itself (bench/, not in the npm package) is absent. */
+const BENCH_MISSING = `usage: flexattn bench [options]
+
+Times scaledDotProductAttention and flexAttention on the benchmark cases of
+bench/cases.mjs. The suite ships with the source repository, not the npm
+package: run it from a checkout (npm ci && npx flexattn bench --help).`;
+
+interface CommandSpec {
+  usage: string;
+  options: NonNullable<Parameters<typeof parseArgs>[0]>['options'];
+  run: (values: Record<string, unknown>) => number | Promise<number>;
+}
+
+const COMMANDS: Record<string, CommandSpec> = {
+  info: { usage: INFO_USAGE, options: { json: { type: 'boolean' } }, run: (v) => (v.json ? infoJson() : info()) },
+  demo: { usage: DEMO_USAGE, options: {}, run: () => demo() },
+};
+
+/** A usage error: reported as one line plus the relevant usage text, exit code 2. */
+class UsageError extends Error {}
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** parseArgs' messages are several sentences; a usage error wants one line naming the culprit. */
+function usageMessage(e: unknown): string {
+  const err = e as { code?: string; message?: string };
+  const name = /'([^']*)'/.exec(err.message ?? '')?.[1];
+  switch (err.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': return `unknown option '${name}'`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL': return `unexpected argument '${name}'`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      const m = (err.message ?? '').split('. ')[0]!;
+      return m.charAt(0).toLowerCase() + m.slice(1);
+    }
+    default: return err.message ?? String(e);
+  }
+}
+
+function parse(args: string[], options: CommandSpec['options']): Record<string, unknown> {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError(usageMessage(e));
+  }
+}
+
+function cacheDir(): string {
+  try { return native().jitCacheDir(); } catch (e) { return `unavailable (${(e as Error).message})`; }
+}
 
 function info(): number {
   const d = deviceInfo();
   const lines: string[] = [];
+  lines.push(`flexattn    ${version()}`);
   lines.push(`node        ${process.version} (${process.platform}-${process.arch})`);
   if (!d.addonLoaded) {
     lines.push(`addon       NOT LOADED: ${d.addonError}`);
@@ -33,8 +124,7 @@ function info(): number {
     : 'no precompiled kernels (built without nvcc): all kernels JIT-compiled with NVRTC';
   lines.push(`addon       loaded from ${packageRoot}; ${kernels}`);
   if (d.driverLoaded) {
-    const v = d.driverVersion;
-    lines.push(`driver      ${d.driverPath} (CUDA ${Math.floor(v / 1000)}.${(v % 1000) / 10})`);
+    lines.push(`driver      ${d.driverPath} (CUDA ${driverCudaVersion(d)})`);
   } else {
     lines.push(`driver      MISSING: ${d.driverError}`);
   }
@@ -47,9 +137,7 @@ function info(): number {
     lines.push(`gpu         none${d.driverLoaded ? ' (driver loaded but no device visible; check CUDA_VISIBLE_DEVICES)' : ''}`);
   }
   lines.push(d.nvrtcLoaded ? `nvrtc       ${d.nvrtcPath} (version ${d.nvrtcVersion})` : `nvrtc       MISSING: ${d.nvrtcError}`);
-  let cacheDir = '';
-  try { cacheDir = native().jitCacheDir(); } catch (e) { cacheDir = `unavailable (${(e as Error).message})`; }
-  lines.push(`cache       ${cacheDir}`);
+  lines.push(`cache       ${cacheDir()}`);
   if (!cudaAvailable()) {
     lines.push('');
     lines.push('GPU backend unavailable on this host; the CPU reference backend is used instead.');
@@ -61,6 +149,31 @@ function info(): number {
   }
   console.log(lines.join('\n'));
   return 0;
+}
+
+/** "13.0" from the driver API's 13000; '' when unknown. */
+function driverCudaVersion(d: DeviceInfo): string {
+  const v = d.driverVersion;
+  return v > 0 ? `${Math.floor(v / 1000)}.${(v % 1000) / 10}` : '';
+}
+
+/** `info --json`: the versions and the unchanged {@link deviceInfo} object, for scripts and bug reports. */
+function infoJson(): number {
+  const d = deviceInfo();
+  const out = {
+    flexattn: version(),
+    node: process.version,
+    napi: process.versions.napi ?? null,
+    platform: process.platform,
+    arch: process.arch,
+    packageRoot,
+    cudaAvailable: cudaAvailable(),
+    driverCudaVersion: driverCudaVersion(d) || null,
+    cacheDir: d.addonLoaded ? cacheDir() : null,
+    deviceInfo: d,
+  };
+  console.log(JSON.stringify(out, null, 2));
+  return d.addonLoaded ? 0 : 1;
 }
 
 async function demo(): Promise<number> {
@@ -85,33 +198,61 @@ async function demo(): Promise<number> {
   return 0;
 }
 
-async function bench(): Promise<number> {
+/**
+ * `bench` hands its arguments to the suite's own strict parser (bench/run.mjs),
+ * which owns the case list and so its help text.
+ */
+async function bench(args: string[]): Promise<number> {
   const suite = join(packageRoot, 'bench', 'run.mjs');
   if (!existsSync(suite)) {
+    if (args.includes('--help') || args.includes('-h')) { console.log(BENCH_MISSING); return 0; }
     console.error('flexattn bench: the benchmark suite (bench/) ships with the source repository, not the npm package.\n' +
       'Run it from a checkout: npm ci && npx flexattn bench  (or node bench/run.mjs --help)');
-    return 2;
+    return EXIT_USAGE;
   }
   const { main } = (await import(suite)) as { main: (argv: string[]) => Promise<number> };
-  return main(process.argv.slice(3));
+  return main(args);
 }
 
-async function main(): Promise<number> {
-  const cmd = process.argv[2];
-  switch (cmd) {
-    case 'info': return info();
-    case 'demo': return demo();
-    case 'bench': return bench();
-    case undefined: case '-h': case '--help': case 'help':
-      console.log(USAGE);
-      return cmd === undefined ? 1 : 0;
-    default:
-      console.error(`flexattn: unknown command '${cmd}'\n\n${USAGE}`);
-      return 1;
+function usageOf(cmd: string): string {
+  return COMMANDS[cmd]?.usage ?? (cmd === 'bench' ? 'run `flexattn bench --help`' : USAGE);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  let cmd: string | undefined;
+  try {
+    if (first === undefined || first.startsWith('-')) {
+      const v = parse(argv, { version: { type: 'boolean', short: 'v' } });
+      if (v.version) { console.log(version()); return 0; }
+      if (v.help) { console.log(USAGE); return 0; }
+      throw new UsageError('missing command');
+    }
+    cmd = first;
+    if (cmd === 'bench') return await bench(rest);
+    if (cmd === 'help') {
+      if (rest.length > 1) throw new UsageError(`unexpected argument '${rest[1]}'`);
+      const topic = rest[0];
+      if (topic === '--help' || topic === '-h') { console.log(USAGE); return 0; }
+      if (topic?.startsWith('-')) throw new UsageError(`unknown option '${topic}'`);
+      if (topic === 'bench') return await bench(['--help']);
+      if (topic !== undefined && !COMMANDS[topic]) throw new UsageError(`unknown command '${topic}'`);
+      console.log(topic ? COMMANDS[topic]!.usage : USAGE);
+      return 0;
+    }
+    const spec = COMMANDS[cmd];
+    if (!spec) { const bad = cmd; cmd = undefined; throw new UsageError(`unknown command '${bad}'`); }
+    const values = parse(rest, spec.options);
+    if (values.help) { console.log(spec.usage); return 0; }
+    return await spec.run(values);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`flexattn${cmd ? ` ${cmd}` : ''}: ${e.message}\n\n${cmd ? usageOf(cmd) : USAGE}`);
+    return EXIT_USAGE;
   }
 }
 
-main().then((code) => { process.exitCode = code; }, (e: unknown) => {
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e: unknown) => {
   console.error(`flexattn: ${(e as Error).stack ?? String(e)}`);
   process.exitCode = 1;
 });

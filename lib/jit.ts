@@ -17,10 +17,15 @@
  * `FLEXATTN_JIT_TIERED=0` turns tiering off: first calls then wait for the
  * optimized compile. {@link jitIdle} waits for pending upgrades (benchmarks
  * call it before timing); {@link jitStatus} reports what was loaded.
+ * `NODE_DEBUG=flexattn` logs each compile as it starts and ends (`util.debuglog`).
  * @module
  */
+import { debuglog } from 'node:util';
 import { kernelConfig, type KernelConfig } from './flash-params.js';
 import { native, type NativeKernelHandle } from './native.js';
+
+/** Compile progress on stderr under NODE_DEBUG=flexattn (a first flex call can take a second). */
+const debug = debuglog('flexattn');
 
 /** Which build of a kernel is in use. */
 export type KernelTier = 'precompiled' | 'quick' | 'optimized';
@@ -75,13 +80,16 @@ function toEntry(handle: NativeKernelHandle, kernel: string, device: number, tie
 }
 
 async function loadSingle(device: number, spec: KernelSpec): Promise<KernelEntry> {
+  debug('loading kernel %s…', spec.kernel);
   const handle = await native().loadKernel(device, { ...spec, options: BASE_OPTIONS });
+  debug('loading kernel %s… done in %d ms (%s)', spec.kernel, Math.round(handle.compileMs), handle.origin);
   return toEntry(handle, spec.kernel, device, handle.origin === 'fatbin' ? 'precompiled' : 'optimized');
 }
 
 async function loadTiered(device: number, spec: KernelSpec): Promise<KernelEntry> {
   if (native().jitCached(device, spec.source, BASE_OPTIONS)) return loadSingle(device, spec);
   // Both compiles start now (quick first); the global JIT lock covers only the caches.
+  debug('compiling flex kernel %s (quick tier, optimized build alongside)…', spec.kernel);
   const quick = native().loadKernel(device, { ...spec, options: QUICK_OPTIONS });
   const optimized = native().loadKernel(device, { ...spec, options: BASE_OPTIONS });
   optimized.catch(() => {}); // handled below; avoids an unhandled rejection while `quick` is awaited
@@ -94,11 +102,13 @@ async function loadTiered(device: number, spec: KernelSpec): Promise<KernelEntry
     return toEntry(await optimized, spec.kernel, device, 'optimized');
   }
   entry.quickCompileMs = entry.handle.compileMs;
+  debug('compiling flex kernel %s (quick tier)… done in %d ms', spec.kernel, Math.round(entry.quickCompileMs));
   entry.upgradePending = true;
   const upgrade = optimized.then(
     (h) => {
       entry.handle = h;
       entry.tier = 'optimized';
+      debug('optimized build of %s ready in %d ms; it replaces the quick build', spec.kernel, Math.round(h.compileMs));
     },
     (e: unknown) => {
       entry.upgradeError = e instanceof Error ? e.message : String(e);

@@ -4,7 +4,8 @@
 // as the source-build fallback of the install script. Before running CMake it
 // checks for the tools it needs and, when one is missing, prints what to
 // install instead of a wall of CMake output.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,18 +50,61 @@ const defines = [
   // Always pass the arch list, so a changed FLEXATTN_ARCHS re-configures an existing build/.
   `--CDFLEXATTN_ARCHS=${process.env.FLEXATTN_ARCHS || '80;86;89;90a'}`,
 ];
+const archs = (process.env.FLEXATTN_ARCHS || '80;86;89;90a').split(/[;,]/).filter(Boolean);
+const jobs = String(availableParallelism());
 const verbose = process.argv.includes('--verbose');
-for (const step of ['configure', 'build']) {
-  const args = [cmakeJs, step, '--directory', root, '--out', join(root, 'build'), ...(step === 'configure' ? defines : [])];
-  const r = spawnSync(process.execPath, args, { cwd: root, stdio: verbose ? 'inherit' : 'pipe', encoding: 'utf8' });
-  if (r.status !== 0) {
-    if (!verbose) {
-      const out = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n');
-      console.error(out.slice(-60).join('\n'));
-    }
-    console.error(`flexattn: native build failed at the ${step} step (see above). ` +
-      'Re-run with `node scripts/build-native.mjs --verbose` for the full log.');
-    process.exit(r.status ?? 1);
-  }
+const t0 = Date.now();
+const secs = (t) => `${Math.round((Date.now() - t) / 1000)} s`;
+
+// Progress: what each step does, the build tool's own "[ 42%] ..." / "[12/40] ..."
+// lines, and a heartbeat while one long command (the nvcc fatbin) prints nothing,
+// so a source build under `npm ci` is never a silent minute.
+const PROGRESS = /^\[\s*\d+(%|\/\d+)\]\s/;
+const log = (line) => console.error(`flexattn: ${line}`);
+
+function run(step, args) {
+  return new Promise((resolvePromise) => {
+    const child = spawn(process.execPath, args, { cwd: root, stdio: verbose ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
+    const tail = [];
+    let last = Date.now();
+    const beat = setInterval(() => {
+      if (Date.now() - last >= 15000) { log(`  … still ${step === 'configure' ? 'configuring' : 'compiling'} (${secs(t0)} so far)`); last = Date.now(); }
+    }, 5000);
+    const onData = (buf) => {
+      for (const raw of buf.toString('utf8').split('\n')) {
+        // strip colour codes from the build tool so the forwarded lines stay plain
+        const line = raw.replace(/\x1b\[[0-9;]*m/g, '').trimEnd();
+        if (!line) continue;
+        tail.push(line);
+        if (tail.length > 60) tail.shift();
+        if (PROGRESS.test(line)) { log(`  ${line}`); last = Date.now(); }
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.on('close', (code) => { clearInterval(beat); resolvePromise({ code: code ?? 1, tail }); });
+  });
 }
-console.log(`flexattn: native addon built${nvcc ? ` (kernels precompiled with ${nvcc})` : ' (no nvcc: kernels JIT-compiled at first use)'}`);
+
+log(`building the native addon from source in ${join(root, 'build')} (cmake-js, ${jobs} parallel jobs)`);
+const steps = [
+  ['configure', 'configuring with CMake'],
+  ['build', nvcc
+    ? `compiling the addon, and kernels for ${archs.map((a) => `sm_${a}`).join('/')} with nvcc (1–4 min, depending on the machine)`
+    : 'compiling the addon (no nvcc: kernels will be JIT-compiled by NVRTC at first use)'],
+];
+for (const [i, [step, what]] of steps.entries()) {
+  const ts = Date.now();
+  log(`[${i + 1}/${steps.length}] ${what}…`);
+  const args = [cmakeJs, step, '--directory', root, '--out', join(root, 'build'),
+    ...(step === 'configure' ? defines : ['--parallel', jobs])];
+  const r = await run(step, args);
+  if (r.code !== 0) {
+    if (!verbose) console.error(r.tail.join('\n'));
+    console.error(`flexattn: native build failed at the ${step} step after ${secs(t0)} (see above). ` +
+      'Re-run with `node scripts/build-native.mjs --verbose` for the full log.');
+    process.exit(r.code);
+  }
+  log(`[${i + 1}/${steps.length}] ${step === 'configure' ? 'configured' : 'compiled'} in ${secs(ts)}`);
+}
+log(`native addon built in ${secs(t0)}${nvcc ? ` (kernels precompiled with ${nvcc})` : ' (no nvcc: kernels JIT-compiled at first use)'}`);

@@ -29,7 +29,8 @@ if (process.platform !== 'linux' || process.arch !== 'x64') {
 }
 
 const fromSource = process.env.npm_config_build_from_source === 'true' || process.argv.includes('--build-from-source');
-if (!fromSource) {
+if (fromSource) console.error('flexattn: building from source, as asked (--build-from-source).');
+else {
   try {
     require('node-gyp-build')(root);
     process.exit(0); // a build or prebuild loads: nothing to build
