@@ -18,6 +18,12 @@
  * optimized compile. {@link jitIdle} waits for pending upgrades (benchmarks
  * call it before timing); {@link jitStatus} reports what was loaded.
  * `NODE_DEBUG=flexattn` logs each compile as it starts and ends (`util.debuglog`).
+ *
+ * Disk cache (native/jit/disk_cache.h): `FLEXATTN_CACHE_MAX_MB` (default 1024,
+ * 0 = off) caps it, least recently used entries go first; a bad value is an
+ * InvalidArgumentError at the first kernel load. A cache that cannot be
+ * written (read-only, full disk) never fails a call: the kernel is used from
+ * memory and one warning says so.
  * @module
  */
 import { debuglog } from 'node:util';
@@ -79,9 +85,33 @@ function toEntry(handle: NativeKernelHandle, kernel: string, device: number, tie
   return { handle, cfg: kernelConfig(handle.config), kernel, device, tier, upgradePending: false };
 }
 
+/**
+ * Turns the first disk-cache problem of the process (recorded natively by the
+ * JIT's cache writes and reads) into one warning: an entry that was not
+ * written costs the next process a compile, which should not go unnoticed.
+ * @internal
+ */
+export function reportDiskCacheProblem(): void {
+  const problem = native().jitCacheWarning();
+  if (problem === null) return;
+  debug('disk cache: %s', problem);
+  process.emitWarning(`flexattn: ${problem}. Compiled kernels stay in memory for this process only; ` +
+    'set FLEXATTN_CACHE_DIR to a writable directory, or FLEXATTN_CACHE_MAX_MB=0 to turn the disk cache off.',
+    { code: 'FLEXATTN_CACHE' });
+}
+
+/** native().loadKernel, then any disk-cache problem it met is reported. */
+async function nativeLoad(device: number, spec: KernelSpec, options: string[]): Promise<NativeKernelHandle> {
+  try {
+    return await native().loadKernel(device, { ...spec, options });
+  } finally {
+    reportDiskCacheProblem();
+  }
+}
+
 async function loadSingle(device: number, spec: KernelSpec): Promise<KernelEntry> {
   debug('loading kernel %s…', spec.kernel);
-  const handle = await native().loadKernel(device, { ...spec, options: BASE_OPTIONS });
+  const handle = await nativeLoad(device, spec, BASE_OPTIONS);
   debug('loading kernel %s… done in %d ms (%s)', spec.kernel, Math.round(handle.compileMs), handle.origin);
   return toEntry(handle, spec.kernel, device, handle.origin === 'fatbin' ? 'precompiled' : 'optimized');
 }
@@ -90,8 +120,8 @@ async function loadTiered(device: number, spec: KernelSpec): Promise<KernelEntry
   if (native().jitCached(device, spec.source, BASE_OPTIONS)) return loadSingle(device, spec);
   // Both compiles start now (quick first); the global JIT lock covers only the caches.
   debug('compiling flex kernel %s (quick tier, optimized build alongside)…', spec.kernel);
-  const quick = native().loadKernel(device, { ...spec, options: QUICK_OPTIONS });
-  const optimized = native().loadKernel(device, { ...spec, options: BASE_OPTIONS });
+  const quick = nativeLoad(device, spec, QUICK_OPTIONS);
+  const optimized = nativeLoad(device, spec, BASE_OPTIONS);
   optimized.catch(() => {}); // handled below; avoids an unhandled rejection while `quick` is awaited
   let entry: KernelEntry;
   try {
@@ -129,13 +159,19 @@ export interface KernelSpec { kernel: string; source: string; module?: string }
 /**
  * Loads a kernel once per device and name. With `module`, the embedded fatbin
  * first and NVRTC as the fallback; without it, a generated kernel through the
- * tiered JIT. Failures are not cached, so a later call retries. @internal
+ * tiered JIT. Failures are not cached, so a later call retries. The disk
+ * cache settings are checked first, for every kernel (precompiled ones too), so
+ * a bad FLEXATTN_CACHE_MAX_MB is reported at the first load rather than only
+ * when some later kernel happens to need a compile. @internal
  */
 export function loadKernel(device: number, spec: KernelSpec): Promise<KernelEntry> {
   const key = `${device}|${spec.kernel}`;
   let p = kernels.get(key);
   if (!p) {
-    p = spec.module || !tieredEnabled() ? loadSingle(device, spec) : loadTiered(device, spec);
+    p = (async () => {
+      native().jitCacheConfig(); // throws InvalidArgumentError naming FLEXATTN_CACHE_MAX_MB
+      return spec.module || !tieredEnabled() ? loadSingle(device, spec) : loadTiered(device, spec);
+    })();
     kernels.set(key, p);
     p.catch(() => kernels.delete(key));
   }

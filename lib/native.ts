@@ -160,6 +160,25 @@ export interface NativeAddon {
     block: [number, number, number], sharedBytes: number, params: Uint8Array): void;
   /** Forgets in-memory compiled modules (the disk cache stays): test hook. */
   jitClearMemoryCache(): void;
+  /** Disk cache settings from FLEXATTN_CACHE_DIR / FLEXATTN_CACHE_MAX_MB; InvalidArgumentError for a bad size. */
+  jitCacheConfig(): { dir: string; maxBytes: number; enabled: boolean };
+  /** The first disk-cache problem of this process (an entry not written or not readable), once; else null. */
+  jitCacheWarning(): string | null;
+  /** @internal Disk cache test hooks (native/jit/disk_cache_js.cc): the code the JIT uses, on any directory. */
+  diskCachePut(dir: string, key: string, bytes: Uint8Array, maxBytes?: number):
+    { ok: boolean; error: string; evictedEntries: number; evictedBytes: number };
+  /** @internal */
+  diskCacheGet(dir: string, key: string): {
+    status: 'hit' | 'missing' | 'corrupt' | 'stale' | 'wrong-key' | 'error';
+    detail: string; removed: boolean; bytes: Uint8Array | null;
+  };
+  /** @internal Entries oldest (least recently used) first. */
+  diskCacheStats(dir: string):
+    { entries: { key: string; bytes: number; mtimeMs: number }[]; bytes: number; tempFiles: number };
+  /** @internal */
+  diskCacheEvict(dir: string, maxBytes: number): { evictedEntries: number; evictedBytes: number };
+  /** @internal An entry file's bytes (to forge entries of another format in tests). */
+  diskCacheEncode(key: string, bytes: Uint8Array): Uint8Array;
   /** Where kernel `kernel` of module `module` comes from on `device`: 'fatbin' or 'nvrtc' (loads it). */
   kernelOrigin(device: number, module: string, kernel: string): 'fatbin' | 'nvrtc';
 

@@ -1,7 +1,9 @@
 // Kernel modules: the precompiled fatbin when it loads on the device, else
 // NVRTC compilation of the embedded native/kernels sources; plus a general
 // "compile this source" API (in-memory + on-disk CUBIN cache) used for kernels
-// generated at run time (flex attention mods).
+// generated at run time (flex attention mods). Pieces: nvrtc_compile.{h,cc}
+// (NVRTC), disk_cache.{h,cc} (the on-disk format, eviction), jit_js.cc and
+// disk_cache_js.cc (JS exports), kernel_handle.cc (loadKernel).
 #pragma once
 #include <string>
 #include <vector>
@@ -9,6 +11,8 @@
 #include <napi.h>
 
 #include "cuda/cuda_api.h"
+#include "jit/disk_cache.h"
+#include "jit/fnv1a.h"
 #include "runtime/device.h"
 
 namespace flexattn::jit {
@@ -31,7 +35,7 @@ struct CompileResult {
 // The embedded native/kernels/*.cuh files are available to #include by name.
 // Default options: -default-device -std=c++17 --gpu-architecture=<dev.Arch()>
 // -DFLEXATTN_JIT=1, then `extraOptions`. Throws CompileError (source + log),
-// NvrtcUnavailableError, CudaError.
+// NvrtcUnavailableError, CudaError, InvalidArgumentError (FLEXATTN_CACHE_MAX_MB).
 CompileResult Compile(rt::Device& dev, const std::string& source, const std::vector<std::string>& extraOptions = {},
                       const std::string& programName = "flexattn_kernel.cu");
 
@@ -59,6 +63,9 @@ cu::CUfunction GetKernel(rt::Device& dev, const std::string& module, const char*
 
 // $FLEXATTN_CACHE_DIR, else ~/.cache/flexattn.
 std::string CacheDir();
+// The disk cache settings (directory, FLEXATTN_CACHE_MAX_MB); throws
+// InvalidArgumentError naming FLEXATTN_CACHE_MAX_MB when it is not a number.
+disk::Config CacheConfig();
 // Forgets in-memory compiled modules (they stay loaded); for tests.
 void ClearMemoryCache();
 
@@ -66,7 +73,5 @@ void ClearMemoryCache();
 void ArgDim3(const Napi::CallbackInfo& info, size_t i, const char* name, unsigned out[3]);
 // `v` as a list of strings (undefined: empty); a typed error naming `name` otherwise.
 std::vector<std::string> ArgStrings(const Napi::Value& v, const std::string& name);
-
-uint64_t Fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull);
 
 }  // namespace flexattn::jit

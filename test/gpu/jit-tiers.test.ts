@@ -2,12 +2,17 @@
 // caches runs its first call on the quick build, is upgraded to the optimized
 // build, and both builds agree with the CPU reference. The kernel cache dir is
 // a fresh temporary folder, and each run uses a score mod with a new constant,
-// so the kernels are really compiled here.
-import { mkdtempSync, rmSync } from 'node:fs';
+// so the kernels are really compiled here. The last test runs child processes
+// (test/gpu/jit-disk-child.mjs, on dist/: `npm run build:ts` first) to check
+// the disk cache across processes: reuse, a damaged entry, an unwritable
+// directory, a cap smaller than one kernel.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Tensor, causal, createBlockMask, flexAttention, jitIdle, jitStatus, scoreMod, type FlexAttentionResult } from '../../lib/index.js';
+import { packageRoot } from '../../lib/native.js';
 import { describeGpu } from '../gpu-gate.js';
 import { relError } from '../reference.js';
 
@@ -82,4 +87,54 @@ describeGpu('tiered JIT: quick first build, optimized upgrade', () => {
     r.dispose(); q.dispose();
     delete process.env.FLEXATTN_JIT_TIERED;
   }, 120_000);
+
+  interface ChildResult { relError: number; status: { tier: string; origin: string; compileMs: number }; warnings: string[] }
+  function child(env: Record<string, string>, u: number): ChildResult {
+    if (!existsSync(join(packageRoot, 'dist', 'lib', 'index.js'))) throw new Error('dist/lib is missing: run `npm run build:ts` first');
+    const r = spawnSync(process.execPath, [join(packageRoot, 'test', 'gpu', 'jit-disk-child.mjs'), JSON.stringify({ unique: u })], {
+      env: { ...process.env, FLEXATTN_JIT_TIERED: '1', FLEXATTN_CACHE_MAX_MB: '', ...env }, encoding: 'utf8', timeout: 110_000,
+    });
+    if (r.status !== 0) throw new Error(`child exited with ${r.status}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as ChildResult;
+  }
+
+  it('disk cache across processes: reuse, a damaged entry recompiled, an unwritable cache only warns', () => {
+    const u = unique + 2e-3, cache = join(dir, 'across');
+    // 1. Compiles (nothing cached yet) and writes the cache.
+    const first = child({ FLEXATTN_CACHE_DIR: cache }, u);
+    expect(first.relError).toBeLessThan(1e-2);
+    expect(first.status.origin).not.toBe('disk');
+    expect(first.warnings).not.toContain('FLEXATTN_CACHE');
+    const files = readdirSync(cache).filter((f) => f.endsWith('.cubin'));
+    expect(files.length).toBeGreaterThan(0);
+    expect(readdirSync(cache).filter((f) => !f.endsWith('.cubin'))).toEqual([]); // no temp files left
+    // 2. A second process loads the optimized build from disk.
+    const second = child({ FLEXATTN_CACHE_DIR: cache }, u);
+    expect(second.relError).toBeLessThan(1e-2);
+    expect(second.status).toMatchObject({ origin: 'disk', tier: 'optimized' });
+    expect(second.status.compileMs).toBeLessThan(first.status.compileMs);
+    // 3. Every entry damaged in its payload: detected, removed, recompiled, never loaded.
+    for (const f of files) {
+      const p = join(cache, f), b = readFileSync(p);
+      b[b.length >> 1] ^= 0x40;
+      writeFileSync(p, b);
+    }
+    const third = child({ FLEXATTN_CACHE_DIR: cache }, u);
+    expect(third.relError).toBeLessThan(1e-2);
+    expect(third.status.origin).not.toBe('disk');
+    // ... and the rewritten entry serves the next process.
+    expect(child({ FLEXATTN_CACHE_DIR: cache }, u).status.origin).toBe('disk');
+    // 4. A cache directory that cannot exist (under a regular file): the call works, one warning.
+    const file = join(dir, 'plain-file');
+    writeFileSync(file, 'x');
+    const ro = child({ FLEXATTN_CACHE_DIR: join(file, 'sub') }, u);
+    expect(ro.relError).toBeLessThan(1e-2);
+    expect(ro.warnings.filter((w) => w === 'FLEXATTN_CACHE')).toHaveLength(1);
+    // 5. A cap smaller than one kernel: nothing written, the call works, one warning.
+    const tiny = join(dir, 'tiny');
+    const small = child({ FLEXATTN_CACHE_DIR: tiny, FLEXATTN_CACHE_MAX_MB: '0.001' }, u);
+    expect(small.relError).toBeLessThan(1e-2);
+    expect(small.warnings.filter((w) => w === 'FLEXATTN_CACHE')).toHaveLength(1);
+    expect(existsSync(tiny) ? readdirSync(tiny).filter((f) => f.endsWith('.cubin')) : []).toEqual([]);
+  }, 600_000);
 });
