@@ -268,17 +268,52 @@ describe('position bounds read from the IR (envelope pre-classification)', () =>
 });
 
 describe('BlockMask methods', () => {
-  it('toDense / toString / sparsity (PyTorch\'s definition)', async () => {
+  it('toDense / toString / sparsity', async () => {
     const bm = await createBlockMask(causal(), 1, 1, 512, 512, cpu);
     expect(bm.sparsity()).toBeCloseTo(100 * (1 - 10 / 16), 10); // 4 partial + 6 full of 16
     const dense = await bm.toDense().toHost();
     expect(Array.from(dense)).toEqual([1, 0, 0, 0, 2, 1, 0, 0, 2, 2, 1, 0, 2, 2, 2, 1]);
     expect(bm.toString()).toBe(
       'BlockMask(shape=(1, 1, 512, 512), sparsity=37.50%, \n(0, 0)\n░░      \n██░░    \n████░░  \n██████░░\n)');
-    // Non-multiple lengths: the tail row/column can't be full and sparsity may go negative, as in PyTorch.
+    // Non-multiple lengths: the tail row/column can't be full; every position is in a listed block.
     const odd = await createBlockMask(fullMask(), 1, 1, 130, 130, cpu);
     expect(Array.from(await odd.toDense().toHost())).toEqual([2, 1, 1, 1]);
-    expect(odd.sparsity()).toBeCloseTo(100 * (1 - (4 * 128 * 128) / (130 * 130)), 10);
+    expect(odd.sparsity()).toBe(0);
+  });
+
+  it('sparsity counts blocks by their extent inside the sequences (masks shorter than a block, tails)', async () => {
+    // PyTorch's whole-block formula gave 100 * (1 - 128 * 128 / (16 * 16)) = -6300 % here.
+    const tiny = await createBlockMask(causal(), 1, 1, 16, 16, cpu);
+    expect(tiny.sparsity()).toBe(0);
+    expect(tiny.toString()).toContain('sparsity=0.00%');
+    // causal 200 x 300, 128 blocks: q block 0 keeps kv block 0 (128 x 128); q block 1 (72 rows)
+    // keeps kv blocks 0 and 1 (256 columns); kv block 2 (44 columns) is never visited.
+    const c = await createBlockMask(causal(), 1, 1, 200, 300, cpu);
+    expect(c.sparsity()).toBeCloseTo(100 * (1 - (128 * 128 + 72 * 256) / (200 * 300)), 10);
+    // Brute force from the definition: the share of positions (b, h, i, j) whose block is listed.
+    const share = async (bm: BlockMask) => {
+      const cls = await bm.toDense().toHost() as Int32Array;
+      const [bq, bkv] = bm.blockSize;
+      let kept = 0;
+      for (let p = 0; p < bm.B * bm.H; p++) {
+        for (let i = 0; i < bm.qLen; i++) {
+          for (let j = 0; j < bm.kvLen; j++) if (cls[(p * bm.numQBlocks + Math.floor(i / bq)) * bm.numKvBlocks + Math.floor(j / bkv)] !== 0) kept++;
+        }
+      }
+      return 100 * (1 - kept / (bm.B * bm.H * bm.qLen * bm.kvLen));
+    };
+    const w = maskMod(({ b, h, q, kv }) => q.sub(kv).abs().lt(h.add(1).mul(9)).and(kv.ge(b.mul(20))));
+    for (const [mm, B, H, S, Skv, blockSize] of [
+      [w, 2, 3, 77, 300, 32], [w, 1, 2, 5, 700, [64, 128]], [causal(), 1, 1, 1, 1, 128], [causal(), 2, 1, 130, 131, 16],
+    ] as const) {
+      const bm = await createBlockMask(mm, B, H, S, Skv, { blockSize, ...cpu });
+      const want = await share(bm);
+      expect(bm.sparsity(), `${B}x${H}x${S}x${Skv} /${String(blockSize)}`).toBeCloseTo(want, 10);
+      expect(bm.sparsity()).toBeGreaterThanOrEqual(0);
+    }
+    const some = await createBlockMask(w, 2, 3, 77, 300, { blockSize: 32, ...cpu });
+    expect(some.sparsity()).toBeGreaterThan(20);   // the brute force above is not trivially 0
+    expect(some.sparsity()).toBeLessThan(95);
   });
 
   it('toString summarises large masks and limits the number of heads', async () => {

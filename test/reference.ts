@@ -30,7 +30,7 @@ export function referenceAttention(r: RefInput): { out: Float64Array; lse: Float
         let sc = dot * r.scale;
         if (r.scoreMod) sc = r.scoreMod(sc, b, h, i, j);
         s[j] = sc;
-        if (sc > m) m = sc;
+        if (sc > m || Number.isNaN(sc)) m = Number.isNaN(m) ? m : sc; // NaN propagates, as torch.max
       }
       const row = (b * r.Hq + h) * r.Sq + i;
       if (m === -Infinity) { lse[row] = -Infinity; continue; }

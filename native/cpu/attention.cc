@@ -24,7 +24,12 @@
 //  - isCausal keeps kv <= q (top-left aligned, like SDPA).
 //  - a bool dense mask keeps where true; a float dense mask is added to the
 //    score after score_mod.
-// A row with no kept position gives out = 0 and lse = -inf.
+// Numerics follow PyTorch: a kept position's score is used as the fp32 math
+// gives it, so a NaN score (NaN in q or k, or from score_mod) makes its row and
+// LSE NaN and a +inf score gives exp(inf - inf) = NaN; a score of -inf (from
+// score_mod, an additive mask or q.k) is the same as a masked position. A
+// masked position never contributes: its v is not read, even if it is NaN.
+// A row with no kept position (or only -inf scores) gives out = 0, lse = -inf.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -306,8 +311,10 @@ void DotRange(const float* __restrict q, const float* __restrict kbase, int64_t 
   for (; j < j1; ++j) raw[j] = Dot(q, kbase + j * sS, D) * scale;
 }
 
-// For j in [j0, j1) with s[j] > -inf: p = exp(s[j] - m), *sum += p and
-// acc += p * v_j (v_j = vbase + j * sS). At most 64 positions per call.
+// For j in [j0, j1) with s[j] != -inf (masked positions are skipped, so their
+// v is never read): p = exp(s[j] - m), *sum += p and acc += p * v_j
+// (v_j = vbase + j * sS). m may be NaN or +inf (then p is NaN). At most 64
+// positions per call.
 FLEXATTN_CLONES
 void PvChunk(const float* __restrict s, float m, const float* __restrict vbase, int64_t sS, int64_t Dv, int64_t j0,
              int64_t j1, float* __restrict acc, double* sum) {
@@ -569,9 +576,19 @@ void Attention(const CpuAttentionArgs& a) {
             s[j] = x;
           }
         }
+        // The row max propagates NaN, like torch.max: one NaN score makes every
+        // p = exp(s - NaN) NaN, so the whole row and its LSE are NaN (and a row of
+        // NaN scores is not mistaken for a fully masked one). Only a row whose
+        // every score is -inf (masked, or -inf from score_mod / an additive mask)
+        // keeps m = -inf and is written as 0 with LSE -inf below.
         float m = kNegInf;
-        for (int64_t j = row.lo; j < row.hi; ++j) m = s[j] > m ? s[j] : m;
-        row.m = m;
+        bool nan = false;
+        for (int64_t j = row.lo; j < row.hi; ++j) {
+          const float x = s[j];
+          if (x > m) m = x;
+          else if (x != x) nan = true;
+        }
+        row.m = nan ? std::numeric_limits<float>::quiet_NaN() : m;
       }
 
       // Pass 2: p = exp(s - m) and p @ V, kv tile by tile; float partial sums
@@ -596,7 +613,8 @@ void Attention(const CpuAttentionArgs& a) {
       }
 
       // Outputs, in the requested dtype (f32 written in place; bf16/f16 rounded
-      // from an f32 row). A row with nothing kept: out = 0, lse = -inf.
+      // from an f32 row). A row with nothing kept: out = 0, lse = -inf (a NaN
+      // row has m = NaN and its NaN sum gives NaN out and lse).
       for (int g = 0; g < n; ++g) {
         const RowState& row = sc.rows[g];
         float* out = a.outDtype == kF32 ? static_cast<float*>(a.out) + row.r * Dv : sc.outf.data();

@@ -597,7 +597,9 @@ __device__ __forceinline__ void online_softmax(RtAcc<MT, NT>& s, float (&row_max
 #pragma unroll
       for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s.c[m][n][2 * r], s.c[m][n][2 * r + 1]));
       mx = quad_max(mx);
-      const float m_use = mx == neg_inf() ? 0.f : mx;   // fully masked so far: no NaN
+      // fully masked so far: no NaN from -inf - -inf. (mx is never NaN: fmaxf drops
+      // NaN scores, whose p = ex2(NaN) still makes the row NaN through l and O.)
+      const float m_use = mx == neg_inf() ? 0.f : mx;
       const float m_dom = m_use * dom;
       alpha[m][r] = ex2((row_max[m][r] - m_use) * dom);  // -inf (first tile) -> 0
       row_max[m][r] = mx;
@@ -627,8 +629,17 @@ __device__ __forceinline__ void rescale_rows(RtAcc<MT, DT>& o, const float (&alp
     }
 }
 
-// Epilogue: O / l in the output dtype, LSE = (m + log2 l) * ln 2 (natural log;
-// -inf and O = 0 for rows with nothing to attend to).
+// Epilogue: O / l in the output dtype, LSE = (m + log2 l) * ln 2 (natural log).
+// Numerics (PyTorch's): l == 0 only when every score of the row was -inf (all
+// keys masked, or -inf from a mod): O = 0 exactly and LSE -inf, written as
+// constants rather than O * 0, since O may hold 0 * NaN from a NaN v in a tile
+// the row visited. Any other l is used as is: a NaN score (NaN in q or k, from a
+// mod, or +inf - +inf) makes l NaN, hence O and LSE NaN. (row_max ignores NaN in
+// fmaxf, but p = ex2(NaN) already carried the NaN into l.)
+// Tile caveat: P·V multiplies masked positions of a visited tile by p = 0, so a
+// NaN or Inf in v also reaches (as 0 * NaN = NaN) rows of the same q tile that
+// do not attend that key, in that column only; rows whose tiles never cover the
+// key are unaffected. PyTorch's fused kernels behave the same.
 template <class T, int MT, int DT>
 __device__ __forceinline__ void store_output(const RtAcc<MT, DT>& o, const float (&row_max)[MT][2],
                                              const float (&row_sum)[MT][2], const FlashFwdParams& p, int b, int h,
@@ -640,17 +651,19 @@ __device__ __forceinline__ void store_output(const RtAcc<MT, DT>& o, const float
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const float l = quad_sum(row_sum[m][r]);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const bool empty = l == 0.f;   // fully masked; NaN l is not empty
+      const float inv = 1.f / l;
       const int q = row0 + m * 16 + g + 8 * r;
       if (q < q_end) {
         u16* orow = gO + (i64)q * p.o_stride_s + 2 * t;
 #pragma unroll
         for (int d = 0; d < DT; ++d)
-          st_global_u32(orow + d * 8, T::pack2(o.c[m][d][2 * r] * inv, o.c[m][d][2 * r + 1] * inv));
+          st_global_u32(orow + d * 8, T::pack2(empty ? 0.f : o.c[m][d][2 * r] * inv,
+                                               empty ? 0.f : o.c[m][d][2 * r + 1] * inv));
         if (p.lse != nullptr && t == 0) {
           const float mx = row_max[m][r];
           p.lse[((i64)b * p.Hq + h) * p.Sq + q] =
-              l > 0.f ? (mx * dom + lg2(l)) * 0.6931471805599453f : neg_inf();
+              empty ? neg_inf() : (mx * dom + lg2(l)) * 0.6931471805599453f;
         }
       }
     }
