@@ -6,6 +6,7 @@
  * @internal
  * @module
  */
+import { InternalError } from './errors.js';
 
 /** `<name>_cfg[8]` as read from the module. */
 export interface KernelConfig {
@@ -68,7 +69,7 @@ export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues): Uint8Arra
   dv.setBigUint64(232, v.ctaOrder ?? 0n, true);
   dv.setBigUint64(240, v.tileStarts ?? 0n, true);
   if (v.mod.length > cfg.paramBytes - cfg.modOffset) {
-    throw new Error(`internal: FlexModArgs is ${v.mod.length} bytes but the kernel reserves ${cfg.paramBytes - cfg.modOffset}`);
+    throw new InternalError(`FlexModArgs is ${v.mod.length} bytes but the kernel reserves ${cfg.paramBytes - cfg.modOffset}`);
   }
   bytes.set(v.mod, cfg.modOffset);
   return bytes;

@@ -19,6 +19,7 @@
  * call it before timing); {@link jitStatus} reports what was loaded.
  * @module
  */
+import { InternalError } from './errors.js';
 import { kernelConfig, type KernelConfig } from './flash-params.js';
 import { native, type NativeKernelHandle } from './native.js';
 
@@ -70,7 +71,7 @@ function tieredEnabled(): boolean {
 }
 
 function toEntry(handle: NativeKernelHandle, kernel: string, device: number, tier: KernelTier): KernelEntry {
-  if (!handle.config) throw new Error(`internal: kernel ${kernel} has no ${kernel}_cfg`);
+  if (!handle.config) throw new InternalError(`kernel ${kernel} has no ${kernel}_cfg`);
   return { handle, cfg: kernelConfig(handle.config), kernel, device, tier, upgradePending: false };
 }
 

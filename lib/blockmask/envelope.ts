@@ -9,6 +9,7 @@
  * @internal
  * @module
  */
+import { InternalError } from '../errors.js';
 import type { MaskMod, ModProgram } from '../mods/ir.js';
 import { classifyAnalytic, type Pred } from './analytic.js';
 import { EMPTY, FULL } from './layout.js';
@@ -63,7 +64,7 @@ function comparison(l: Lin, op: string): Pred | null {
       case 'ge': return mk(k, hi);
       case 'eq': return mk(k, k);
       case 'ne': return not(mk(k, k));
-      default: throw new Error(`internal: op ${op}`);
+      default: throw new InternalError(`envelope: op ${op}`);
     }
   };
   const INF = Number.POSITIVE_INFINITY;
