@@ -446,6 +446,16 @@ export class Tensor {
     this.dispose();
   }
 
+  /**
+   * `await using t = ...` disposes at scope exit once the device has passed
+   * the work queued so far (a CUDA tensor waits, off the main thread, for its
+   * device; a cpu tensor is disposed at once).
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.isCuda && !this.disposed) await native().synchronize(this.deviceIndex);
+    this.dispose();
+  }
+
   /** Short description: `Tensor([2, 16, 128, 64], bf16, cuda:0)`. */
   toString(): string {
     return `Tensor([${this.shape.join(', ')}], ${this.dtype}, ${this.device}${this.disposed ? ', disposed' : ''})`;
