@@ -3,7 +3,7 @@
  * or a variant JIT-compiled with the mods' generated CUDA), packs its one
  * parameter struct and enqueues it on the device's stream. Returns without
  * waiting for the GPU.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { DTypeError, InternalError, InvalidArgumentError, ShapeError } from './errors.js';

@@ -3,7 +3,7 @@
  * (`FlashFwdParams` in native/kernels/flash_fwd.cuh): field offsets and a
  * packer. The struct's size and the offset of its trailing `FlexModArgs`
  * come from the kernel's `<name>_cfg` constant, so the two sides cannot drift.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { InternalError } from './errors.js';

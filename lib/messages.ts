@@ -1,7 +1,7 @@
 /**
  * Message helpers for typed errors: a safe printed form of any value, and the
  * sharp-style "Possible solutions" block, written once per message.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { inspect } from 'node:util';

@@ -2,7 +2,7 @@
  * Loads the Node-API addon (local build first, then `prebuilds/`) and
  * describes what it exports. Loading never touches CUDA; the driver and NVRTC
  * are dlopen'ed by the addon on first GPU use.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { readFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /**
  * Argument checks shared by the attention ops: every failure is a typed
  * error naming the argument and what was expected.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { DTypeError, DeviceError, InvalidArgumentError, ShapeError } from './errors.js';

@@ -6,7 +6,7 @@
  * false (lower) / true (upper). Tiles where `upper` is empty are empty and
  * tiles where `lower` is full are full without evaluating the mask, so the
  * evaluator (GPU kernel or host) only visits the undecided tiles.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { InternalError } from '../errors.js';

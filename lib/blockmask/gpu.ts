@@ -4,7 +4,7 @@
  * evaluates mask_mod over its elements 128 at a time and stops as soon as a
  * warp vote has seen both a true and a false. Output: one byte per block
  * (0 empty, 1 partial, 2 full); nothing of size Q×KV is ever allocated.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { itemSize, type DType } from '../dtype.js';
