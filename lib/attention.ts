@@ -33,6 +33,7 @@ import { scaledDotProductAttention, type AttentionWithLse, type SdpaOptions } fr
 import { flexAttention } from './flex.js';
 import { checkBool, checkQkv, checkTensor, type Backend, type QkvDims } from './validate.js';
 import type { Device } from './device.js';
+import { InternalError } from './errors.js';
 
 /** Which implementation {@link attention} runs. */
 export type AttentionImpl = 'sdpa' | 'flex' | 'auto';
@@ -744,7 +745,7 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: Attention
       () => buildDenseMask(mask, n.params, B, H, d, device));
     try {
       const built = entry.built!;
-      if (built.kind !== 'dense') throw new Error('internal: dense mask expected');
+      if (built.kind !== 'dense') throw new InternalError('dense mask expected');
       return await sdpa(q, k, v, { ...common, attnMask: built.mask, returnLse: n.returnLse });
     } finally {
       unpin(entry);
@@ -772,7 +773,7 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: Attention
       () => buildBlockMask(mask, n.params, B, H, d, device));
     try {
       const built = entry.built!;
-      if (built.kind !== 'block') throw new Error('internal: block mask expected');
+      if (built.kind !== 'block') throw new InternalError('block mask expected');
       return unwrap(await flexAttention(q, k, v, { ...opts, blockMask: built.blockMask }), n.returnLse);
     } finally {
       unpin(entry);

@@ -5,7 +5,7 @@
  * output directly in q's dtype into an array allocated here, so no pass over
  * the data runs on the main thread. An AbortSignal stops the native job at its
  * next chunk.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { allocHost } from './dtype.js';

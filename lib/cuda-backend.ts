@@ -3,10 +3,10 @@
  * or a variant JIT-compiled with the mods' generated CUDA), packs its one
  * parameter struct and enqueues it on the device's stream. Returns without
  * waiting for the GPU.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
-import { DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
+import { DTypeError, InternalError, InvalidArgumentError, ShapeError } from './errors.js';
 import { itemSize, type DType } from './dtype.js';
 import { native } from './native.js';
 import { loadKernel, type KernelEntry } from './jit.js';
@@ -225,7 +225,7 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
   const { cfg } = entry;
   const seg = a.segments;
   if (seg && (a.family !== 'sm90' || a.mode !== 'kBlockSparse' || cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
-    throw new Error(`internal: a segmented grid needs the sm90 block-sparse kernel with a ${SEGMENT_TILE}x${SEGMENT_TILE} tile, not ${a.family} ${a.mode} ${cfg.blockM}x${cfg.blockN}`);
+    throw new InternalError(`a segmented grid needs the sm90 block-sparse kernel with a ${SEGMENT_TILE}x${SEGMENT_TILE} tile, not ${a.family} ${a.mode} ${cfg.blockM}x${cfg.blockN}`);
   }
   const grid: [number, number, number] = [seg ? seg.nM : Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
   // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).

@@ -3,6 +3,7 @@
  * @module
  */
 import { DeviceError, CudaUnavailableError } from './errors.js';
+import { describeValue, withSolutions } from './messages.js';
 import { native, nativeAvailable, type NativeCudaStatus, type NativeMemoryStats } from './native.js';
 
 /** `'cpu'` or `'cuda:N'`. */
@@ -101,16 +102,18 @@ export function parseDevice(value: unknown, argument = 'device'): { device: Devi
   if (value === undefined) value = defaultDevice();
   if (value === 'cpu') return { device: 'cpu', index: -1 };
   const m = typeof value === 'string' ? /^cuda(?::(\d+))?$/.exec(value) : null;
-  if (!m) throw new DeviceError(argument, `'cpu', 'cuda' or 'cuda:N'`, JSON.stringify(value));
+  if (!m) throw new DeviceError(argument, `'cpu', 'cuda' or 'cuda:N'`, describeValue(value));
   const index = m[1] === undefined ? 0 : Number(m[1]);
   if (!cudaAvailable()) {
     const s = status();
+    // The driver's own message already carries its "Possible solutions";
+    // withSolutions merges ours into that block so it prints once.
     throw new CudaUnavailableError(
-      `${argument}: '${value}' requested but no CUDA device is usable: ` +
-      `${s ? (s.driverError || 'no GPU found') : 'native addon not loaded'}\n` +
-      'Possible solutions:\n' +
-      '  - Use device \'cpu\' (the reference backend)\n' +
-      '  - Install the NVIDIA driver and check that `nvidia-smi` lists a GPU',
+      withSolutions(
+        `${argument}: '${value}' requested but no CUDA device is usable: ` +
+        `${s ? (s.driverError || 'no GPU found') : 'native addon not loaded'}`,
+        ["Use device 'cpu' (the reference backend)",
+          ...(s?.driverError ? [] : ['Install the NVIDIA driver and check that `nvidia-smi` lists a GPU'])]),
       s?.driverError ?? '');
   }
   const n = status()!.deviceCount;
@@ -118,26 +121,54 @@ export function parseDevice(value: unknown, argument = 'device'): { device: Devi
   return { device: `cuda:${index}`, index };
 }
 
-/** Caching-allocator statistics of one GPU (bytes and counts). */
-export type MemoryStats = NativeMemoryStats;
+/**
+ * Caching-allocator statistics of one device (bytes and counts). For `'cpu'`
+ * every figure is 0: CPU tensors are JavaScript typed arrays, owned by the
+ * JS heap, not by flexattn's allocator.
+ */
+export type MemoryStats = NativeMemoryStats & {
+  /** The device these figures describe. */
+  device: Device;
+};
 
-/** Caching-allocator statistics for `device` (default `cuda:0`). */
-export function memoryStats(device: Device | 'cuda' = 'cuda:0'): MemoryStats {
-  const { index } = parseDevice(device);
-  if (index < 0) throw new DeviceError('device', 'a CUDA device', 'cpu');
-  return native().memoryStats(index);
+/** Resolves `device` (default: {@link defaultDevice}) to its canonical name and CUDA index (-1 for cpu). */
+function resolve(device: unknown): { device: Device; index: number } {
+  return parseDevice(device, 'device');
 }
 
-/** Returns every cached, unused block of `device` to the driver. */
-export function emptyCache(device: Device | 'cuda' = 'cuda:0'): void {
-  const { index } = parseDevice(device);
-  if (index < 0) throw new DeviceError('device', 'a CUDA device', 'cpu');
-  native().emptyCache(index);
+/**
+ * Caching-allocator statistics for `device` (default: {@link defaultDevice},
+ * so `cpu` on a host without a GPU, where every figure is 0). Naming a CUDA
+ * device on such a host throws {@link CudaUnavailableError}.
+ */
+export function memoryStats(device?: Device | 'cuda'): MemoryStats {
+  const { device: dev, index } = resolve(device);
+  if (index < 0) {
+    return {
+      device: dev, allocatedBytes: 0, reservedBytes: 0, peakAllocatedBytes: 0, numAllocs: 0, numFrees: 0,
+      numCudaMallocs: 0, numCacheHits: 0, numOomRetries: 0,
+    };
+  }
+  return { ...native().memoryStats(index), device: dev };
 }
 
-/** Waits (off the main thread) until all work queued on `device` has finished. */
-export async function synchronize(device: Device | 'cuda' = 'cuda:0'): Promise<void> {
-  const { index } = parseDevice(device);
-  if (index < 0) return;
-  await native().synchronize(index);
+/**
+ * Returns every cached, unused block of `device` (default: {@link defaultDevice})
+ * to the driver; nothing to do for `cpu`.
+ */
+export function emptyCache(device?: Device | 'cuda'): void {
+  const { index } = resolve(device);
+  if (index >= 0) native().emptyCache(index);
+}
+
+/**
+ * Waits (off the main thread) until all work queued on `device` (default:
+ * {@link defaultDevice}) has finished. Resolves at once for `cpu` (CPU work
+ * is awaited through its own promises), so on a host without a GPU
+ * `await synchronize()` resolves; naming a CUDA device there rejects with
+ * {@link CudaUnavailableError}.
+ */
+export async function synchronize(device?: Device | 'cuda'): Promise<void> {
+  const { index } = resolve(device);
+  if (index >= 0) await native().synchronize(index);
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import { DTypeError } from './errors.js';
+import { describeValue } from './messages.js';
 
 /** Element types a {@link Tensor} can hold. `bool` is stored as one byte per element. */
 export type DType = 'bf16' | 'f16' | 'f32' | 'i32' | 'bool';
@@ -31,7 +32,7 @@ export function itemSize(dtype: DType): number {
 /** Throws a {@link DTypeError} unless `value` is a supported dtype. */
 export function checkDType(value: unknown, argument = 'dtype'): DType {
   if (typeof value !== 'string' || !(DTYPES as readonly string[]).includes(value)) {
-    throw new DTypeError(argument, `one of ${DTYPES.join(', ')}`, JSON.stringify(value));
+    throw new DTypeError(argument, `one of ${DTYPES.join(', ')}`, describeValue(value));
   }
   return value as DType;
 }

@@ -3,9 +3,10 @@
  * (`FlashFwdParams` in native/kernels/flash_fwd.cuh): field offsets and a
  * packer. The struct's size and the offset of its trailing `FlexModArgs`
  * come from the kernel's `<name>_cfg` constant, so the two sides cannot drift.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
+import { InternalError } from './errors.js';
 
 /** `<name>_cfg[8]` as read from the module. */
 export interface KernelConfig {
@@ -68,7 +69,7 @@ export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues): Uint8Arra
   dv.setBigUint64(232, v.ctaOrder ?? 0n, true);
   dv.setBigUint64(240, v.tileStarts ?? 0n, true);
   if (v.mod.length > cfg.paramBytes - cfg.modOffset) {
-    throw new Error(`internal: FlexModArgs is ${v.mod.length} bytes but the kernel reserves ${cfg.paramBytes - cfg.modOffset}`);
+    throw new InternalError(`FlexModArgs is ${v.mod.length} bytes but the kernel reserves ${cfg.paramBytes - cfg.modOffset}`);
   }
   bytes.set(v.mod, cfg.modOffset);
   return bytes;

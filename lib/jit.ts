@@ -27,6 +27,7 @@
  * @module
  */
 import { debuglog } from 'node:util';
+import { InternalError } from './errors.js';
 import { kernelConfig, type KernelConfig } from './flash-params.js';
 import { native, type NativeKernelHandle } from './native.js';
 
@@ -81,7 +82,7 @@ function tieredEnabled(): boolean {
 }
 
 function toEntry(handle: NativeKernelHandle, kernel: string, device: number, tier: KernelTier): KernelEntry {
-  if (!handle.config) throw new Error(`internal: kernel ${kernel} has no ${kernel}_cfg`);
+  if (!handle.config) throw new InternalError(`kernel ${kernel} has no ${kernel}_cfg`);
   return { handle, cfg: kernelConfig(handle.config), kernel, device, tier, upgradePending: false };
 }
 

@@ -2,7 +2,7 @@
  * Loads the Node-API addon (local build first, then `prebuilds/`) and
  * describes what it exports. Loading never touches CUDA; the driver and NVRTC
  * are dlopen'ed by the addon on first GPU use.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { readFileSync } from 'node:fs';
@@ -219,16 +219,61 @@ export function native(): NativeAddon {
   if (loadError) throw loadError;
   const require = createRequire(import.meta.url);
   try {
-    if (unsupportedHost()) throw new Error(unsupportedHost());
+    if (unsupportedHost()) throw new errors.FlexAttnError(unsupportedHost());
     const load = require('node-gyp-build') as (dir: string) => NativeAddon;
     const addon = load(packageRoot);
     addon.setErrorClasses({ ...errors });
-    cached = addon;
-    return addon;
+    cached = typedErrors(addon);
+    return cached;
   } catch (e) {
     loadError = new errors.FlexAttnError(loadFailureMessage(e as Error));
     throw loadError;
   }
+}
+
+/**
+ * The JS-side safety net for "every error is a FlexAttnError": native code
+ * throws typed errors itself, but a few JS exceptions can still come out of
+ * it (V8's RangeError when an ArrayBuffer cannot be allocated, a
+ * node-addon-api TypeError, a mod-program check): those become an
+ * OutOfMemoryError (host memory) or an InternalError carrying the original
+ * as `cause`. Applies to throws and to rejected promises of every exported
+ * function (classes such as DeviceBuffer are left as they are).
+ * @internal
+ */
+export function typedErrors<T extends object>(addon: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(addon)) {
+    if (typeof value !== 'function' || /^[A-Z]/.test(key)) { out[key] = value; continue; }
+    const fn = value as (...args: unknown[]) => unknown;
+    out[key] = (...args: unknown[]): unknown => {
+      let r: unknown;
+      try {
+        r = fn.apply(addon, args);
+      } catch (e) {
+        throw toFlexAttnError(e, key);
+      }
+      if (r instanceof Promise) return r.catch((e: unknown) => { throw toFlexAttnError(e, key); });
+      return r;
+    };
+  }
+  return out as T;
+}
+
+/** `e` itself when it is a FlexAttnError; otherwise the typed error that stands for it (see {@link typedErrors}). @internal */
+export function toFlexAttnError(e: unknown, call: string): errors.FlexAttnError {
+  if (e instanceof errors.FlexAttnError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  if (e instanceof RangeError && /allocation failed|invalid (typed )?array length|array buffer/i.test(msg)) {
+    const remedy = '  - Free tensors you no longer need (dispose()) or use smaller shapes\n' +
+      '  - Give Node.js more memory (e.g. --max-old-space-size) or the container a higher limit';
+    const err = new errors.OutOfMemoryError(
+      `flexattn: host memory could not be allocated in ${call} (${msg}).\nPossible solutions:\n${remedy}`, '', call, remedy);
+    Object.defineProperty(err, 'cause', { value: e, enumerable: false, writable: true, configurable: true });
+    return err;
+  }
+  return new errors.InternalError(
+    `flexattn: internal error in native ${call}: ${msg} (please report it with the call that caused it)`, { cause: e });
 }
 
 /** Why this host cannot run flexattn at all ('' when it can): platform or Node version. */

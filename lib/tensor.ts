@@ -9,7 +9,9 @@ import {
   type DType, type HostArray,
 } from './dtype.js';
 import { parseDevice, type Device } from './device.js';
-import { DisposedError, DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
+import { kMaxLength } from 'node:buffer';
+import { DisposedError, DTypeError, InvalidArgumentError, OutOfMemoryError, ShapeError } from './errors.js';
+import { describeValue } from './messages.js';
 import { DTYPE_CODE, native, type NativeDeviceBuffer } from './native.js';
 import { tensorAt } from './mods/index.js';
 import { mulberry32 } from './mods/random.js';
@@ -38,7 +40,13 @@ const registry = new FinalizationRegistry<NativeDeviceBuffer>((buf) => buf.dispo
 let seedCounter = 0x5eed_0000n;
 /** Seeds the generator used by {@link Tensor.randn} when no explicit seed is given. */
 export function manualSeed(seed: number | bigint): void {
-  seedCounter = BigInt(seed) << 20n;
+  seedCounter = checkSeed(seed, 'seed') << 20n;
+}
+/** `BigInt(seed)` throws a raw RangeError/SyntaxError/TypeError on 1.5, 'x' or undefined: check first. */
+function checkSeed(seed: unknown, argument: string): bigint {
+  if (typeof seed === 'bigint') return seed;
+  if (typeof seed === 'number' && Number.isSafeInteger(seed)) return BigInt(seed);
+  throw new InvalidArgumentError(argument, 'an integer number (at most 2^53 in magnitude) or a bigint', describeValue(seed));
 }
 function nextSeed(): bigint {
   seedCounter += 1n;
@@ -52,10 +60,10 @@ export interface TensorOptions {
 }
 
 function checkShape(shape: unknown, argument = 'shape'): number[] {
-  if (!Array.isArray(shape)) throw new ShapeError(argument, 'an array of non-negative integers', typeof shape);
+  if (!Array.isArray(shape)) throw new ShapeError(argument, 'an array of non-negative integers', describeValue(shape));
   for (const [i, d] of shape.entries()) {
     if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
-      throw new ShapeError(`${argument}[${i}]`, 'a non-negative integer', String(d));
+      throw new ShapeError(`${argument}[${i}]`, 'a non-negative integer', describeValue(d));
     }
   }
   if (shape.length > 8) throw new ShapeError(argument, 'at most 8 dimensions', `${shape.length}`);
@@ -122,14 +130,16 @@ export class Tensor {
    * Copies host data into a new contiguous tensor.
    * @param data  bf16/f16: `Uint16Array` of raw bits, or a `Float32Array` that is rounded to nearest even;
    *              f32: `Float32Array`; i32: `Int32Array`; bool: `Uint8Array` (nonzero = true).
+   *              Untyped bytes (a `Buffer`/`Uint8Array`, `ArrayBuffer` or `DataView`) hold the elements of
+   *              `dtype` as little-endian bits (for bool, one byte per element); `dtype` is then required.
    * @param shape Dimensions; `data.length` must equal their product.
-   * @param dtype Element type (default: f32 for Float32Array, i32 for Int32Array, bool for Uint8Array).
+   * @param dtype Element type (default: f32 for Float32Array, i32 for Int32Array; required for anything else).
    */
-  static fromHost(data: ArrayBufferView, shape: readonly number[], dtype?: DType, options: TensorOptions = {}): Tensor {
+  static fromHost(data: ArrayBufferView | ArrayBuffer, shape: readonly number[], dtype?: DType, options: TensorOptions = {}): Tensor {
     const dims = checkShape(shape);
     const dt = dtype === undefined ? inferDType(data) : checkDType(dtype);
-    const host = coerceHost(data, dt);
     const n = product(dims);
+    const host = isUntypedBytes(data) ? bytesAs(data, dt, n) : coerceHost(data, dt);
     if (host.length !== n) {
       throw new ShapeError('data', `${n} elements for shape [${dims.join(', ')}]`, `${host.length}`);
     }
@@ -148,7 +158,7 @@ export class Tensor {
     const dims = checkShape(shape);
     const dt = checkDType(dtype);
     const { device, index } = parseDevice(options.device, 'options.device');
-    if (index < 0) return new Tensor(new Storage('cpu', -1, null, allocHost(dt, product(dims))), dims, contiguousStrides(dims), 0, dt);
+    if (index < 0) return new Tensor(new Storage('cpu', -1, null, allocHostFor(dims, dt)), dims, contiguousStrides(dims), 0, dt);
     return Tensor.#allocCuda(dims, dt, device, index);
   }
 
@@ -167,7 +177,7 @@ export class Tensor {
   static randn(shape: readonly number[], dtype: DType = 'f32', options: TensorOptions & { seed?: number | bigint } = {}): Tensor {
     const dt = checkDType(dtype);
     if (dt !== 'bf16' && dt !== 'f16' && dt !== 'f32') throw new DTypeError('dtype', 'bf16, f16 or f32 for randn', dt);
-    const seed = options.seed === undefined ? nextSeed() : BigInt(options.seed);
+    const seed = options.seed === undefined ? nextSeed() : checkSeed(options.seed, 'options.seed');
     const t = Tensor.empty(shape, dt, options);
     if (t.numel === 0) return t;
     if (t.isCuda) {
@@ -183,7 +193,20 @@ export class Tensor {
 
   static #allocCuda(dims: number[], dt: DType, device: Device, index: number): Tensor {
     const bytes = Math.max(product(dims) * itemSize(dt), 1);
-    const buffer = native().alloc(index, bytes);
+    if (!Number.isSafeInteger(bytes)) {
+      throw new ShapeError('shape', 'a shape whose size in bytes is below 2^53', `[${dims.join(', ')}] of ${dt}`);
+    }
+    let buffer: NativeDeviceBuffer;
+    try {
+      buffer = native().alloc(index, bytes);
+    } catch (e) {
+      // Name the shape: the allocator's message speaks only of bytes.
+      if (e instanceof OutOfMemoryError) {
+        throw new OutOfMemoryError(`shape [${dims.join(', ')}] of ${dt} (${bytes} bytes) on ${device}: ${e.message}`,
+          e.cudaError, e.call, e.remedy);
+      }
+      throw e;
+    }
     const storage = new Storage(device, index, buffer, null);
     registry.register(storage, buffer, storage);
     return new Tensor(storage, dims, contiguousStrides(dims), 0, dt);
@@ -423,6 +446,16 @@ export class Tensor {
     this.dispose();
   }
 
+  /**
+   * `await using t = ...` disposes at scope exit once the device has passed
+   * the work queued so far (a CUDA tensor waits, off the main thread, for its
+   * device; a cpu tensor is disposed at once).
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.isCuda && !this.disposed) await native().synchronize(this.deviceIndex);
+    this.dispose();
+  }
+
   /** Short description: `Tensor([2, 16, 128, 64], bf16, cuda:0)`. */
   toString(): string {
     return `Tensor([${this.shape.join(', ')}], ${this.dtype}, ${this.device}${this.disposed ? ', disposed' : ''})`;
@@ -451,11 +484,60 @@ export function forEachIndex(
   }
 }
 
-function inferDType(data: ArrayBufferView): DType {
+/**
+ * Host storage for a cpu tensor of `dims`. V8 throws a raw RangeError for a
+ * length above the largest typed array (2^32 elements on Node 20) or when the
+ * memory is not there: both become typed errors naming `shape`.
+ */
+function allocHostFor(dims: readonly number[], dt: DType): HostArray {
+  const n = product(dims);
+  const what = `[${dims.join(', ')}] of ${dt}`;
+  if (!Number.isSafeInteger(n)) throw new ShapeError('shape', 'a shape with fewer than 2^53 elements', what);
+  try {
+    return allocHost(dt, n);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    if (/length/i.test(e.message)) {
+      throw new ShapeError('shape', `at most ${kMaxLength} elements for a cpu tensor (the largest JavaScript typed array; ` +
+        'use a CUDA device for larger tensors)', `${what} (${n} elements)`);
+    }
+    const remedy = '  - Free tensors you no longer need (dispose()) or use a smaller shape\n' +
+      '  - Give the process more memory (container or ulimit limits)';
+    throw new OutOfMemoryError(`shape ${what}: host memory for ${n * itemSize(dt)} bytes could not be allocated (${e.message}).\n` +
+      `Possible solutions:\n${remedy}`, '', 'allocHost', remedy);
+  }
+}
+
+/** Bytes that say nothing of their element type: a Buffer/Uint8Array, Uint8ClampedArray, Int8Array, DataView or ArrayBuffer. */
+function isUntypedBytes(data: unknown): data is Uint8Array | Uint8ClampedArray | Int8Array | DataView | ArrayBuffer {
+  return data instanceof Uint8Array || data instanceof Uint8ClampedArray || data instanceof Int8Array ||
+    data instanceof DataView || data instanceof ArrayBuffer;
+}
+
+/** Reads untyped bytes as `n` elements of `dt` (a copy, so an unaligned Buffer slice works). */
+function bytesAs(data: Uint8Array | Uint8ClampedArray | Int8Array | DataView | ArrayBuffer, dt: DType, n: number): HostArray {
+  const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const want = n * itemSize(dt);
+  if (bytes.byteLength !== want) {
+    throw new ShapeError('data', `${want} bytes (${n} elements of ${dt}) for this shape`, `${bytes.byteLength} bytes`);
+  }
+  // A fresh array in every case: Buffer#slice shares memory, so the caller's later `slice()` would not copy.
+  const copy = allocHost(dt, n);
+  new Uint8Array(copy.buffer).set(bytes);
+  return copy;
+}
+
+function inferDType(data: unknown): DType {
   if (data instanceof Float32Array) return 'f32';
   if (data instanceof Int32Array) return 'i32';
-  if (data instanceof Uint8Array) return 'bool';
-  throw new DTypeError('dtype', 'an explicit dtype for this array type (e.g. \'bf16\' for Uint16Array bits)', data.constructor.name);
+  if (isUntypedBytes(data)) {
+    throw new DTypeError('dtype', 'an explicit dtype for untyped bytes: \'bool\' for one flag per byte, or the dtype ' +
+      'whose little-endian bits the bytes hold (e.g. \'f32\', \'bf16\')', describeValue(data));
+  }
+  if (!ArrayBuffer.isView(data)) {
+    throw new InvalidArgumentError('data', 'a typed array, Buffer, DataView or ArrayBuffer', describeValue(data));
+  }
+  throw new DTypeError('dtype', 'an explicit dtype for this array type (e.g. \'bf16\' for Uint16Array bits)', describeValue(data));
 }
 
 function coerceHost(data: ArrayBufferView, dt: DType): HostArray {
@@ -466,5 +548,8 @@ function coerceHost(data: ArrayBufferView, dt: DType): HostArray {
     (dt === 'bool' && data instanceof Uint8Array);
   if (ok) return data as HostArray;
   if ((dt === 'bf16' || dt === 'f16') && data instanceof Float32Array) return dt === 'bf16' ? toBf16(data) : toF16(data);
-  throw new DTypeError('data', `${hostArrayName(dt)} for dtype ${dt}`, data?.constructor?.name ?? typeof data);
+  if (!ArrayBuffer.isView(data)) {
+    throw new InvalidArgumentError('data', 'a typed array, Buffer, DataView or ArrayBuffer', describeValue(data));
+  }
+  throw new DTypeError('data', `${hostArrayName(dt)} for dtype ${dt} (or untyped bytes)`, describeValue(data));
 }

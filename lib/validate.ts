@@ -1,10 +1,11 @@
 /**
  * Argument checks shared by the attention ops: every failure is a typed
  * error naming the argument and what was expected.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { DTypeError, DeviceError, InvalidArgumentError, ShapeError } from './errors.js';
+import { describeValue } from './messages.js';
 import { Tensor } from './tensor.js';
 
 /** Which implementation runs an op. */
@@ -16,7 +17,7 @@ export interface QkvDims {
 }
 
 export function checkTensor(t: unknown, argument: string): Tensor {
-  if (!(t instanceof Tensor)) throw new InvalidArgumentError(argument, 'a Tensor', t === null ? 'null' : typeof t);
+  if (!(t instanceof Tensor)) throw new InvalidArgumentError(argument, 'a Tensor', describeValue(t));
   t.assertAlive(argument);
   return t;
 }
@@ -53,7 +54,7 @@ export function checkQkv(q: unknown, k: unknown, v: unknown, enableGQA: boolean)
 /** Resolves `scale` (default 1/sqrt(D), as in PyTorch). */
 export function checkScale(scale: unknown, D: number): number {
   if (scale === undefined || scale === null) return 1 / Math.sqrt(D);
-  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new InvalidArgumentError('options.scale', 'a finite number', String(scale));
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new InvalidArgumentError('options.scale', 'a finite number', describeValue(scale));
   return scale;
 }
 
@@ -66,7 +67,7 @@ export function checkBool(value: unknown, argument: string, dflt = false): boole
 /** Resolves the backend: explicit, or from the inputs' device. */
 export function resolveBackend(backend: unknown, q: Tensor): Backend {
   if (backend === undefined) return q.isCuda ? 'cuda' : 'cpu';
-  if (backend !== 'cuda' && backend !== 'cpu') throw new InvalidArgumentError('options.backend', "'cuda' or 'cpu'", JSON.stringify(backend));
+  if (backend !== 'cuda' && backend !== 'cpu') throw new InvalidArgumentError('options.backend', "'cuda' or 'cpu'", describeValue(backend));
   if (backend === 'cuda' && !q.isCuda) throw new DeviceError('options.backend', "CUDA tensors for backend 'cuda' (move them with toDevice('cuda'))", q.device);
   return backend;
 }

@@ -4,7 +4,7 @@
  * classified in O(1) when every predicate is constant on it, otherwise row
  * by row with breakpoints (O(block rows)), so the whole mask costs
  * O(QB·KVB + Q·atoms) and never touches Q×KV elements.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { EMPTY, FULL, PARTIAL } from './layout.js';

@@ -3,7 +3,7 @@
  * element inside each block, stopping as soon as a block is known to be
  * partial. Reference for the analytic and GPU paths; the path used for
  * `device: 'cpu'`.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { EMPTY, FULL, PARTIAL } from './layout.js';

@@ -11,7 +11,7 @@
  * time first). Measured on an H100 (kernel-notes run 13), kernel harness:
  * document-causal +11 %, sliding window +5 %, causal +6 % at S=8192, no loss
  * at S=512 / 2048; library benchmark: document-causal +4 %.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 

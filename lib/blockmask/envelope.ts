@@ -6,9 +6,10 @@
  * false (lower) / true (upper). Tiles where `upper` is empty are empty and
  * tiles where `lower` is full are full without evaluating the mask, so the
  * evaluator (GPU kernel or host) only visits the undecided tiles.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
+import { InternalError } from '../errors.js';
 import type { MaskMod, ModProgram } from '../mods/ir.js';
 import { classifyAnalytic, type Pred } from './analytic.js';
 import { EMPTY, FULL } from './layout.js';
@@ -63,7 +64,7 @@ function comparison(l: Lin, op: string): Pred | null {
       case 'ge': return mk(k, hi);
       case 'eq': return mk(k, k);
       case 'ne': return not(mk(k, k));
-      default: throw new Error(`internal: op ${op}`);
+      default: throw new InternalError(`envelope: op ${op}`);
     }
   };
   const INF = Number.POSITIVE_INFINITY;

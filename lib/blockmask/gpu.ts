@@ -4,11 +4,11 @@
  * evaluates mask_mod over its elements 128 at a time and stops as soon as a
  * warp vote has seen both a true and a false. Output: one byte per block
  * (0 empty, 1 partial, 2 full); nothing of size Q×KV is ever allocated.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { itemSize, type DType } from '../dtype.js';
-import { FlexAttnError } from '../errors.js';
+import { FlexAttnError, InternalError } from '../errors.js';
 import { generateCuda, packArgs, type CudaModCode } from '../mods/codegen-cuda.js';
 import type { CapturedTensorLike, MaskMod } from '../mods/ir.js';
 import { native, type NativeDeviceBuffer } from '../native.js';
@@ -143,7 +143,7 @@ export async function classifyGpu(
   const launch = jitLauncher();
   if (!launch) throw new FlexAttnError('createBlockMask: this build of the native addon has no JIT launcher (jitLaunch); use device \'cpu\'');
   const { code, source, words } = kernelSource(mod);
-  if (grid && Bn !== 1) throw new Error('internal: a segmented grid is classified one batch row at a time');
+  if (grid && Bn !== 1) throw new InternalError('a segmented grid is classified one batch row at a time');
   const QB = grid ? grid.starts.length - 1 : Math.ceil(qLen / bq), KVB = grid ? QB : Math.ceil(kvLen / bkv);
   const L = tiles ? tiles.length : QB * KVB;
   const numTiles = Bn * Hn * L;

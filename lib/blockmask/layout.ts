@@ -2,7 +2,7 @@
  * Host-side block-mask layout: dense block classes <-> PyTorch's ordered
  * (num, indices) form, transposes, rendering. Pure functions on typed arrays,
  * no device or mod dependencies.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { parseDevice, type Device } from '../device.js';
-import { InvalidArgumentError, ShapeError } from '../errors.js';
+import { InternalError, InvalidArgumentError, ShapeError } from '../errors.js';
 import { MaskMod } from '../mods/ir.js';
 import { Tensor } from '../tensor.js';
 import {
@@ -185,7 +185,7 @@ export class BlockMask {
       const one = arraysFromClasses(cls, { B: 1, H: 1, QB, KVB });
       return new BlockMask({ ...init, arrays: replicateArrays(one, B * H) });
     }
-    if (cls.length !== B * H * plane) throw new Error(`internal: class grid of ${cls.length} entries for [${B}, ${H}, ${QB}, ${KVB}]`);
+    if (cls.length !== B * H * plane) throw new InternalError(`class grid of ${cls.length} entries for [${B}, ${H}, ${QB}, ${KVB}]`);
     const bm = new BlockMask({ ...init, arrays: arraysFromClasses(cls, init.dims) });
     bm.#classes = cls;
     return bm;

@@ -1,7 +1,7 @@
 /**
  * The only place where block-mask code touches the mods package: analytic
  * descriptors → predicate trees, host evaluation, mask composition.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { bindHost } from '../mods/interpret.js';

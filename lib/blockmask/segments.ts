@@ -19,7 +19,7 @@
  * conjunct `ids[b, q] == ids[b, kv]` of the mask (what `documentMask` writes),
  * read once on the host. The segmented schedule replaces the uniform one only
  * when its estimated cost (the CTA-order cost model) is lower.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { Expr, MaskMod, type CapturedTensorLike, type IrNode } from '../mods/ir.js';

@@ -15,7 +15,7 @@
  * Opcode numbers are {@link OPCODES} (mirrored in mod_vm.cc).
  * @module
  */
-import { InvalidArgumentError } from '../errors.js';
+import { InternalError, InvalidArgumentError } from '../errors.js';
 import type { NativeHostView, NativeModProgram } from '../native.js';
 import { DTYPE_CODE } from '../native.js';
 import type { ModBase, Op, ValueType } from './ir.js';
@@ -58,7 +58,7 @@ function opcodeFor(op: Op, operandType: ValueType, resultType: ValueType): numbe
     case 'where': return O.WHERE;
     case 'toFloat': return operandType === 'bool' ? O.B2F : O.I2F;
     case 'toInt': return operandType === 'bool' ? O.B2I : O.F2I;
-    default: throw new Error(`no opcode for ${op} (${operandType} -> ${resultType})`);
+    default: throw new InternalError(`bytecode: no opcode for ${op} (${operandType} -> ${resultType})`);
   }
 }
 
@@ -124,7 +124,7 @@ const fr = Math.fround;
  */
 export function runBytecode(prog: NativeModProgram, score: number, b: number, h: number, q: number, kv: number): number {
   const c = prog.code;
-  if (c[0] !== BYTECODE_MAGIC) throw new Error('bad magic');
+  if (c[0] !== BYTECODE_MAGIC) throw new InternalError('bytecode: bad magic');
   const nregs = c[2]!;
   const f = new Float32Array(nregs);
   const iv = new Int32Array(f.buffer);
@@ -212,7 +212,7 @@ export function runBytecode(prog: NativeModProgram, score: number, b: number, h:
       case O.F2I: iv[d] = Number.isNaN(fa) ? 0 : fa >= 2147483647 ? 2147483647 : fa <= -2147483648 ? -2147483648 : Math.trunc(fa); width = 1; break;
       case O.B2F: f[d] = ia ? 1 : 0; width = 1; break;
       case O.B2I: iv[d] = ia ? 1 : 0; width = 1; break;
-      default: throw new Error(`bad opcode ${op}`);
+      default: throw new InternalError(`bytecode: bad opcode ${op}`);
     }
     pc += 2 + width;
   }

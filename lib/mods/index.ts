@@ -5,8 +5,9 @@
  */
 export {
   Expr, ScoreMod, MaskMod, ModBase, scoreMod, maskMod, param, tensorAt, where, lift, f32ToInt, printNode, programText,
-  resolveParams, applyScoreMod,
 } from './ir.js';
+/** @internal (stripped from the .d.ts, like the declarations themselves) */
+export { resolveParams, applyScoreMod } from './ir.js';
 export type {
   ValueType, CapturedDType, CapturedTensorLike, ArgName, Op, IrNode, LinearNode, TensorSlotInfo, ParamInfo, ModProgram,
   ExprLike, ScoreModArgs, MaskModArgs, MaskDescriptor,
@@ -18,6 +19,8 @@ export {
 export type { ImageSpan } from './builtins.js';
 export { generateCuda, packArgs, packArgsForTensors } from './codegen-cuda.js';
 export type { ArgSource, ArgField, ArgsLayout, CudaModCode, PackValues } from './codegen-cuda.js';
-export { encodeProgram, OPCODES, BYTECODE_MAGIC, runBytecode } from './bytecode.js';
+export { encodeProgram, OPCODES, BYTECODE_MAGIC } from './bytecode.js';
+/** @internal */
+export { runBytecode } from './bytecode.js';
 export { toJs, bindHost, evaluateReference, bf16ToF32, f16ToF32 } from './interpret.js';
 export type { HostTensor, HostEnv, MaskFn, ScoreFn } from './interpret.js';

@@ -1,7 +1,7 @@
 /**
  * Random mod generator for differential tests (JS interpreter vs reference,
  * CUDA codegen vs CPU, native VM vs JS). Deterministic for a given seed.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { f32ToBf16Bits } from '../dtype.js';

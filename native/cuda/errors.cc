@@ -32,7 +32,24 @@ const char* ClassName(ErrKind k) {
     case ErrKind::kInvalidArgument: return "InvalidArgumentError";
     case ErrKind::kDevice: return "DeviceError";
     case ErrKind::kDisposed: return "DisposedError";
+    case ErrKind::kInternal: return "InternalError";
     default: return "FlexAttnError";
+  }
+}
+// The stable codes of lib/errors.ts (ERROR_CODES), for the fallback error
+// built when the JS classes are not registered.
+const char* CodeOf(ErrKind k) {
+  switch (k) {
+    case ErrKind::kCuda: return "ERR_FLEXATTN_CUDA";
+    case ErrKind::kOutOfMemory: return "ERR_FLEXATTN_OUT_OF_MEMORY";
+    case ErrKind::kCudaUnavailable: return "ERR_FLEXATTN_CUDA_UNAVAILABLE";
+    case ErrKind::kNvrtcUnavailable: return "ERR_FLEXATTN_NVRTC_UNAVAILABLE";
+    case ErrKind::kCompile: return "ERR_FLEXATTN_COMPILE";
+    case ErrKind::kInvalidArgument: return "ERR_FLEXATTN_INVALID_ARGUMENT";
+    case ErrKind::kDevice: return "ERR_FLEXATTN_DEVICE";
+    case ErrKind::kDisposed: return "ERR_FLEXATTN_DISPOSED";
+    case ErrKind::kInternal: return "ERR_FLEXATTN_INTERNAL";
+    default: return "ERR_FLEXATTN";
   }
 }
 }  // namespace
@@ -95,10 +112,11 @@ Napi::Error ToJsError(Napi::Env env, const NativeError& e) {
   }
   Napi::Error err = Napi::Error::New(env, e.message);
   err.Set("name", S(ClassName(e.kind)));
+  err.Set("code", S(CodeOf(e.kind)));
   switch (e.kind) {
     case ErrKind::kCuda:
     case ErrKind::kOutOfMemory:
-      err.Set("code", S(e.kind == ErrKind::kOutOfMemory ? "ERR_FLEXATTN_OUT_OF_MEMORY" : "ERR_FLEXATTN_CUDA")); err.Set("cudaError", S(e.a)); err.Set("call", S(e.b)); err.Set("remedy", S(e.c)); break;
+      err.Set("cudaError", S(e.a)); err.Set("call", S(e.b)); err.Set("remedy", S(e.c)); break;
     case ErrKind::kCudaUnavailable: err.Set("details", S(e.a)); break;
     case ErrKind::kCompile: err.Set("source", S(e.a)); err.Set("log", S(e.b)); break;
     case ErrKind::kInvalidArgument:
@@ -108,6 +126,28 @@ Napi::Error ToJsError(Napi::Env env, const NativeError& e) {
     default: break;
   }
   return err;
+}
+
+NativeError CurrentExceptionAsNativeError(const char* where) {
+  const std::string at = where ? where : "native call";
+  try {
+    throw;
+  } catch (const NativeError& e) {
+    return e;
+  } catch (const std::bad_alloc&) {
+    const std::string remedy =
+        "  - Free tensors you no longer need (dispose()) or use smaller shapes\n"
+        "  - Give the process more memory (container or ulimit limits)";
+    return NativeError(ErrKind::kOutOfMemory,
+                       "flexattn: host memory ran out in " + at + " (std::bad_alloc).\nPossible solutions:\n" + remedy,
+                       "", at, remedy);
+  } catch (const std::exception& e) {
+    return NativeError(ErrKind::kInternal, "flexattn: internal error in " + at + ": " + e.what() +
+                                               " (please report it with the call that caused it)");
+  } catch (...) {
+    return NativeError(ErrKind::kInternal, "flexattn: internal error in " + at +
+                                               ": unknown native exception (please report it with the call that caused it)");
+  }
 }
 
 std::string DescribeValue(const Napi::Value& v) {

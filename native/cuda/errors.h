@@ -19,6 +19,7 @@ enum class ErrKind {
   kInvalidArgument,   // InvalidArgumentError(argument, expected, received)
   kDevice,            // DeviceError(argument, expected, received)
   kDisposed,          // DisposedError(argument)
+  kInternal,          // InternalError(message): a bug in flexattn
 };
 
 struct NativeError : std::exception {
@@ -47,13 +48,26 @@ void SetErrorClasses(Napi::Env env, Napi::Object classes);
 // same fields when setErrorClasses was not called).
 Napi::Error ToJsError(Napi::Env env, const NativeError& e);
 
-// Runs f() and converts a NativeError into the typed JS exception.
+// The NativeError for an exception that is not one: std::bad_alloc is host
+// memory running out (OutOfMemoryError), anything else a bug (InternalError).
+// Call inside a catch block; `where` names the native entry point.
+NativeError CurrentExceptionAsNativeError(const char* where);
+
+// Runs f() and converts every C++ exception into a typed JS exception: a
+// NativeError into its class, std::exception and anything else through
+// CurrentExceptionAsNativeError (an escaping std::exception would otherwise
+// terminate the process). JS exceptions (Napi::Error) pass through; lib/native.ts
+// types the few that are not flexattn errors.
 template <typename F>
 auto Guard(Napi::Env env, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const NativeError& e) {
     throw ToJsError(env, e);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (...) {
+    throw ToJsError(env, CurrentExceptionAsNativeError("native call"));
   }
 }
 

@@ -155,8 +155,8 @@ class LoadWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       loaded_ = Resolve(rt::GetDevice(device_), module_, source_, options_, kernel_);
-    } catch (const NativeError& e) {
-      err_ = e;
+    } catch (...) {
+      err_ = CurrentExceptionAsNativeError("loadKernel");
       failed_ = true;
     }
   }

@@ -50,7 +50,7 @@ Napi::Function DeviceBuffer::Init(Napi::Env env) {
 
 DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {
   if (info.Length() < 1 || !info[0].IsExternal()) {
-    throw Napi::TypeError::New(info.Env(), "DeviceBuffer cannot be constructed from JS; use alloc()");
+    throw ToJsError(info.Env(), NativeError(ErrKind::kInternal, "flexattn: DeviceBuffer cannot be constructed from JS; use alloc()"));
   }
   Pending* p = info[0].As<Napi::External<Pending>>().Data();
   dev_ = p->dev;

@@ -176,11 +176,8 @@ void Waiter::Run() {
       cu::Check(cu::Drv().cuEventSynchronize(it->event), it->block ? "cuEventSynchronize (copyDtoH)"
                                                                    : "cuEventSynchronize (synchronize)");
       if (it->block && it->bytes) std::memcpy(it->dst, it->block->ptr, it->bytes);
-    } catch (const NativeError& e) {
-      it->err = e;
-      it->failed = true;
-    } catch (const std::exception& e) {
-      it->err = NativeError(ErrKind::kGeneric, std::string("flexattn: wait failed: ") + e.what());
+    } catch (...) {
+      it->err = CurrentExceptionAsNativeError("device wait");
       it->failed = true;
     }
     // Fails (napi_closing) only while the environment is torn down.
@@ -241,10 +238,14 @@ void Waiter::Complete(napi_env env, WaitItem* it) {
     // Settle the promise anyway (a deferred is resolved or rejected once).
     if (it->deferred) napi_reject_deferred(env, it->deferred, err.Value());
   } catch (...) {
-    napi_value msg = nullptr, err = nullptr;
-    napi_create_string_utf8(env, "flexattn: completing a device wait failed", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, nullptr, msg, &err);
-    napi_reject_deferred(env, it->deferred, err);
+    try {
+      napi_reject_deferred(env, it->deferred, ToJsError(Napi::Env(env), CurrentExceptionAsNativeError("completing a device wait")).Value());
+    } catch (...) {
+      napi_value msg = nullptr, err = nullptr;
+      napi_create_string_utf8(env, "flexattn: completing a device wait failed", NAPI_AUTO_LENGTH, &msg);
+      napi_create_error(env, nullptr, msg, &err);
+      napi_reject_deferred(env, it->deferred, err);  // lib/native.ts types it
+    }
   }
   if (it->result) napi_delete_reference(env, it->result);
   delete it;
