@@ -21,9 +21,14 @@ export async function hostView(t: Tensor): Promise<NativeHostView> {
 /** Output of one CPU attention call, as tensors on `like`'s device and dtype. */
 export interface CpuAttentionResult { out: Tensor; lse?: Tensor }
 
-/** Runs the CPU reference with prepared args and wraps the outputs. */
+/**
+ * Runs the CPU reference with prepared args and wraps the outputs.
+ * `opts.signal`: the caller's abort signal (the caller already rejects at once
+ * on abort and frees what this returns late; the native job does not stop on it yet).
+ */
 export async function runCpuAttention(
   args: Omit<NativeCpuAttentionArgs, 'q' | 'k' | 'v'>, q: Tensor, k: Tensor, v: Tensor,
+  opts?: { signal?: AbortSignal },
 ): Promise<CpuAttentionResult> {
   const [qv, kv, vv] = await Promise.all([hostView(q), hostView(k), hostView(v)]);
   const res = await native().cpuAttention({ ...args, q: qv, k: kv, v: vv });
