@@ -8,7 +8,7 @@
  * ```
  * @module
  */
-export { Tensor, manualSeed, contiguousStrides, type TensorOptions } from './tensor.js';
+export { Tensor, manualSeed, contiguousStrides, type TensorOptions, type WaitOptions } from './tensor.js';
 export {
   type DType, DTYPES, itemSize, toBf16, fromBf16, toF16, fromF16,
   f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32,
