@@ -10,7 +10,7 @@ import {
 } from './dtype.js';
 import { abortable, checkSignal, throwIfAborted } from './abort.js';
 import { parseDevice, type Device } from './device.js';
-import { DisposedError, DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
+import { DisposedError, DTypeError, InternalError, InvalidArgumentError, ShapeError } from './errors.js';
 import { DTYPE_CODE, native, type NativeDeviceBuffer } from './native.js';
 import { tensorAt } from './mods/index.js';
 import { mulberry32 } from './mods/random.js';
@@ -43,7 +43,7 @@ class Storage {
   }
   get host(): HostArray | null { return this.#host; }
   retain(): void {
-    if (this.released) throw new Error('internal: retaining released tensor memory');
+    if (this.released) throw new InternalError('retaining tensor memory that was already released');
     this.#holders++;
   }
   /**

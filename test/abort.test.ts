@@ -120,7 +120,7 @@ describe('cancellation (cpu)', () => {
     const reference = await scaledDotProductAttention(q, k, v);
     const jobMs = performance.now() - t0;
     reference.dispose();
-    const signal = AbortSignal.timeout(Math.max(5, Math.min(50, jobMs / 10)));
+    const signal = AbortSignal.timeout(Math.round(Math.max(5, Math.min(50, jobMs / 10))));
     const t1 = performance.now();
     const p = scaledDotProductAttention(q, k, v, { returnLse: true, signal });
     q.dispose(); k.dispose(); v.dispose();     // the job still holds them
