@@ -20,20 +20,21 @@
  * ```
  * @module
  */
-import { DeviceError, DTypeError, InvalidArgumentError, ShapeError } from './errors.js';
+import { DeviceError, DTypeError, InternalError, InvalidArgumentError, ShapeError } from './errors.js';
 import { Tensor } from './tensor.js';
-import { BlockMask, createBlockMask } from './blockmask.js';
+import { BlockMask } from './blockmask.js';
+import { createBlockMaskIn } from './blockmask/create.js';
 import {
-  Expr, MaskMod, ScoreMod, alibi, andMasks, causal, composeScoreMods, documentMask, imageBlocks, prefixLM,
-  slidingWindow, softcap as softcapMod, type ImageSpan, type IrNode, type CapturedTensorLike,
+  MaskMod, ScoreMod, alibi, andMasks, causal, composeScoreMods, documentMask, imageBlocks, prefixLM,
+  slidingWindow, softcap as softcapMod, type ImageSpan, type CapturedTensorLike,
 } from './mods/index.js';
-import { maskModWith } from './mods/ir.js';
 import { argUse, hostMaskFn } from './blockmask/mods-adapter.js';
-import { scaledDotProductAttention, type AttentionWithLse, type SdpaOptions } from './sdpa.js';
-import { flexAttention } from './flex.js';
+import { sdpaIn, type AttentionWithLse } from './sdpa.js';
+import { flexIn } from './flex.js';
+import { checkSignal } from './abort.js';
+import { retargetMask, runOp, type Hold } from './ownership.js';
 import { checkBool, checkQkv, checkTensor, type Backend, type QkvDims } from './validate.js';
 import type { Device } from './device.js';
-import { InternalError } from './errors.js';
 
 /** Which implementation {@link attention} runs. */
 export type AttentionImpl = 'sdpa' | 'flex' | 'auto';
@@ -118,11 +119,18 @@ export interface AttentionSpec {
   backend?: Backend;
   /** Called with the implementation chosen (useful with `'auto'`, e.g. to log it). */
   onChoice?: (choice: AttentionChoice) => void;
+  /**
+   * Cancels the call (e.g. `AbortSignal.timeout(ms)`): an aborted signal
+   * rejects with an `AbortError` (code `ABORT_ERR`) before any work starts; an
+   * abort in flight rejects at once, and outputs made meanwhile are freed. A
+   * mask being built for the cache is finished anyway (other calls may wait for it).
+   */
+  signal?: AbortSignal;
 }
 
 const SPEC_KEYS = [
   'impl', 'isCausal', 'docIds', 'slidingWindow', 'prefixLM', 'imageSpans', 'maskMod', 'softcap', 'alibiSlopes', 'scoreMod',
-  'params', 'scale', 'enableGQA', 'returnLse', 'backend', 'onChoice',
+  'params', 'scale', 'enableGQA', 'returnLse', 'backend', 'onChoice', 'signal',
 ] as const;
 
 // ------------------------------------------------------------------ validation
@@ -160,6 +168,7 @@ interface Normalized {
   returnLse: boolean;
   backend?: Backend;
   onChoice?: (choice: AttentionChoice) => void;
+  signal?: AbortSignal;
 }
 
 function checkSpanList(list: unknown, arg: string): ImageSpan[] {
@@ -277,6 +286,8 @@ function normalize(spec: unknown): Normalized {
     if (typeof s.onChoice !== 'function') throw new InvalidArgumentError('spec.onChoice', 'a function (choice) => void', describeValue(s.onChoice));
     n.onChoice = s.onChoice;
   }
+  const signal = checkSignal(s.signal, 'spec.signal');
+  if (signal) n.signal = signal;
   return n;
 }
 
@@ -400,24 +411,6 @@ function specMask(n: Normalized, docIds?: Tensor): MaskMod | null {
   if (n.maskMod) parts.push(n.maskMod);
   if (parts.length === 0) return null;
   return parts.length === 1 ? parts[0]! : andMasks(...parts);
-}
-
-/** The same mask with captured tensors replaced (used to point a mask at device copies of its tensors). */
-function retarget(mod: MaskMod, map: ReadonlyMap<CapturedTensorLike, CapturedTensorLike>): MaskMod {
-  if (map.size === 0) return mod;
-  const memo = new Map<IrNode, IrNode>();
-  const sub = (node: IrNode): IrNode => {
-    const hit = memo.get(node);
-    if (hit) return hit;
-    let r: IrNode = node;
-    const args = node.args.map(sub);
-    const changedArgs = args.some((x, i) => x !== node.args[i]);
-    const t = node.op === 'load' ? map.get(node.tensor!) : undefined;
-    if (changedArgs || t) r = { ...node, args, ...(t ? { tensor: t } : {}) };
-    memo.set(node, r);
-    return r;
-  };
-  return maskModWith(() => new Expr(sub(mod.expr.node)), mod.analytic);
 }
 
 function specScoreMod(n: Normalized, slopes?: Tensor): ScoreMod | undefined {
@@ -600,19 +593,21 @@ function maskDims(mod: MaskMod, d: QkvDims): { B: number; H: number } {
   return { B: use.b ? d.B : 1, H: use.h ? d.Hq : 1 };
 }
 
-async function buildBlockMask(mod: MaskMod, params: Record<string, number>, B: number, H: number, d: QkvDims, device: Device): Promise<Built> {
+/** `hold`: the claims of the call that builds it (captured tensors are read through it). */
+async function buildBlockMask(hold: Hold, mod: MaskMod, params: Record<string, number>, B: number, H: number, d: QkvDims,
+  device: Device): Promise<Built> {
   // Captured tensors (e.g. docIds) not on q's device are copied once, here, instead of on every call.
   const map = new Map<CapturedTensorLike, CapturedTensorLike>();
   const owned: Tensor[] = [];
   for (const t of mod.tensors) {
     if (t instanceof Tensor && t.device !== device) {
-      const c = await t.toDevice(device);
+      const c = await (hold.get(t) as Tensor).toDevice(device);
       map.set(t, c);
       owned.push(c);
     }
   }
-  const m = retarget(mod, map);
-  const blockMask = await createBlockMask(m, B, H, d.Sq, d.Skv, { device, params });
+  const m = retargetMask(mod, map);
+  const blockMask = await createBlockMaskIn(hold, m, B, H, d.Sq, d.Skv, { device, params });
   return { kind: 'block', blockMask, owned };
 }
 
@@ -621,14 +616,15 @@ async function buildBlockMask(mod: MaskMod, params: Record<string, number>, B: n
  * first (analytically or by the block-mask kernel), full tiles are filled,
  * only partial tiles evaluate the mask element by element on the host.
  */
-async function buildDenseMask(mod: MaskMod, params: Record<string, number>, B: number, H: number, d: QkvDims, device: Device): Promise<Built> {
+async function buildDenseMask(hold: Hold, mod: MaskMod, params: Record<string, number>, B: number, H: number, d: QkvDims,
+  device: Device): Promise<Built> {
   const { Sq, Skv } = d;
   const n = B * H * Sq * Skv;
   if (n > 2 ** 32 - 1) {
     throw new InvalidArgumentError('spec.impl', `a dense mask below 4 GiB for sdpa (B·H·Sq·Skv = ${n}); use impl: 'flex'`, "'sdpa'");
   }
-  const bm = await createBlockMask(mod, B, H, Sq, Skv, { device, params });
-  const fn = await hostMaskFn(mod, params);
+  const bm = await createBlockMaskIn(hold, mod, B, H, Sq, Skv, { device, params });
+  const fn = await hostMaskFn(hold.maskMod(mod), params);
   const [bq, bkv] = bm.blockSize;
   const { kvNumBlocks, kvIndices, fullKvNumBlocks, fullKvIndices } = bm.host;
   const QB = bm.numQBlocks, KVB = bm.numKvBlocks;
@@ -728,9 +724,24 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: Attention
   const choice = choose(n);
   if (choice.impl === 'sdpa') rejectForSdpa(n);
   n.onChoice?.(choice);
+  // The call holds every tensor of the spec from now on (the inner op and the
+  // mask build read them through `hold`); the mods and the cache keep the user's.
+  let qkv!: [Tensor, Tensor, Tensor];
+  return runOp('attention', n.signal, undefined, (hold) => {
+    qkv = [hold.tensor(q, 'q'), hold.tensor(k, 'k'), hold.tensor(v, 'v')];
+    if (n.docIds) hold.tensor(n.docIds, 'spec.docIds');
+    if (n.slopes instanceof Tensor) hold.tensor(n.slopes, 'spec.alibiSlopes');
+    hold.captured(n.maskMod, 'spec.maskMod');
+    hold.captured(n.scoreMod, 'spec.scoreMod');
+  }, (hold) => runAttention(hold, ...qkv, n, d, choice));
+}
+
+async function runAttention(hold: Hold, q: Tensor, k: Tensor, v: Tensor, n: Normalized, d: QkvDims,
+  choice: AttentionChoice): Promise<Tensor | AttentionWithLse> {
   const common = {
     ...(n.scale !== undefined ? { scale: n.scale } : {}),
     ...(n.backend ? { backend: n.backend } : {}),
+    ...(n.signal ? { signal: n.signal } : {}),
     enableGQA: n.enableGQA,
   };
   const device = q.device;
@@ -738,15 +749,15 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: Attention
   if (choice.impl === 'sdpa') {
     const { mod: mask, key: modKey } = hasMaskBeyondCausal(n) ? memoMod(n.docIds ?? n.maskMod, maskFastKey(n), () => specMask(n)) : { mod: null, key: '' };
     if (!mask) {
-      return sdpa(q, k, v, { ...common, isCausal: n.isCausal, returnLse: n.returnLse });
+      return sdpaIn(hold, q, k, v, { ...common, isCausal: n.isCausal, returnLse: n.returnLse });
     }
     const { B, H } = maskDims(mask, d);
     const entry = await acquire(cacheKey('dense', mask, modKey, n.params, B, H, d.Sq, d.Skv, device),
-      () => buildDenseMask(mask, n.params, B, H, d, device));
+      () => buildDenseMask(hold, mask, n.params, B, H, d, device));
     try {
       const built = entry.built!;
       if (built.kind !== 'dense') throw new InternalError('dense mask expected');
-      return await sdpa(q, k, v, { ...common, attnMask: built.mask, returnLse: n.returnLse });
+      return await sdpaIn(hold, q, k, v, { ...common, attnMask: built.mask, returnLse: n.returnLse });
     } finally {
       unpin(entry);
     }
@@ -767,26 +778,21 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: Attention
         () => specScoreMod(n, slopes) ?? null).mod ?? undefined;
     const { mod: mask, key: modKey } = memoMod(n.docIds ?? n.maskMod, maskFastKey(n), () => specMask(n));
     const opts = { ...common, returnLse: n.returnLse, ...(sm ? { scoreMod: sm } : {}), params: n.params };
-    if (!mask) return unwrap(await flexAttention(q, k, v, opts), n.returnLse);
+    if (!mask) return unwrap(await flexIn(hold, q, k, v, opts), n.returnLse);
     const { B, H } = maskDims(mask, d);
     const entry = await acquire(cacheKey('block', mask, modKey, n.params, B, H, d.Sq, d.Skv, device),
-      () => buildBlockMask(mask, n.params, B, H, d, device));
+      () => buildBlockMask(hold, mask, n.params, B, H, d, device));
     try {
       const built = entry.built!;
       if (built.kind !== 'block') throw new InternalError('block mask expected');
-      return unwrap(await flexAttention(q, k, v, { ...opts, blockMask: built.blockMask }), n.returnLse);
+      return unwrap(await flexIn(hold, q, k, v, { ...opts, blockMask: built.blockMask }), n.returnLse);
     } finally {
       unpin(entry);
     }
   } finally {
+    // The inner call holds it from the moment it is called.
     if (ownSlopes) slopes!.dispose();
   }
-}
-
-function sdpa(q: Tensor, k: Tensor, v: Tensor, o: SdpaOptions): Promise<Tensor | AttentionWithLse> {
-  return o.returnLse
-    ? scaledDotProductAttention(q, k, v, { ...o, returnLse: true })
-    : scaledDotProductAttention(q, k, v, { ...o, returnLse: false });
 }
 
 function unwrap(r: { out: Tensor; lse?: Tensor }, returnLse: boolean): Tensor | AttentionWithLse {

@@ -65,6 +65,8 @@ export async function runCpuAttention(
       ...(lseHost ? { lse: lseHost } : {}), ...(cancel ? { cancel } : {}),
     });
   } catch (e) {
+    outT?.dispose();
+    lseT?.dispose();
     if (signal?.aborted) throw abortError(signal);
     throw e;
   } finally {
@@ -72,7 +74,11 @@ export async function runCpuAttention(
   }
   // Aborted after the last chunk: the caller asked to stop, so the (complete)
   // result is dropped like a stopped one.
-  if (signal?.aborted) throw abortError(signal);
+  if (signal?.aborted) {
+    outT?.dispose();
+    lseT?.dispose();
+    throw abortError(signal);
+  }
 
   if (outT) return lseT ? { out: outT, lse: lseT } : { out: outT };
   // GPU inputs: the results go back to q's device (a copy through pinned memory, then async).

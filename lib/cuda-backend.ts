@@ -19,6 +19,8 @@ import {
   generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type MaskMod, type ScoreMod,
 } from './mods/index.js';
 import type { BlockMask } from './blockmask.js';
+import { throwIfAborted } from './abort.js';
+import type { Hold } from './ownership.js';
 import type { KernelOptions } from './flex.js';
 
 /** Head dimensions the GPU kernels are instantiated for. */
@@ -33,6 +35,8 @@ export interface CudaAttentionArgs {
   returnLse: boolean;
   /** Broadcast view [B, Hq, Sq, Skv]: bool (keep) or float (additive). */
   mask?: Tensor;
+  /** Checked before each step that could launch (see {@link Launch.signal}). */
+  signal?: AbortSignal;
 }
 
 /** Arguments of one GPU flex-attention launch. */
@@ -45,6 +49,9 @@ export interface CudaFlexArgs {
   scoreMod?: ScoreMod;
   blockMask?: BlockMask;
   kernelOptions?: KernelOptions;
+  /** The call's claims: captured tensors and block-mask tensors are read through it. */
+  hold: Hold;
+  signal?: AbortSignal;
 }
 
 type Mode = 'kDense' | 'kCausal' | 'kBlockSparse';
@@ -139,12 +146,15 @@ function modCode(score: ScoreMod | undefined, mask: MaskMod | undefined): CudaMo
   return code;
 }
 
-/** Captured tensors on the launch device: `tensors` for packing, `temps` to free after launch. */
-async function capturedOnDevice(code: CudaModCode, device: string): Promise<{ tensors: Tensor[]; temps: Tensor[] }> {
+/**
+ * Captured tensors on the launch device: `tensors` for packing, `temps` to free after launch.
+ * A tensor the call holds is read through its handle (the user may have disposed theirs).
+ */
+async function capturedOnDevice(code: CudaModCode, device: string, hold: Hold | undefined): Promise<{ tensors: Tensor[]; temps: Tensor[] }> {
   const tensors: Tensor[] = [];
   const temps: Tensor[] = [];
   for (const [i, c] of code.tensors.entries()) {
-    const t = c as CapturedTensorLike;
+    const t = hold ? hold.get(c as CapturedTensorLike) : c as CapturedTensorLike;
     if (!(t instanceof Tensor)) throw new InvalidArgumentError(`captured tensor #${i}`, 'a flexattn Tensor', typeof t);
     t.assertAlive(`captured tensor #${i}`);
     if (t.device === device) tensors.push(t);
@@ -187,20 +197,45 @@ interface Launch {
   segments?: SegmentedSchedule;
   params: Record<string, number>;
   shape?: Shape;
+  /** The call's claims (flex): captured tensors are read through it. */
+  hold?: Hold;
+  /** The block mask's four kv arrays as the call holds them (kvNumBlocks, kvIndices, fullKvNumBlocks, fullKvIndices). */
+  blockArrays?: readonly Tensor[];
+  /**
+   * The call's abort signal, checked after each await: once it has fired
+   * nothing is launched and the outputs go back (the caller has already
+   * rejected with an AbortError).
+   */
+  signal?: AbortSignal;
 }
 
+/** Allocates the outputs and launches; outputs go back if anything fails before the launch (nothing half-made is handed out). */
 async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
   const { d } = a;
   checkGpuInputs(a.q, a.k, a.v, d);
-  const device = a.q.deviceIndex;
   const out = Tensor.empty([d.B, d.Hq, d.Sq, d.D], a.q.dtype, { device: a.q.device });
-  const lse = a.returnLse ? Tensor.empty([d.B, d.Hq, d.Sq], 'f32', { device: a.q.device }) : undefined;
-  if (d.B * d.Hq * d.Sq === 0) return lse ? { out, lse } : { out };
+  let lse: Tensor | undefined;
+  try {
+    if (a.returnLse) lse = Tensor.empty([d.B, d.Hq, d.Sq], 'f32', { device: a.q.device });
+    await launchInto(a, out, lse);
+  } catch (err) {
+    // Stream-ordered allocator: anything already enqueued that writes them runs before any reuse.
+    out.dispose();
+    lse?.dispose();
+    throw err;
+  }
+  return lse ? { out, lse } : { out };
+}
+
+async function launchInto(a: Launch, out: Tensor, lse: Tensor | undefined): Promise<void> {
+  const { d } = a;
+  const device = a.q.deviceIndex;
+  if (d.B * d.Hq * d.Sq === 0) return;
   if (d.Skv === 0) {
     // No keys: every row is fully masked (output 0, LSE -inf), no kernel needed.
     native().memset(out.buffer(), 0, out.numel * itemSize(out.dtype), 0);
     if (lse) native().copyHtoD(lse.buffer(), 0, new Float32Array(lse.numel).fill(-Infinity));
-    return lse ? { out, lse } : { out };
+    return;
   }
   const dtype = a.q.dtype;
   const hasMods = !!(a.scoreMod || a.maskMod);
@@ -222,6 +257,7 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
       source: `${code.source}\n${a.segments ? '#define FLEX_SEGMENTED_GRID 1\n' : ''}${instantiate(name, d.D, dtype, a.mode, a.family, a.shape)}`,
     });
   }
+  throwIfAborted(a.signal, 'attention');
   const { cfg } = entry;
   const seg = a.segments;
   if (seg && (a.family !== 'sm90' || a.mode !== 'kBlockSparse' || cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
@@ -230,25 +266,42 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
   const grid: [number, number, number] = [seg ? seg.nM : Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
   // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
   if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
-    out.dispose();
-    lse?.dispose();
     throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
   }
-  const q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
-  const temps = [q, k, v].filter((t, i) => t !== [a.q, a.k, a.v][i]);
-  let mod: Uint8Array = new Uint8Array(0);
-  if (code) {
-    const cap = await capturedOnDevice(code, a.q.device);
-    temps.push(...cap.temps);
-    mod = packMod(code, cap.tensors, a.params);
+  const temps: Tensor[] = [];
+  try {
+    let mod: Uint8Array = new Uint8Array(0);
+    if (code) {
+      const cap = await capturedOnDevice(code, a.q.device, a.hold);
+      temps.push(...cap.temps);
+      mod = packMod(code, cap.tensors, a.params);
+    }
+    throwIfAborted(a.signal, 'attention');
+    // From here to the enqueue nothing awaits.
+    const q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
+    temps.push(...[q, k, v].filter((t, i) => t !== [a.q, a.k, a.v][i]));
+    launchKernel(a, entry, grid, mod, { q, k, v, out, lse });
+  } finally {
+    // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
+    for (const t of temps) t.dispose();
   }
+}
+
+/** Packs the parameter struct and enqueues the kernel (synchronous: every pointer is live now). */
+function launchKernel(a: Launch, entry: KernelEntry, grid: [number, number, number], mod: Uint8Array,
+  t: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor | undefined }): void {
+  const { d } = a;
+  const { cfg } = entry;
+  const { q, k, v, out, lse } = t;
+  const seg = a.segments;
+  const dtype = a.q.dtype;
   const bm = a.blockMask;
-  let bmArrays: Tensor[] = [];
+  let bmArrays: readonly Tensor[] = [];
   let bmDims = { QB: 0, KVB: 0, B: 1, H: 1 };
   const segT = seg?.tensors();
   if (bm) {
-    bmArrays = segT ? [bm.kvNumBlocks, segT.kvIndices, bm.fullKvNumBlocks, segT.fullKvIndices]
-      : [bm.kvNumBlocks, bm.kvIndices, bm.fullKvNumBlocks, bm.fullKvIndices];
+    const held = a.blockArrays ?? [bm.kvNumBlocks, bm.kvIndices, bm.fullKvNumBlocks, bm.fullKvIndices];
+    bmArrays = segT ? [held[0]!, segT.kvIndices, held[2]!, segT.fullKvIndices] : held;
     bmDims = { QB: bm.numQBlocks, KVB: bm.numKvBlocks, B: bm.B, H: bm.H };
   }
   const params = packFlashParams(cfg, {
@@ -266,9 +319,6 @@ async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
     mod,
   });
   entry.handle.launch(grid, [cfg.threads, 1, 1], cfg.smemBytes, params);
-  // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
-  for (const t of temps) t.dispose();
-  return lse ? { out, lse } : { out };
 }
 
 /**
@@ -295,6 +345,7 @@ export async function runCudaAttention(args: CudaAttentionArgs): Promise<{ out: 
   const { q, k, v, dims, scale, isCausal, returnLse, mask } = args;
   return launch({
     q, k, v, d: dims, scale, returnLse, params: {},
+    ...(args.signal ? { signal: args.signal } : {}),
     mode: isCausal ? 'kCausal' : 'kDense',
     family: autoFamily(q.deviceIndex, dims.D),
     ...(mask ? { scoreMod: maskAsScoreMod(mask) } : {}),
@@ -369,10 +420,27 @@ function pickFamily(ko: KernelOptions, device: number, D: number, blockSize?: re
   return 'sm90';
 }
 
-/** Runs flex attention on the GPU. */
+/**
+ * Runs flex attention on the GPU. Call it before the op's first await: its
+ * synchronous part claims the block mask's device arrays (and those of its
+ * 64x64 schedule) in `args.hold`, so a mask disposed right after the call
+ * still has them at launch.
+ */
 export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
-  const { q, dims } = args;
+  const { q, dims, hold } = args;
   const bm = args.blockMask ? onDevice(args.blockMask, q.device) : undefined;
+  // Tells, at the end, whether the mask was disposed while this call ran (see the finally below).
+  const probe = bm?.kvNumBlocks;
+  const claimed = new Map<BlockMask, Tensor[]>();
+  const claim = (m: BlockMask): Tensor[] => {
+    let held = claimed.get(m);
+    if (!held) {
+      held = [m.kvNumBlocks, m.kvIndices, m.fullKvNumBlocks, m.fullKvIndices].map((t) => hold.tensor(t, 'options.blockMask'));
+      claimed.set(m, held);
+    }
+    return held;
+  };
+  if (bm) claim(bm);
   const ko = args.kernelOptions ?? {};
   const family = pickFamily(ko, q.deviceIndex, dims.D, bm?.blockSize);
   let shape = family === 'sm80' && TILE_KEYS.some((k) => ko[k] !== undefined) ? checkKernelOptions(ko) : undefined;
@@ -398,6 +466,7 @@ export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: T
   // which skips the 64-wide kv tiles of a listed block that these rows never keep.
   const t90 = SM90_TILE[dims.D];
   const fine = bm && family === 'sm90' && t90 ? bm.kernelSchedule(t90.BM, t90.BN, args.params) : undefined;
+  if (fine) claim(fine);
   // Document masks: tiles that restart at every document start (lib/blockmask/segments.ts),
   // when the mask's ids give one and it is cheaper; FLEXATTN_SEGMENTS=0 keeps the uniform grid.
   // Built from the 64x64 schedule, or from the mask itself when it has that block size and no
@@ -406,14 +475,24 @@ export async function runCudaFlexAttention(args: CudaFlexArgs): Promise<{ out: T
   const uniform64 = fine ?? (bm && family === 'sm90' && t90 && bm.blockSize[0] === seg64 && bm.blockSize[1] === seg64
     && (bm.maskMod?.params.length ?? 0) === 0 ? bm : undefined);
   const segments = bm && uniform64 && t90!.BM === seg64 && t90!.BN === seg64 && process.env.FLEXATTN_SEGMENTS !== '0'
-    ? (await segmentedSchedule(bm, uniform64, args.params, q.deviceIndex)) ?? undefined : undefined;
+    ? (await segmentedSchedule(bm, uniform64, args.params, q.deviceIndex, () => hold.maskMod(bm.maskMod!))) ?? undefined
+    : undefined;
+  throwIfAborted(args.signal, 'flexAttention');
   const walk = segments?.mask ?? fine ?? bm;
-  return launch({
-    q, k: args.k, v: args.v, d: dims, scale: args.scale, returnLse: args.returnLse, params: args.params,
-    mode: bm ? 'kBlockSparse' : 'kDense', family,
-    ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
-    ...(walk ? { blockMask: walk, maskMod: segments ? segments.maskMod : walk.maskMod } : {}),
-    ...(segments ? { segments } : {}),
-    ...(shape ? { shape } : {}),
-  });
+  try {
+    return await launch({
+      q, k: args.k, v: args.v, d: dims, scale: args.scale, returnLse: args.returnLse, params: args.params,
+      mode: bm ? 'kBlockSparse' : 'kDense', family, hold,
+      ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
+      ...(walk ? { blockMask: walk, maskMod: segments ? segments.maskMod : walk.maskMod, blockArrays: claim(walk) } : {}),
+      ...(segments ? { segments } : {}),
+      ...(shape ? { shape } : {}),
+      ...(args.signal ? { signal: args.signal } : {}),
+    });
+  } finally {
+    // A mask disposed while the call ran had to re-create the tensors the launch
+    // derives from it (segment lists, CTA order): dispose it again, so they go
+    // too once the launch is enqueued (stream-ordered, like any dispose).
+    if (bm && probe?.disposed) bm.dispose();
+  }
 }

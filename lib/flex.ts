@@ -8,7 +8,9 @@
 import { InvalidArgumentError, ShapeError } from './errors.js';
 import { Tensor } from './tensor.js';
 import { BlockMask } from './blockmask.js';
-import { ScoreMod, MaskMod, bindHost, encodeProgram } from './mods/index.js';
+import { ScoreMod, MaskMod, encodeProgram } from './mods/index.js';
+import { checkSignal } from './abort.js';
+import { runOp, type Hold } from './ownership.js';
 import { checkBool, checkKeys, checkQkv, checkScale, resolveBackend, type Backend, type QkvDims } from './validate.js';
 import { runCpuAttention } from './cpu-backend.js';
 import { runCudaFlexAttention } from './cuda-backend.js';
@@ -59,9 +61,16 @@ export interface FlexAttentionOptions {
   kernelOptions?: KernelOptions;
   /** Force a backend; default: where the tensors live. */
   backend?: Backend;
+  /**
+   * Cancels the call (e.g. `AbortSignal.timeout(ms)`): an aborted signal
+   * rejects with an `AbortError` (code `ABORT_ERR`) before any work starts; an
+   * abort in flight (e.g. while a kernel compiles) rejects at once, nothing more
+   * is launched, and outputs made meanwhile are freed, never handed out.
+   */
+  signal?: AbortSignal;
 }
 
-const KEYS = ['scoreMod', 'blockMask', 'scale', 'enableGQA', 'returnLse', 'params', 'kernelOptions', 'backend'] as const;
+const KEYS = ['scoreMod', 'blockMask', 'scale', 'enableGQA', 'returnLse', 'params', 'kernelOptions', 'backend', 'signal'] as const;
 
 /** Output of {@link flexAttention}. */
 export interface FlexAttentionResult {
@@ -78,9 +87,19 @@ export interface FlexAttentionResult {
  * @param k Keys `[B, Hkv, Skv, D]`.
  * @param v Values `[B, Hkv, Skv, Dv]`.
  * @returns `{ out, lse? }`. Rows whose every key is masked give 0 and LSE −Infinity.
+ *
+ * The call holds q, k, v, the tensors the mods capture and the block mask's
+ * tensors from the moment it is made: disposing them right after the call
+ * (before awaiting it) is safe.
  */
 export async function flexAttention(q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions = {}): Promise<FlexAttentionResult> {
+  return flexIn(undefined, q, k, v, options);
+}
+
+/** @internal {@link flexAttention} called by another op, which may hold some of the inputs. */
+export async function flexIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions = {}): Promise<FlexAttentionResult> {
   checkKeys(options, KEYS);
+  const signal = checkSignal(options.signal);
   const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
   const dims = checkQkv(q, k, v, enableGQA);
   const scale = checkScale(options.scale, dims.D);
@@ -95,26 +114,33 @@ export async function flexAttention(q: Tensor, k: Tensor, v: Tensor, options: Fl
   if (blockMask !== undefined) checkBlockMask(blockMask, dims);
   const params = options.params ?? {};
   if (typeof params !== 'object' || params === null) throw new InvalidArgumentError('options.params', 'an object of numbers', typeof params);
+  const maskMod = blockMask?.maskMod ?? undefined;
 
-  if (backend === 'cpu') {
-    const maskMod = blockMask?.maskMod ?? undefined;
-    const [scoreEnv, maskEnv] = await Promise.all([
-      scoreMod ? bindHost(scoreMod, params) : undefined,
-      maskMod ? bindHost(maskMod, params) : undefined,
-    ]);
-    const res = await runCpuAttention({
-      scale, isCausal: false, returnLse,
-      ...(scoreMod ? { scoreMod: encodeProgram(scoreMod, scoreEnv!.tensors, params) } : {}),
-      ...(maskMod ? { maskMod: encodeProgram(maskMod, maskEnv!.tensors, params) } : {}),
-      ...(blockMask ? { blockMask: cpuBlockMask(blockMask) } : {}),
-    }, q, k, v);
-    return res;
-  }
-  return runCudaFlexAttention({
-    q, k, v, dims, scale, returnLse, params,
-    ...(scoreMod ? { scoreMod } : {}),
-    ...(blockMask ? { blockMask } : {}),
-    ...(options.kernelOptions ? { kernelOptions: options.kernelOptions } : {}),
+  let inputs!: { q: Tensor; k: Tensor; v: Tensor };
+  return runOp('flexAttention', signal, outer, (hold) => {
+    inputs = { q: hold.tensor(q, 'q'), k: hold.tensor(k, 'k'), v: hold.tensor(v, 'v') };
+    hold.captured(scoreMod, 'options.scoreMod');
+    hold.captured(maskMod, 'options.blockMask.maskMod');
+  }, async (hold) => {
+    if (backend === 'cpu') {
+      const [scoreHost, maskHost] = await Promise.all([
+        scoreMod ? hold.hostTensors(scoreMod) : undefined,
+        maskMod ? hold.hostTensors(maskMod) : undefined,
+      ]);
+      return runCpuAttention({
+        scale, isCausal: false, returnLse,
+        ...(scoreMod ? { scoreMod: encodeProgram(scoreMod, scoreHost!, params) } : {}),
+        ...(maskMod ? { maskMod: encodeProgram(maskMod, maskHost!, params) } : {}),
+        ...(blockMask ? { blockMask: cpuBlockMask(blockMask) } : {}),
+      }, inputs.q, inputs.k, inputs.v, signal ? { signal } : {});
+    }
+    return runCudaFlexAttention({
+      ...inputs, dims, scale, returnLse, params, hold,
+      ...(scoreMod ? { scoreMod } : {}),
+      ...(blockMask ? { blockMask } : {}),
+      ...(options.kernelOptions ? { kernelOptions: options.kernelOptions } : {}),
+      ...(signal ? { signal } : {}),
+    });
   });
 }
 

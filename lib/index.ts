@@ -9,7 +9,7 @@
  * @module
  */
 import './disposable.js'; // types: Symbol.dispose / Symbol.asyncDispose on an ES2022 lib
-export { Tensor, manualSeed, contiguousStrides, type TensorOptions } from './tensor.js';
+export { Tensor, manualSeed, contiguousStrides, type TensorOptions, type WaitOptions } from './tensor.js';
 export {
   type DType, DTYPES, itemSize, toBf16, fromBf16, toF16, fromF16,
   f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32,

@@ -8,6 +8,8 @@ import { Tensor } from './tensor.js';
 import { checkBool, checkKeys, checkQkv, checkScale, checkTensor, resolveBackend, type Backend, type QkvDims } from './validate.js';
 import { hostView, runCpuAttention } from './cpu-backend.js';
 import { runCudaAttention } from './cuda-backend.js';
+import { checkSignal } from './abort.js';
+import { runOp, type Hold } from './ownership.js';
 
 /** Options of {@link scaledDotProductAttention}. */
 export interface SdpaOptions {
@@ -29,9 +31,16 @@ export interface SdpaOptions {
   returnLse?: boolean;
   /** Force a backend; default: where the tensors live. */
   backend?: Backend;
+  /**
+   * Cancels the call (e.g. `AbortSignal.timeout(ms)`): an aborted signal
+   * rejects with an `AbortError` (code `ABORT_ERR`) before any work starts; an
+   * abort in flight rejects at once, and outputs made meanwhile are freed,
+   * never handed out.
+   */
+  signal?: AbortSignal;
 }
 
-const KEYS = ['isCausal', 'attnMask', 'scale', 'enableGQA', 'returnLse', 'backend'] as const;
+const KEYS = ['isCausal', 'attnMask', 'scale', 'enableGQA', 'returnLse', 'backend', 'signal'] as const;
 
 /** Result when `returnLse` is set. */
 export interface AttentionWithLse { out: Tensor; lse: Tensor }
@@ -45,34 +54,52 @@ export interface AttentionWithLse { out: Tensor; lse: Tensor }
  * @param v Values `[B, Hkv, Skv, Dv]`.
  * @returns Output `[B, Hq, Sq, Dv]` in q's dtype on q's device (or `{out, lse}`).
  *          Rows with every key masked give 0 (and LSE −Infinity).
+ *
+ * The call holds q, k, v and `attnMask` from the moment it is made: disposing
+ * them right after the call (before awaiting it) is safe.
  */
 export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options?: SdpaOptions & { returnLse?: false }): Promise<Tensor>;
 export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions & { returnLse: true }): Promise<AttentionWithLse>;
 export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions = {}): Promise<Tensor | AttentionWithLse> {
+  return sdpaIn(undefined, q, k, v, options);
+}
+
+/** @internal {@link scaledDotProductAttention} called by another op, which may hold some of the inputs. */
+export async function sdpaIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions = {}): Promise<Tensor | AttentionWithLse> {
   checkKeys(options, KEYS);
+  const signal = checkSignal(options.signal);
   const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
   const dims = checkQkv(q, k, v, enableGQA);
   const isCausal = checkBool(options.isCausal, 'options.isCausal');
   const returnLse = checkBool(options.returnLse, 'options.returnLse');
   const scale = checkScale(options.scale, dims.D);
   const backend = resolveBackend(options.backend, q);
-  let mask: Tensor | undefined;
+  let attnMask: Tensor | undefined;
   if (options.attnMask !== undefined) {
     if (isCausal) throw new ShapeError('options.attnMask', 'no attnMask when isCausal is true (pass one or the other, as in PyTorch)', 'both');
-    mask = broadcastMask(checkTensor(options.attnMask, 'options.attnMask'), dims, q);
+    attnMask = checkTensor(options.attnMask, 'options.attnMask');
+    checkMask(attnMask, dims, q);
   }
-  let res: { out: Tensor; lse?: Tensor };
-  if (backend === 'cpu') {
-    res = await runCpuAttention(
-      { scale, isCausal, returnLse, ...(mask ? { mask: await hostView(mask) } : {}) }, q, k, v);
-  } else {
-    res = await runCudaAttention({ q, k, v, scale, isCausal, returnLse, dims, ...(mask ? { mask } : {}) });
-  }
-  return returnLse ? { out: res.out, lse: res.lse! } : res.out;
+  let inputs!: { q: Tensor; k: Tensor; v: Tensor; mask?: Tensor };
+  return runOp('scaledDotProductAttention', signal, outer, (hold) => {
+    inputs = { q: hold.tensor(q, 'q'), k: hold.tensor(k, 'k'), v: hold.tensor(v, 'v') };
+    if (attnMask) inputs.mask = broadcastMask(hold.tensor(attnMask, 'options.attnMask'), dims);
+  }, async () => {
+    const { mask } = inputs;
+    let res: { out: Tensor; lse?: Tensor };
+    if (backend === 'cpu') {
+      res = await runCpuAttention(
+        { scale, isCausal, returnLse, ...(mask ? { mask: await hostView(mask) } : {}) }, inputs.q, inputs.k, inputs.v,
+        signal ? { signal } : {});
+    } else {
+      res = await runCudaAttention({ ...inputs, scale, isCausal, returnLse, dims, ...(signal ? { signal } : {}) });
+    }
+    return returnLse ? { out: res.out, lse: res.lse! } : res.out;
+  });
 }
 
-/** Checks an attention mask and returns a stride-0 broadcast view of shape [B, Hq, Sq, Skv]. */
-function broadcastMask(mask: Tensor, d: QkvDims, q: Tensor): Tensor {
+/** Checks an attention mask against q and the dims [B, Hq, Sq, Skv] it broadcasts to. */
+function checkMask(mask: Tensor, d: QkvDims, q: Tensor): void {
   if (mask.dtype !== 'bool' && mask.dtype !== q.dtype && mask.dtype !== 'f32') {
     throw new DTypeError('options.attnMask', `dtype bool, f32 or ${q.dtype}`, mask.dtype);
   }
@@ -88,5 +115,9 @@ function broadcastMask(mask: Tensor, d: QkvDims, q: Tensor): Tensor {
       throw new ShapeError('options.attnMask', `a shape broadcastable to [${target.join(', ')}]`, `[${mask.shape.join(', ')}]`);
     }
   }
-  return mask.expand(...target);
+}
+
+/** A stride-0 broadcast view of a checked mask, shape [B, Hq, Sq, Skv]. */
+function broadcastMask(mask: Tensor, d: QkvDims): Tensor {
+  return mask.expand(d.B, d.Hq, d.Sq, d.Skv);
 }

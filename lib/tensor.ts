@@ -8,29 +8,90 @@ import {
   allocHost, checkDType, convertHost, encodeElement, hostArrayName, itemSize, readElement, toBf16, toF16,
   type DType, type HostArray,
 } from './dtype.js';
+import { abortable, checkSignal, throwIfAborted } from './abort.js';
 import { parseDevice, type Device } from './device.js';
 import { kMaxLength } from 'node:buffer';
-import { DisposedError, DTypeError, InvalidArgumentError, OutOfMemoryError, ShapeError } from './errors.js';
+import { DisposedError, DTypeError, InternalError, InvalidArgumentError, OutOfMemoryError, ShapeError } from './errors.js';
 import { describeValue } from './messages.js';
 import { DTYPE_CODE, native, type NativeDeviceBuffer } from './native.js';
 import { tensorAt } from './mods/index.js';
 import { mulberry32 } from './mods/random.js';
 import type { Expr } from './mods/index.js';
 
-/** Backing memory shared by a tensor and its views. */
+/**
+ * Backing memory shared by a tensor and its views. The user's handles count as
+ * one holder and every op that is using the memory (see {@link Tensor.retain})
+ * as one more: `dispose()` makes the user's handles unusable at once, the
+ * memory goes back when the last holder lets go.
+ */
 class Storage {
+  /** A user handle (this tensor or a view) was disposed: user handles throw DisposedError from now on. */
   disposed = false;
+  /** The memory went back (a GPU block to the allocator cache, a host array to the GC). */
+  released = false;
+  #holders = 1;
+  #host: HostArray | null;
   constructor(
     readonly device: Device,
     readonly deviceIndex: number,
     readonly buffer: NativeDeviceBuffer | null,
-    readonly host: HostArray | null,
-  ) {}
+    host: HostArray | null,
+  ) {
+    this.#host = host;
+    if (host) {
+      hostStats.storages++;
+      hostStats.bytes += host.byteLength;
+    }
+  }
+  get host(): HostArray | null { return this.#host; }
+  retain(): void {
+    if (this.released) throw new InternalError('retaining tensor memory that was already released');
+    this.#holders++;
+  }
+  /**
+   * One holder lets go; the last returns the memory. A GPU block goes back to
+   * the caching allocator at once: all work of a device is ordered on its one
+   * stream (native/runtime/device.h), so work already enqueued that reads the
+   * block runs before any later work that reuses it.
+   */
+  release(): void {
+    if (this.released || --this.#holders > 0) return;
+    this.released = true;
+    if (this.buffer) {
+      registry.unregister(this);
+      this.buffer.dispose();
+    }
+    if (this.#host) {
+      hostStats.storages--;
+      hostStats.bytes -= this.#host.byteLength;
+      this.#host = null;
+    }
+  }
+  /** The user's dispose(): their handles become unusable; the memory waits for the ops still using it. */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.buffer?.dispose();
+    this.release();
   }
+}
+
+/** An op's own claim on a storage (one holder), shared by the views made from it. */
+class Lease {
+  released = false;
+  constructor(readonly storage: Storage) {}
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.storage.release();
+  }
+}
+
+/** Host storages whose memory is still held (not yet released by dispose). */
+const hostStats = { storages: 0, bytes: 0 };
+
+/** @internal Host (cpu) storages still held and their bytes: for leak checks in tests. */
+export function hostMemoryStats(): { storages: number; bytes: number } {
+  return { ...hostStats };
 }
 
 // Backstop only: storages that become unreachable without dispose() return their
@@ -51,6 +112,17 @@ function checkSeed(seed: unknown, argument: string): bigint {
 function nextSeed(): bigint {
   seedCounter += 1n;
   return seedCounter;
+}
+
+/** Options of the tensor methods that wait ({@link Tensor.toHost}, {@link Tensor.toDevice}, {@link Tensor.toFloat32}). */
+export interface WaitOptions {
+  /** Cancels the wait: the promise rejects with an `AbortError` (code `ABORT_ERR`) as soon as it fires. */
+  signal?: AbortSignal;
+}
+
+function checkWaitOptions(options: unknown): AbortSignal | undefined {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an options object { signal }', String(options));
+  return checkSignal((options as WaitOptions).signal, 'options.signal');
 }
 
 /** Options for tensor factories. */
@@ -114,10 +186,14 @@ export class Tensor {
   readonly offset: number;
   readonly dtype: DType;
   readonly #storage: Storage;
+  /** Set on an op's handle (from {@link Tensor.retain}) and its views; null on the user's tensors. */
+  readonly #lease: Lease | null;
 
   /** @internal Use the static factories. */
-  constructor(storage: Storage, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType) {
+  constructor(storage: Storage, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType,
+    lease: Lease | null = null) {
     this.#storage = storage;
+    this.#lease = lease;
     this.shape = Object.freeze([...shape]);
     this.strides = Object.freeze([...strides]);
     this.offset = offset;
@@ -225,7 +301,7 @@ export class Tensor {
   /** Number of elements. */
   get numel(): number { return product(this.shape); }
   /** True once this tensor (or a view sharing its storage) was disposed. */
-  get disposed(): boolean { return this.#storage.disposed; }
+  get disposed(): boolean { return this.#lease ? this.#lease.released : this.#storage.disposed; }
   /** True when the elements are laid out row-major without gaps. */
   get isContiguous(): boolean {
     const c = contiguousStrides(this.shape);
@@ -248,15 +324,28 @@ export class Tensor {
 
   /** @internal Throws {@link DisposedError} naming `argument` if disposed. */
   assertAlive(argument = 'tensor'): this {
-    if (this.#storage.disposed) throw new DisposedError(argument);
+    if (this.disposed) throw new DisposedError(argument);
     return this;
+  }
+
+  /**
+   * @internal An op's own handle on this tensor's memory, taken when the op is
+   * called (throws {@link DisposedError} naming `argument` if already disposed).
+   * It stays usable when the user disposes this tensor meanwhile; the memory
+   * goes back once every such handle is disposed too. Views of the handle
+   * share it (disposing one lets go of it once).
+   */
+  retain(argument = 'tensor'): Tensor {
+    this.assertAlive(argument);
+    this.#storage.retain();
+    return new Tensor(this.#storage, this.shape, this.strides, this.offset, this.dtype, new Lease(this.#storage));
   }
 
   // -------------------------------------------------------------------- views
 
   #view(shape: number[], strides: number[], offset: number): Tensor {
     this.assertAlive();
-    return new Tensor(this.#storage, shape, strides, offset, this.dtype);
+    return new Tensor(this.#storage, shape, strides, offset, this.dtype, this.#lease);
   }
 
   #dim(d: number, argument = 'dim'): number {
@@ -368,12 +457,19 @@ export class Tensor {
     return this.#copyAs(dt);
   }
 
-  /** Copies to another device (`'cpu'` or `'cuda:N'`); returns this tensor when already there. */
-  async toDevice(device: Device | 'cuda'): Promise<Tensor> {
+  /**
+   * Copies to another device (`'cpu'` or `'cuda:N'`); returns this tensor when already there.
+   * @param options.signal Cancels the wait for the copy (rejects with an AbortError at once;
+   *   nothing is allocated on the target device).
+   */
+  async toDevice(device: Device | 'cuda', options: WaitOptions = {}): Promise<Tensor> {
     const { device: dev } = parseDevice(device);
+    const signal = checkWaitOptions(options);
     this.assertAlive();
+    throwIfAborted(signal, 'toDevice');
     if (dev === this.device) return this;
-    const host = await this.toHost();
+    const host = await this.toHost(signal ? { signal } : {});
+    throwIfAborted(signal, 'toDevice');
     return Tensor.fromHost(host, this.shape, this.dtype, { device: dev });
   }
 
@@ -398,9 +494,15 @@ export class Tensor {
   /**
    * Copies the elements to a new contiguous host array, waiting off the main
    * thread for queued GPU work. bf16/f16 come back as raw bits (`Uint16Array`).
+   * The copy is taken (enqueued) before this returns, so disposing the tensor
+   * right after the call is safe.
+   * @param options.signal Stops waiting: rejects with an AbortError at once (the
+   *   copy still completes on the device; its result is dropped).
    */
-  async toHost(): Promise<HostArray> {
+  async toHost(options: WaitOptions = {}): Promise<HostArray> {
+    const signal = checkWaitOptions(options);
     this.assertAlive();
+    throwIfAborted(signal, 'toHost');
     if (this.isCpu) {
       const src = this.hostStorage();
       if (this.isContiguous) return src.slice(this.offset, this.offset + this.numel) as HostArray;
@@ -409,23 +511,29 @@ export class Tensor {
       return dst;
     }
     const c = this.contiguous();
+    let ab: Promise<ArrayBuffer>;
     try {
       const bytes = this.numel * itemSize(this.dtype);
-      const ab = bytes === 0 ? new ArrayBuffer(0) : await native().copyDtoH(c.buffer(), c.offset * itemSize(this.dtype), bytes);
-      switch (this.dtype) {
-        case 'bf16': case 'f16': return new Uint16Array(ab);
-        case 'f32': return new Float32Array(ab);
-        case 'i32': return new Int32Array(ab);
-        default: return new Uint8Array(ab);
-      }
+      ab = bytes === 0 ? Promise.resolve(new ArrayBuffer(0)) : native().copyDtoH(c.buffer(), c.offset * itemSize(this.dtype), bytes);
     } finally {
+      // The copy is enqueued: the stream orders it before any reuse of the block.
       if (c !== this) c.dispose();
+    }
+    const data = await abortable(ab, signal, 'toHost');
+    switch (this.dtype) {
+      case 'bf16': case 'f16': return new Uint16Array(data);
+      case 'f32': return new Float32Array(data);
+      case 'i32': return new Int32Array(data);
+      default: return new Uint8Array(data);
     }
   }
 
-  /** Like {@link Tensor.toHost} but always returns floats (bf16/f16 widened, ints converted). */
-  async toFloat32(): Promise<Float32Array> {
-    const host = await this.toHost();
+  /**
+   * Like {@link Tensor.toHost} but always returns floats (bf16/f16 widened, ints converted).
+   * @param options.signal As for {@link Tensor.toHost}.
+   */
+  async toFloat32(options: WaitOptions = {}): Promise<Float32Array> {
+    const host = await this.toHost(options);
     if (this.dtype === 'f32') return host as Float32Array;
     return convertHost(host, this.dtype, 'f32') as Float32Array;
   }
@@ -433,12 +541,17 @@ export class Tensor {
   // ------------------------------------------------------------------ lifetime
 
   /**
-   * Frees the memory now (a GPU block goes back to the allocator's cache).
-   * Views share storage, so they become unusable too. Calling it twice is harmless.
+   * Frees the memory (a GPU block goes back to the allocator's cache). Views
+   * share storage, so they become unusable too. Calling it twice is harmless.
+   *
+   * Safe right after passing the tensor to an op, even before awaiting it: an
+   * op holds its inputs from the moment it is called, so the memory goes back
+   * only once the op is done with it (for a GPU tensor, once its work is
+   * enqueued on the device's stream, which orders every later use of the block).
    */
   dispose(): void {
-    if (this.#storage.buffer) registry.unregister(this.#storage);
-    this.#storage.dispose();
+    if (this.#lease) this.#lease.release();
+    else this.#storage.dispose();
   }
 
   /** `using t = Tensor.randn(...)` disposes at scope exit. */

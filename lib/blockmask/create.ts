@@ -5,6 +5,8 @@
  */
 import { parseDevice, type Device } from '../device.js';
 import { InvalidArgumentError } from '../errors.js';
+import { checkSignal, throwIfAborted } from '../abort.js';
+import { runOp, type Hold } from '../ownership.js';
 import type { MaskMod } from '../mods/ir.js';
 import { classifyAnalytic } from './analytic.js';
 import { classifyBruteForce, expandClasses } from './cpu.js';
@@ -40,6 +42,13 @@ export interface CreateBlockMaskOptions {
   prefilter?: boolean;
   /** Accepted for PyTorch parity; ignored (the GPU path is always a compiled kernel). */
   _compile?: boolean;
+  /**
+   * Cancels the call (e.g. `AbortSignal.timeout(ms)`): an aborted signal rejects
+   * with an `AbortError` (code `ABORT_ERR`) before any work starts; an abort in
+   * flight rejects at once, the classification stops at its next step, and a
+   * mask finished meanwhile is disposed, never handed out.
+   */
+  signal?: AbortSignal;
 }
 
 const MAX_BLOCK = 1 << 15;
@@ -59,12 +68,24 @@ const MAX_SCHEDULE_ENTRIES = 1 << 22;
  * are classified analytically in O(blocks); other masks are evaluated per
  * block with early exit, by a generated kernel on the GPU or on the host.
  *
+ * The call holds the tensors the mask captures from the moment it is made:
+ * disposing them right after the call is safe (the mask returned still
+ * refers to them, so evaluating it later needs them alive).
+ *
  * ```ts
  * const bm = await createBlockMask(andMasks(causal(), documentMask(docIds)), 2, 1, 8192, 8192);
  * ```
  */
 export async function createBlockMask(
   maskMod: MaskMod, B: number, H: number, qLen: number, kvLen: number,
+  options: CreateBlockMaskOptions = {},
+): Promise<BlockMask> {
+  return createBlockMaskIn(undefined, maskMod, B, H, qLen, kvLen, options);
+}
+
+/** @internal {@link createBlockMask} called by another op, which may hold the captured tensors. */
+export async function createBlockMaskIn(
+  outer: Hold | undefined, maskMod: MaskMod, B: number, H: number, qLen: number, kvLen: number,
   options: CreateBlockMaskOptions = {},
 ): Promise<BlockMask> {
   const mod = checkMaskMod(maskMod, 'maskMod');
@@ -75,6 +96,7 @@ export async function createBlockMask(
   checkLength(qLen, 'qLen');
   checkLength(kvLen, 'kvLen');
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an options object', describe(options));
+  const signal = checkSignal(options.signal);
   const [bq, bkv] = checkBlockSize(options.blockSize ?? 128, 'options.blockSize');
   if (bq > MAX_BLOCK || bkv > MAX_BLOCK) throw new InvalidArgumentError('options.blockSize', `at most ${MAX_BLOCK}`, `[${bq}, ${bkv}]`);
   const path = options.path ?? 'auto';
@@ -95,70 +117,78 @@ export async function createBlockMask(
     throw new InvalidArgumentError('options.path', 'a path other than \'analytic\' for a mask without an analytic form', mod.toString());
   }
   const params = options.params ? { params: options.params } : {};
+  return runOp('createBlockMask', signal, outer, (hold) => hold.captured(mod, 'maskMod'), async (hold): Promise<BlockMask> => {
+    // The evaluators read the captured tensors through the call's handles; the mask keeps `mod`.
+    let evalMod: MaskMod | undefined;
+    const reader = (): MaskMod => (evalMod ??= hold.maskMod(mod));
+    const checkpoint = (): void => throwIfAborted(signal, 'createBlockMask');
 
-  // Classes [B,H,nQB,nKVB] (or one shared plane) at block size cq x ckv.
-  const classify = async (cq: number, ckv: number): Promise<{ grid: Uint8Array; method: BlockMaskMethod }> => {
-    const nQB = Math.ceil(qLen / cq), nKVB = Math.ceil(kvLen / ckv), nPlane = nQB * nKVB;
-    if (pred) return { grid: classifyAnalytic(pred, qLen, kvLen, cq, ckv), method: 'analytic' };
-    const use = argUse(mod);
-    const Bn = use.b ? B : 1, Hn = use.h ? H : 1;
-    const gpu = path === 'gpu' || (path === 'auto' && index >= 0 && jitLauncher() !== null);
-    // Position-only structure of the mask (e.g. the causal part of a document mask)
-    // decides many tiles without evaluating it; only the rest is visited.
-    const pre = options.prefilter !== false && qLen < 2 ** 30 && kvLen < 2 ** 30 ? preclassify(mod, qLen, kvLen, cq, ckv) : null;
-    const tiles = pre ? pre.undecided : null;
-    let cls: Uint8Array;
-    if (gpu) {
-      const devIndex = index >= 0 ? index : parseDevice('cuda', 'options.device').index;
-      cls = await classifyGpu(mod, options.params, devIndex, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
-    } else {
-      const fn = await hostMaskFn(mod, options.params);
-      cls = classifyBruteForce(fn, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
-    }
-    if (pre && tiles) {
-      const L = tiles.length;
-      const full = new Uint8Array(Bn * Hn * nPlane);
-      for (let g = 0; g < Bn * Hn; g++) {
-        const o = g * nPlane;
-        full.set(pre.grid, o);
-        for (let j = 0; j < L; j++) full[o + tiles[j]!] = cls[g * L + j]!;
+    // Classes [B,H,nQB,nKVB] (or one shared plane) at block size cq x ckv.
+    const classify = async (cq: number, ckv: number): Promise<{ grid: Uint8Array; method: BlockMaskMethod }> => {
+      const nQB = Math.ceil(qLen / cq), nKVB = Math.ceil(kvLen / ckv), nPlane = nQB * nKVB;
+      if (pred) return { grid: classifyAnalytic(pred, qLen, kvLen, cq, ckv), method: 'analytic' };
+      const use = argUse(mod);
+      const Bn = use.b ? B : 1, Hn = use.h ? H : 1;
+      const gpu = path === 'gpu' || (path === 'auto' && index >= 0 && jitLauncher() !== null);
+      // Position-only structure of the mask (e.g. the causal part of a document mask)
+      // decides many tiles without evaluating it; only the rest is visited.
+      const pre = options.prefilter !== false && qLen < 2 ** 30 && kvLen < 2 ** 30 ? preclassify(mod, qLen, kvLen, cq, ckv) : null;
+      const tiles = pre ? pre.undecided : null;
+      let cls: Uint8Array;
+      if (gpu) {
+        const devIndex = index >= 0 ? index : parseDevice('cuda', 'options.device').index;
+        cls = await classifyGpu(reader(), options.params, devIndex, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
+      } else {
+        const fn = await hostMaskFn(reader(), options.params);
+        checkpoint();
+        cls = classifyBruteForce(fn, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
       }
-      cls = full;
-    }
-    return { grid: Bn * Hn === 1 ? cls : expandClasses(cls, Bn, Hn, B, H, nPlane), method: gpu ? 'gpu' : 'cpu' };
-  };
+      checkpoint();
+      if (pre && tiles) {
+        const L = tiles.length;
+        const full = new Uint8Array(Bn * Hn * nPlane);
+        for (let g = 0; g < Bn * Hn; g++) {
+          const o = g * nPlane;
+          full.set(pre.grid, o);
+          for (let j = 0; j < L; j++) full[o + tiles[j]!] = cls[g * L + j]!;
+        }
+        cls = full;
+      }
+      return { grid: Bn * Hn === 1 ? cls : expandClasses(cls, Bn, Hn, B, H, nPlane), method: gpu ? 'gpu' : 'cpu' };
+    };
 
-  // On a GPU the mask is classified at the kernels' 64x64 tile and the requested
-  // blocks are derived from that (a block is full iff its 64x64 children are,
-  // empty iff all are): the same masked positions, and the finer lists become
-  // the kernels' schedule, so a 64-row query block skips 64-wide kv tiles its
-  // own rows never keep (bench/results/kernel-notes.md, "64x64 schedule").
-  const F = SCHEDULE_BLOCK;
-  const fineGrid = Math.ceil(qLen / F) * Math.ceil(kvLen / F);
-  const withSchedule = index >= 0 && process.env.FLEXATTN_FINE_SCHEDULE !== '0' && bq % F === 0 && bkv % F === 0 &&
-    (bq > F || bkv > F) && G * fineGrid <= MAX_SCHEDULE_ENTRIES;
-  let bm: BlockMask;
-  if (withSchedule && pred) {
-    // An analytic mask reads no tensors: classify at the requested size now and
-    // at 64x64 when a kernel first walks it (both are exact, so they agree).
-    const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
-    bm = BlockMask.fromClasses(classifyAnalytic(pred, qLen, kvLen, bq, bkv), {
-      ...base, method: 'analytic', ...params,
-      fine: { grid: () => classifyAnalytic(pred, qLen, kvLen, F, F), dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: 'analytic' },
-    });
-  } else if (withSchedule) {
-    const fine = await classify(F, F);
-    const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
-    const fineG = fine.grid.length / (fQB * fKVB);
-    const coarse = coarsenClasses(fine.grid, fineG, fQB, fKVB, bq / F, bkv / F);
-    bm = BlockMask.fromClasses(coarse, {
-      ...base, method: fine.method, ...params,
-      fine: { grid: fine.grid, dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: fine.method },
-    });
-  } else {
-    const { grid, method } = await classify(bq, bkv);
-    bm = BlockMask.fromClasses(grid, { ...base, method, ...params });
-  }
-  if (index >= 0) bm.materialize();
-  return bm;
+    // On a GPU the mask is classified at the kernels' 64x64 tile and the requested
+    // blocks are derived from that (a block is full iff its 64x64 children are,
+    // empty iff all are): the same masked positions, and the finer lists become
+    // the kernels' schedule, so a 64-row query block skips 64-wide kv tiles its
+    // own rows never keep (bench/results/kernel-notes.md, "64x64 schedule").
+    const F = SCHEDULE_BLOCK;
+    const fineGrid = Math.ceil(qLen / F) * Math.ceil(kvLen / F);
+    const withSchedule = index >= 0 && process.env.FLEXATTN_FINE_SCHEDULE !== '0' && bq % F === 0 && bkv % F === 0 &&
+      (bq > F || bkv > F) && G * fineGrid <= MAX_SCHEDULE_ENTRIES;
+    let bm: BlockMask;
+    if (withSchedule && pred) {
+      // An analytic mask reads no tensors: classify at the requested size now and
+      // at 64x64 when a kernel first walks it (both are exact, so they agree).
+      const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
+      bm = BlockMask.fromClasses(classifyAnalytic(pred, qLen, kvLen, bq, bkv), {
+        ...base, method: 'analytic', ...params,
+        fine: { grid: () => classifyAnalytic(pred, qLen, kvLen, F, F), dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: 'analytic' },
+      });
+    } else if (withSchedule) {
+      const fine = await classify(F, F);
+      const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
+      const fineG = fine.grid.length / (fQB * fKVB);
+      const coarse = coarsenClasses(fine.grid, fineG, fQB, fKVB, bq / F, bkv / F);
+      bm = BlockMask.fromClasses(coarse, {
+        ...base, method: fine.method, ...params,
+        fine: { grid: fine.grid, dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: fine.method },
+      });
+    } else {
+      const { grid, method } = await classify(bq, bkv);
+      bm = BlockMask.fromClasses(grid, { ...base, method, ...params });
+    }
+    if (index >= 0) bm.materialize();
+    return bm;
+  });
 }

@@ -218,7 +218,7 @@ async function classifyRow(evaluateTiles: TileEvaluator, fine: BlockMask, fineRo
  * skips the cost comparison (tests).
  */
 export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, params: Readonly<Record<string, number>>,
-  deviceIndex: number, opts: { evaluateTiles?: TileEvaluator; always?: boolean } = {}): Promise<SegmentedSchedule | null> {
+  deviceIndex: number, opts: { evaluateTiles?: TileEvaluator; always?: boolean; readMod?: () => MaskMod } = {}): Promise<SegmentedSchedule | null> {
   const mod = bm.maskMod;
   const T = SEGMENT_TILE;
   if (!mod || bm.qLen !== bm.kvLen || fine.H !== 1 || fine.blockSize[0] !== T || fine.blockSize[1] !== T) return null;
@@ -229,7 +229,10 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   // batch 0's blocks only, and the conjunct would be dropped for rows it does not describe.
   if (rows === 1 && idsTensor.shape.length === 2 && idsTensor.shape[0]! > 1) return null;
   if (S >= 2 ** 24) return null;   // entries kv_start * 128 + length must fit an int32
-  const ids = (await idsTensor.toHost()) as Int32Array;
+  // Data is read through `readMod` (the calling op's handles on the captured tensors,
+  // lib/ownership.ts); what is kept refers to the mask's own mod.
+  const reader = opts.readMod?.() ?? mod;
+  const ids = (await (documentIds(reader) ?? idsTensor).toHost()) as Int32Array;
   const { starts, nM } = segmentStarts(ids, idsTensor.shape, rows, S);
   const uniformM = Math.ceil(S / T);
   if (nM > 2 * uniformM) return null;   // tiny segments: more tiles than the uniform grid saves
@@ -238,7 +241,7 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   if (same) return null;
 
   const evaluate: TileEvaluator = opts.evaluateTiles
-    ?? ((tiles, st, b) => classifyGpu(mod, params, deviceIndex, 1, 1, S, S, T, T, tiles, { starts: st, b }));
+    ?? ((tiles, st, b) => classifyGpu(reader, params, deviceIndex, 1, 1, S, S, T, T, tiles, { starts: st, b }));
   const cls = new Uint8Array(rows * nM * nM);
   for (let r = 0; r < rows; r++) {
     const st = starts.subarray(r * (nM + 1), (r + 1) * (nM + 1));
@@ -282,10 +285,10 @@ const cache = new WeakMap<BlockMask, Promise<SegmentedSchedule | null>>();
  * requires). A failure rejects this call and is retried by the next one.
  */
 export function segmentedSchedule(bm: BlockMask, fine: BlockMask, params: Readonly<Record<string, number>>,
-  deviceIndex: number): Promise<SegmentedSchedule | null> {
+  deviceIndex: number, readMod?: () => MaskMod): Promise<SegmentedSchedule | null> {
   let p = cache.get(bm);
   if (!p) {
-    p = buildSegmentedSchedule(bm, fine, params, deviceIndex);
+    p = buildSegmentedSchedule(bm, fine, params, deviceIndex, readMod ? { readMod } : {});
     cache.set(bm, p);
     p.catch(() => { if (cache.get(bm) === p) cache.delete(bm); });
   }
