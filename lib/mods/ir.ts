@@ -800,7 +800,7 @@ export function resolveParams(list: readonly ParamInfo[], values: Readonly<Recor
     }
     if (p.type === 'int') {
       if (!isInt32(v)) throw new InvalidArgumentError(`params.${p.name}`, 'an int32 integer', String(v));
-      return v;
+      return v | 0; // -0 → 0 (an int has no -0)
     }
     return Math.fround(v);
   });
