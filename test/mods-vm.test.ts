@@ -1,67 +1,23 @@
 /**
- * native/cpu/mod_vm.cc against the JS interpreter. The VM is compiled here
- * into a throwaway test addon (a tiny harness + mod_vm.cc) so it can be tested
- * without touching the real addon's exports. Skips when no C++ compiler exists.
+ * native/cpu/mod_vm.cc against the JS interpreter, through the throwaway test
+ * addon of mods-vm-harness.ts. Skips when no C++ compiler exists.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { NativeModProgram } from '../lib/native.js';
 import {
   alibi, andMasks, causal, composeScoreMods, documentMask, encodeProgram, imageBlocks, logitClip, relativeBias, slidingWindow,
   softcap, type MaskMod, type ScoreMod,
 } from '../lib/mods/index.js';
 import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor } from '../lib/mods/random.js';
+import { loadModVm, vmSkipReason, type VmEval } from './mods-vm-harness.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cxx = process.env.CXX ?? 'g++';
-const haveCxx = spawnSync(cxx, ['--version']).status === 0;
+let evalVm: VmEval | undefined;
 
-const HARNESS = String.raw`
-#include <napi.h>
-#include "cpu/mod_vm.h"
-using flexattn::cpu::ModVm;
-static Napi::Value Eval(const Napi::CallbackInfo& info) {
-  auto vm = ModVm::FromJs(info[0].As<Napi::Object>());
-  Napi::Float64Array pts = info[1].As<Napi::Float64Array>();
-  const size_t n = pts.ElementLength() / 5;
-  Napi::Float64Array out = Napi::Float64Array::New(info.Env(), n);
-  for (size_t i = 0; i < n; i++) {
-    const double* p = pts.Data() + 5 * i;
-    out[i] = vm->IsMask() ? (vm->Mask((int)p[1], (int)p[2], (int)p[3], (int)p[4]) ? 1.0 : 0.0)
-                          : (double)vm->Score((float)p[0], (int)p[1], (int)p[2], (int)p[3], (int)p[4]);
-  }
-  return out;
-}
-static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("eval", Napi::Function::New(env, Eval));
-  return exports;
-}
-NODE_API_MODULE(modvm_test, Init)
-`;
-
-type EvalFn = (prog: NativeModProgram, pts: Float64Array) => Float64Array;
-let evalVm: EvalFn | undefined;
-let dir = '';
-
-const suite = haveCxx ? describe : describe.skip;
-if (!haveCxx) console.log(`[mods-vm] skipped: no C++ compiler (${cxx})`);
+const suite = vmSkipReason === null ? describe : describe.skip;
+if (vmSkipReason !== null) console.log(`[mods-vm] skipped: ${vmSkipReason}`);
 
 suite('native mod VM (mod_vm.cc)', () => {
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'flexattn-modvm-'));
-    writeFileSync(join(dir, 'harness.cc'), HARNESS);
-    const out = join(dir, 'modvm.node');
-    execFileSync(cxx, ['-std=c++17', '-O1', '-shared', '-fPIC', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS', '-fexceptions',
-      '-I', join(root, 'node_modules/node-addon-api'), '-I', join(root, 'node_modules/node-api-headers/include'),
-      '-I', join(root, 'native'), join(dir, 'harness.cc'), join(root, 'native/cpu/mod_vm.cc'), '-o', out], { stdio: 'pipe' });
-    evalVm = (createRequire(import.meta.url)(out) as { eval: EvalFn }).eval;
-  }, 120_000);
-  afterAll(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
+  beforeAll(() => { evalVm = loadModVm(); }, 120_000);
 
   function points(rng: () => number, n: number): Float64Array {
     const p = new Float64Array(5 * n);

@@ -4,8 +4,9 @@ import {
   Expr, MaskMod, ScoreMod, alibi, alibiSlopes, andMasks, bindHost, causal, composeScoreMods, docIdsFromOffsets,
   documentMask, encodeProgram, evaluateReference, fullMask, generateCuda, imageBlocks, imageBlocksFromIds,
   imageIdsFromSpans, logitClip, maskMod, notMask, orMasks, packArgs, param, prefixLM, relativeBias, runBytecode,
-  scoreMod, slidingWindow, softcap, tensorAt, where,
+  lift, scoreMod, slidingWindow, softcap, tensorAt, where,
 } from '../lib/mods/index.js';
+import { modArgs } from '../lib/mods/ir.js';
 import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor } from '../lib/mods/random.js';
 
 const fr = Math.fround;
@@ -24,7 +25,8 @@ describe('expression builder', () => {
   });
 
   it('types and promotion', () => {
-    scoreMod(({ score, b, q, kv }) => {
+    // Outside a trace (inside one, the discarded expressions would be refused as dangling).
+    ((fn: (a: typeof modArgs) => unknown) => fn(modArgs))(({ score, b, q, kv }) => {
       expect(q.add(1).type).toBe('int');
       expect(q.add(1.5).type).toBe('float');
       expect(q.add(score).type).toBe('float');
@@ -84,12 +86,10 @@ describe('expression builder', () => {
     const i = hostTensor(new Int32Array(2), [2], 'i32');
     const bo = hostTensor(new Uint8Array(2), [2], 'bool');
     const bf = hostTensor(new Uint16Array(2), [2], 'bf16');
-    maskMod(({ h }) => {
-      expect(tensorAt(i, [h]).type).toBe('int');
-      expect(tensorAt(bo, [h]).type).toBe('bool');
-      expect(tensorAt(bf, [0]).type).toBe('float');
-      return true;
-    });
+    const { h } = modArgs;
+    expect(tensorAt(i, [h]).type).toBe('int');
+    expect(tensorAt(bo, [h]).type).toBe('bool');
+    expect(tensorAt(bf, [0]).type).toBe('float');
   });
 
   it('mods record tensors and params in slot order', () => {
@@ -152,6 +152,13 @@ describe('int / float semantics', () => {
       expect([a, b, fd]).toEqual([a, b, fr(pyFd)]);
       expect([a, b, md]).toEqual([a, b, fr(pyMd)]);
     }
+  });
+  it('an int is never -0 (found by the differential test: JS -4 % 2 is -0)', () => {
+    const m = scoreMod(({ q, kv }) => lift(1).div(q.mod(kv).toFloat()));
+    expect(m.toJs()(0, 0, 0, -4, 2)).toBe(Infinity);
+    expect(evaluateReference(m.ir, fakeEnv([]), { b: 0, h: 0, q: -4, kv: 2 })).toBe(Infinity);
+    const p = scoreMod(({ score }) => lift(1).div(param('n', 'int').toFloat()).add(score));
+    expect(p.toJs({ tensors: [], params: { n: -0 } })(0, 0, 0, 0, 0)).toBe(Infinity);
   });
   it('int32 wrapping and float->int conversion', () => {
     expect(ev(({ q }) => q.add(1), 2147483647, 0)).toBe(fr(-2147483648));

@@ -7,16 +7,17 @@
 import { InvalidArgumentError, ModError } from '../errors.js';
 import type { CapturedTensorLike, Expr, MaskDescriptor, MaskModArgs } from './ir.js';
 import { MaskMod, ScoreMod, applyScoreMod, lift, maskModWith, scoreMod, tensorAt } from './ir.js';
+import { describeThrown as show } from './trace-checks.js';
 
 function nonNegInt(name: string, v: unknown, positive = false): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < (positive ? 1 : 0) || v > 2147483647) {
-    throw new InvalidArgumentError(name, `a${positive ? ' positive' : ' non-negative'} int32 integer`, String(v));
+    throw new InvalidArgumentError(name, `a${positive ? ' positive' : ' non-negative'} int32 integer`, show(v));
   }
   return v;
 }
 
 function checkTensor(name: string, t: CapturedTensorLike, dtypes: readonly string[], ranks: readonly number[]): void {
-  if (!t || typeof t !== 'object' || !Array.isArray(t.shape)) throw new InvalidArgumentError(name, 'a Tensor', String(t));
+  if (!t || typeof t !== 'object' || !Array.isArray(t.shape)) throw new InvalidArgumentError(name, 'a Tensor', show(t));
   if (!dtypes.includes(t.dtype)) throw new InvalidArgumentError(name, `dtype ${dtypes.join(' or ')}`, t.dtype);
   if (!ranks.includes(t.shape.length)) {
     throw new InvalidArgumentError(name, `rank ${ranks.join(' or ')}`, `shape [${t.shape.join(', ')}]`);
@@ -132,7 +133,7 @@ function checkSpans(name: string, spans: readonly ImageSpan[], seqLen: number | 
  */
 export function imageBlocks(spans: readonly ImageSpan[] | readonly (readonly ImageSpan[])[], opts: { seqLen?: number } = {}): MaskMod {
   const seqLen = opts.seqLen === undefined ? undefined : nonNegInt('options.seqLen', opts.seqLen);
-  if (!Array.isArray(spans)) throw new InvalidArgumentError('spans', 'an array of {start, length} (or one array per batch)', String(spans));
+  if (!Array.isArray(spans)) throw new InvalidArgumentError('spans', 'an array of {start, length} (or one array per batch)', show(spans));
   const perBatch = spans.length > 0 && Array.isArray(spans[0]);
   const inside = (x: Expr, s: ImageSpan): Expr => x.ge(s.start).and(x.lt(s.start + s.length));
   const sameImage = (q: Expr, kv: Expr, list: readonly ImageSpan[]): Expr =>
@@ -199,7 +200,7 @@ export function alibiSlopes(numHeads: number): Float32Array {
  * @param cap positive number (baked in) or a Float expression such as `param('cap')`.
  */
 export function softcap(cap: number | Expr): ScoreMod {
-  if (typeof cap === 'number' && !(cap > 0 && Number.isFinite(cap))) throw new InvalidArgumentError('cap', 'a positive finite number', String(cap));
+  if (typeof cap === 'number' && !(cap > 0 && Number.isFinite(cap))) throw new InvalidArgumentError('cap', 'a positive finite number', show(cap));
   // Multiply by the reciprocal (a constant, or hoisted out of the tile loop for a
   // param) instead of dividing every score.
   const inv = typeof cap === 'number' ? 1 / cap : lift(1).div(cap);
@@ -212,7 +213,7 @@ export function softcap(cap: number | Expr): ScoreMod {
  */
 export function logitClip(perHeadMax: CapturedTensorLike | number): ScoreMod {
   if (typeof perHeadMax === 'number') {
-    if (!(perHeadMax >= 0)) throw new InvalidArgumentError('perHeadMax', 'a non-negative number', String(perHeadMax));
+    if (!(perHeadMax >= 0)) throw new InvalidArgumentError('perHeadMax', 'a non-negative number', show(perHeadMax));
     return scoreMod(({ score }) => score.max(-perHeadMax).min(perHeadMax));
   }
   checkTensor('perHeadMax', perHeadMax, ['f32', 'bf16', 'f16'], [1]);
@@ -242,7 +243,7 @@ export function relativeBias(table: CapturedTensorLike, opts: { offset?: number 
 
 function checkMasks(name: string, masks: readonly MaskMod[]): void {
   masks.forEach((m, i) => {
-    if (!(m instanceof MaskMod)) throw new ModError(`${name}: argument ${i} is not a MaskMod (${String(m)})`);
+    if (!(m instanceof MaskMod)) throw new ModError(`${name}: argument ${i} is not a MaskMod (${show(m)})`);
   });
 }
 
@@ -279,7 +280,7 @@ export function notMask(m: MaskMod): MaskMod {
 /** Applies score mods in order: `composeScoreMods(f, g)(s) = g(f(s))`. */
 export function composeScoreMods(...mods: ScoreMod[]): ScoreMod {
   mods.forEach((m, i) => {
-    if (!(m instanceof ScoreMod)) throw new ModError(`composeScoreMods: argument ${i} is not a ScoreMod (${String(m)})`);
+    if (!(m instanceof ScoreMod)) throw new ModError(`composeScoreMods: argument ${i} is not a ScoreMod (${show(m)})`);
   });
   return scoreMod(({ score }) => mods.reduce<Expr>((s, m) => applyScoreMod(m, s), score));
 }

@@ -68,7 +68,9 @@ export function ifloordiv(a: number, b: number): number {
 export function imod(a: number, b: number): number {
   if (b === 0 || b === -1) return 0;
   const r = a % b;
-  return r !== 0 && (r < 0) !== (b < 0) ? (r + b) | 0 : r;
+  // `| 0` also turns JS's -0 (from -4 % 2) into the int 0: an int has no -0, and a
+  // leaked one would flip the sign of a later float(x) (1 / float(-4 % 2) = -Infinity).
+  return r !== 0 && (r < 0) !== (b < 0) ? (r + b) | 0 : r | 0;
 }
 const fr = Math.fround;
 /** f32 floor division. */

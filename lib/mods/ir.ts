@@ -3,10 +3,32 @@
  *
  * JavaScript has no operator overloading, so mods are written with methods on
  * {@link Expr}: `score.add(slopes.at(h).mul(kv.sub(q)))`. The user's function
- * is traced exactly once into a small typed expression DAG, which is then
- * linearised (with structural common-subexpression elimination) into a
- * {@link ModProgram}: the one IR consumed by the CUDA code generator, the JS
- * interpreter and the native bytecode VM.
+ * is traced into a small typed expression DAG, which is then linearised (with
+ * structural common-subexpression elimination) into a {@link ModProgram}: the
+ * one IR consumed by the CUDA code generator, the JS interpreter and the native
+ * bytecode VM.
+ *
+ * ## A mod never coerces an Expr to a JS value (refused at definition, {@link ModError})
+ * Tracing runs the function on symbolic arguments, so anything that asks an
+ * expression for a JavaScript value would fold the mod into a constant. Refused:
+ * - operators and conversions (`kv <= q`, `score * 2`, `e + 1`, `e == 1`, `Math.max(e, 0)`,
+ *   `` `${e}` ``, `String(e)`, `arr[q]`): `Expr[Symbol.toPrimitive]` throws for every hint,
+ *   naming the method (`.le()`, `.mul()`, `.add()`, `.eq()`, `tensor.at(...)`). An explicit
+ *   `e.toString()` still prints.
+ * - control flow (`if (e)`, `e ? a : b`, `e && x`, `!e`: JS treats every object as true):
+ *   every expression built from the mod's inputs (an argument, a param or a tensor read)
+ *   while it is traced must reach the result; one that does not was consumed by JS →
+ *   use `where(cond, a, b)`, `.and()`, `.or()`, `.not()`.
+ * - `||`: `e || x` returns `e` and never builds `x`, so nothing shows in the trace; the
+ *   mod function's own source text is scanned and any `||` (or `||=`) in it is refused
+ *   (for plain JS values compute them outside the mod, or use `??`). Helpers the function
+ *   calls are not scanned.
+ * - `Math.random()` throws while a mod is traced, and the function is traced twice: two
+ *   different programs (a clock, a counter) are refused.
+ * - reading an argument the mod does not get (`score` in a maskMod, a misspelt name).
+ * - anything else the function throws becomes a ModError whose `cause` is the original.
+ * Constant mods on purpose (`fullMask()`, `maskMod(() => true)`) are valid.
+ * `===` between expressions compares object identity and cannot be intercepted: use `.eq()`.
  *
  * ## Types and promotion (checked when the mod is defined; errors are {@link ModError})
  * Three value types: `float` (f32), `int` (int32, wrapping arithmetic) and `bool`.
@@ -40,6 +62,10 @@
 import { createHash } from 'node:crypto';
 import { InvalidArgumentError, ModError } from '../errors.js';
 import { compileJs, type HostEnv, type MaskFn, type ScoreFn } from './interpret.js';
+import {
+  checkDangling, checkNoLogicalOr, coercionMessage, describeThrown, forbiddenRandom, nondeterministic, structuralHash, valueOfMessage,
+  type TraceWhat,
+} from './trace-checks.js';
 
 /** Value type of an expression. */
 export type ValueType = 'float' | 'int' | 'bool';
@@ -167,6 +193,9 @@ export function f32ToInt(v: number): number {
   return Math.trunc(v) | 0;
 }
 
+/** Nodes built by `new Expr` while a mod is traced (null outside tracing); see {@link traceOnce}. */
+let recording: IrNode[] | null = null;
+
 const BIN_SYM: Partial<Record<Op, string>> = {
   add: '+', sub: '-', mul: '*', div: '/', floorDiv: '//', mod: '%',
   lt: '<', le: '<=', gt: '>', ge: '>=', eq: '==', ne: '!=', and: '&&', or: '||',
@@ -181,7 +210,25 @@ export class Expr {
   /** @internal */
   readonly node: IrNode;
   /** @internal */
-  constructor(node: IrNode) { this.node = node; }
+  constructor(node: IrNode) {
+    this.node = node;
+    recording?.push(node);
+  }
+
+  /**
+   * Refuses every implicit conversion (`kv <= q`, `score * 2`, `` `${e}` ``, `arr[q]`,
+   * `e + 1`, `e == 1`, `Math.max(e, 0)`): a mod expression has no JavaScript value,
+   * and a converted one would fold the mod into a constant. The {@link ModError}
+   * names the method to use.
+   */
+  [Symbol.toPrimitive](hint: string): never {
+    throw new ModError(coercionMessage(hint), printNode(this.node, undefined, 200));
+  }
+
+  /** Throws a {@link ModError}: an expression has no JavaScript value (use its methods). */
+  valueOf(): never {
+    throw new ModError(valueOfMessage(), printNode(this.node, undefined, 200));
+  }
 
   /** Value type: `'float'`, `'int'` or `'bool'`. */
   get type(): ValueType { return this.node.type; }
@@ -304,7 +351,11 @@ export class Expr {
   /** Converts Float (truncating toward zero, saturating, NaN → 0) or Bool (0/1) to Int. */
   toInt(): Expr { return convert(this, 'int'); }
 
-  /** Printed form, e.g. `(score + (t[h] * float((kv - q))))`. */
+  /**
+   * Printed form, e.g. `(score + (t[h] * float((kv - q))))`. Only an explicit call
+   * prints: implicit conversions (`${e}`, `String(e)`, `arr[e]`) throw, see
+   * `[Symbol.toPrimitive]`.
+   */
   toString(): string { return printNode(this.node, undefined, 2000); }
 }
 
@@ -336,7 +387,7 @@ export function param(name: string, type: 'float' | 'int' = 'float'): Expr {
   if (typeof name !== 'string' || !PARAM_NAME.test(name)) {
     throw new ModError(`param: name must be an identifier, got ${JSON.stringify(name)}`);
   }
-  if (type !== 'float' && type !== 'int') throw new ModError(`param ${name}: type must be 'float' or 'int', got ${String(type)}`);
+  if (type !== 'float' && type !== 'int') throw new ModError(`param ${name}: type must be 'float' or 'int', got ${describeThrown(type)}`);
   return new Expr({ op: 'param', type, args: [], name });
 }
 
@@ -595,9 +646,32 @@ export class MaskMod extends ModBase {
   toJs(env: HostEnv = { tensors: [] }): MaskFn { return compileJs(this.ir, env) as MaskFn; }
 }
 
-function callTraced(what: string, fn: () => unknown): Expr {
-  if (typeof fn !== 'function') throw new ModError(`${what}: expected a function`);
-  const r = fn();
+const MOD_ARGS: Record<TraceWhat, readonly ArgName[]> = { scoreMod: ['score', 'b', 'h', 'q', 'kv'], maskMod: ['b', 'h', 'q', 'kv'] };
+
+/**
+ * The object a mod function receives: its arguments, and a {@link ModError} (not
+ * `undefined`, which would surface later as a raw TypeError) for a name it does
+ * not get, such as `score` in a maskMod or a misspelt `kV`.
+ */
+function argsView(what: TraceWhat): object {
+  const names = MOD_ARGS[what];
+  const target = Object.freeze(Object.fromEntries(names.map((n) => [n, ARGS[n]])));
+  const list = `{ ${names.join(', ')} }`;
+  return new Proxy(target, {
+    get(t, key, receiver) {
+      if (typeof key === 'symbol' || key in t || key in Object.prototype || key === 'then' || key === 'toJSON') {
+        return Reflect.get(t, key, receiver);
+      }
+      if (key === 'score') {
+        throw new ModError(`maskMod: a mask mod has no 'score' argument (it receives ${list}); to change scores write a scoreMod`);
+      }
+      throw new ModError(`${what}: the mod reads argument '${key}', which does not exist; a ${what} receives ${list}`);
+    },
+  });
+}
+const ARG_VIEWS: Record<TraceWhat, object> = { scoreMod: argsView('scoreMod'), maskMod: argsView('maskMod') };
+
+function resultExpr(what: TraceWhat, r: unknown): Expr {
   if (r instanceof Expr) return r;
   if (typeof r === 'number' || typeof r === 'boolean') return lift(r);
   if (r && typeof (r as { then?: unknown }).then === 'function') {
@@ -607,7 +681,49 @@ function callTraced(what: string, fn: () => unknown): Expr {
 }
 
 /**
- * Traces `fn` once into a {@link ScoreMod}. `fn` receives `{score, b, h, q, kv}`
+ * Runs the mod function once on symbolic arguments, recording every expression
+ * it builds, with `Math.random` refused. A ModError from our checks passes
+ * through; anything else the function throws becomes a ModError whose `cause`
+ * is the original error.
+ */
+function traceOnce(what: TraceWhat, fn: (args: never) => unknown): Expr {
+  const savedRecording = recording;
+  const savedRandom = Math.random;
+  const built: IrNode[] = [];
+  recording = built;
+  Math.random = forbiddenRandom(what);
+  let r: unknown;
+  try {
+    r = fn(ARG_VIEWS[what] as never);
+  } catch (e) {
+    if (e instanceof ModError) throw e;
+    throw new ModError(`${what}: the mod function threw while being traced: ${describeThrown(e)}`, '', { cause: e });
+  } finally {
+    recording = savedRecording;
+    Math.random = savedRandom;
+  }
+  const root = resultExpr(what, r);
+  checkDangling(what, root.node, built, (n) => printNode(n, undefined, 300));
+  return root;
+}
+
+/**
+ * Traces a mod function (see the module comment for what is refused). It is
+ * traced twice: a function whose second trace builds a different program
+ * depends on changing state (a clock, a counter, randomness) that would be
+ * frozen into the kernel, and is refused.
+ */
+function callTraced(what: TraceWhat, fn: (args: never) => unknown): Expr {
+  if (typeof fn !== 'function') throw new ModError(`${what}: expected a function`);
+  checkNoLogicalOr(what, fn);
+  const first = traceOnce(what, fn);
+  const second = traceOnce(what, fn);
+  if (first.node !== second.node && structuralHash(first.node) !== structuralHash(second.node)) throw nondeterministic(what);
+  return first;
+}
+
+/**
+ * Traces `fn` into a {@link ScoreMod} (see the module comment for what is refused). `fn` receives `{score, b, h, q, kv}`
  * (score: Float, the already scaled `q·k`; b, h, q, kv: Int) and returns the new
  * score (Float; an Int result is converted to Float, a Bool is a {@link ModError}).
  *
@@ -616,13 +732,13 @@ function callTraced(what: string, fn: () => unknown): Expr {
  * ```
  */
 export function scoreMod(fn: (args: ScoreModArgs) => ExprLike): ScoreMod {
-  const r = callTraced('scoreMod', () => fn(ARGS));
+  const r = callTraced('scoreMod', fn);
   if (r.type === 'bool') throw new ModError('scoreMod must return a Float score, got Bool', r.toString());
   return new ScoreMod('score', r.toFloat());
 }
 
 /**
- * Traces `fn` once into a {@link MaskMod}. `fn` receives `{b, h, q, kv}` (Int) and
+ * Traces `fn` into a {@link MaskMod} (see the module comment for what is refused). `fn` receives `{b, h, q, kv}` (Int) and
  * returns a Bool (true = this query may attend to this key); anything else is a
  * {@link ModError}.
  *
@@ -636,8 +752,7 @@ export function maskMod(fn: (args: MaskModArgs) => ExprLike): MaskMod {
 
 /** @internal maskMod with an analytic descriptor (built-ins). */
 export function maskModWith(fn: (args: MaskModArgs) => ExprLike, analytic: MaskDescriptor | undefined): MaskMod {
-  const { b, h, q, kv } = ARGS;
-  const r = callTraced('maskMod', () => fn({ b, h, q, kv }));
+  const r = callTraced('maskMod', fn);
   if (r.type !== 'bool') throw new ModError(`maskMod must return a Bool, got ${typeName(r.type)}`, r.toString());
   return new MaskMod(r, analytic);
 }
@@ -685,7 +800,7 @@ export function resolveParams(list: readonly ParamInfo[], values: Readonly<Recor
     }
     if (p.type === 'int') {
       if (!isInt32(v)) throw new InvalidArgumentError(`params.${p.name}`, 'an int32 integer', String(v));
-      return v;
+      return v | 0; // -0 → 0 (an int has no -0)
     }
     return Math.fround(v);
   });

@@ -73,6 +73,21 @@ export interface RandomModOptions {
   tensors?: boolean;
   /** Allow runtime params (default true). */
   params?: boolean;
+  /**
+   * Wider coverage for differential tests (default false, which keeps the mods
+   * that existing seeded tests were written against): float constants include
+   * NaN, ±Infinity, -0 and extremes; captured tensors have rank 1 to 3, and with
+   * {@link RandomModOptions.emptyTensors} sometimes a zero-sized dimension.
+   */
+  wide?: boolean;
+  /** With `wide`: some captured tensors have a zero-sized dimension (they read as 0). */
+  emptyTensors?: boolean;
+  /**
+   * Makes the captured tensor the mod reads from the generated host data (e.g. a
+   * device copy for the CUDA backend); default: the host-only {@link FakeTensor}.
+   * `tensors` of the result still lists the host fakes, in creation order.
+   */
+  capture?: (fake: FakeTensor) => CapturedTensorLike;
 }
 
 /** A random mod plus the fake tensors and param values it needs. */
@@ -80,83 +95,127 @@ export interface RandomMod {
   mod: ScoreMod | MaskMod;
   tensors: FakeTensor[];
   params: Record<string, number>;
+  /** Host data of the mod's captured tensors in slot order (from the fakes). */
   env: HostEnv;
 }
 
 const INT_CONSTS = [0, 1, 2, 3, -1, -2, 5, 7, 16, 100, -128, 2147483647, -2147483648];
 const FLOAT_CONSTS = [0.5, -1.5, 2, 0.1, 3.75, -0.25, 1e-3, 30, 1e6];
+const FLOAT_CONSTS_WIDE = [...FLOAT_CONSTS, NaN, Infinity, -0, 0, 3.4e38, 1e-40, 2147483648, 16777217];
 
-/** Generates a random, well-typed mod. */
+type Args = { score: Expr; b: Expr; h: Expr; q: Expr; kv: Expr };
+/** A generated expression: rebuilt from the same decisions on every trace (a mod is traced twice). */
+type Build = (a: Args) => Expr;
+
+/**
+ * Generates a random, well-typed mod. Every IR op can appear (const, arg, param,
+ * load of each captured dtype, every arithmetic, comparison, logical and
+ * conversion op, where on numeric and Bool branches), nested up to `depth`.
+ * All random decisions are drawn first; the traced function only replays them,
+ * so it is deterministic as tracing requires.
+ */
 export function randomMod(rng: () => number, opts: RandomModOptions): RandomMod {
   const maxDepth = opts.depth ?? 5;
   const useT = opts.tensors ?? true;
   const useP = opts.params ?? true;
+  const wide = opts.wide ?? false;
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
   const tensors: FakeTensor[] = [];
   const params: Record<string, number> = {};
   const isScore = opts.kind === 'score';
-  let args!: { score: Expr; b: Expr; h: Expr; q: Expr; kv: Expr };
+  const floatConsts = wide ? FLOAT_CONSTS_WIDE : FLOAT_CONSTS;
+  const lit = (v: number | boolean): Build => () => lift(v);
+  const arg = (n: keyof Args): Build => (a) => a[n];
+  const fakeOf = new Map<CapturedTensorLike, FakeTensor>();
 
-  const gen = (t: ValueType, depth: number): Expr => {
+  // The order of rng() calls below is part of the seeded tests' contract: keep it.
+  const gen = (t: ValueType, depth: number): Build => {
     const leaf = depth <= 0 || rng() < 0.2;
     if (leaf) {
       const r = rng();
-      if (t === 'bool') return r < 0.2 ? lift(rng() < 0.5) : gen('int', 1).lt(gen('int', 0));
+      if (t === 'bool') {
+        if (r < 0.2) return lit(rng() < 0.5);
+        const x = gen('int', 1), y = gen('int', 0);
+        return (a) => x(a).lt(y(a));
+      }
       if (t === 'int') {
-        if (r < 0.55) return pick([args.b, args.h, args.q, args.kv]);
-        if (r < 0.85 || !useP) return lift(pick(INT_CONSTS));
+        if (r < 0.55) return arg(pick(['b', 'h', 'q', 'kv'] as const));
+        if (r < 0.85 || !useP) return lit(pick(INT_CONSTS));
         const name = `pi${Object.keys(params).length}`;
         params[name] = pick([0, 3, -7, 1000]);
-        return param(name, 'int');
+        return () => param(name, 'int');
       }
-      if (r < 0.4 && isScore) return args.score;
-      if (r < 0.75 || !useP) return lift(rng() < 0.5 ? pick(FLOAT_CONSTS) : -pick(FLOAT_CONSTS));
+      if (r < 0.4 && isScore) return arg('score');
+      if (r < 0.75 || !useP) return lit(rng() < 0.5 ? pick(floatConsts) : -pick(floatConsts));
       const name = `pf${Object.keys(params).length}`;
       params[name] = pick([0.5, -2.25, 1e-2]);
-      return param(name, 'float');
+      return () => param(name, 'float');
     }
     const d = depth - 1;
     const r = rng();
     if (useT && r < 0.08 && tensors.length < 4) {
-      const dtype: import('./ir.js').CapturedDType = t === 'int' ? 'i32' : t === 'bool' ? 'bool' : pick(['f32', 'bf16', 'f16'] as const);
-      const rank = 1 + Math.floor(rng() * 2);
-      const shape = Array.from({ length: rank }, () => 1 + Math.floor(rng() * 5));
+      const dtype: CapturedDType = t === 'int' ? 'i32' : t === 'bool' ? 'bool' : pick(['f32', 'bf16', 'f16'] as const);
+      const rank = 1 + Math.floor(rng() * (wide ? 3 : 2));
+      const shape = Array.from({ length: rank }, () => (wide && opts.emptyTensors && rng() < 0.1 ? 0 : 1 + Math.floor(rng() * 5)));
       const tt = randomTensor(rng, dtype, shape);
       tensors.push(tt);
-      return tensorAt(tt, shape.map(() => gen('int', Math.min(d, 2))));
+      const captured = opts.capture ? opts.capture(tt) : tt;
+      fakeOf.set(captured, tt);
+      const idx = shape.map(() => gen('int', Math.min(d, 2)));
+      return (a) => tensorAt(captured, idx.map((f) => f(a)));
     }
-    if (r < 0.15) return where(gen('bool', d), gen(t, d), gen(t, d));
+    if (r < 0.15) {
+      const c = gen('bool', d), x = gen(t, d), y = gen(t, d);
+      return (a) => where(c(a), x(a), y(a));
+    }
     if (t === 'bool') {
       const k = rng();
       if (k < 0.35) {
         const nt: ValueType = rng() < 0.5 ? 'int' : 'float';
-        const a = gen(nt, d);
-        const b = gen(rng() < 0.8 ? nt : 'int', d);
-        return a[pick(['lt', 'le', 'gt', 'ge', 'eq', 'ne'] as const)](b);
+        const x = gen(nt, d);
+        const y = gen(rng() < 0.8 ? nt : 'int', d);
+        const op = pick(['lt', 'le', 'gt', 'ge', 'eq', 'ne'] as const);
+        return (a) => x(a)[op](y(a));
       }
-      if (k < 0.8) return gen('bool', d)[pick(['and', 'or'] as const)](gen('bool', d));
-      if (k < 0.9) return gen('bool', d).eq(gen('bool', d));
-      return gen('bool', d).not();
+      if (k < 0.8) {
+        const x = gen('bool', d), op = pick(['and', 'or'] as const), y = gen('bool', d);
+        return (a) => x(a)[op](y(a));
+      }
+      if (k < 0.9) { const x = gen('bool', d), y = gen('bool', d); return (a) => x(a).eq(y(a)); }
+      const x = gen('bool', d);
+      return (a) => x(a).not();
     }
     if (t === 'int') {
       const k = rng();
-      if (k < 0.6) return gen('int', d)[pick(['add', 'sub', 'mul', 'floorDiv', 'mod', 'min', 'max'] as const)](gen('int', d));
-      if (k < 0.75) return gen('int', d)[pick(['neg', 'abs'] as const)]();
-      if (k < 0.9) return gen('float', d).toInt();
-      return gen('bool', d).toInt();
+      if (k < 0.6) {
+        const x = gen('int', d), op = pick(['add', 'sub', 'mul', 'floorDiv', 'mod', 'min', 'max'] as const), y = gen('int', d);
+        return (a) => x(a)[op](y(a));
+      }
+      if (k < 0.75) { const x = gen('int', d), op = pick(['neg', 'abs'] as const); return (a) => x(a)[op](); }
+      if (k < 0.9) { const x = gen('float', d); return (a) => x(a).toInt(); }
+      const x = gen('bool', d);
+      return (a) => x(a).toInt();
     }
     const k = rng();
     if (k < 0.45) {
-      const a = gen('float', d);
-      const b = gen(rng() < 0.8 ? 'float' : 'int', d);
-      return a[pick(['add', 'sub', 'mul', 'div', 'min', 'max', 'floorDiv', 'mod'] as const)](b);
+      const x = gen('float', d);
+      const y = gen(rng() < 0.8 ? 'float' : 'int', d);
+      const op = pick(['add', 'sub', 'mul', 'div', 'min', 'max', 'floorDiv', 'mod'] as const);
+      return (a) => x(a)[op](y(a));
     }
-    if (k < 0.75) return gen(rng() < 0.8 ? 'float' : 'int', d)[pick(['neg', 'abs', 'exp', 'exp2', 'log', 'tanh', 'sigmoid', 'sqrt'] as const)]();
-    if (k < 0.9) return gen('int', d).toFloat();
-    return gen('bool', d).toFloat();
+    if (k < 0.75) {
+      const x = gen(rng() < 0.8 ? 'float' : 'int', d);
+      const op = pick(['neg', 'abs', 'exp', 'exp2', 'log', 'tanh', 'sigmoid', 'sqrt'] as const);
+      return (a) => x(a)[op]();
+    }
+    if (k < 0.9) { const x = gen('int', d); return (a) => x(a).toFloat(); }
+    const x = gen('bool', d);
+    return (a) => x(a).toFloat();
   };
+  const build = gen(isScore ? 'float' : 'bool', maxDepth);
   const mod = isScore
-    ? scoreMod((a) => { args = a; return gen('float', maxDepth); })
-    : maskMod((a) => { args = { ...a, score: lift(0) }; return gen('bool', maxDepth); });
-  return { mod, tensors, params, env: fakeEnv(mod.tensors, params) };
+    ? scoreMod((a) => build(a))
+    : maskMod((a) => build({ b: a.b, h: a.h, q: a.q, kv: a.kv, score: lift(0) }));
+  const fakes = mod.tensors.map((t) => fakeOf.get(t)!);
+  return { mod, tensors, params, env: fakeEnv(fakes, params) };
 }
