@@ -2,7 +2,7 @@
  * Cancellation through an `AbortSignal`, shared by every async op and the
  * tensor methods that wait: checking the option, the error an abort gives,
  * and a promise that settles early when the signal fires.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { AbortError, InvalidArgumentError } from './errors.js';

@@ -10,7 +10,7 @@
  * Mods capture the user's tensor objects, and caches keyed on them (kernel
  * sources, schedules) must keep doing so; the op reads a captured tensor's
  * data through its {@link Hold} instead (`hold.get(t)`, `hold.maskMod(mod)`).
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { abortable, abortError } from './abort.js';

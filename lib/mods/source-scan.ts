@@ -8,7 +8,7 @@
  * scanned: strings, template-literal text, comments and regular expression
  * literals are skipped; code inside `${...}` is scanned. Helpers the mod calls
  * are not scanned (their text is not the mod's).
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 

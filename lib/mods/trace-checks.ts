@@ -6,7 +6,7 @@
  * `||`, `!`, a template string, an array index, `Math.random()`) would fold the
  * mod into a constant without an error. Each such path is caught here or in
  * `Expr[Symbol.toPrimitive]`, and the {@link ModError} names the method to use.
- * @internal
+ * Internal: not exported from the package.
  * @module
  */
 import { ModError } from '../errors.js';
