@@ -23,21 +23,23 @@
 #                      mirrored into $OUT/reliability after every phase)
 #   --device cpu       degraded local run on the CPU backend (what can run without a GPU)
 #   --dry-run          only load every script and parse its arguments
-#   --minutes M        soak length (default 10.5)     --tools LIST   sanitizer tools
-#   --tool-timeout S   per sanitizer tool (default 200) --max-wait S  for soak-wait
+#   --minutes M        soak length (default 10.5)       --tools LIST   sanitizer tools
+#   --tool-timeout S   per sanitizer tool (default 240) --max-wait S  for soak-wait
+#   --slow-size S      lengths under racecheck/initcheck: small (default) or full
+#   --limit S          seconds a callN plan may take (default 590)
 #   --from DIR         extra results dir for report (repeatable), e.g. files a device call sent back
 #
 # In device calls (carry [".device", "build/Release/flexattn.node", "dist"], each ≤ 600 s,
 # the next one within the machine's idle window so /tmp survives):
-#   call1: soak-start, sanitizer (memcheck, synccheck), index, dispose
-#   call2: sanitizer (racecheck, initcheck), soak-wait (bounded), then oom and report if the soak is over
-#   call3: only if call2 says the soak is still running: soak-wait, oom, report
+#   call1: soak-start, index, dispose, sanitizer (memcheck, synccheck) in the time left
+#   call2: sanitizer (racecheck, initcheck), soak-wait (bounded), oom once the soak is over, report
+#   call3: only if the report says INCOMPLETE: the sanitizer tools still missing, soak-wait, oom, report
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v node >/dev/null 2>&1 && [ -f .device/boot.sh ]; then source .device/boot.sh; fi
 
 PHASES=() ; COMMON=() ; FROM=()
-MINUTES=10.5 ; TOOLS="" ; TOOL_TIMEOUT=200 ; MAX_WAIT=540 ; DRY=0
+MINUTES=10.5 ; TOOLS="" ; TOOL_TIMEOUT=240 ; MAX_WAIT=540 ; DRY=0 ; SLOW_SIZE=small ; LIMIT=590
 RESULTS=${FLEXATTN_RELIABILITY_DIR:-/tmp/flexattn-reliability}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,6 +50,8 @@ while [ $# -gt 0 ]; do
     --tools) TOOLS=$2; shift 2 ;;
     --tool-timeout) TOOL_TIMEOUT=$2; shift 2 ;;
     --max-wait) MAX_WAIT=$2; shift 2 ;;
+    --slow-size) SLOW_SIZE=$2; shift 2 ;;
+    --limit) LIMIT=$2; shift 2 ;;
     --from) FROM+=(--from "$2"); shift 2 ;;
     -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "gpu-reliability: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -107,13 +111,16 @@ soak_wait() { # seconds
   return 0
 }
 
-sanitizer() { phase "sanitizer ${1:-all tools}" node $R/sanitizer.mjs "${COMMON[@]}" --reuse-native --tool-timeout "$TOOL_TIMEOUT" ${1:+--tools "$1"}; }
+# sanitizer [TOOLS] [extra args]: tools default to all four (or --tools)
+sanitizer() { local t=$1; shift; phase "sanitizer ${t:-all tools}" node $R/sanitizer.mjs "${COMMON[@]}" --reuse-native --tool-timeout "$TOOL_TIMEOUT" --slow-size "$SLOW_SIZE" ${t:+--tools "$t"} "$@"; }
+left() { echo $((LIMIT - (SECONDS - START))); } # seconds left of this device call
+oom() { phase oom node --expose-gc $R/oom.mjs "${COMMON[@]}"; }
 report() { phase report node $R/report.mjs --results "$RESULTS" "${FROM[@]}"; }
 
 for p in "${PHASES[@]}"; do
   case "$p" in
     sanitizer) sanitizer "$TOOLS" ;;
-    oom) phase oom node --expose-gc $R/oom.mjs "${COMMON[@]}" ;;
+    oom) oom ;;
     dispose) phase dispose node --expose-gc $R/dispose.mjs "${COMMON[@]}" ;;
     index) phase index node $R/index.mjs "${COMMON[@]}" ;;
     soak) phase soak node $R/soak.mjs "${COMMON[@]}" --minutes "$MINUTES" ;;
@@ -122,13 +129,19 @@ for p in "${PHASES[@]}"; do
     report) report ;;
     all) sanitizer "$TOOLS"; phase dispose node --expose-gc $R/dispose.mjs "${COMMON[@]}"; phase index node $R/index.mjs "${COMMON[@]}"
          phase soak node $R/soak.mjs "${COMMON[@]}" --minutes "$MINUTES"; phase oom node --expose-gc $R/oom.mjs "${COMMON[@]}"; report ;;
-    call1) soak_start; sanitizer "${TOOLS:-memcheck,synccheck}"; phase index node $R/index.mjs "${COMMON[@]}"
-           phase dispose node --expose-gc $R/dispose.mjs "${COMMON[@]}" ;;
-    call2) sanitizer "${TOOLS:-racecheck,initcheck}"
-           # leave ~90 s of the 600 s call for oom and the report
-           if soak_wait $((510 - (SECONDS - START))); then phase oom node --expose-gc $R/oom.mjs "${COMMON[@]}"; else echo "run call3 next (soak-wait, oom, report)"; fi
+    # Each call plan stays inside LIMIT (590 s of the 600 s device-call limit): the sanitizer
+    # gets a --deadline, and tools it cannot finish are left for the next call.
+    call1) soak_start
+           phase index node $R/index.mjs "${COMMON[@]}"
+           phase dispose node --expose-gc $R/dispose.mjs "${COMMON[@]}"
+           sanitizer "${TOOLS:-memcheck,synccheck}" --deadline $(($(left) - 10)) ;;
+    call2) sanitizer "${TOOLS:-racecheck,initcheck}" --deadline $(($(left) - 100))
+           # the rest: oom (which needs the GPU to itself) once the soak is over, and the report
+           if soak_wait $(($(left) - 80)); then oom; else echo "soak still running: run call3 next"; fi
            report ;;
-    call3) soak_wait $((500 - (SECONDS - START))) && phase oom node --expose-gc $R/oom.mjs "${COMMON[@]}"; report ;;
+    call3) sanitizer "" --only-missing --deadline $(($(left) - 120))
+           if soak_wait $(($(left) - 80)) && [ ! -f "$RESULTS/oom.json" ]; then oom; fi
+           report ;;
     *) echo "gpu-reliability: unknown phase $p (see --help)" >&2; exit 2 ;;
   esac
 done

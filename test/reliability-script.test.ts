@@ -175,6 +175,30 @@ describe('reliability report', () => {
 });
 
 describe.skipIf(!nativeAvailable())('reliability workload on the CPU backend', () => {
+  it('the sanitizer phase runs each tool on the workload, parses its log, and fails a tool that reports errors or runs out of time', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rel-s-'));
+    // A stand-in for compute-sanitizer: runs the command, then writes the summary named by FAKE_ERRORS.
+    const fake = join(dir, 'fake-sanitizer.sh');
+    writeFileSync(fake, [
+      '#!/bin/bash', '[ "$1" = --version ] && { echo "Version fake"; exit 0; }', 'log=""',
+      'while [[ "$1" == --* ]]; do [ "$1" = --log-file ] && log=$2; shift 2; done',
+      '"$@"; rc=$?', '[ -n "$FAKE_SLEEP" ] && sleep "$FAKE_SLEEP"',
+      'printf "========= Invalid __global__ read of size 4 bytes\\n=========     at flexattn_x+0x10\\n=========\\n" | head -c $(( ${FAKE_ERRORS:-0} > 0 ? 999 : 0 )) > "$log"',
+      'echo "========= ERROR SUMMARY: ${FAKE_ERRORS:-0} errors" >> "$log"', 'exit $rc', '',
+    ].join('\n'), { mode: 0o755 });
+    const run = (tools: string, extra: Record<string, string> = {}, args: string[] = []) => execFileSync(process.execPath,
+      [script('sanitizer.mjs'), '--device', 'cpu', '--results', dir, '--sanitizer', fake, '--tools', tools, '--cases', 'sliding', ...args],
+      { stdio: 'pipe', env: { ...process.env, ...extra } });
+    run('memcheck');
+    expect(() => run('initcheck', { FAKE_ERRORS: '1' })).toThrow(); // exit status 1: a tool failed
+    expect(() => run('synccheck', { FAKE_SLEEP: '5' }, ['--tool-timeout', '2'])).toThrow();
+    const res = JSON.parse(readFileSync(join(dir, 'sanitizer.json'), 'utf8'));
+    expect(res.native.workload).toMatchObject({ passed: 2, failed: 0 });
+    expect(res.tools.memcheck).toMatchObject({ pass: true, errors: 0, complete: true, workload: { passed: 2, failed: 0 } });
+    expect(res.tools.initcheck).toMatchObject({ pass: false, errors: 1, kernels: { flexattn_x: 1 } });
+    expect(res.tools.synccheck).toMatchObject({ pass: false, timedOut: true, complete: false });
+  });
+
   it('document and sliding-window cases agree with the float64 reference', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rel-w-'));
     execFileSync(process.execPath, [script('workload.mjs'), '--device', 'cpu', '--cases', 'document|sliding', '--out', join(dir, 'w.json')], { stdio: 'pipe' });

@@ -109,7 +109,7 @@ export function renderReport(p, { date = new Date().toISOString() } = {}) {
   const s = p.sanitizer;
   if (s) {
     L.push('## compute-sanitizer', '');
-    L.push('One process per tool runs `scripts/reliability/workload.mjs`: every kernel family and variant on small random inputs, each result checked against the CPU reference. Kernels were compiled by the native run first and loaded from the disk cache under the tools.', '');
+    L.push('One process per tool runs `scripts/reliability/workload.mjs`: every kernel family and variant on small random inputs, each result checked against the CPU reference. Kernels were compiled by the native run first and loaded from the disk cache under the tools. Lengths: `full` = 1, 77, 130-1531; `small` (racecheck, initcheck: they slow kernels the most) = the same cases with 1531, 1000, 777, 333 cut to 389, 263, 201, 131.', '');
     if (s.native) {
       const w = s.native.workload;
       L.push(`Native run: ${w?.passed ?? '?'} cases correct, ${w?.failed ?? '?'} failed, ${sec(s.native.seconds)}; ${w?.kernels ?? '?'} kernels loaded` +
@@ -117,14 +117,14 @@ export function renderReport(p, { date = new Date().toISOString() } = {}) {
       for (const f of w?.failures ?? []) L.push(`- FAILED natively: ${cell(f.name)} [${f.family}]: ${cell(f.why)}`);
       if (w?.failures?.length) L.push('');
     }
-    L.push('| Tool | Errors | Result | Time | Exit | Workload correct | Findings | Kernels named |', '|---|---|---|---|---|---|---|---|');
+    L.push('| Tool | Errors | Result | Time | Exit | Workload correct (lengths) | Findings | Kernels named |', '|---|---|---|---|---|---|---|---|');
     for (const t of TOOLS) {
       const e = s.tools?.[t];
       if (!e) { L.push(`| ${t} | — | not run | | | | | |`); continue; }
       const kinds = Object.entries(e.kinds ?? {}).map(([k, n]) => `${n}× ${k}`).join('; ');
       const kernels = Object.entries(e.kernels ?? {}).map(([k, n]) => `${k} (${n})`).join(', ');
       const errors = e.timedOut ? `timed out after ${e.timeoutS} s` : `${e.errors ?? 'no summary'}${e.racecheck ? ` (${e.racecheck.hazards} hazards: ${e.racecheck.errors} errors, ${e.racecheck.warnings} warnings)` : ''}`;
-      L.push(`| ${t} | ${errors} | **${e.pass ? 'PASS' : 'FAIL'}** | ${sec(e.seconds)} | ${e.exitCode ?? e.signal ?? '—'} | ${e.workload ? `${e.workload.passed}/${e.workload.passed + e.workload.failed}` : '—'} | ${cell(kinds) || 'none'} | ${cell(kernels) || '—'} |`);
+      L.push(`| ${t} | ${errors} | **${e.pass ? 'PASS' : 'FAIL'}** | ${sec(e.seconds)} | ${e.exitCode ?? e.signal ?? '—'} | ${e.workload ? `${e.workload.passed}/${e.workload.passed + e.workload.failed}` : '—'}${e.size ? ` (${e.size})` : ''} | ${cell(kinds) || 'none'} | ${cell(kernels) || '—'} |`);
     }
     L.push('');
     const notes = TOOLS.flatMap((t) => (s.tools?.[t]?.notes ?? []).map((n) => `- ${t}: ${cell(n)}`));

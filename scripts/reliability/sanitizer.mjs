@@ -6,7 +6,7 @@
 // spread over several device calls (`--tools memcheck,synccheck` then
 // `--tools racecheck,initcheck`).
 import { spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
@@ -116,10 +116,17 @@ async function main() {
   const a = phaseArgs('sanitizer', {
     tools: { type: 'string', default: TOOLS.join(',') },
     'tool-timeout': { type: 'string', default: '240' },
+    'native-timeout': { type: 'string', default: '300' },
+    // racecheck and initcheck slow kernels down the most: they run the same cases at smaller lengths.
+    'slow-size': { type: 'string', default: 'small' },
     sanitizer: { type: 'string' },
     cases: { type: 'string' },
     'reuse-native': { type: 'boolean', default: false },
     parse: { type: 'string' },
+    // Seconds this phase may take in all (a device call's limit): tools get what is left.
+    deadline: { type: 'string' },
+    // Skip tools that already have a complete result (a later call finishing the set).
+    'only-missing': { type: 'boolean', default: false },
   }, 'Runs the workload natively, then under each compute-sanitizer tool (--tools), and writes sanitizer.json.\n' +
      '--parse LOG prints the parse of a sanitizer log and exits; --dry-run runs only the native workload.');
   if (a.parse) {
@@ -133,7 +140,7 @@ async function main() {
   const res = readJson(file) ?? { phase: 'sanitizer', tools: {} };
   res.env = environment(fa, device);
   const sanitizer = findSanitizer(a.sanitizer);
-  if (sanitizer) res.sanitizerVersion = spawnSync(sanitizer, ['--version'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean).pop();
+  if (sanitizer) res.sanitizerVersion = (spawnSync(sanitizer, ['--version'], { encoding: 'utf8', timeout: 30000 }).stdout ?? '').trim().split('\n').filter(Boolean).pop();
   const env = {
     ...process.env,
     FLEXATTN_CACHE_DIR: process.env.FLEXATTN_CACHE_DIR ?? join(a.results, 'kernel-cache'),
@@ -141,21 +148,25 @@ async function main() {
     FLEXATTN_JIT_TIERED: '0',
   };
   const wl = join(ROOT, 'scripts/reliability/workload.mjs');
-  const wlArgs = (label) => [wl, '--out', join(a.results, `workload-${label}.json`), '--label', label, '--device', device === 'cpu' ? 'cpu' : 'cuda',
-    ...(a.cases ? ['--cases', a.cases] : [])];
+  const sizeOf = (label) => (label === 'racecheck' || label === 'initcheck' ? a['slow-size'] : 'full');
+  const wlArgs = (label) => { rmSync(join(a.results, `workload-${label}.json`), { force: true }); return [wl, '--out', join(a.results, `workload-${label}.json`), '--label', label, '--device', device === 'cpu' ? 'cpu' : 'cuda',
+    ...(device === 'cpu' ? [] : ['--size', sizeOf(label)]), ...(a.cases ? ['--cases', a.cases] : [])]; };
   const timeoutS = Number(a['tool-timeout']);
+  const phaseStart = performance.now();
+  const left = () => (a.deadline === undefined ? Infinity : Number(a.deadline) - (performance.now() - phaseStart) / 1000);
 
   // --reuse-native: a later device call on the same (still warm) machine skips the native
   // run when one passed and the kernel cache it filled is still there.
   const cacheWarm = existsSync(env.FLEXATTN_CACHE_DIR) && readdirSync(env.FLEXATTN_CACHE_DIR).length > 0;
   if (!(a['reuse-native'] && res.native?.workload?.failed === 0 && cacheWarm)) {
     console.log('== workload, native (no sanitizer)');
-    const r = await runLimited(process.execPath, wlArgs('native'), { env, timeoutS, stdoutPath: join(a.results, 'sanitizer-native.out') });
+    const r = await runLimited(process.execPath, wlArgs('native'), { env, timeoutS: Math.min(Number(a['native-timeout']), Math.max(1, left() - 5)), stdoutPath: join(a.results, 'sanitizer-native.out') });
     res.native = { ...r, workload: workloadSummary(join(a.results, 'workload-native.json')) };
     writeJson(file, res);
     console.log(`   ${r.seconds.toFixed(1)} s, exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}: ${res.native.workload?.passed ?? '?'} passed, ${res.native.workload?.failed ?? '?'} failed`);
   }
-  if (a['dry-run'] || device === 'cpu') {
+  // Without a GPU the tools have nothing to check, unless --sanitizer names a stand-in (to test this script).
+  if (a['dry-run'] || (device === 'cpu' && !a.sanitizer)) {
     res.dryRun = true;
     writeJson(file, res);
     console.log(`sanitizer: ${a['dry-run'] ? 'dry run' : 'no GPU'}: tools not run (${sanitizer ? `found ${sanitizer}` : 'compute-sanitizer not found'})`);
@@ -163,15 +174,21 @@ async function main() {
   }
   if (!sanitizer) throw new Error('compute-sanitizer not found (tried --sanitizer, $CUDA_HOME/bin, /usr/local/cuda/bin, PATH)');
   for (const tool of tools) {
+    const prev = res.tools[tool];
+    if (a['only-missing'] && prev?.complete && !prev.timedOut) { console.log(`== ${tool}: already done (${prev.date})`); continue; }
+    // A tool cut short by the deadline says nothing: start it only with a useful share of time left.
+    const budget = Math.min(timeoutS, left() - 5);
+    if (left() - 5 < Math.min(timeoutS, 30)) { console.log(`== ${tool}: not started, ${Math.round(left())} s left of --deadline`); continue; }
     const log = join(a.results, `sanitizer-${tool}.log`);
+    rmSync(log, { force: true });
     const args = ['--tool', tool, '--log-file', log, '--print-limit', '200', process.execPath, ...wlArgs(tool)];
     console.log(`== ${tool}: ${[sanitizer, ...args].join(' ')}`);
-    const r = await runLimited(sanitizer, args, { env, timeoutS, stdoutPath: join(a.results, `sanitizer-${tool}.out`) });
+    const r = await runLimited(sanitizer, args, { env, timeoutS: budget, stdoutPath: join(a.results, `sanitizer-${tool}.out`) });
     const parsed = existsSync(log) ? parseSanitizerLog(readFileSync(log, 'utf8')) : { complete: false, errors: null, kinds: {}, kernels: {}, notes: ['no log written'] };
     const workload = workloadSummary(join(a.results, `workload-${tool}.json`));
     const entry = {
       tool, command: ['compute-sanitizer', ...args.map((x) => x.replace(ROOT, '').replace(process.execPath, 'node'))].join(' '),
-      date: new Date().toISOString(), ...r, ...parsed, workload, timeoutS,
+      date: new Date().toISOString(), size: device === 'cpu' ? 'tiny' : sizeOf(tool), ...r, ...parsed, workload, timeoutS: budget,
     };
     // Strict: racecheck warnings are hazards too, so they fail the tool like errors.
     entry.pass = entry.complete && entry.errors === 0 && (parsed.racecheck?.hazards ?? 0) === 0 && !r.timedOut && r.exitCode === 0 && workload?.failed === 0;
@@ -180,6 +197,7 @@ async function main() {
     console.log(`   ${r.seconds.toFixed(1)} s, exit ${r.exitCode}${r.timedOut ? ' (TIMED OUT)' : ''}, errors ${entry.errors ?? 'unknown'}, ` +
       `workload ${workload?.passed ?? '?'}/${(workload?.passed ?? 0) + (workload?.failed ?? 0)}${Object.keys(parsed.kinds).length ? `, kinds: ${JSON.stringify(parsed.kinds)}` : ''}`);
   }
+  writeJson(file, res);
   process.exitCode = res.native?.workload?.failed === 0 && tools.every((t) => res.tools[t]?.pass) ? 0 : 1;
 }
 

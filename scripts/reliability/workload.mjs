@@ -6,7 +6,7 @@
 // under compute-sanitizer also proves the results right. Sizes are small: racecheck
 // and initcheck run kernels orders of magnitude slower.
 //
-//   node scripts/reliability/workload.mjs --out FILE [--cases REGEX] [--label NAME] [--device cuda|cpu]
+//   node scripts/reliability/workload.mjs --out FILE [--cases REGEX] [--label NAME] [--size full|small|tiny] [--device cuda|cpu]
 //
 // On a GPU the reference is the CPU backend; with --device cpu (a local run) the
 // CPU backend is checked against the float64 JavaScript reference instead.
@@ -15,16 +15,28 @@ import { pathToFileURL } from 'node:url';
 import { compare, compareLse, describeError, environment, load, phaseArgs, writeJson } from './common.mjs';
 import { hostFns, referenceAttention } from './reference.mjs';
 
-/** Lengths used on a GPU and their stand-ins for the (slow, float64 JS) local check. */
-const SMALL = { 1531: 131, 1000: 113, 777: 97, 333: 65, 150: 50, 170: 41, 130: 37, 77: 77, 1: 1 };
+/**
+ * Lengths of the cases at each --size: `full` on a GPU; `small` for the slow
+ * sanitizer tools (racecheck, initcheck: same kernels and code paths, several
+ * blocks and ragged tails, less work); `tiny` for the float64 JS check of a local
+ * CPU run. 1 and 77 stay at every size.
+ */
+const SIZES = {
+  full: {},
+  small: { 1531: 389, 1000: 263, 777: 201, 333: 131 },
+  tiny: { 1531: 131, 1000: 113, 777: 97, 333: 65, 150: 50, 170: 41, 130: 37 },
+};
+export const SIZE_NAMES = Object.keys(SIZES);
 
 /**
  * Every case; `families` is the list of kernel families the case runs with
  * (filtered by what the device can run).
  */
-export function caseList(fa, { hopper, cpu }) {
-  const L = (n) => (cpu ? SMALL[n] ?? n : n);
+export function caseList(fa, { hopper, size = 'full' }) {
+  const L = (n) => SIZES[size][n] ?? n;
   const S1531 = L(1531), S777 = L(777);
+  // Windows, prefixes and document offsets shrink with the lengths.
+  const sc = (n) => Math.max(1, Math.round((n * S1531) / 1531));
   const both = hopper ? ['sm90', 'sm80'] : ['sm80'];
   const sm80 = ['sm80'];
   const docIds = (ctx, B, S, offsets) => {
@@ -33,7 +45,7 @@ export function caseList(fa, { hopper, cpu }) {
     return ctx.hold(fa.Tensor.fromHost(ids, B === 1 ? [S] : [B, S], 'i32', { device: ctx.device }));
   };
   // Documents of 1, 63, 64 and 65 tokens and ragged ones: tiles that restart at every start.
-  const docOffsets = (b) => (b === 0 ? [0, 1, 64, 128, 193, 250, 517, 600, 1000, 1300] : [0, 333, 334, 400, 1100]).map((o) => (cpu ? Math.floor(o / 12) : o));
+  const docOffsets = (b) => (b === 0 ? [0, 1, 64, 128, 193, 250, 517, 600, 1000, 1300] : [0, 333, 334, 400, 1100]).map((o) => Math.floor((o * S1531) / 1531));
   const slopes = (ctx, H) => ctx.hold(fa.Tensor.fromHost(fa.alibiSlopes(H), [H], 'f32', { device: ctx.device }));
   return [
     // ---- dense (scaledDotProductAttention: precompiled / dense kernels)
@@ -42,7 +54,7 @@ export function caseList(fa, { hopper, cpu }) {
     { name: `sdpa decode Sq=1 Skv=${S1531} GQA 8/2 D=128 bf16`, families: both, op: 'sdpa', B: 2, Hq: 8, Hkv: 2, Sq: 1, Skv: S1531, D: 128, dtype: 'bf16' },
     { name: `sdpa cross causal Sq=${S1531} Skv=77 GQA 4/1 D=64 bf16`, families: both, op: 'sdpa', B: 1, Hq: 4, Hkv: 1, Sq: S1531, Skv: 77, D: 64, dtype: 'bf16', isCausal: true },
     {
-      name: 'sdpa dense bool mask (broadcast [B,1,1,Skv]) Sq=150 Skv=170', families: both, op: 'sdpa', B: 2, Hq: 4, Hkv: 2, Sq: L(150), Skv: L(170), D: 64, dtype: 'bf16',
+      name: `sdpa dense bool mask (broadcast [B,1,1,Skv]) Sq=${L(150)} Skv=${L(170)}`, families: both, op: 'sdpa', B: 2, Hq: 4, Hkv: 2, Sq: L(150), Skv: L(170), D: 64, dtype: 'bf16',
       attnMask: (ctx, c) => {
         const bits = Uint8Array.from({ length: c.B * c.Skv }, (_, i) => ((i * 7919) % 5 === 0 ? 0 : 1));
         return { tensor: ctx.hold(fa.Tensor.fromHost(bits, [c.B, 1, 1, c.Skv], 'bool', { device: ctx.device })), keep: (b, h, q, kv) => bits[b * c.Skv + kv] === 1 };
@@ -56,12 +68,12 @@ export function caseList(fa, { hopper, cpu }) {
     { name: `flex ALiBi Sq=1 Skv=${S1531} GQA 8/1 D=64 f16`, families: both, op: 'flex', B: 1, Hq: 8, Hkv: 1, Sq: 1, Skv: S1531, D: 64, dtype: 'f16', score: (ctx) => fa.alibi(slopes(ctx, 8)) },
     // ---- flex, block-sparse (full and partial blocks)
     { name: `flex causal (analytic) S=${S1531} GQA 4/2 D=128 bf16`, families: both, op: 'flex', B: 2, Hq: 4, Hkv: 2, Sq: S1531, Skv: S1531, D: 128, dtype: 'bf16', mask: () => fa.causal() },
-    { name: `flex causal+sliding(300) S=${S1531} D=64 f16`, families: both, op: 'flex', B: 1, Hq: 2, Hkv: 1, Sq: S1531, Skv: S1531, D: 64, dtype: 'f16', mask: () => fa.andMasks(fa.causal(), fa.slidingWindow(cpu ? 30 : 300)) },
+    { name: `flex causal+sliding(${sc(300)}) S=${S1531} D=64 f16`, families: both, op: 'flex', B: 1, Hq: 2, Hkv: 1, Sq: S1531, Skv: S1531, D: 64, dtype: 'f16', mask: () => fa.andMasks(fa.causal(), fa.slidingWindow(sc(300))) },
     { name: `flex causal+softcap(30) S=${S1531} D=128 bf16`, families: both, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: S1531, Skv: S1531, D: 128, dtype: 'bf16', mask: () => fa.causal(), score: () => fa.softcap(30) },
     { name: 'flex prefixLM(30)+ALiBi S=77 D=64 f16', families: both, op: 'flex', B: 1, Hq: 4, Hkv: 4, Sq: 77, Skv: 77, D: 64, dtype: 'f16', mask: () => fa.prefixLM(30), score: (ctx) => fa.alibi(slopes(ctx, 4)) },
     {
-      name: `flex sliding(200)+relativeBias (captured bf16 table) S=${S777} D=128`, families: both, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: S777, Skv: S777, D: 128, dtype: 'bf16',
-      mask: () => fa.slidingWindow(cpu ? 20 : 200), score: (ctx) => fa.relativeBias(ctx.hold(fa.Tensor.randn([2, 401], 'bf16', { device: ctx.device, seed: 99 }))),
+      name: `flex sliding(${sc(200)})+relativeBias (captured bf16 table) S=${S777} D=128`, families: both, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: S777, Skv: S777, D: 128, dtype: 'bf16',
+      mask: () => fa.slidingWindow(sc(200)), score: (ctx) => fa.relativeBias(ctx.hold(fa.Tensor.randn([2, 401], 'bf16', { device: ctx.device, seed: 99 }))),
     },
     { name: `flex prefixLM(100) cross Sq=77 Skv=${S1531} D=64 bf16`, families: both, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: 77, Skv: S1531, D: 64, dtype: 'bf16', mask: () => fa.prefixLM(100) },
     {
@@ -83,15 +95,15 @@ export function caseList(fa, { hopper, cpu }) {
     },
     {
       name: `flex custom mask |q-kv| <= param w (GPU classifier, every tile) block 64 S=${S1531} D=128`, families: both, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: S1531, Skv: S1531, D: 128, dtype: 'bf16',
-      blockSize: 64, params: { w: cpu ? 20 : 200 }, prefilter: false,
+      blockSize: 64, params: { w: sc(200) }, prefilter: false,
       mask: () => fa.maskMod(({ q, kv }) => q.sub(kv).abs().le(fa.param('w', 'int'))),
     },
     // ---- sm80-only head dims and tile shapes
     { name: `flex document D=96 bf16 S=${S777}`, families: sm80, op: 'flex', B: 2, Hq: 2, Hkv: 2, Sq: S777, Skv: S777, D: 96, dtype: 'bf16', mask: (ctx, c) => fa.documentMask(docIds(ctx, c.B, c.Sq, docOffsets)) },
-    { name: 'flex prefixLM(64) D=256 f16 Sq=130 Skv=1000', families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: L(130), Skv: L(1000), D: 256, dtype: 'f16', mask: () => fa.prefixLM(cpu ? 8 : 64) },
-    { name: 'flex causal+softcap D=32 bf16 S=333', families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 1, Sq: L(333), Skv: L(333), D: 32, dtype: 'bf16', mask: () => fa.causal(), score: () => fa.softcap(20) },
-    { name: 'flex causal+softcap tile BLOCK_M=64 BLOCK_N=64 D=64 S=333', families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: L(333), Skv: L(333), D: 64, dtype: 'bf16', mask: () => fa.causal(), score: () => fa.softcap(10), kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } },
-    { name: 'flex causal tile BLOCK_M=128 BLOCK_N=32 numStages=3 D=128 S=333', families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: L(333), Skv: L(333), D: 128, dtype: 'f16', mask: () => fa.causal(), kernelOptions: { BLOCK_M: 128, BLOCK_N: 32, numStages: 3 } },
+    { name: `flex prefixLM(${sc(64)}) D=256 f16 Sq=${L(130)} Skv=${L(1000)}`, families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: L(130), Skv: L(1000), D: 256, dtype: 'f16', mask: () => fa.prefixLM(sc(64)) },
+    { name: `flex causal+softcap D=32 bf16 S=${L(333)}`, families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 1, Sq: L(333), Skv: L(333), D: 32, dtype: 'bf16', mask: () => fa.causal(), score: () => fa.softcap(20) },
+    { name: `flex causal+softcap tile BLOCK_M=64 BLOCK_N=64 D=64 S=${L(333)}`, families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: L(333), Skv: L(333), D: 64, dtype: 'bf16', mask: () => fa.causal(), score: () => fa.softcap(10), kernelOptions: { BLOCK_M: 64, BLOCK_N: 64 } },
+    { name: `flex causal tile BLOCK_M=128 BLOCK_N=32 numStages=3 D=128 S=${L(333)}`, families: sm80, op: 'flex', B: 1, Hq: 2, Hkv: 2, Sq: L(333), Skv: L(333), D: 128, dtype: 'f16', mask: () => fa.causal(), kernelOptions: { BLOCK_M: 128, BLOCK_N: 32, numStages: 3 } },
   ];
 }
 
@@ -226,12 +238,12 @@ async function classifierCheck(fa, device) {
 }
 
 /** Runs the whole workload (or the cases matching `filter`). */
-export async function runWorkload(fa, device, { filter, seed = 1, log = () => {} } = {}) {
+export async function runWorkload(fa, device, { filter, seed = 1, size = device === 'cpu' ? 'tiny' : 'full', log = () => {} } = {}) {
   const hopper = device !== 'cpu' && fa.deviceInfo().gpus[0]?.computeCapability === '9.0';
   const re = filter ? new RegExp(filter) : null;
   const results = [];
   let s = seed * 1000;
-  for (const c of caseList(fa, { hopper, cpu: device === 'cpu' })) {
+  for (const c of caseList(fa, { hopper, size })) {
     if (re && !re.test(c.name)) continue;
     for (const family of device === 'cpu' ? [undefined] : c.families) {
       const r = await runCase(fa, device, c, family, (s += 3));
@@ -252,14 +264,16 @@ export async function runWorkload(fa, device, { filter, seed = 1, log = () => {}
 }
 
 async function main() {
-  const a = phaseArgs('workload', { out: { type: 'string' }, cases: { type: 'string' }, label: { type: 'string', default: 'native' } },
+  const a = phaseArgs('workload', { out: { type: 'string' }, cases: { type: 'string' }, label: { type: 'string', default: 'native' }, size: { type: 'string' } },
     'Runs the sanitizer workload once and writes per-case results to --out (JSON).');
   const { fa, device } = await load(a.device);
+  const size = a.size ?? (device === 'cpu' ? 'tiny' : 'full');
+  if (!SIZE_NAMES.includes(size)) { console.error(`workload: --size must be one of ${SIZE_NAMES.join(', ')}`); process.exit(2); }
   const t0 = performance.now();
-  const w = await runWorkload(fa, device, { filter: a.cases, seed: a.seed, log: (l) => console.log(l) });
+  const w = await runWorkload(fa, device, { filter: a.cases, seed: a.seed, size, log: (l) => console.log(l) });
   const failed = w.cases.filter((c) => !c.ok).length;
   const res = {
-    label: a.label, env: environment(fa, device), seconds: (performance.now() - t0) / 1000,
+    label: a.label, size, env: environment(fa, device), seconds: (performance.now() - t0) / 1000,
     passed: w.cases.length - failed, failed, kernels: w.kernels,
     segmentedGridSeen: w.kernels.some((k) => k.includes('_seg')), sm90Seen: w.kernels.some((k) => k.includes('sm90')),
     cases: w.cases,
