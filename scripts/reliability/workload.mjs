@@ -260,6 +260,17 @@ export async function runWorkload(fa, device, { filter, seed = 1, size = device 
     }
   }
   const kernels = device === 'cpu' ? [] : (await fa.jitStatus()).map((k) => k.kernel).sort();
+  if (device !== 'cpu' && !re) {
+    // The families must really have run: the sdpa cases pick sm80 through a process-wide
+    // switch read when the call starts, and a silent change there would halve the coverage.
+    const has = (r) => kernels.some((k) => r.test(k));
+    const coverage = {
+      sm80Dense: has(/^flexattn_fwd_d\d+_/), sm80Flex: has(/^flexattn_flex_(?!sm90)/),
+      ...(hopper ? { sm90Dense: has(/^flexattn_fwd_sm90_/), sm90Flex: has(/^flexattn_flex_sm90_/), segmentedGrid: has(/_seg(_|$)/) } : {}),
+    };
+    results.push({ name: 'coverage: every family and the segmented grid loaded a kernel', family: 'n/a', ok: Object.values(coverage).every(Boolean), detail: coverage, ms: 0 });
+    log(`${results.at(-1).ok ? 'ok  ' : 'FAIL'} coverage ${JSON.stringify(coverage)}`);
+  }
   return { cases: results, kernels, hopper };
 }
 
