@@ -6,6 +6,11 @@
  * `.d.ts` compile with `skipLibCheck: false`. The declarations are the same
  * as TypeScript's own (and `@types/node`'s), so they merge with them.
  * Node.js defines both symbols at run time.
+ *
+ * `AbortSignal` (the type of every op's `signal` option) is declared as an
+ * empty interface for the same users: it merges with the full declaration of
+ * `@types/node` or the DOM lib where one is present, and keeps the `.d.ts`
+ * compiling where neither is.
  * @module
  */
 declare global {
@@ -13,5 +18,7 @@ declare global {
     readonly dispose: unique symbol;
     readonly asyncDispose: unique symbol;
   }
+  // eslint-disable-next-line @typescript-eslint/no-empty-interface
+  interface AbortSignal {}
 }
 export {};
