@@ -5,25 +5,13 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { payload } from './disk-cache-payload.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const addon = require('node-gyp-build')(root);
 const plan = JSON.parse(process.argv[2]);
 
-/** Deterministic payload of (writer id, round): 8 bytes naming them, then LCG bytes (test/disk-cache.test.ts has a twin). */
-function payload(id, round, bytes) {
-  const a = new Uint8Array(bytes);
-  const dv = new DataView(a.buffer);
-  dv.setUint32(0, id, true);
-  dv.setUint32(4, round, true);
-  let x = (id * 2654435761 + round * 40503 + 1) >>> 0;
-  for (let i = 8; i < bytes; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    a[i] = x >>> 24;
-  }
-  return a;
-}
 
 /** Whether `b` is exactly some writer's payload (never a mix of two). */
 function wellFormed(b, bytes) {

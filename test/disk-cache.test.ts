@@ -12,8 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { InvalidArgumentError } from '../lib/errors.js';
+// @ts-expect-error -- plain .mjs test helper without types
+import { payload as payloadJs } from './disk-cache-payload.mjs';
 import { loadKernel, reportDiskCacheProblem } from '../lib/jit.js';
 import { native, nativeAvailable, packageRoot } from '../lib/native.js';
+
+const payload = payloadJs as (id: number, round: number, bytes: number) => Uint8Array;
 
 const available = nativeAvailable();
 const n = available ? native() : undefined!;
@@ -26,20 +30,6 @@ const entryPath = (dir: string, key: string): string => join(dir, `${key}.cubin`
 const entrySize = (key: string, bytes: number): number => HEADER + key.length + bytes;
 
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-
-/** Same payload as test/disk-cache-child.mjs: (id, round) in 8 bytes, then LCG bytes. */
-function payload(id: number, round: number, bytes: number): Uint8Array {
-  const a = new Uint8Array(bytes);
-  const dv = new DataView(a.buffer);
-  dv.setUint32(0, id, true);
-  dv.setUint32(4, round, true);
-  let x = (id * 2654435761 + round * 40503 + 1) >>> 0;
-  for (let i = 8; i < bytes; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    a[i] = x >>> 24;
-  }
-  return a;
-}
 
 function withEnv(name: string, value: string | undefined, fn: () => void): void {
   const saved = process.env[name];
