@@ -44,6 +44,7 @@ inline int flex_f2i(float x) { if (std::isnan(x)) return 0; if (x >= 2147483647.
 inline float flex_exp(float x) { return (float)std::exp((double)x); }
 inline float flex_log(float x) { return (float)std::log((double)x); }
 inline float flex_sigmoid(float x) { return (float)(1.0 / (1.0 + std::exp(-(double)x))); }
+inline float flex_fdiv(float a, float b) { return a / b; }
 inline float flex_ffloordiv(float a, float b) { return flex_floor(a / b); }
 inline float flex_fmod(float a, float b) { volatile float p = b * flex_floor(a / b); return a - p; }
 inline float flex_bf16(unsigned short s) { return flex_bits2f(((unsigned)s) << 16); }

@@ -76,8 +76,12 @@ __device__ __forceinline__ int flex_f2i(float x) { int y; asm("cvt.rzi.s32.f32 %
 __device__ __forceinline__ float flex_exp(float x) { return flex_ex2(x * 1.44269504088896341f); }
 __device__ __forceinline__ float flex_log(float x) { return flex_lg2(x) * 0.693147180559945309f; }
 __device__ __forceinline__ float flex_sigmoid(float x) { return 1.0f / (1.0f + flex_exp(-x)); }
-__device__ __forceinline__ float flex_ffloordiv(float a, float b) { return flex_floor(a / b); }
-__device__ __forceinline__ float flex_fmod(float a, float b) { return a - b * flex_floor(a / b); }
+// Division is correctly rounded (div.rn), not --use_fast_math's div.approx: the
+// CPU interpreter and VM divide exactly, and an approximate quotient moves
+// floor(a / b) across an integer (x % x != 0, so log(x % x) is NaN, not -inf).
+__device__ __forceinline__ float flex_fdiv(float a, float b) { float y; asm("div.rn.f32 %0, %1, %2;" : "=f"(y) : "f"(a), "f"(b)); return y; }
+__device__ __forceinline__ float flex_ffloordiv(float a, float b) { return flex_floor(flex_fdiv(a, b)); }
+__device__ __forceinline__ float flex_fmod(float a, float b) { return a - b * flex_floor(flex_fdiv(a, b)); }
 __device__ __forceinline__ float flex_bf16(unsigned short s) { return flex_bits2f(((unsigned)s) << 16); }
 __device__ __forceinline__ float flex_f16(unsigned short s) { float y; asm("{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(y) : "h"(s)); return y; }
 __device__ __forceinline__ int flex_iadd(int a, int b) { return (int)((unsigned)a + (unsigned)b); }
@@ -152,7 +156,7 @@ function bodyOf(p: ModProgram, slotBase: number, paramField: (name: string) => s
       case 'add': e = F ? `${a} + ${b}` : `flex_iadd(${a}, ${b})`; break;
       case 'sub': e = F ? `${a} - ${b}` : `flex_isub(${a}, ${b})`; break;
       case 'mul': e = F ? `${a} * ${b}` : `flex_imul(${a}, ${b})`; break;
-      case 'div': e = `${a} / ${b}`; break;
+      case 'div': e = `flex_fdiv(${a}, ${b})`; break;
       case 'floorDiv': e = F ? `flex_ffloordiv(${a}, ${b})` : `flex_ifloordiv(${a}, ${b})`; break;
       case 'mod': e = F ? `flex_fmod(${a}, ${b})` : `flex_imod(${a}, ${b})`; break;
       case 'min': e = F ? `flex_fmin(${a}, ${b})` : `flex_imin(${a}, ${b})`; break;

@@ -20,7 +20,7 @@
 // comparison could flip between FMA-contracted GPU code and the CPU). The number
 // skipped is bounded, so the filter cannot hollow the test out.
 import { expect, it } from 'vitest';
-import { Tensor, flexAttention, createBlockMask, causal, softcap, alibi, andMasks, slidingWindow, type MaskMod, type ScoreMod } from '../../lib/index.js';
+import { Tensor, flexAttention, createBlockMask, causal, softcap, alibi, andMasks, slidingWindow, scoreMod, where, type MaskMod, type ScoreMod } from '../../lib/index.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../../lib/dtype.js';
 import { evalOp, type HostEnv } from '../../lib/mods/interpret.js';
 import { resolveParams, type ModProgram, type Op } from '../../lib/mods/ir.js';
@@ -286,5 +286,32 @@ describeGpu('random mods: CUDA code generator vs CPU backend, held to the bf16 a
     expect(tested).toBe(wanted);
     expect(informative).toBeGreaterThanOrEqual(wanted / 2);
     expect(withTensors).toBeGreaterThan(0);
+  });
+
+  it('float division is exact as on the CPU: log(score % score) masks every key (rows 0, LSE -inf), as the reliability soak found', async () => {
+    // With --use_fast_math's approximate division, x / x could round below 1, so
+    // x % x = x and log(x) gave NaN rows where the CPU backend gives fully masked ones.
+    const sm = scoreMod(({ score, q }) => where(q.lt(5), score, score.mod(score).log()));
+    const dims = [2, 4, 333, 64];
+    const q = Tensor.randn(dims, 'bf16', { ...gpu, seed: 91 }), k = Tensor.randn(dims, 'bf16', { ...gpu, seed: 92 });
+    const v = Tensor.randn(dims, 'bf16', { ...gpu, seed: 93 });
+    for (const family of ['sm90', 'sm80'] as const) {
+      const g = await flexAttention(q, k, v, { scoreMod: sm, returnLse: true, kernelOptions: { family } });
+      const c = await flexAttention(q, k, v, { scoreMod: sm, returnLse: true, backend: 'cpu' });
+      const [go, co, gl, cl] = await Promise.all([g.out.toFloat32(), c.out.toFloat32(), g.lse!.toFloat32(), c.lse!.toFloat32()]);
+      let nanDiff = 0, zeroRows = 0, maxErr = 0;
+      for (let i = 0; i < go.length; i++) {
+        if (Number.isNaN(go[i]!) !== Number.isNaN(co[i]!)) nanDiff++;
+        else if (!Number.isNaN(co[i]!)) maxErr = Math.max(maxErr, Math.abs(go[i]! - co[i]!));
+      }
+      for (let r = 0; r < cl.length; r++) {
+        if (cl[r] === -Infinity) { zeroRows++; expect(gl[r]).toBe(-Infinity); }
+      }
+      expect(nanDiff).toBe(0);
+      expect(zeroRows).toBe(2 * 4 * (333 - 5));
+      expect(maxErr).toBeLessThan(3e-2);
+      for (const t of [g.out, g.lse!, c.out, c.lse!]) t.dispose();
+    }
+    for (const t of [q, k, v]) t.dispose();
   });
 });
