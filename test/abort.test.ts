@@ -9,7 +9,7 @@ import {
   causal, andMasks, AbortError, InvalidArgumentError,
 } from '../lib/index.js';
 import { hostMemoryStats } from '../lib/tensor.js';
-import { randnArray } from './reference.js';
+import { randnArray, rejection } from './reference.js';
 
 const cpu = { device: 'cpu' as const };
 
@@ -28,15 +28,6 @@ function expectAbort(err: unknown, reason: unknown): void {
   expect(e.name).toBe('AbortError');
   expect(e.code).toBe('ABORT_ERR');
   expect(e.cause).toBe(reason);
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
 }
 
 /** Polls until the host memory counters equal `want` (a background job finishing), or fails after `ms`. */

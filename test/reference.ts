@@ -73,3 +73,13 @@ export function randnArray(n: number, seed: number): Float32Array {
   }
   return out;
 }
+
+/** What `p` rejects with (tests then check its class, code and cause); fails if `p` resolves. */
+export async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a rejection');
+}

@@ -13,7 +13,7 @@ import {
   documentMask, alibi, andMasks, causal, maskMod, scoreMod, jitIdle, AbortError, DisposedError, type BlockMask,
 } from '../../lib/index.js';
 import { describeGpu } from '../gpu-gate.js';
-import { relError } from '../reference.js';
+import { rejection, relError } from '../reference.js';
 
 const gpu = { device: 'cuda:0' as const };
 const NAN_BF16 = 0x7fc0;
@@ -97,15 +97,6 @@ async function checkOwned(
   clearAttentionCache();
   await synchronize();
   expect(memoryStats('cuda:0').allocatedBytes).toBe(start);
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
 }
 
 /** Waits until device memory is back to `bytes` (work finishing in the background), or fails after `ms`. */
