@@ -1,65 +1,97 @@
 /**
  * Every `FLEXATTN_*` environment switch the package, its build, tests and
- * benchmarks read, in one list (name, meaning, default). Code reads a switch
- * only through {@link envSwitch}, so a switch that is not listed here cannot
- * be read; the README's table of switches is checked against this list.
+ * benchmarks read, in one list (name, scope, reader, meaning, default).
+ * TypeScript in lib/ and test/ reads a switch only through {@link envSwitch},
+ * so an unlisted name throws; the native addon (`getenv`) and the .mjs/.sh
+ * tooling (several run before dist/ exists) read the environment directly.
+ * test/env-switches.test.ts scans the tree so that every read names a listed
+ * switch and every listed switch is read somewhere, and checks that the
+ * tables in README.md and CONTRIBUTING.md are the ones
+ * scripts/gen-env-table.mjs renders from this list.
+ *
+ * Not environment switches, so not listed: compile-time macros of the kernels
+ * and the build (`FLEXATTN_WAVE_CTAS_PER_SM`, `FLEXATTN_L2_BUDGET_MB`,
+ * `FLEXATTN_PRECOMPILED`, `FLEXATTN_JIT`, ...), fixed when a kernel is
+ * compiled and changed only by editing the source or the compile options;
+ * CMake cache variables (`-DFLEXATTN_ARCHS=...`, set by scripts/build-native.mjs
+ * from the switch of the same name); error codes (`ERR_FLEXATTN_*`, see
+ * lib/errors.ts); and warning codes of `process.emitWarning`
+ * (`FLEXATTN_CACHE`, `FLEXATTN_JIT_UPGRADE`).
+ *
+ * Empty means unset for every switch: an empty value gives the default.
  * Internal: not exported from the package.
  * @module
  */
 import { InternalError } from './errors.js';
 
-/** Who reads a switch: the library at run time (JS or the addon), the source build, or the test/bench tooling. */
+/**
+ * Who a switch is for: the library at run time (JS or the addon), a source
+ * build of the addon (`npm install` without a prebuild, `npm run build:native`),
+ * or the project's own test, benchmark and packaging tooling.
+ */
 export type SwitchScope = 'runtime' | 'build' | 'tooling';
 
 export interface EnvSwitch {
   readonly name: string;
   readonly scope: SwitchScope;
-  /** Read by the TypeScript layer or by the native addon (C++ `getenv`). */
+  /** Read by the TypeScript layer, by the native addon (C++ `getenv`), or by scripts/bench/test tooling. */
   readonly readBy: 'js' | 'native' | 'script';
-  /** What it does, one sentence a user can act on. */
+  /** What it does, one sentence a user can act on (Markdown: it is rendered into the README). */
   readonly meaning: string;
-  /** The value in effect when unset, as text. */
+  /** The value in effect when unset, as text (Markdown). */
   readonly default: string;
 }
 
 export const ENV_SWITCHES: readonly EnvSwitch[] = Object.freeze([
-  { name: 'FLEXATTN_CACHE_DIR', scope: 'runtime', readBy: 'native', default: '~/.cache/flexattn',
-    meaning: 'Directory of the on-disk kernel cache; an empty value turns the disk cache off.' },
-  { name: 'FLEXATTN_CACHE_MAX_MB', scope: 'runtime', readBy: 'native', default: '1024',
-    meaning: 'Size cap of the on-disk kernel cache in MiB; least recently used entries are evicted.' },
-  { name: 'FLEXATTN_JIT_TIERED', scope: 'runtime', readBy: 'js', default: '1',
-    meaning: '0 compiles each kernel once at full optimisation instead of a fast first build upgraded in the background.' },
-  { name: 'FLEXATTN_KERNEL_FAMILY', scope: 'runtime', readBy: 'js', default: 'auto',
-    meaning: "sm80 runs the mma.sync kernels on every GPU (a workaround or a comparison); an explicit kernelOptions.family still wins." },
-  { name: 'FLEXATTN_NVRTC', scope: 'runtime', readBy: 'native', default: '(search path)',
-    meaning: 'Path of libnvrtc to load before the default search.' },
-  { name: 'FLEXATTN_LIBCUDA', scope: 'runtime', readBy: 'native', default: 'libcuda.so.1',
-    meaning: 'Path of the CUDA driver library to load.' },
-  { name: 'FLEXATTN_DISABLE_FATBIN', scope: 'runtime', readBy: 'native', default: '0',
-    meaning: '1 ignores the precompiled kernels and JIT-compiles every kernel (tests of the JIT path).' },
-  { name: 'FLEXATTN_JIT_PTX', scope: 'runtime', readBy: 'native', default: '0',
-    meaning: '1 has NVRTC emit PTX that the driver compiles, instead of a cubin (driver/NVRTC version mismatches).' },
-  { name: 'FLEXATTN_CTA_ORDER', scope: 'runtime', readBy: 'js', default: '1',
-    meaning: '0 launches block-sparse Hopper kernels in the built-in CTA order instead of longest-first.' },
-  { name: 'FLEXATTN_SEGMENTS', scope: 'runtime', readBy: 'js', default: '1',
-    meaning: '0 keeps the uniform query-tile grid for document masks instead of the segmented grid.' },
-  { name: 'FLEXATTN_FINE_SCHEDULE', scope: 'runtime', readBy: 'js', default: '1',
-    meaning: '0 stops Hopper launches from walking the 64x64 schedule of a GPU-classified mask.' },
-  { name: 'FLEXATTN_ARCHS', scope: 'build', readBy: 'script', default: '80;86;89;90a',
-    meaning: 'GPU architectures the source build precompiles dense kernels for.' },
-  { name: 'FLEXATTN_NVCC', scope: 'build', readBy: 'script', default: '(nvcc on PATH)',
-    meaning: 'nvcc to use for the precompiled kernels; an empty value builds without them (JIT only).' },
-  { name: 'FLEXATTN_REQUIRE_FATBIN', scope: 'build', readBy: 'script', default: '0',
-    meaning: '1 makes the prebuild fail when the precompiled kernels could not be built.' },
-  { name: 'FLEXATTN_REQUIRE_GPU', scope: 'tooling', readBy: 'script', default: '0',
-    meaning: '1 makes the GPU test suites fail instead of skipping when no GPU is found.' },
-  { name: 'FLEXATTN_BM_DEVICE', scope: 'tooling', readBy: 'script', default: 'cuda',
-    meaning: 'Device of the block-mask benchmark.' },
+  { name: 'FLEXATTN_NVRTC', scope: 'runtime', readBy: 'native', default: 'the search in "Supported NVRTC versions"',
+    meaning: 'Full path of the `libnvrtc.so*` to load; tried before the search.' },
+  { name: 'FLEXATTN_LIBCUDA', scope: 'runtime', readBy: 'native', default: '`libcuda.so.1`, then `libcuda.so`',
+    meaning: 'Path of the CUDA driver library; tried before the default names.' },
+  { name: 'FLEXATTN_CACHE_DIR', scope: 'runtime', readBy: 'native',
+    default: '`~/.cache/flexattn` (`/tmp/flexattn-cache-<uid>` without `$HOME`)',
+    meaning: 'Directory of the on-disk kernel cache.' },
+  { name: 'FLEXATTN_CACHE_MAX_MB', scope: 'runtime', readBy: 'native', default: '`1024`',
+    meaning: 'Size cap of the on-disk kernel cache in MiB (fractions allowed); least recently used entries are evicted ' +
+      'first; `0` turns the disk cache off; a value that is not a non-negative number is an `InvalidArgumentError` at the first kernel load.' },
+  { name: 'FLEXATTN_JIT_TIERED', scope: 'runtime', readBy: 'js', default: '`1` (tiered)',
+    meaning: 'Any value but `1`/`true` (e.g. `0`): a new flex kernel is compiled once, optimized, and its first call waits ' +
+      'for that build instead of running a quick build first.' },
+  { name: 'FLEXATTN_JIT_PTX', scope: 'runtime', readBy: 'native', default: 'cubin (PTX only when NVRTC is older than the GPU)',
+    meaning: 'Any value but `0`: NVRTC emits PTX that the driver compiles, instead of a cubin.' },
+  { name: 'FLEXATTN_DISABLE_FATBIN', scope: 'runtime', readBy: 'native', default: 'precompiled kernels used',
+    meaning: 'Any value but `0`: ignore the precompiled dense kernels and compile every kernel with NVRTC.' },
+  { name: 'FLEXATTN_KERNEL_FAMILY', scope: 'runtime', readBy: 'js', default: 'Hopper kernels where they fit',
+    meaning: '`sm80`: run the mma.sync kernels on every GPU, Hopper too (see "Kernels"); an explicit ' +
+      '`kernelOptions.family` still wins. Other values are ignored.' },
+  { name: 'FLEXATTN_FINE_SCHEDULE', scope: 'runtime', readBy: 'js', default: '`1`',
+    meaning: '`0`: a GPU `createBlockMask` classifies at the requested block size only, not also at the 64×64 tile, ' +
+      'so Hopper launches walk no 64×64 schedule.' },
+  { name: 'FLEXATTN_CTA_ORDER', scope: 'runtime', readBy: 'js', default: '`1` (longest first)',
+    meaning: '`0`: block-sparse Hopper launches keep the kernel\'s built-in block order.' },
+  { name: 'FLEXATTN_SEGMENTS', scope: 'runtime', readBy: 'js', default: '`1`',
+    meaning: '`0`: document masks keep the uniform query-tile grid (no segmented grid).' },
+  { name: 'FLEXATTN_ARCHS', scope: 'build', readBy: 'script', default: '`80;86;89;90a`',
+    meaning: 'GPU architectures whose dense kernels the source build precompiles with nvcc (a CMake list).' },
+  { name: 'FLEXATTN_NVCC', scope: 'build', readBy: 'script', default: '`nvcc` on `PATH`, then `/usr/local/cuda/bin/nvcc`',
+    meaning: 'The nvcc that precompiles the dense kernels; with none found the addon is built without them (all kernels JIT-compiled).' },
+  { name: 'FLEXATTN_REQUIRE_GPU', scope: 'tooling', readBy: 'script', default: '`0`',
+    meaning: '`1`: a missing GPU fails the GPU test suites (test/gpu-gate.ts) instead of skipping them.' },
+  { name: 'FLEXATTN_REQUIRE_FATBIN', scope: 'tooling', readBy: 'script', default: '`0`',
+    meaning: '`1`: `npm run prebuild` fails when the prebuilt binary has no precompiled kernels.' },
+  { name: 'FLEXATTN_BM_DEVICE', scope: 'tooling', readBy: 'script',
+    default: '`cuda:0` (bench/blockmask.mjs: `cpu` without a GPU)',
+    meaning: 'Device the block-mask benchmarks (bench/blockmask.mjs, bench/compare-blockmask-torch.mjs) build masks on; `cpu` runs them without a GPU.' },
+  { name: 'FLEXATTN_RELIABILITY_DIR', scope: 'tooling', readBy: 'script', default: '`/tmp/flexattn-reliability`',
+    meaning: 'Results directory of the reliability suite (scripts/gpu-reliability.sh, scripts/reliability/); `--results` overrides it.' },
 ] satisfies EnvSwitch[]);
 
 const byName = new Map(ENV_SWITCHES.map((s) => [s.name, s]));
 
-/** The value of a listed switch, or its default's absence as `undefined`. */
+/**
+ * The raw value of a listed switch (`undefined` when unset); each reader
+ * applies the switch's own parsing. Throws InternalError for an unlisted name,
+ * so a new switch cannot be read before it is documented.
+ */
 export function envSwitch(name: string): string | undefined {
   if (!byName.has(name)) throw new InternalError(`environment switch ${name} is not listed in lib/env.ts`);
   return process.env[name];

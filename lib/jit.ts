@@ -27,6 +27,7 @@
  * @module
  */
 import { debuglog } from 'node:util';
+import { envSwitch } from './env.js';
 import { InternalError } from './errors.js';
 import { kernelConfig, type KernelConfig } from './flash-params.js';
 import { native, type NativeKernelHandle } from './native.js';
@@ -77,7 +78,7 @@ const kernels = new Map<string, Promise<KernelEntry>>();
 const upgrades = new Set<Promise<void>>();
 
 function tieredEnabled(): boolean {
-  const v = process.env.FLEXATTN_JIT_TIERED;
+  const v = envSwitch('FLEXATTN_JIT_TIERED');
   return v === undefined || v === '' || v === '1' || v.toLowerCase() === 'true';
 }
 

@@ -5,6 +5,7 @@
  * on the GPU machine.
  */
 import { describe, it } from 'vitest';
+import { envSwitch } from '../lib/env.js';
 import { nativeAvailable, native } from '../lib/native.js';
 
 function probe(): string | null {
@@ -21,7 +22,7 @@ function probe(): string | null {
 
 /** Why GPU tests cannot run here, or null when they can. */
 export const gpuSkipReason: string | null = probe();
-export const requireGpu = process.env.FLEXATTN_REQUIRE_GPU === '1';
+export const requireGpu = envSwitch('FLEXATTN_REQUIRE_GPU') === '1';
 
 /** `describe` for GPU suites: skips (printing why) without a device, fails if FLEXATTN_REQUIRE_GPU=1. */
 export function describeGpu(name: string, fn: () => void): void {

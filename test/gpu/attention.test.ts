@@ -11,6 +11,7 @@ import {
 import { mulberry32, randomMod } from '../../lib/mods/random.js';
 import { docIdsFromOffsets } from '../../lib/mods/builtins.js';
 import { segmentedSchedule } from '../../lib/blockmask/segments.js';
+import { envSwitch } from '../../lib/env.js';
 import { describeGpu } from '../gpu-gate.js';
 import { relError } from '../reference.js';
 
@@ -327,7 +328,7 @@ const hopper = deviceInfo().gpus[0]?.computeCapability === '9.0';
 describeGpu('kernel families (sm90 wgmma, sm80 mma.sync)', () => {
   const d: Dims = { B: 2, Hq: 4, Hkv: 2, Sq: 1000, Skv: 1000, D: 128 };
   it('both families match the CPU reference: doc mask, softcap, ALiBi, short and long rows, f16, D=64', async () => {
-    const families = hopper && process.env.FLEXATTN_KERNEL_FAMILY !== 'sm80' ? ['sm90', 'sm80'] as const : ['sm80'] as const;
+    const families = hopper && envSwitch('FLEXATTN_KERNEL_FAMILY') !== 'sm80' ? ['sm90', 'sm80'] as const : ['sm80'] as const;
     const r = mulberry32(11);
     const ids = new Int32Array(d.B * d.Sq);
     for (let b = 0; b < d.B; b++) { let doc = 0; for (let s = 0; s < d.Sq; s++) { if (r() < 0.005) doc++; ids[b * d.Sq + s] = doc; } }
@@ -364,7 +365,7 @@ describeGpu('kernel families (sm90 wgmma, sm80 mma.sync)', () => {
     const outs = [await flexAttention(q, q, q, { blockMask: bm }), await flexAttention(q32, q32, q32, { blockMask: bm })];
     const sdpa = await scaledDotProductAttention(q, q, q, { isCausal: true });
     const names = (await jitStatus()).map((k) => k.kernel);
-    const sm90 = hopper && process.env.FLEXATTN_KERNEL_FAMILY !== 'sm80';
+    const sm90 = hopper && envSwitch('FLEXATTN_KERNEL_FAMILY') !== 'sm80';
     expect(names.some((n) => n.startsWith('flexattn_flex_sm90_') && n.includes('_d128_'))).toBe(sm90);
     expect(names.some((n) => n.startsWith('flexattn_flex_') && !n.includes('sm90') && n.includes('_d32_'))).toBe(true);
     expect(names.includes('flexattn_fwd_sm90_d128_bf16_causal')).toBe(sm90);

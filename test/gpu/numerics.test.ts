@@ -26,6 +26,7 @@ import {
   deviceInfo, toBf16, toF16, type DType,
 } from '../../lib/index.js';
 import { describeGpu } from '../gpu-gate.js';
+import { envSwitch } from '../../lib/env.js';
 import { relError } from '../reference.js';
 import { at, randomQkv } from '../numerics-fixtures.js';
 
@@ -176,7 +177,7 @@ function expectGuaranteed(got: Result, want: Result, s: Shape, mayBeNaN: (row: n
   if (a.length) expect(relError(a, b), label).toBeLessThan(1e-2);
 }
 
-const families: readonly ('sm90' | 'sm80')[] = hopper && process.env.FLEXATTN_KERNEL_FAMILY !== 'sm80' ? ['sm90', 'sm80'] : ['sm80'];
+const families: readonly ('sm90' | 'sm80')[] = hopper && envSwitch('FLEXATTN_KERNEL_FAMILY') !== 'sm80' ? ['sm90', 'sm80'] : ['sm80'];
 const SHAPES: Shape[] = [];
 for (const D of [64, 128, 96]) {
   for (const S of [1, 77, 1531]) SHAPES.push({ D, Sq: S, Skv: S, dtype: 'bf16', families: D === 96 ? ['sm80'] : families });

@@ -8,6 +8,7 @@ import { expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { describeGpu } from '../gpu-gate.js';
+import { envSwitch } from '../../lib/env.js';
 import { native, DTYPE_CODE, type NativeAddon } from '../../lib/native.js';
 import {
   CompileError, CudaError, DeviceError, DisposedError, InvalidArgumentError, OutOfMemoryError,
@@ -56,7 +57,7 @@ describeGpu('native runtime (GPU)', () => {
     const s = n.cudaStatus();
     const origin = n.kernelOrigin(DEV, 'util', 'flexattn_randn');
     const arch = `sm_${p.major}${p.minor}${p.major === 9 && p.minor === 0 ? 'a' : ''}`;
-    if (process.env.FLEXATTN_DISABLE_FATBIN === '1' || s.fatbinBytes === 0) expect(origin).toBe('nvrtc');
+    if (envSwitch('FLEXATTN_DISABLE_FATBIN') === '1' || s.fatbinBytes === 0) expect(origin).toBe('nvrtc');
     else if (s.fatbinArchs.includes(arch)) expect(origin).toBe('fatbin');
     console.log(`[gpu] ${p.name} sm_${p.major}${p.minor}, driver ${s.driverVersion}, nvrtc ${s.nvrtcVersion || s.nvrtcError}, ` +
       `fatbin ${s.fatbinBytes} B [${s.fatbinArchs.join(',')}], randn from ${n.kernelOrigin(DEV, 'util', 'flexattn_randn')}`);
@@ -305,7 +306,7 @@ describeGpu('native runtime (GPU)', () => {
     const r1 = n.jitCompileForTest(src, `k_${tag}`);
     expect(r1.cacheHit).toBe('none');
     // CUBIN for the real arch, or PTX (driver-JIT) when forced / NVRTC is older than the GPU.
-    if (process.env.FLEXATTN_JIT_PTX === '1') expect(r1.target).toMatch(/^compute_\d+a?$/);
+    if (envSwitch('FLEXATTN_JIT_PTX') === '1') expect(r1.target).toMatch(/^compute_\d+a?$/);
     else expect(r1.target).toMatch(/^(sm|compute)_\d+a?$/);
     expect(existsSync(r1.path)).toBe(true);
     expect(r1.path.startsWith(n.jitCacheDir())).toBe(true);
