@@ -15,7 +15,7 @@ import { DisposedError, DTypeError, InternalError, InvalidArgumentError, OutOfMe
 import { describeValue } from './messages.js';
 import { DTYPE_CODE, native, type NativeDeviceBuffer } from './native.js';
 import { tensorAt } from './mods/index.js';
-import { mulberry32 } from './mods/random.js';
+import { mulberry32 } from './prng.js';
 import type { Expr } from './mods/index.js';
 
 /**

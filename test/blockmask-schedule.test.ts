@@ -7,7 +7,7 @@ import { BlockMask, createBlockMask } from '../lib/blockmask.js';
 import { coarsenClasses, EMPTY, FULL, PARTIAL } from '../lib/blockmask/layout.js';
 import { andMasks, causal, documentMask, imageBlocks, notMask, orMasks, prefixLM, slidingWindow } from '../lib/mods/builtins.js';
 import { maskMod, param, type MaskMod } from '../lib/mods/ir.js';
-import { mulberry32, randomMod } from '../lib/mods/random.js';
+import { mulberry32, randomMod } from './random-mods.js';
 import { Tensor } from '../lib/tensor.js';
 
 const cpu = { device: 'cpu' as const };

@@ -250,7 +250,7 @@ describe('position bounds read from the IR (envelope pre-classification)', () =>
   });
 
   it('random masks (tensors, params, where, floats) match PyTorch\'s algorithm', async () => {
-    const { mulberry32, randomMod } = await import('../lib/mods/random.js');
+    const { mulberry32, randomMod } = await import('./random-mods.js');
     const r = mulberry32(42);
     for (let i = 0; i < 60; i++) {
       const rm = randomMod(r, { kind: 'mask', depth: 4 });

@@ -3,7 +3,7 @@
 // the query blocks by estimated cost, highest first.
 import { describe, expect, it } from 'vitest';
 import { ctaOrder, ctaOrderGroup, type CtaOrderMask } from '../lib/blockmask/cta-order.js';
-import { mulberry32 } from '../lib/mods/random.js';
+import { mulberry32 } from './random-mods.js';
 
 function randomMask(r: () => number, B: number, H: number, QB: number, blockSize: [number, number]): CtaOrderMask {
   const n = B * H * QB;

@@ -7,7 +7,7 @@ import {
   type MaskMod, type ScoreMod,
 } from '../lib/index.js';
 import { bindHost } from '../lib/mods/index.js';
-import { mulberry32, randomMod } from '../lib/mods/random.js';
+import { mulberry32, randomMod } from './random-mods.js';
 import { randnArray, referenceAttention, relError } from './reference.js';
 
 const cpu = { device: 'cpu' as const };

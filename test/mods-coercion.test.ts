@@ -8,7 +8,7 @@ import {
   notMask, orMasks, param, prefixLM, relativeBias, scoreMod, slidingWindow, softcap, tensorAt, where, type Expr,
 } from '../lib/mods/index.js';
 import { findLogicalOr } from '../lib/mods/source-scan.js';
-import { hostTensor } from '../lib/mods/random.js';
+import { hostTensor } from './random-mods.js';
 
 function modError(fn: () => unknown): ModError {
   let err: unknown;

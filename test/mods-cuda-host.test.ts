@@ -15,7 +15,7 @@ import {
   alibi, andMasks, causal, composeScoreMods, documentMask, generateCuda, imageBlocks, logitClip, packArgs, param, prefixLM,
   relativeBias, scoreMod, slidingWindow, softcap, tensorAt, type MaskMod, type ModBase, type ScoreMod,
 } from '../lib/mods/index.js';
-import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor, type FakeTensor } from '../lib/mods/random.js';
+import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor, type FakeTensor } from './random-mods.js';
 
 const cxx = process.env.CXX ?? 'g++';
 const haveCxx = spawnSync(cxx, ['--version']).status === 0;

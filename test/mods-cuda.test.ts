@@ -14,7 +14,7 @@ import {
   logitClip, maskMod, notMask, orMasks, param, prefixLM, relativeBias, scoreMod, slidingWindow, softcap, tensorAt,
   type CudaModCode, type MaskMod, type ScoreMod,
 } from '../lib/mods/index.js';
-import { hostTensor, mulberry32, randomMod } from '../lib/mods/random.js';
+import { hostTensor, mulberry32, randomMod } from './random-mods.js';
 
 function findNvcc(): string | null {
   try {

@@ -15,7 +15,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { encodeProgram, evaluateReference, scoreMod, type LinearNode, type MaskMod, type ModProgram, type Op, type ScoreMod } from '../lib/mods/index.js';
 import { evalOp, type HostEnv } from '../lib/mods/interpret.js';
 import { resolveParams } from '../lib/mods/ir.js';
-import { fakeEnv, mulberry32, randomMod, type RandomMod } from '../lib/mods/random.js';
+import { fakeEnv, mulberry32, randomMod, type RandomMod } from './random-mods.js';
 import { loadModVm, vmSkipReason, type VmEval } from './mods-vm-harness.js';
 
 const fr = Math.fround;

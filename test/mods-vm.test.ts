@@ -8,7 +8,7 @@ import {
   alibi, andMasks, causal, composeScoreMods, documentMask, encodeProgram, imageBlocks, logitClip, relativeBias, slidingWindow,
   softcap, type MaskMod, type ScoreMod,
 } from '../lib/mods/index.js';
-import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor } from '../lib/mods/random.js';
+import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor } from './random-mods.js';
 import { loadModVm, vmSkipReason, type VmEval } from './mods-vm-harness.js';
 
 let evalVm: VmEval | undefined;

@@ -7,7 +7,7 @@ import {
   lift, scoreMod, slidingWindow, softcap, tensorAt, where,
 } from '../lib/mods/index.js';
 import { modArgs } from '../lib/mods/ir.js';
-import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor } from '../lib/mods/random.js';
+import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor } from './random-mods.js';
 
 const fr = Math.fround;
 const same = (a: number, b: number): boolean => Object.is(a, b) || (Number.isNaN(a) && Number.isNaN(b)) || (a === 0 && b === 0);

@@ -60,8 +60,8 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Seeded uniform PRNG (mulberry32), shared with the mods' random program generator. */
-export { mulberry32 as rng } from '../lib/mods/random.js';
-import { mulberry32 as rng } from '../lib/mods/random.js';
+export { mulberry32 as rng } from './random-mods.js';
+import { mulberry32 as rng } from './random-mods.js';
 
 /** n standard normals from a seeded generator. */
 export function randnArray(n: number, seed: number): Float32Array {

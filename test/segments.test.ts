@@ -13,7 +13,7 @@ import {
   andMasks, causal, docIdsFromOffsets, documentMask, notMask, orMasks, slidingWindow,
 } from '../lib/mods/builtins.js';
 import { maskMod, type MaskMod } from '../lib/mods/ir.js';
-import { mulberry32 } from '../lib/mods/random.js';
+import { mulberry32 } from './random-mods.js';
 import { Tensor } from '../lib/tensor.js';
 
 const cpu = { device: 'cpu' as const };

@@ -87,9 +87,9 @@ export async function load(deviceArg) {
   return { fa, device, gpu: device !== 'cpu' };
 }
 
-/** Internal modules the phases also use (the random mod generator, the host mod evaluator). */
+/** Internal modules the phases also use (the tests' random mod generator, built to dist/test/; the host mod evaluator). */
 export async function loadInternals() {
-  const random = await import(join(ROOT, 'dist/lib/mods/random.js'));
+  const random = await import(join(ROOT, 'dist/test/random-mods.js'));
   const mods = await import(join(ROOT, 'dist/lib/mods/index.js'));
   return { random, mods };
 }

@@ -1,6 +1,7 @@
 // Soak phase: for --minutes, random attention calls (shapes small to medium with
 // odd lengths, bf16/f16, head dims 32-256, GQA, cross-attention, built-in masks and
-// score mods, random mods from the package's generator, both kernel families)
+// score mods, random mods from the tests' generator (test/random-mods.ts, built to
+// dist/test/), both kernel families)
 // with --concurrency calls in flight; every --check-every'th result is compared
 // with the CPU reference and every other one must at least be finite (the built-in
 // mods never produce NaN). memoryStats() at the start and, after everything is

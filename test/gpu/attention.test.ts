@@ -8,7 +8,7 @@ import {
   scoreMod, maskMod, param, DTypeError, ShapeError, InvalidArgumentError, deviceInfo, jitStatus, type DType, type MaskMod, type ScoreMod, type FlexAttentionOptions,
   type SdpaOptions,
 } from '../../lib/index.js';
-import { mulberry32, randomMod } from '../../lib/mods/random.js';
+import { mulberry32, randomMod } from '../random-mods.js';
 import { docIdsFromOffsets } from '../../lib/mods/builtins.js';
 import { segmentedSchedule } from '../../lib/blockmask/segments.js';
 import { envSwitch } from '../../lib/env.js';

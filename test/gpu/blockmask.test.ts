@@ -6,7 +6,7 @@ import {
   prefixLM, slidingWindow,
 } from '../../lib/mods/builtins.js';
 import { maskMod, param, tensorAt, type MaskMod } from '../../lib/mods/ir.js';
-import { mulberry32, randomMod } from '../../lib/mods/random.js';
+import { mulberry32, randomMod } from '../random-mods.js';
 import { Tensor } from '../../lib/tensor.js';
 import { describeGpu } from '../gpu-gate.js';
 

@@ -1,5 +1,5 @@
 // Differential testing of the mod pipeline on the GPU (issue 17 item 11): random
-// score and mask mods (lib/mods/random.ts, captured device tensors, params)
+// score and mask mods (test/random-mods.ts, captured device tensors, params)
 // through flexAttention on cuda (the CUDA code generator) and on the CPU backend,
 // each held to FlashAttention's accuracy rule:
 //
@@ -24,7 +24,7 @@ import { Tensor, flexAttention, createBlockMask, causal, softcap, alibi, andMask
 import { bf16BitsToF32, f32ToBf16Bits } from '../../lib/dtype.js';
 import { evalOp, type HostEnv } from '../../lib/mods/interpret.js';
 import { resolveParams, type ModProgram, type Op } from '../../lib/mods/ir.js';
-import { fakeEnv, hostTensor, mulberry32, randomMod, type FakeTensor } from '../../lib/mods/random.js';
+import { fakeEnv, hostTensor, mulberry32, randomMod, type FakeTensor } from '../random-mods.js';
 import { describeGpu } from '../gpu-gate.js';
 
 const gpu = { device: 'cuda:0' as const };

@@ -1,25 +1,17 @@
 /**
  * Random mod generator for differential tests (JS interpreter vs reference,
- * CUDA codegen vs CPU, native VM vs JS). Deterministic for a given seed.
- * Internal: not exported from the package.
+ * CUDA codegen vs CPU, native VM vs JS) and the reliability soak. Deterministic
+ * for a given seed. A test helper, not part of the library: tsconfig.json
+ * compiles it to dist/test/random-mods.js (not packaged) so that
+ * scripts/reliability/ can load it beside dist/lib.
  * @module
  */
-import { f32ToBf16Bits } from '../dtype.js';
-import type { CapturedDType, CapturedTensorLike, Expr, ValueType } from './ir.js';
-import { lift, maskMod, param, scoreMod, tensorAt, where, type MaskMod, type ScoreMod } from './ir.js';
-import type { HostEnv, HostTensor } from './interpret.js';
+import { f32ToBf16Bits } from '../lib/dtype.js';
+import type { CapturedDType, CapturedTensorLike, Expr, ValueType } from '../lib/mods/ir.js';
+import { lift, maskMod, param, scoreMod, tensorAt, where, type MaskMod, type ScoreMod } from '../lib/mods/ir.js';
+import type { HostEnv, HostTensor } from '../lib/mods/interpret.js';
 
-/** Small deterministic PRNG (mulberry32) returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 } from '../lib/prng.js';
 
 /** A host-only captured tensor (device 'cpu'); `toHost()` returns its data. */
 export interface FakeTensor extends CapturedTensorLike {
