@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Block-mask creation benchmark (ours only; see scripts/compare-blockmask-torch.mjs for PyTorch).
+// Block-mask creation benchmark (ours only; see bench/compare-blockmask-torch.mjs for PyTorch).
 //
 //   npm run build:ts && node bench/blockmask.mjs [out.json]
 //

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of the block-mask comparison (see scripts/compare-blockmask-torch.mjs).
+"""PyTorch side of the block-mask comparison (see bench/compare-blockmask-torch.mjs).
 
 Usage: python3 bench/torch_blockmask.py OUT_DIR [--compile] [--reps N]
 

@@ -29,6 +29,6 @@ node dist/lib/cli.js demo 2>&1 | tee "$OUT/demo.txt"
 if [ "$MODE" = quick ] || [ "$MODE" = subsets ]; then exit $status; fi
 echo "== block masks vs PyTorch"
 PYTHONUNBUFFERED=1 python3 bench/torch_blockmask.py /tmp/torch_bm 2>&1 | tail -20
-node scripts/compare-blockmask-torch.mjs /tmp/torch_bm "$OUT/blockmask-vs-torch.json" 2>&1 | tee "$OUT/blockmask-vs-torch.md" || status=1
+node bench/compare-blockmask-torch.mjs /tmp/torch_bm "$OUT/blockmask-vs-torch.json" 2>&1 | tee "$OUT/blockmask-vs-torch.md" || status=1
 node bench/blockmask.mjs "$OUT/blockmask.json" 2>&1 | tee "$OUT/blockmask-bench.md" | tail -30
 exit $status

@@ -3,7 +3,7 @@
 // FLEXATTN_CACHE_DIR, times the NVRTC compile of a generated flex kernel through
 // the native JIT (jitCompileForTest reports compile + load time and the cache
 // outcome), then the first flexAttention call that uses it.
-// Usage (GPU machine): FLEXATTN_CACHE_DIR=$(mktemp -d) node scripts/jit-latency.mjs
+// Usage (GPU machine): FLEXATTN_CACHE_DIR=$(mktemp -d) node bench/jit-latency.mjs
 import { performance } from 'node:perf_hooks';
 const L = await import('../dist/lib/index.js');
 const { native } = await import('../dist/lib/native.js');

@@ -4,7 +4,7 @@
 //
 //   python3 bench/torch_blockmask.py bench/results/torch_blockmask
 //   npm run build:ts
-//   node scripts/compare-blockmask-torch.mjs bench/results/torch_blockmask bench/results/blockmask.json
+//   node bench/compare-blockmask-torch.mjs bench/results/torch_blockmask bench/results/blockmask.json
 //
 // Correctness: kv_num_blocks / full_kv_num_blocks equal, and per row the first
 // `num` entries of kv_indices / full_kv_indices equal (PyTorch's padding beyond

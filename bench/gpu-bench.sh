@@ -4,7 +4,7 @@
 #   card.txt, cases/ (case list + doc ids), ours.json/.log, torch.json/.log,
 #   attention.<card-slug>.json/.md (merged; copy these to bench/results/).
 #   carry:   [".device", "build/Release/flexattn.node", "dist"]
-#   command: bash scripts/gpu-bench.sh [quick]
+#   command: bash bench/gpu-bench.sh [quick]
 # Total wall time is kept under ~235 s: our suite gets 100 s at most, PyTorch the rest
 # (its optional compiled-flex columns for the dense sweep stop at the budget).
 set -uo pipefail
