@@ -263,7 +263,7 @@ async function firstCallChild(device) {
 function spawnChild(device, cacheDir) {
   const r = spawnSync(process.execPath, [SELF, '--first-call-child', device], {
     // CUDA_CACHE_DISABLE: NVRTC results are also cached in the CUDA compute cache
-    // (~/.nv/ComputeCache), which made earlier "cold" rows hits (41–54 ms); only
+    // (~/.nv/ComputeCache), which would turn the "cold" rows into cache hits; only
     // our own disk cache may serve the warm row.
     env: { ...process.env, FLEXATTN_CACHE_DIR: cacheDir, CUDA_CACHE_DISABLE: '1' }, encoding: 'utf8', timeout: 120_000,
   });

@@ -5,9 +5,10 @@
  * Tiered JIT for generated (flex) kernels. A kernel found in neither the
  * memory nor the disk cache is compiled twice, concurrently, on worker threads:
  *
- * - **quick**: NVRTC with `--Ofast-compile=min`, about half the compile time.
- *   The first call runs on it. On an H100 these kernels measured 4–6 % slower
- *   than the optimized build (bench/results/kernel-notes.md, run 6).
+ * - **quick**: NVRTC with `--Ofast-compile=min`: a much shorter compile for a
+ *   kernel that runs a little slower (figures: bench/results/kernel-notes.md,
+ *   run 6), so a new mod's first call does not wait for the full build.
+ *   The first call runs on it.
  * - **optimized**: the full build. It replaces the quick kernel as soon as it
  *   is ready (calls enqueued after that use it) and is written to the disk
  *   cache, so a later process loads it directly and never sees a quick tier.

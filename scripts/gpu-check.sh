@@ -4,10 +4,10 @@
 # block-mask comparison/benchmark against PyTorch. Logs go to $OUT.
 #   carry: [".device", "build/Release/flexattn.node", "dist"]
 #   command: bash scripts/gpu-check.sh [quick|suite|subsets]
-# quick = everything but the block-mask comparison. On an H100 the suite took ~300-380 s
-# and the subsets (NVRTC-only, sm80, CLI) ~130 s, mostly per-element expect() calls in
-# test/gpu/attention.test.ts (since reduced to one per output; not yet timed): with the
-# 600 s limit of one device call, run `suite` and `subsets` as two calls when in doubt.
+# quick = everything but the block-mask comparison. The suite and the subsets (NVRTC-only,
+# sm80, CLI) together can come close to the 600 s limit of one device call (timings:
+# bench/results/kernel-notes.md, "Figures moved out of code comments"): run `suite` and
+# `subsets` as two calls when in doubt.
 set -uo pipefail
 source .device/boot.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
