@@ -32,7 +32,8 @@ import { argUse, hostMaskFn } from './blockmask/mods-adapter.js';
 import { sdpaIn, type AttentionWithLse } from './sdpa.js';
 import { flexIn } from './flex.js';
 import { checkSignal } from './abort.js';
-import { retargetMask, runOp, type Hold } from './ownership.js';
+import { runOp, type Hold } from './ownership.js';
+import { retargetMask } from './mods/transform.js';
 import { checkBool, checkQkv, checkTensor, type Backend, type QkvDims } from './validate.js';
 import type { Device } from './device.js';
 
