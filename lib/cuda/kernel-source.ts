@@ -18,7 +18,7 @@ function instantiate(name: string, D: number, dtype: string, mode: Mode, family:
   return `#include "flash_fwd.cuh"\nFLEXATTN_FWD_KERNEL_SHAPE(${name}, ${D}, ${dtype}, ${mode}, ${shape.BM}, ${shape.BN}, ${shape.warps}, ${shape.stages}, ${qInRegs})\n`;
 }
 
-/** A precompiled dense or causal kernel (no mods, default tile): also in the addon's fatbin. */
+/** @internal A precompiled dense or causal kernel (no mods, default tile): also in the addon's fatbin. */
 export function denseKernel(D: number, dtype: string, mode: Mode, family: Family): KernelSpec {
   const fam = family === 'sm90' ? 'sm90_' : '';
   const name = `flexattn_fwd_${fam}d${D}_${dtype}${mode === 'kCausal' ? '_causal' : ''}`;
@@ -26,7 +26,7 @@ export function denseKernel(D: number, dtype: string, mode: Mode, family: Family
 }
 
 /**
- * A JIT-compiled variant with the mods' code. A segmented launch compiles its
+ * @internal A JIT-compiled variant with the mods' code. A segmented launch compiles its
  * own variant: the kernel reads p.tile_starts, and its mask (the segmented
  * schedule's maskMod) is only exact on that grid.
  */

@@ -60,10 +60,10 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { InvalidArgumentError, ModError } from '../errors.js';
+import { ModError } from '../errors.js';
 import { compileJs, type HostEnv, type MaskFn, type ScoreFn } from './interpret.js';
 import type {
-  ArgName, CapturedDType, CapturedTensorLike, IrNode, LinearNode, ModProgram, Op, ParamInfo, TensorSlotInfo, ValueType,
+  ArgName, CapturedDType, CapturedTensorLike, IrNode, LinearNode, ModProgram, Op, ParamInfo, ValueType,
 } from './ir-types.js';
 import { f32ToInt, isInt32 } from './scalars.js';
 import {
@@ -74,7 +74,9 @@ import {
 export type {
   ArgName, CapturedDType, CapturedTensorLike, IrNode, LinearNode, ModProgram, Op, ParamInfo, TensorSlotInfo, ValueType,
 } from './ir-types.js';
-export { f32ToInt, resolveParams } from './scalars.js';
+export { f32ToInt } from './scalars.js';
+/** @internal */
+export { resolveParams } from './scalars.js';
 
 /** Things that lift to an expression: expressions, JS numbers and booleans. */
 export type ExprLike = Expr | number | boolean;
