@@ -44,7 +44,7 @@ export const ENV_SWITCHES: readonly EnvSwitch[] = Object.freeze([
   { name: 'FLEXATTN_SEGMENTS', scope: 'runtime', readBy: 'js', default: '1',
     meaning: '0 keeps the uniform query-tile grid for document masks instead of the segmented grid.' },
   { name: 'FLEXATTN_FINE_SCHEDULE', scope: 'runtime', readBy: 'js', default: '1',
-    meaning: '0 stops Hopper launches from walking the 64x64 schedule of a GPU-classified mask.' },
+    meaning: "0 makes Hopper launches walk a block mask's own lists, not the 64x64 schedule derived from it." },
   { name: 'FLEXATTN_ARCHS', scope: 'build', readBy: 'script', default: '80;86;89;90a',
     meaning: 'GPU architectures the source build precompiles dense kernels for.' },
   { name: 'FLEXATTN_NVCC', scope: 'build', readBy: 'script', default: '(nvcc on PATH)',
