@@ -64,8 +64,7 @@ export const ENV_SWITCHES: readonly EnvSwitch[] = Object.freeze([
     meaning: '`sm80`: run the mma.sync kernels on every GPU, Hopper too (see "Kernels"); an explicit ' +
       '`kernelOptions.family` still wins. Other values are ignored.' },
   { name: 'FLEXATTN_FINE_SCHEDULE', scope: 'runtime', readBy: 'js', default: '`1`',
-    meaning: '`0`: a GPU `createBlockMask` classifies at the requested block size only, not also at the 64×64 tile, ' +
-      'so Hopper launches walk no 64×64 schedule.' },
+    meaning: "`0`: Hopper launches walk a block mask's own lists, not the 64×64 schedule derived from it." },
   { name: 'FLEXATTN_CTA_ORDER', scope: 'runtime', readBy: 'js', default: '`1` (longest first)',
     meaning: '`0`: block-sparse Hopper launches keep the kernel\'s built-in block order.' },
   { name: 'FLEXATTN_SEGMENTS', scope: 'runtime', readBy: 'js', default: '`1`',

@@ -13,31 +13,9 @@ import { checkSignal } from './abort.js';
 import { runOp, type Hold } from './ownership.js';
 import { checkBool, checkKeys, checkQkv, checkScale, resolveBackend, type Backend, type QkvDims } from './validate.js';
 import { runCpuAttention } from './cpu-backend.js';
-import { runCudaFlexAttention } from './cuda-backend.js';
+import { deviceCaps, maskFacts, planFlex, planSwitches, runFlex, type KernelOptions } from './cuda/index.js';
 
-/**
- * Tuning knobs of the generated kernel, like PyTorch's `kernel_options`.
- * Unset fields take per-GPU, per-head-dim defaults.
- *
- * Two kernel families exist: `'sm90'` (Hopper, compute capability 9.0: wgmma
- * tensor-core instructions, head dims 64 and 128, tile fixed per head dim) and
- * `'sm80'` (any GPU from compute capability 8.0: mma.sync, every head dim, the
- * tile set by the fields below). With `family: 'auto'` (the default) the Hopper
- * family is used where it can run and no tile field is given; giving a tile
- * field selects the `'sm80'` kernel that shape describes.
- */
-export interface KernelOptions {
-  /** Kernel family: `'auto'` (default), `'sm90'` (Hopper wgmma) or `'sm80'` (mma.sync). */
-  family?: 'auto' | 'sm90' | 'sm80';
-  /** Query rows per thread block (`'sm80'` family): 64 or 128. */
-  BLOCK_M?: number;
-  /** Key rows per inner-loop tile (`'sm80'` family): 32, 64 or 128. */
-  BLOCK_N?: number;
-  /** Warps per thread block (`'sm80'` family): 4 or 8, with BLOCK_M / (16 · numWarps) of 1 or 2. */
-  numWarps?: number;
-  /** Pipeline stages for K/V loads (`'sm80'` family): 2 or 3. */
-  numStages?: number;
-}
+export type { KernelOptions } from './cuda/index.js';
 
 /** Options of {@link flexAttention}. */
 export interface FlexAttentionOptions {
@@ -134,11 +112,14 @@ export async function flexIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: T
         ...(blockMask ? { blockMask: cpuBlockMask(blockMask) } : {}),
       }, inputs.q, inputs.k, inputs.v, signal ? { signal } : {});
     }
-    return runCudaFlexAttention({
+    const plan = planFlex({
+      dims, mask: blockMask && maskFacts(blockMask, params), kernelOptions: options.kernelOptions,
+      caps: deviceCaps(inputs.q.deviceIndex), switches: planSwitches(),
+    });
+    return runFlex(plan, {
       ...inputs, dims, scale, returnLse, params, hold,
       ...(scoreMod ? { scoreMod } : {}),
       ...(blockMask ? { blockMask } : {}),
-      ...(options.kernelOptions ? { kernelOptions: options.kernelOptions } : {}),
       ...(signal ? { signal } : {}),
     });
   });

@@ -15,8 +15,8 @@
  */
 import { abortable, abortError } from './abort.js';
 import { Tensor, contiguousStrides } from './tensor.js';
-import { Expr, maskModWith } from './mods/ir.js';
-import type { CapturedTensorLike, IrNode, MaskMod } from './mods/ir.js';
+import type { CapturedTensorLike, MaskMod } from './mods/ir.js';
+import { retargetMask } from './mods/transform.js';
 import type { HostTensor } from './mods/interpret.js';
 
 /** The handles one op call holds; `outer` is the op that called this one (e.g. `attention` → `flexAttention`). */
@@ -86,24 +86,6 @@ export class Hold {
     for (const h of this.#handles.values()) h.dispose();
     this.#handles.clear();
   }
-}
-
-/** The same mask with captured tensors replaced as `map` says (shared subtrees stay shared). */
-export function retargetMask(mod: MaskMod, map: ReadonlyMap<CapturedTensorLike, CapturedTensorLike>): MaskMod {
-  if (map.size === 0) return mod;
-  const memo = new Map<IrNode, IrNode>();
-  const sub = (node: IrNode): IrNode => {
-    const hit = memo.get(node);
-    if (hit) return hit;
-    let r: IrNode = node;
-    const args = node.args.map(sub);
-    const changedArgs = args.some((x, i) => x !== node.args[i]);
-    const t = node.op === 'load' ? map.get(node.tensor!) : undefined;
-    if (changedArgs || t) r = { ...node, args, ...(t ? { tensor: t } : {}) };
-    memo.set(node, r);
-    return r;
-  };
-  return maskModWith(() => new Expr(sub(mod.expr.node)), mod.analytic);
 }
 
 /** Frees what an op made when nobody will receive it: a Tensor, a BlockMask, or `{ out, lse }`. */

@@ -7,7 +7,7 @@ import { DTypeError, DeviceError, ShapeError } from './errors.js';
 import { Tensor } from './tensor.js';
 import { checkBool, checkKeys, checkQkv, checkScale, checkTensor, resolveBackend, type Backend, type QkvDims } from './validate.js';
 import { hostView, runCpuAttention } from './cpu-backend.js';
-import { runCudaAttention } from './cuda-backend.js';
+import { deviceCaps, planSdpa, planSwitches, runSdpa } from './cuda/index.js';
 import { checkSignal } from './abort.js';
 import { runOp, type Hold } from './ownership.js';
 
@@ -92,7 +92,8 @@ export async function sdpaIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: T
         { scale, isCausal, returnLse, ...(mask ? { mask: await hostView(mask) } : {}) }, inputs.q, inputs.k, inputs.v,
         signal ? { signal } : {});
     } else {
-      res = await runCudaAttention({ ...inputs, scale, isCausal, returnLse, dims, ...(signal ? { signal } : {}) });
+      const plan = planSdpa(dims, isCausal, deviceCaps(inputs.q.deviceIndex), planSwitches());
+      res = await runSdpa(plan, { ...inputs, scale, returnLse, dims, ...(signal ? { signal } : {}) });
     }
     return returnLse ? { out: res.out, lse: res.lse! } : res.out;
   });

@@ -1,8 +1,8 @@
-// CTA order of block-sparse launches on Hopper (lib/blockmask/cta-order.ts): a
+// CTA order of block-sparse launches on Hopper (lib/cuda/schedules/cta-order.ts): a
 // permutation of the grid's work, heads in L2-sized groups, and within a group
 // the query blocks by estimated cost, highest first.
 import { describe, expect, it } from 'vitest';
-import { ctaOrder, ctaOrderGroup, type CtaOrderMask } from '../lib/blockmask/cta-order.js';
+import { ctaOrder, ctaOrderGroup, type CtaOrderMask } from '../lib/cuda/schedules/cta-order.js';
 import { mulberry32 } from './random-mods.js';
 
 function randomMask(r: () => number, B: number, H: number, QB: number, blockSize: [number, number]): CtaOrderMask {

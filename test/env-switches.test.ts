@@ -68,8 +68,8 @@ function envUses(file: string, text: string): Use[] {
   return uses;
 }
 
-/** Files in lib/ that still read process.env directly: the launch-layer restructuring (issue 18 item 1) moves them onto envSwitch. */
-const PENDING_ENVSWITCH = ['lib/cuda-backend.ts', 'lib/blockmask/create.ts'];
+/** Files in lib/ allowed to read process.env directly (none: every read goes through envSwitch). */
+const PENDING_ENVSWITCH: string[] = [];
 
 const files: string[] = [];
 for (const r of ROOTS) walk(r, files);

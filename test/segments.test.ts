@@ -1,4 +1,4 @@
-// Segmented kernel grid for document masks (lib/blockmask/segments.ts): which
+// Segmented kernel grid for document masks (lib/cuda/schedules/segments.ts): which
 // masks give one, where its tiles start, and that its schedule covers exactly
 // the mask (every kept pair once, full tiles all kept) the way the kernel walks
 // it: query tile i = rows [st[i], st[i+1]), a kv list entry e = columns
@@ -7,8 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { BlockMask, createBlockMask } from '../lib/blockmask.js';
 import { hostMaskFn } from '../lib/blockmask/mods-adapter.js';
 import {
-  buildSegmentedSchedule, documentIds, maskWithinSegments, segmentStarts, type SegmentedSchedule, type TileEvaluator,
-} from '../lib/blockmask/segments.js';
+  buildSegmentedSchedule, segmentStarts, type SegmentedSchedule, type TileEvaluator,
+} from '../lib/cuda/schedules/segments.js';
+import { documentIds, maskWithinSegments } from '../lib/mods/transform.js';
 import {
   andMasks, causal, docIdsFromOffsets, documentMask, notMask, orMasks, slidingWindow,
 } from '../lib/mods/builtins.js';

@@ -9,12 +9,12 @@ import { checkSignal, throwIfAborted } from '../abort.js';
 import { runOp, type Hold } from '../ownership.js';
 import type { MaskMod } from '../mods/ir.js';
 import { classifyAnalytic } from './analytic.js';
-import { classifyBruteForce, expandClasses } from './cpu.js';
-import { preclassify } from './envelope.js';
-import { classifyGpu, jitLauncher } from './gpu.js';
-import { coarsenClasses } from './layout.js';
-import { BlockMask, checkBlockSize, checkLength, checkMaskMod, describe, type BlockMaskMethod } from './mask.js';
-import { analyticPred, argUse, hostMaskFn } from './mods-adapter.js';
+import { classifyModTiles } from './classify.js';
+import { expandClasses } from './cpu.js';
+import { jitLauncher } from './gpu.js';
+import { BlockMask, checkBlockSize, checkLength, checkMaskMod, type BlockMaskMethod } from './mask.js';
+import { analyticPred } from './mods-adapter.js';
+import { describeValue } from '../messages.js';
 
 /** How {@link createBlockMask} classifies blocks. */
 export type BlockMaskPath = 'auto' | 'analytic' | 'cpu' | 'gpu';
@@ -52,10 +52,6 @@ export interface CreateBlockMaskOptions {
 }
 
 const MAX_BLOCK = 1 << 15;
-/** Block size of the GPU kernels' schedule (their 64-row x 64-wide tile at head dim 128). */
-const SCHEDULE_BLOCK = 64;
-/** Largest 64x64 grid (summed over batch and heads) kept as a schedule: 4M entries, 16 MB per index array. */
-const MAX_SCHEDULE_ENTRIES = 1 << 22;
 
 /**
  * Builds a {@link BlockMask} for `maskMod` over `B × H × qLen × kvLen`
@@ -91,17 +87,17 @@ export async function createBlockMaskIn(
   const mod = checkMaskMod(maskMod, 'maskMod');
   if (B === null || B === undefined) B = 1;
   if (H === null || H === undefined) H = 1;
-  if (typeof B !== 'number' || !Number.isInteger(B) || B < 1) throw new InvalidArgumentError('B', 'a positive integer batch size', describe(B));
-  if (typeof H !== 'number' || !Number.isInteger(H) || H < 1) throw new InvalidArgumentError('H', 'a positive integer head count', describe(H));
+  if (typeof B !== 'number' || !Number.isInteger(B) || B < 1) throw new InvalidArgumentError('B', 'a positive integer batch size', describeValue(B));
+  if (typeof H !== 'number' || !Number.isInteger(H) || H < 1) throw new InvalidArgumentError('H', 'a positive integer head count', describeValue(H));
   checkLength(qLen, 'qLen');
   checkLength(kvLen, 'kvLen');
-  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an options object', describe(options));
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an options object', describeValue(options));
   const signal = checkSignal(options.signal);
   const [bq, bkv] = checkBlockSize(options.blockSize ?? 128, 'options.blockSize');
   if (bq > MAX_BLOCK || bkv > MAX_BLOCK) throw new InvalidArgumentError('options.blockSize', `at most ${MAX_BLOCK}`, `[${bq}, ${bkv}]`);
   const path = options.path ?? 'auto';
   if (!['auto', 'analytic', 'cpu', 'gpu'].includes(path)) {
-    throw new InvalidArgumentError('options.path', "'auto', 'analytic', 'cpu' or 'gpu'", describe(path));
+    throw new InvalidArgumentError('options.path', "'auto', 'analytic', 'cpu' or 'gpu'", describeValue(path));
   }
   const { device, index } = parseDevice(options.device, 'options.device');
   const QB = Math.ceil(qLen / bq), KVB = Math.ceil(kvLen / bkv);
@@ -123,71 +119,22 @@ export async function createBlockMaskIn(
     const reader = (): MaskMod => (evalMod ??= hold.maskMod(mod));
     const checkpoint = (): void => throwIfAborted(signal, 'createBlockMask');
 
-    // Classes [B,H,nQB,nKVB] (or one shared plane) at block size cq x ckv.
-    const classify = async (cq: number, ckv: number): Promise<{ grid: Uint8Array; method: BlockMaskMethod }> => {
-      const nQB = Math.ceil(qLen / cq), nKVB = Math.ceil(kvLen / ckv), nPlane = nQB * nKVB;
-      if (pred) return { grid: classifyAnalytic(pred, qLen, kvLen, cq, ckv), method: 'analytic' };
-      const use = argUse(mod);
-      const Bn = use.b ? B : 1, Hn = use.h ? H : 1;
-      const gpu = path === 'gpu' || (path === 'auto' && index >= 0 && jitLauncher() !== null);
-      // Position-only structure of the mask (e.g. the causal part of a document mask)
-      // decides many tiles without evaluating it; only the rest is visited.
-      const pre = options.prefilter !== false && qLen < 2 ** 30 && kvLen < 2 ** 30 ? preclassify(mod, qLen, kvLen, cq, ckv) : null;
-      const tiles = pre ? pre.undecided : null;
-      let cls: Uint8Array;
-      if (gpu) {
-        const devIndex = index >= 0 ? index : parseDevice('cuda', 'options.device').index;
-        cls = await classifyGpu(reader(), options.params, devIndex, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
-      } else {
-        const fn = await hostMaskFn(reader(), options.params);
-        checkpoint();
-        cls = classifyBruteForce(fn, Bn, Hn, qLen, kvLen, cq, ckv, tiles);
-      }
-      checkpoint();
-      if (pre && tiles) {
-        const L = tiles.length;
-        const full = new Uint8Array(Bn * Hn * nPlane);
-        for (let g = 0; g < Bn * Hn; g++) {
-          const o = g * nPlane;
-          full.set(pre.grid, o);
-          for (let j = 0; j < L; j++) full[o + tiles[j]!] = cls[g * L + j]!;
-        }
-        cls = full;
-      }
-      return { grid: Bn * Hn === 1 ? cls : expandClasses(cls, Bn, Hn, B, H, nPlane), method: gpu ? 'gpu' : 'cpu' };
-    };
-
-    // On a GPU the mask is classified at the kernels' 64x64 tile and the requested
-    // blocks are derived from that (a block is full iff its 64x64 children are,
-    // empty iff all are): the same masked positions, and the finer lists become
-    // the kernels' schedule, so a 64-row query block skips 64-wide kv tiles its
-    // own rows never keep (bench/results/kernel-notes.md, "64x64 schedule").
-    const F = SCHEDULE_BLOCK;
-    const fineGrid = Math.ceil(qLen / F) * Math.ceil(kvLen / F);
-    const withSchedule = index >= 0 && process.env.FLEXATTN_FINE_SCHEDULE !== '0' && bq % F === 0 && bkv % F === 0 &&
-      (bq > F || bkv > F) && G * fineGrid <= MAX_SCHEDULE_ENTRIES;
-    let bm: BlockMask;
-    if (withSchedule && pred) {
-      // An analytic mask reads no tensors: classify at the requested size now and
-      // at 64x64 when a kernel first walks it (both are exact, so they agree).
-      const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
-      bm = BlockMask.fromClasses(classifyAnalytic(pred, qLen, kvLen, bq, bkv), {
-        ...base, method: 'analytic', ...params,
-        fine: { grid: () => classifyAnalytic(pred, qLen, kvLen, F, F), dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: 'analytic' },
-      });
-    } else if (withSchedule) {
-      const fine = await classify(F, F);
-      const fQB = Math.ceil(qLen / F), fKVB = Math.ceil(kvLen / F);
-      const fineG = fine.grid.length / (fQB * fKVB);
-      const coarse = coarsenClasses(fine.grid, fineG, fQB, fKVB, bq / F, bkv / F);
-      bm = BlockMask.fromClasses(coarse, {
-        ...base, method: fine.method, ...params,
-        fine: { grid: fine.grid, dims: { B, H, QB: fQB, KVB: fKVB }, blockSize: [F, F], method: fine.method },
-      });
+    const gpu = path === 'gpu' || (path === 'auto' && index >= 0 && jitLauncher() !== null);
+    let grid: Uint8Array;
+    let method: BlockMaskMethod;
+    if (pred) {
+      grid = classifyAnalytic(pred, qLen, kvLen, bq, bkv);
+      method = 'analytic';
     } else {
-      const { grid, method } = await classify(bq, bkv);
-      bm = BlockMask.fromClasses(grid, { ...base, method, ...params });
+      const { cls, Bn, Hn } = await classifyModTiles({
+        mod: reader(), params: options.params, B, H, qLen, kvLen, bq, bkv, gpu,
+        deviceIndex: index >= 0 || !gpu ? index : parseDevice('cuda', 'options.device').index,
+        prefilter: options.prefilter !== false, checkpoint,
+      });
+      grid = Bn * Hn === 1 ? cls : expandClasses(cls, Bn, Hn, B, H, plane);
+      method = gpu ? 'gpu' : 'cpu';
     }
+    const bm = BlockMask.fromClasses(grid, { ...base, method, ...params });
     if (index >= 0) bm.materialize();
     return bm;
   });

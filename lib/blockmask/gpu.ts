@@ -120,7 +120,7 @@ function isTensor(t: CapturedTensorLike): t is CapturedTensorLike & Tensor {
   return t instanceof Tensor;
 }
 
-/** A segmented grid for {@link classifyGpu}: one batch row's tile starts (see lib/blockmask/segments.ts). */
+/** A segmented grid for {@link classifyGpu}: one batch row's tile starts (see lib/cuda/schedules/segments.ts). */
 export interface SegmentedGrid {
   /** `nM + 1` ascending tile starts, the last equal to the sequence length; rows and columns share them. */
   starts: Int32Array;

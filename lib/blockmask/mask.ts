@@ -6,6 +6,7 @@
  */
 import { parseDevice, type Device } from '../device.js';
 import { InternalError, InvalidArgumentError, ShapeError } from '../errors.js';
+import { describeValue } from '../messages.js';
 import { MaskMod } from '../mods/ir.js';
 import { Tensor } from '../tensor.js';
 import {
@@ -30,26 +31,8 @@ export interface BlockMaskInit {
   arrays: BlockMaskArrays;
   device: Device;
   method: BlockMaskMethod;
-  /**
-   * Classes of the same mask at a finer block size (the classification this
-   * mask's classes were derived from, see createBlockMask). The GPU kernels
-   * walk the mask built from them (kernelSchedule, built on first use) when
-   * their tile matches its block size.
-   */
-  fine?: FineClasses;
-  /** The mask mod's param values at creation (the fine classes hold only for these). */
+  /** The mask mod's param values the classes were computed with (createBlockMask). */
   params?: Readonly<Record<string, number>>;
-}
-
-/**
- * A class grid at a finer block size: one shared plane or `B·H` planes of
- * `[QB, KVB]`, or a function that computes it (analytic masks, on first use).
- */
-export interface FineClasses {
-  grid: Uint8Array | (() => Uint8Array);
-  dims: BlockDims;
-  blockSize: readonly [number, number];
-  method: BlockMaskMethod;
 }
 
 const ARRAY_KEYS = [
@@ -115,13 +98,14 @@ export class BlockMask {
   readonly method: BlockMaskMethod;
   /** Host copies of the eight arrays (contiguous, row-major; do not modify). */
   readonly host: Readonly<BlockMaskArrays>;
+  /**
+   * @internal The mask mod's param values its block classes were computed
+   * with (set by createBlockMask; undefined for lists from elsewhere).
+   */
+  readonly params: Readonly<Record<string, number>> | undefined;
   #tensors = new Map<keyof BlockMaskArrays, Tensor>();
   #classes: Uint8Array | undefined;
-  #fine: FineClasses | undefined;
-  #schedule: BlockMask | undefined;
-  #params: Readonly<Record<string, number>> | undefined;
-  #derived = new Map<string, Tensor>();
-  #adopted = new Set<{ dispose(): void }>();
+  #disposeListeners = new Set<() => void>();
 
   /** @internal Use {@link createBlockMask} or {@link BlockMask.fromKvBlocks}. */
   constructor(init: BlockMaskInit) {
@@ -136,44 +120,17 @@ export class BlockMask {
     this.device = init.device;
     this.method = init.method;
     this.host = Object.freeze({ ...init.arrays });
-    this.#fine = init.fine;
-    this.#params = init.params && Object.freeze({ ...init.params });
+    this.params = init.params && Object.freeze({ ...init.params });
   }
 
   /**
-   * @internal The finer schedule for a kernel tile of `bq × bkv`, when this
-   * mask has one of exactly that block size and the call's mask params equal
-   * the creation params (the schedule lists blocks for those values).
+   * @internal Calls `listener` on every {@link dispose} of this mask, so that
+   * whoever derived device data from it (e.g. a launch's schedules) frees it
+   * at the same moment. The mask stays usable after a dispose, and so do the
+   * listeners.
    */
-  kernelSchedule(bq: number, bkv: number, params: Readonly<Record<string, number>>): BlockMask | undefined {
-    const f = this.#fine;
-    if (!f || f.blockSize[0] !== bq || f.blockSize[1] !== bkv) return undefined;
-    for (const p of this.maskMod?.params ?? []) {
-      if (params[p.name] !== this.#params?.[p.name]) return undefined;
-    }
-    // Built on first use: its arrays are 4x this mask's (kept off createBlockMask's path).
-    this.#schedule ??= BlockMask.fromClasses(typeof f.grid === 'function' ? f.grid() : f.grid, {
-      dims: f.dims, qLen: this.qLen, kvLen: this.kvLen, blockSize: f.blockSize, maskMod: this.maskMod,
-      device: this.device, method: f.method,
-    });
-    return this.#schedule;
-  }
-
-  /**
-   * @internal A device tensor derived from this mask (e.g. a kernel's CTA
-   * order), made once per `key` and freed with the mask's tensors.
-   */
-  derivedTensor(key: string, make: () => Tensor): Tensor {
-    const t = this.#derived.get(key);
-    if (t && !t.disposed) return t;
-    const n = make();
-    this.#derived.set(key, n);
-    return n;
-  }
-
-  /** @internal Disposes `child` (e.g. another schedule of this mask) with this mask. */
-  adopt(child: { dispose(): void }): void {
-    this.#adopted.add(child);
+  onDispose(listener: () => void): void {
+    this.#disposeListeners.add(listener);
   }
 
   /** @internal Builds a mask from a dense class grid [B,H,QB,KVB] (0 empty, 1 partial, 2 full). */
@@ -360,7 +317,7 @@ export class BlockMask {
   or(other: BlockMask): BlockMask { return this.#compose(other, 'or'); }
 
   #compose(other: BlockMask, op: 'and' | 'or'): BlockMask {
-    if (!(other instanceof BlockMask)) throw new InvalidArgumentError('other', 'a BlockMask', describe(other));
+    if (!(other instanceof BlockMask)) throw new InvalidArgumentError('other', 'a BlockMask', describeValue(other));
     if (other.qLen !== this.qLen || other.kvLen !== this.kvLen) {
       throw new ShapeError('other', `a BlockMask of lengths (${this.qLen}, ${this.kvLen})`, `(${other.qLen}, ${other.kvLen})`);
     }
@@ -398,7 +355,7 @@ export class BlockMask {
     const bm = new BlockMask({
       dims: this.dims, qLen: this.qLen, kvLen: this.kvLen, blockSize: this.blockSize, maskMod: this.maskMod,
       arrays: this.host as BlockMaskArrays, device: dev, method: this.method,
-      ...(this.#fine ? { fine: this.#fine } : {}), ...(this.#params ? { params: this.#params } : {}),
+      ...(this.params ? { params: this.params } : {}),
     });
     bm.#classes = this.#classes;
     return bm;
@@ -408,10 +365,7 @@ export class BlockMask {
   dispose(): void {
     for (const t of this.#tensors.values()) if (!t.disposed) t.dispose();
     this.#tensors.clear();
-    for (const t of this.#derived.values()) if (!t.disposed) t.dispose();
-    this.#derived.clear();
-    this.#schedule?.dispose();
-    for (const c of this.#adopted) c.dispose();
+    for (const l of this.#disposeListeners) l();
   }
 
   [Symbol.dispose](): void { this.dispose(); }
@@ -523,7 +477,7 @@ async function readInput(x: BlockArrayInput, arg: string): Promise<{ data: Int32
     if (n !== data.length) throw new ShapeError(arg, `${n} elements for shape [${shape.join(', ')}]`, String(data.length));
     return { data: data.slice(), shape };
   }
-  throw new InvalidArgumentError(arg, 'an i32 Tensor or { data: Int32Array, shape }', describe(x));
+  throw new InvalidArgumentError(arg, 'an i32 Tensor or { data: Int32Array, shape }', describeValue(x));
 }
 
 function resolveIndex(ix: BlockMaskIndex | undefined, n: number, arg: string): [number, number] {
@@ -542,7 +496,7 @@ function resolveIndex(ix: BlockMaskIndex | undefined, n: number, arg: string): [
     if (e <= s) throw new InvalidArgumentError(arg, `a non-empty range within [0, ${n})`, `[${ix.join(', ')}]`);
     return [s, e];
   }
-  throw new InvalidArgumentError(arg, 'an integer index or a [start, end) pair', describe(ix));
+  throw new InvalidArgumentError(arg, 'an integer index or a [start, end) pair', describeValue(ix));
 }
 
 function broadcastDim(a: number, b: number, name: string): number {
@@ -551,19 +505,10 @@ function broadcastDim(a: number, b: number, name: string): number {
   throw new ShapeError('other', `${name} of ${a} (or 1, which broadcasts)`, String(b));
 }
 
-/** @internal Short description of a value for error messages. */
-export function describe(x: unknown): string {
-  if (x === null) return 'null';
-  if (x === undefined) return 'undefined';
-  if (typeof x === 'function') return 'a function';
-  if (typeof x === 'object') return `an object (${(x as object).constructor?.name ?? 'Object'})`;
-  return `${typeof x} ${String(x)}`;
-}
-
 /** @internal Checks a sequence length: a positive safe integer. */
 export function checkLength(v: unknown, arg: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) {
-    throw new InvalidArgumentError(arg, 'a positive integer', describe(v));
+    throw new InvalidArgumentError(arg, 'a positive integer', describeValue(v));
   }
   return v;
 }
@@ -572,13 +517,13 @@ export function checkLength(v: unknown, arg: string): number {
 export function checkBlockSize(v: unknown, arg: string): [number, number] {
   const one = (x: unknown, a: string): number => {
     if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > 2 ** 20 || (x & (x - 1)) !== 0) {
-      throw new InvalidArgumentError(a, 'a power of two (e.g. 64 or 128)', describe(x));
+      throw new InvalidArgumentError(a, 'a power of two (e.g. 64 or 128)', describeValue(x));
     }
     return x;
   };
   if (typeof v === 'number') { const n = one(v, arg); return [n, n]; }
   if (Array.isArray(v) && v.length === 2) return [one(v[0], `${arg}[0]`), one(v[1], `${arg}[1]`)];
-  throw new InvalidArgumentError(arg, 'a power of two or a [q, kv] pair of them', describe(v));
+  throw new InvalidArgumentError(arg, 'a power of two or a [q, kv] pair of them', describeValue(v));
 }
 
 /** @internal Checks that `m` is a MaskMod (not a ScoreMod, function or other value). */
@@ -586,6 +531,6 @@ export function checkMaskMod(m: unknown, arg: string): MaskMod {
   if (m instanceof MaskMod) return m;
   const what = typeof m === 'function'
     ? 'a plain function (wrap it: maskMod(({ q, kv }) => kv.le(q)))'
-    : (m as { kind?: unknown } | null)?.kind === 'score' ? 'a ScoreMod (block masks need a MaskMod)' : describe(m);
+    : (m as { kind?: unknown } | null)?.kind === 'score' ? 'a ScoreMod (block masks need a MaskMod)' : describeValue(m);
   throw new InvalidArgumentError(arg, 'a MaskMod (from maskMod(), causal(), slidingWindow(), ...)', what);
 }

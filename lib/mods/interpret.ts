@@ -7,8 +7,20 @@
  */
 import { bf16BitsToF32, f16BitsToF32 } from '../dtype.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { CapturedDType, LinearNode, MaskMod, ModBase, ModProgram, ScoreMod } from './ir.js';
-import { f32ToInt, resolveParams } from './ir.js';
+import type { CapturedDType, CapturedTensorLike, LinearNode, ModProgram, ParamInfo } from './ir-types.js';
+import { f32ToInt, resolveParams } from './scalars.js';
+
+// What this file needs of a traced mod, structurally: the tracer (ir.ts) builds
+// its `toJs` on this file, so this file cannot import the tracer's classes.
+/** A traced mod's program, captured tensors and params (a `ScoreMod` or `MaskMod`). */
+interface TracedMod {
+  readonly kind: 'score' | 'mask';
+  readonly ir: ModProgram;
+  readonly tensors: readonly CapturedTensorLike[];
+  readonly params: readonly ParamInfo[];
+}
+type MaskModLike = TracedMod & { readonly kind: 'mask' };
+type ScoreModLike = TracedMod & { readonly kind: 'score' };
 
 /** Host data of one captured tensor (element strides relative to `data`). */
 export interface HostTensor {
@@ -43,7 +55,7 @@ function contiguousStrides(shape: readonly number[]): number[] {
  * checks `params`; the result feeds {@link toJs} and `encodeProgram`.
  * Throws InvalidArgumentError naming a missing param.
  */
-export async function bindHost(mod: ModBase, params?: Readonly<Record<string, number>>): Promise<HostEnv> {
+export async function bindHost(mod: TracedMod, params?: Readonly<Record<string, number>>): Promise<HostEnv> {
   resolveParams(mod.params, params);
   const tensors = await Promise.all(mod.tensors.map(async (t) => ({
     data: await t.toHost(), dtype: t.dtype, shape: [...t.shape], strides: contiguousStrides(t.shape),
@@ -256,10 +268,10 @@ export function compileJs(p: ModProgram, env: HostEnv): MaskFn | ScoreFn {
 }
 
 /** Compiles a mask mod to `(b, h, q, kv) => boolean` evaluated with `env`'s host data. */
-export function toJs(mod: MaskMod, env?: HostEnv): MaskFn;
+export function toJs(mod: MaskModLike, env?: HostEnv): MaskFn;
 /** Compiles a score mod to `(score, b, h, q, kv) => number` (f32-rounded) evaluated with `env`'s host data. */
-export function toJs(mod: ScoreMod, env?: HostEnv): ScoreFn;
-export function toJs(mod: ModBase, env?: HostEnv): MaskFn | ScoreFn;
-export function toJs(mod: ModBase, env: HostEnv = { tensors: [] }): MaskFn | ScoreFn {
+export function toJs(mod: ScoreModLike, env?: HostEnv): ScoreFn;
+export function toJs(mod: TracedMod, env?: HostEnv): MaskFn | ScoreFn;
+export function toJs(mod: TracedMod, env: HostEnv = { tensors: [] }): MaskFn | ScoreFn {
   return compileJs(mod.ir, env);
 }

@@ -60,89 +60,23 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { InvalidArgumentError, ModError } from '../errors.js';
+import { ModError } from '../errors.js';
 import { compileJs, type HostEnv, type MaskFn, type ScoreFn } from './interpret.js';
+import type {
+  ArgName, CapturedDType, CapturedTensorLike, IrNode, LinearNode, ModProgram, Op, ParamInfo, ValueType,
+} from './ir-types.js';
+import { f32ToInt, isInt32 } from './scalars.js';
 import {
   checkDangling, checkNoLogicalOr, coercionMessage, describeThrown, forbiddenRandom, nondeterministic, structuralHash, valueOfMessage,
   type TraceWhat,
 } from './trace-checks.js';
 
-/** Value type of an expression. */
-export type ValueType = 'float' | 'int' | 'bool';
-
-/** dtype of a captured tensor (same names as flexattn's Tensor). */
-export type CapturedDType = 'bf16' | 'f16' | 'f32' | 'i32' | 'bool';
-
-/**
- * What a mod needs of a captured tensor (structurally satisfied by flexattn's
- * `Tensor`). Only dtype and rank enter the generated code; data, strides and
- * device pointer are bound at call time.
- */
-export interface CapturedTensorLike {
-  readonly shape: readonly number[];
-  readonly strides: readonly number[];
-  readonly offset: number;
-  readonly dtype: CapturedDType;
-  readonly device: string;
-  /** Contiguous host copy; bf16/f16 as raw bits in a Uint16Array. */
-  toHost(): Promise<Uint16Array | Float32Array | Int32Array | Uint8Array>;
-}
-
-/** Positional arguments of a mod: `score` (score mods only), `b`, `h`, `q`, `kv`. */
-export type ArgName = 'score' | 'b' | 'h' | 'q' | 'kv';
-
-/** IR operations. */
-export type Op =
-  | 'const' | 'arg' | 'param' | 'load'
-  | 'add' | 'sub' | 'mul' | 'div' | 'floorDiv' | 'mod' | 'min' | 'max'
-  | 'neg' | 'abs' | 'exp' | 'exp2' | 'log' | 'tanh' | 'sigmoid' | 'sqrt'
-  | 'lt' | 'le' | 'gt' | 'ge' | 'eq' | 'ne'
-  | 'and' | 'or' | 'not' | 'where' | 'toFloat' | 'toInt';
-
-/** Tree node built while tracing (immutable, shared freely). */
-export interface IrNode {
-  readonly op: Op;
-  readonly type: ValueType;
-  readonly args: readonly IrNode[];
-  /** `const`: the value (f32-rounded for float, int32 for int, 0/1 for bool). */
-  readonly value?: number;
-  /** `arg`: the argument name; `param`: the param name. */
-  readonly name?: string;
-  /** `load`: the captured tensor. */
-  readonly tensor?: CapturedTensorLike;
-}
-
-/** One node of a linearised program; `args` index earlier nodes. */
-export interface LinearNode {
-  readonly op: Op;
-  readonly type: ValueType;
-  readonly args: readonly number[];
-  readonly value?: number;
-  readonly name?: string;
-  /** `load`: captured tensor slot (index into {@link ModProgram.tensors}). */
-  readonly slot?: number;
-}
-
-/** Static description of a captured tensor slot. */
-export interface TensorSlotInfo {
-  readonly dtype: CapturedDType;
-  readonly rank: number;
-}
-
-/** A runtime scalar parameter (a kernel argument; value supplied at call time). */
-export interface ParamInfo {
-  readonly name: string;
-  readonly type: 'float' | 'int';
-}
-
-/** Linear SSA form of a mod: nodes in topological order, `root` is the result. */
-export interface ModProgram {
-  readonly kind: 'score' | 'mask';
-  readonly nodes: readonly LinearNode[];
-  readonly root: number;
-  readonly tensors: readonly TensorSlotInfo[];
-  readonly params: readonly ParamInfo[];
-}
+export type {
+  ArgName, CapturedDType, CapturedTensorLike, IrNode, LinearNode, ModProgram, Op, ParamInfo, TensorSlotInfo, ValueType,
+} from './ir-types.js';
+export { f32ToInt } from './scalars.js';
+/** @internal */
+export { resolveParams } from './scalars.js';
 
 /** Things that lift to an expression: expressions, JS numbers and booleans. */
 export type ExprLike = Expr | number | boolean;
@@ -151,10 +85,6 @@ const FLOAT_OF = Math.fround;
 
 function typeName(t: ValueType): string {
   return t === 'float' ? 'Float' : t === 'int' ? 'Int' : 'Bool';
-}
-
-function isInt32(v: number): boolean {
-  return Number.isInteger(v) && v >= -2147483648 && v <= 2147483647;
 }
 
 /** Lifts a JS value to an expression. */
@@ -183,14 +113,6 @@ function convert(e: Expr, to: ValueType): Expr {
     if (to === 'int') return new Expr({ op: 'const', type: 'int', args: [], value: f32ToInt(v) });
   }
   return new Expr({ op: to === 'float' ? 'toFloat' : 'toInt', type: to, args: [n] });
-}
-
-/** f32 → int32 conversion used everywhere: truncate toward zero, saturate, NaN → 0. */
-export function f32ToInt(v: number): number {
-  if (Number.isNaN(v)) return 0;
-  if (v >= 2147483647) return 2147483647;
-  if (v <= -2147483648) return -2147483648;
-  return Math.trunc(v) | 0;
 }
 
 /** Nodes built by `new Expr` while a mod is traced (null outside tracing); see {@link traceOnce}. */
@@ -787,21 +709,3 @@ export function applyScoreMod(m: ScoreMod, score: Expr): Expr {
 
 /** @internal Argument expressions (for built-ins and tests). */
 export const modArgs: ScoreModArgs = ARGS;
-
-/** @internal Checks and converts user param values against a mod's params. */
-export function resolveParams(list: readonly ParamInfo[], values: Readonly<Record<string, number>> | undefined): number[] {
-  return list.map((p) => {
-    const v = values?.[p.name];
-    if (v === undefined) {
-      throw new InvalidArgumentError(`params.${p.name}`, `a ${p.type} value for the mod's runtime param '${p.name}'`, 'nothing');
-    }
-    if (typeof v !== 'number' || Number.isNaN(v) && p.type === 'int') {
-      throw new InvalidArgumentError(`params.${p.name}`, `a number`, String(v));
-    }
-    if (p.type === 'int') {
-      if (!isInt32(v)) throw new InvalidArgumentError(`params.${p.name}`, 'an int32 integer', String(v));
-      return v | 0; // -0 → 0 (an int has no -0)
-    }
-    return Math.fround(v);
-  });
-}

@@ -10,7 +10,7 @@
  * @module
  */
 import { ModError } from '../errors.js';
-import type { IrNode } from './ir.js';
+import type { IrNode } from './ir-types.js';
 import { findLogicalOr } from './source-scan.js';
 
 /** Which mod is being traced (the first word of every message). */

@@ -10,7 +10,9 @@ import {
 } from '../../lib/index.js';
 import { mulberry32, randomMod } from '../random-mods.js';
 import { docIdsFromOffsets } from '../../lib/mods/builtins.js';
-import { segmentedSchedule } from '../../lib/blockmask/segments.js';
+import { builtFineSchedule } from '../../lib/cuda/schedules/fine.js';
+import { cachedSegmentedSchedule } from '../../lib/cuda/schedules/segments.js';
+import { coarsenClasses } from '../block-classes.js';
 import { envSwitch } from '../../lib/env.js';
 import { describeGpu } from '../gpu-gate.js';
 import { relError } from '../reference.js';
@@ -187,7 +189,7 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
       await flexCase(ds, 'bf16', causal(), softcap(20), {}, 1e-2, bs);
     }
   });
-  it('64x64 kernel schedule: built with the mask, same output as the 128x128 walk, params guard', async () => {
+  it('64x64 kernel schedule: derived on the first launch, same output as the 128x128 walk, params guard', async () => {
     const d128 = { ...d, Sq: 700, Skv: 700, D: 128 };
     const { q, k, v } = inputs(d128, 'bf16');
     const r = mulberry32(23);
@@ -195,30 +197,35 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     for (let b = 0; b < d128.B; b++) { let doc = 0; for (let s = 0; s < d128.Sq; s++) { if (r() < 0.006) doc++; ids[b * d128.Sq + s] = doc; } }
     const docs = documentMask(Tensor.fromHost(ids, [d128.B, d128.Sq], 'i32', gpu));
     for (const m of [slidingWindow(300), docs, causal()]) {
-      const fine = await createBlockMask(m, d128.B, 1, d128.Sq, d128.Skv, { device: 'cuda:0' });
-      process.env.FLEXATTN_FINE_SCHEDULE = '0';
-      const coarse = await createBlockMask(m, d128.B, 1, d128.Sq, d128.Skv, { device: 'cuda:0' });
-      delete process.env.FLEXATTN_FINE_SCHEDULE;
-      expect(fine.kernelSchedule(64, 64, {})?.blockSize).toEqual([64, 64]);
-      expect(coarse.kernelSchedule(64, 64, {})).toBeUndefined();
-      expect(Array.from(fine.classes())).toEqual(Array.from(coarse.classes()));   // the user's 128x128 view is unchanged
+      const bm = await createBlockMask(m, d128.B, 1, d128.Sq, d128.Skv, { device: 'cuda:0' });
+      expect(builtFineSchedule(bm, {})).toBeUndefined();   // createBlockMask knows no kernel tile
       poison(d128.B * d128.Hq * d128.Sq * 128, 'bf16');
-      const a = await flexAttention(q, k, v, { blockMask: fine, enableGQA: true, returnLse: true });
-      const c = await flexAttention(q, k, v, { blockMask: coarse, enableGQA: true, returnLse: true });
+      const a = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true });
+      const fine = builtFineSchedule(bm, {});
+      expect(fine?.blockSize).toEqual([64, 64]);
+      // the schedule lists the mask's positions: coarsened back, it is the user's 128x128 view
+      const G = bm.B * bm.H;
+      expect(Array.from(coarsenClasses(fine!.classes(), G, fine!.numQBlocks, fine!.numKvBlocks, 2, 2))).toEqual(Array.from(bm.classes()));
+      process.env.FLEXATTN_FINE_SCHEDULE = '0';
+      poison(d128.B * d128.Hq * d128.Sq * 128, 'bf16');
+      const c = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true });
+      delete process.env.FLEXATTN_FINE_SCHEDULE;
       // Same kept positions, other tile order (full 64x64 tiles of partial blocks come first): rounding only.
       compare(await a.out.toFloat32(), await c.out.toFloat32(), 5e-3);
       compareLse(await a.lse!.toFloat32(), await c.lse!.toFloat32());
       for (const t of [a.out, a.lse!, c.out, c.lse!]) t.dispose();
+      bm.dispose();
     }
     // A call with other mask params than at creation walks the 128x128 lists (checked against the CPU).
     const w = maskMod(({ q: qq, kv }) => qq.sub(kv).abs().le(param('w', 'int')));
     const bm = await createBlockMask(w, 1, 1, d128.Sq, d128.Skv, { device: 'cuda:0', params: { w: 100 } });
-    expect(bm.kernelSchedule(64, 64, { w: 100 })).toBeDefined();
-    expect(bm.kernelSchedule(64, 64, { w: 300 })).toBeUndefined();
+    const g100 = await flexAttention(q, k, v, { blockMask: bm, params: { w: 100 }, enableGQA: true });
+    expect(builtFineSchedule(bm, { w: 100 })).toBeDefined();
     const g = await flexAttention(q, k, v, { blockMask: bm, params: { w: 300 }, enableGQA: true });
+    expect(builtFineSchedule(bm, { w: 300 })).toBeUndefined();
     const cref = await flexAttention(q, k, v, { blockMask: bm, params: { w: 300 }, enableGQA: true, backend: 'cpu' });
     compare(await g.out.toFloat32(), await cref.out.toFloat32(), 1e-2);
-    for (const t of [q, k, v, g.out, cref.out]) t.dispose();
+    for (const t of [q, k, v, g100.out, g.out, cref.out]) t.dispose();
   });
   it('CTA order (longest query blocks first): same output, bit for bit, as the built-in order', async () => {
     // Every block-sparse sm90 launch in this file runs with the order (and is checked against the
@@ -267,7 +274,7 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
       poison(dd.B * dd.Hq * dd.Sq * 128, 'bf16');
       const g = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true });
       // the launch's cached schedule (a 64x64 mask is its own uniform schedule)
-      const seg = await segmentedSchedule(bm, bm.kernelSchedule(64, 64, {}) ?? bm, {}, 0);
+      const seg = (await cachedSegmentedSchedule(bm, {})) ?? null;
       if (chosen) expect(seg, String(m)).not.toBeNull();
       const c = await flexAttention(q, k, v, { blockMask: bm, enableGQA: true, returnLse: true, backend: 'cpu' });
       compare(await g.out.toFloat32(), await c.out.toFloat32(), 1e-2);

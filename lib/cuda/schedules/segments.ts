@@ -7,9 +7,9 @@
  * restarts the tiling at every document start, so tiles lie inside one
  * document and a document of L tokens costs what causal attention over L
  * tokens costs: ceil(L/64) query tiles whose kv tiles are the document's own,
- * with only the diagonal (and each document's short last tile) partial. On
- * the benchmark's documents this computes 6 % of the area instead of 8 %
- * outside the mask and evaluates the mask on 25 % fewer tiles.
+ * with only the diagonal (and each document's short last tile) partial: less
+ * area outside the mask is computed and fewer tiles evaluate the mask
+ * (bench/results/kernel-notes.md, "Segmented grid").
  *
  * Any segmentation is exact: tiles are classified on their own rows and
  * columns (so the mask's classes, not the segmentation, decide correctness),
@@ -22,20 +22,21 @@
  * Internal: not exported from the package.
  * @module
  */
-import { Expr, MaskMod, type CapturedTensorLike, type IrNode } from '../mods/ir.js';
-import { Tensor } from '../tensor.js';
-import { classifyGpu } from './gpu.js';
-import { BlockMask } from './mask.js';
-
-/** Tile edge of a segmented grid: the Hopper d128 kernels' 64×64 tile. */
-export const SEGMENT_TILE = 64;
+import type { MaskMod } from '../../mods/ir.js';
+import { documentIds, maskWithinSegments } from '../../mods/transform.js';
+import { Tensor } from '../../tensor.js';
+import { classifyGpu } from '../../blockmask/gpu.js';
+import { BlockMask } from '../../blockmask/mask.js';
+import { encodeKvEntry, MAX_SEGMENTED_LENGTH, SEGMENT_TILE } from '../tiles.js';
+import { adoptMask, derived, derivedTensor, forgetDerived, peekDerived } from './store.js';
+import { paramsKey } from './params-key.js';
 
 /** The segmented schedule of one mask: its lists on the segmented grid and the tile starts. */
 export interface SegmentedSchedule {
   /** Block mask over the grid's tiles: `[rows, 1, nM]` rows of `nM` kv tiles, block size 64. */
   mask: BlockMask;
   /**
-   * Device tensors the kernel reads (kept on the user's mask, freed with it): the tile starts
+   * Device tensors the kernel reads (derived from the user's mask, freed with it): the tile starts
    * `[rows, nM + 1]` (padded with the sequence length) and the mask's partial / full kv lists
    * with each entry as the kernel takes it on a segmented grid, `kv_start * 128 + length`.
    */
@@ -53,72 +54,6 @@ export interface SegmentedSchedule {
  * segmented grid with tile starts `starts` (`nM + 1` entries), at batch `b`.
  */
 export type TileEvaluator = (tiles: Int32Array, starts: Int32Array, b: number) => Promise<Uint8Array>;
-
-function isArg(n: IrNode | undefined, name: string): boolean {
-  return n !== undefined && n.op === 'arg' && n.name === name;
-}
-
-/** The conjunct `ids[q] == ids[kv]` of a mask's top-level AND and its id tensor. */
-function documentConjunct(mod: MaskMod): { node: IrNode; ids: CapturedTensorLike } | null {
-  const stack: IrNode[] = [mod.expr.node];
-  while (stack.length > 0) {
-    const n = stack.pop()!;
-    if (n.op === 'and') { stack.push(...n.args); continue; }
-    if (n.op !== 'eq') continue;
-    const [x, y] = n.args;
-    if (!x || !y || x.op !== 'load' || y.op !== 'load' || !x.tensor || x.tensor !== y.tensor || x.tensor.dtype !== 'i32') continue;
-    const r = x.args.length;
-    if ((r !== 1 && r !== 2) || y.args.length !== r) continue;
-    const qx = x.args[r - 1], qy = y.args[r - 1];
-    if (!((isArg(qx, 'q') && isArg(qy, 'kv')) || (isArg(qx, 'kv') && isArg(qy, 'q')))) continue;
-    if (r === 2 && !(isArg(x.args[0], 'b') && isArg(y.args[0], 'b'))) continue;
-    return { node: n, ids: x.tensor };
-  }
-  return null;
-}
-
-/**
- * The captured id tensor of a conjunct `ids[q] == ids[kv]` (or `ids[b, q] ==
- * ids[b, kv]`, int32) in the mask's top-level AND, or null when there is none.
- */
-export function documentIds(mod: MaskMod): CapturedTensorLike | null {
-  return documentConjunct(mod)?.ids ?? null;
-}
-
-const TRUE: IrNode = { op: 'const', type: 'bool', args: [], value: 1 };
-
-/**
- * The mask as the kernel evaluates it on a segmented grid: the document
- * conjunct replaced by `true` (and dropped from the ANDs it sat in). Exact on
- * every tile such a grid lists: the tile's rows share one id and its columns
- * share one id, so the conjunct is constant over the tile, and a listed tile
- * keeps some pair, where the conjunct holds. (Rows past a short query tile's
- * end and columns past a short kv tile's end belong to the next document; the
- * kernel masks those columns and does not store those rows.) What is left is
- * usually `kv <= q`, which needs no memory reads: kernel-notes run 15 measured
- * +4.5 % for the document-causal mask.
- */
-export function maskWithinSegments(mod: MaskMod): MaskMod | null {
-  const hit = documentConjunct(mod);
-  if (!hit) return null;
-  const memo = new Map<IrNode, IrNode>();
-  const rewrite = (n: IrNode): IrNode => {
-    let r = memo.get(n);
-    if (r) return r;
-    if (n === hit.node) r = TRUE;
-    else if (n.args.length === 0) r = n;
-    else {
-      let args = n.args.map(rewrite);
-      if (n.op === 'and') {
-        args = args.filter((a) => a !== TRUE);
-        r = args.length === 0 ? TRUE : args.length === 1 ? args[0]! : { ...n, args };
-      } else r = args.every((a, i) => a === n.args[i]) ? n : { ...n, args };
-    }
-    memo.set(n, r);
-    return r;
-  };
-  return new MaskMod(new Expr(rewrite(mod.expr.node)));
-}
 
 /**
  * Tile starts per batch row for ids of shape `[S']` or `[B', S']` (read with
@@ -228,7 +163,7 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   // A mask made for every batch (B = 1) whose ids differ per batch row: the block mask holds
   // batch 0's blocks only, and the conjunct would be dropped for rows it does not describe.
   if (rows === 1 && idsTensor.shape.length === 2 && idsTensor.shape[0]! > 1) return null;
-  if (S >= 2 ** 24) return null;   // entries kv_start * 128 + length must fit an int32
+  if (S >= MAX_SEGMENTED_LENGTH) return null;   // every kv entry must fit an int32
   // Data is read through `readMod` (the calling op's handles on the captured tensors,
   // lib/ownership.ts); what is kept refers to the mask's own mod.
   const reader = opts.readMod?.() ?? mod;
@@ -255,18 +190,18 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
     (r) => starts[Math.floor(r / nM) * (nM + 1) + (r % nM)]! < S);
   const uniCost = scheduleCost(fine.host.kvNumBlocks, fine.host.fullKvNumBlocks, () => true);
   if (!opts.always && segCost >= 0.98 * uniCost) return null;
-  bm.adopt(mask);
-  // kv list entries as the kernel reads them: block j of batch row r -> starts[j] * 128 + its length.
+  adoptMask(bm, mask);
+  // kv list entries as the kernel reads them: block j of batch row r -> its start and length.
   const encode = (idx: Int32Array) => {
     const out = new Int32Array(idx.length), per = nM * nM;
     for (let k = 0; k < idx.length; k++) {
       const base = Math.floor(k / per) * (nM + 1), j = idx[k]!;
-      out[k] = starts[base + j]! * 128 + (starts[base + j + 1]! - starts[base + j]!);
+      out[k] = encodeKvEntry(starts[base + j]!, starts[base + j + 1]! - starts[base + j]!);
     }
     return out;
   };
   const upload = (key: string, data: () => Int32Array, shape: number[]) =>
-    bm.derivedTensor(`segments:${key}`, () => Tensor.fromHost(data(), shape, 'i32', { device: bm.device }));
+    derivedTensor(bm, `segments:${key}`, () => Tensor.fromHost(data(), shape, 'i32', { device: bm.device }));
   return {
     mask, strideB: rows > 1 ? nM + 1 : 0, nM, maskMod: maskWithinSegments(mod)!,
     tensors: () => ({
@@ -277,20 +212,24 @@ export async function buildSegmentedSchedule(bm: BlockMask, fine: BlockMask, par
   };
 }
 
-const cache = new WeakMap<BlockMask, Promise<SegmentedSchedule | null>>();
-
 /**
- * {@link buildSegmentedSchedule}, once per mask (the caller passes `fine` only
- * when the call's params equal the mask's creation params, as kernelSchedule
- * requires). A failure rejects this call and is retried by the next one.
+ * {@link buildSegmentedSchedule}, once per (mask, mask params): the plan asks
+ * for it only where `fine` lists the mask's own classes at these params. A
+ * failure rejects this call and is retried by the next one.
  */
 export function segmentedSchedule(bm: BlockMask, fine: BlockMask, params: Readonly<Record<string, number>>,
   deviceIndex: number, readMod?: () => MaskMod): Promise<SegmentedSchedule | null> {
-  let p = cache.get(bm);
-  if (!p) {
-    p = buildSegmentedSchedule(bm, fine, params, deviceIndex, readMod ? { readMod } : {});
-    cache.set(bm, p);
-    p.catch(() => { if (cache.get(bm) === p) cache.delete(bm); });
-  }
+  const key = segmentsKey(bm, params);
+  const p = derived(bm, key, () => buildSegmentedSchedule(bm, fine, params, deviceIndex, readMod ? { readMod } : {}));
+  p.catch(() => forgetDerived(bm, key, p));
   return p;
+}
+
+function segmentsKey(bm: BlockMask, params: Readonly<Record<string, number>>): string {
+  return `segments|${paramsKey(bm.maskMod, params)}`;
+}
+
+/** The segmented schedule a launch built for (bm, params), if any was asked for. */
+export function cachedSegmentedSchedule(bm: BlockMask, params: Readonly<Record<string, number>>): Promise<SegmentedSchedule | null> | undefined {
+  return peekDerived(bm, segmentsKey(bm, params));
 }

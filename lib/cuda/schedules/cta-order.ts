@@ -8,16 +8,20 @@
  * block first) can leave the longest CTAs in the final wave. This order takes
  * the heads in groups (so that the CTAs running at once share K/V in L2) and,
  * within a group, the most expensive query blocks first (longest processing
- * time first). Measured on an H100 (kernel-notes run 13), kernel harness:
- * document-causal +11 %, sliding window +5 %, causal +6 % at S=8192, no loss
- * at S=512 / 2048; library benchmark: document-causal +4 %.
+ * time first). Faster for document, sliding-window and causal masks at long
+ * lengths and no slower at short ones (bench/results/kernel-notes.md, "CTA order").
  * Internal: not exported from the package.
  * @module
  */
+import type { BlockMask } from '../../blockmask/mask.js';
+import { itemSize, type DType } from '../../dtype.js';
+import { Tensor } from '../../tensor.js';
+import type { QkvDims } from '../../validate.js';
+import { derivedTensor } from './store.js';
 
 /** K/V bytes one group of heads may span (the H100's L2 is 50 MB). */
 export const CTA_ORDER_L2_BUDGET = 32 * 1024 * 1024;
-/** Most heads per group (more measured slower at S=512: kernel-notes run 13). */
+/** Most heads per group (larger groups measured slower at short lengths: kernel-notes.md, "CTA order"). */
 export const CTA_ORDER_MAX_GROUP = 32;
 
 /** Per-row block counts of the mask the kernel walks. */
@@ -57,7 +61,7 @@ export function ctaOrderGroup(kvHeadBytes: number, heads: number): number {
  * order, within a group the query blocks by estimated cost, highest first
  * (ties: later query block first, then head). Cost of a CTA in tenths of a
  * tile: 15 (prologue and epilogue) + 10 per full tile + 16 per partial tile
- * (mask evaluation; the per-tile costs measured in kernel-notes run 11).
+ * (mask evaluation; per-tile costs from the kernel harness, kernel-notes.md "CTA order").
  */
 export function ctaOrder(mask: CtaOrderMask, l: CtaOrderLaunch): Uint32Array {
   const { nM, blockM } = l;
@@ -95,4 +99,20 @@ export function ctaOrder(mask: CtaOrderMask, l: CtaOrderLaunch): Uint32Array {
     for (const k of idx) out[o++] = work[k]!;
   }
   return out;
+}
+
+/**
+ * The CTA order of a block-sparse Hopper launch over `bm` (the mask the kernel
+ * walks) as a device tensor, made once per launch shape and freed with the mask.
+ */
+export function ctaOrderTensor(bm: BlockMask, d: QkvDims, dtype: DType, tile: { blockM: number; blockN: number }, nM: number): Tensor {
+  const kvHeadBytes = (2 * d.Skv * d.D * itemSize(dtype)) / (d.Hq / d.Hkv);
+  const G = ctaOrderGroup(kvHeadBytes, d.B * d.Hq);
+  const key = `cta:${d.B}:${d.Hq}:${nM}:${tile.blockM}:${tile.blockN}:${G}`;
+  return derivedTensor(bm, key, () => {
+    const order = ctaOrder(
+      { B: bm.B, H: bm.H, QB: bm.numQBlocks, blockSize: bm.blockSize, kvNumBlocks: bm.host.kvNumBlocks, fullKvNumBlocks: bm.host.fullKvNumBlocks },
+      { B: d.B, Hq: d.Hq, blockM: tile.blockM, blockN: tile.blockN, nM, kvHeadBytes });
+    return Tensor.fromHost(new Int32Array(order.buffer, order.byteOffset, order.length), [order.length], 'i32', { device: bm.device });
+  });
 }

@@ -1,0 +1,14 @@
+/**
+ * The GPU launch layer, as the ops use it: plan a launch (pure), then run it.
+ * Below it: the JIT (lib/jit.ts) and the addon; beside it, as values: mods and
+ * block masks.
+ * Internal: not exported from the package (KernelOptions is, through flex.ts).
+ * @module
+ */
+export { deviceCaps, type DeviceCaps } from './device-caps.js';
+export { planSwitches } from './switches.js';
+export {
+  planFlex, planSdpa, maskFacts, GPU_HEAD_DIMS, type KernelOptions, type FlexPlan, type LaunchPlan, type PlanSwitches,
+} from './plan.js';
+export { runFlex, type CudaFlexArgs } from './run-flex.js';
+export { runSdpa, type CudaAttentionArgs } from './run-sdpa.js';

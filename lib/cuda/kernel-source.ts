@@ -1,0 +1,43 @@
+/**
+ * Which forward kernel a launch loads: its name (the JIT cache key's readable
+ * part) and the source that instantiates it from the kernel templates, with
+ * the mods' generated CUDA in front for flex variants.
+ * Internal: not exported from the package.
+ * @module
+ */
+import type { KernelSpec } from '../jit.js';
+import type { CudaModCode } from '../mods/index.js';
+import type { Family, Mode } from './plan.js';
+import type { Shape } from './tiles.js';
+
+function instantiate(name: string, D: number, dtype: string, mode: Mode, family: Family, shape?: Shape): string {
+  if (family === 'sm90') return `#include "flash_fwd_sm90.cuh"\nFLEXATTN_FWD_SM90_KERNEL(${name}, ${D}, ${dtype}, ${mode})\n`;
+  if (!shape) return `#include "flash_fwd.cuh"\nFLEXATTN_FWD_KERNEL(${name}, ${D}, ${dtype}, ${mode})\n`;
+  const mt = shape.BM / (16 * shape.warps);
+  const qInRegs = mt === 1 || D <= 32;
+  return `#include "flash_fwd.cuh"\nFLEXATTN_FWD_KERNEL_SHAPE(${name}, ${D}, ${dtype}, ${mode}, ${shape.BM}, ${shape.BN}, ${shape.warps}, ${shape.stages}, ${qInRegs})\n`;
+}
+
+/** @internal A precompiled dense or causal kernel (no mods, default tile): also in the addon's fatbin. */
+export function denseKernel(D: number, dtype: string, mode: Mode, family: Family): KernelSpec {
+  const fam = family === 'sm90' ? 'sm90_' : '';
+  const name = `flexattn_fwd_${fam}d${D}_${dtype}${mode === 'kCausal' ? '_causal' : ''}`;
+  return { kernel: name, module: name, source: instantiate(name, D, dtype, mode, family) };
+}
+
+/**
+ * @internal A JIT-compiled variant with the mods' code. A segmented launch compiles its
+ * own variant: the kernel reads p.tile_starts, and its mask (the segmented
+ * schedule's maskMod) is only exact on that grid.
+ */
+export function flexKernel(code: CudaModCode, D: number, dtype: string, mode: Mode, family: Family,
+  shape: Shape | undefined, segmented: boolean): KernelSpec {
+  const fam = family === 'sm90' ? 'sm90_' : '';
+  const shapeTag = shape ? `_${shape.BM}x${shape.BN}w${shape.warps}s${shape.stages}` : '';
+  const segTag = segmented ? '_seg' : '';
+  const name = `flexattn_flex_${fam}${code.hash.slice(0, 16)}_d${D}_${dtype}_${mode.slice(1).toLowerCase()}${segTag}${shapeTag}`;
+  return {
+    kernel: name,
+    source: `${code.source}\n${segmented ? '#define FLEX_SEGMENTED_GRID 1\n' : ''}${instantiate(name, D, dtype, mode, family, shape)}`,
+  };
+}

@@ -1,0 +1,174 @@
+/**
+ * One forward-kernel launch: checks the inputs the kernels can take, allocates
+ * the outputs, loads the kernel (precompiled, or JIT-compiled with the mods'
+ * code), packs its one parameter struct and enqueues it on the device's
+ * stream. Returns without waiting for the GPU.
+ * Internal: not exported from the package.
+ * @module
+ */
+import type { BlockMask } from '../blockmask/mask.js';
+import { DTypeError, InternalError, ShapeError } from '../errors.js';
+import { itemSize } from '../dtype.js';
+import { packFlashParams, type Strides3 } from '../flash-params.js';
+import { loadKernel, type KernelEntry } from '../jit.js';
+import type { CudaModCode, MaskMod, ScoreMod } from '../mods/index.js';
+import { native } from '../native.js';
+import { throwIfAborted } from '../abort.js';
+import type { Hold } from '../ownership.js';
+import { Tensor } from '../tensor.js';
+import type { QkvDims } from '../validate.js';
+import { denseKernel, flexKernel } from './kernel-source.js';
+import { capturedOnDevice, modCode, packMod, ptr } from './mod-code.js';
+import { GPU_HEAD_DIMS, type LaunchPlan } from './plan.js';
+import { ctaOrderTensor } from './schedules/cta-order.js';
+import type { SegmentedSchedule } from './schedules/segments.js';
+import { SEGMENT_TILE } from './tiles.js';
+
+/** Everything one launch needs. */
+export interface Launch {
+  q: Tensor; k: Tensor; v: Tensor; d: QkvDims; scale: number; returnLse: boolean;
+  plan: LaunchPlan;
+  scoreMod?: ScoreMod; maskMod?: MaskMod | null;
+  /** The block mask the kernel walks (the user's, or a schedule derived from it). */
+  blockMask?: BlockMask;
+  /** A segmented grid: `blockMask` is its schedule (lib/cuda/schedules/segments.ts). */
+  segments?: SegmentedSchedule;
+  /** Launch in the longest-first CTA order (block-sparse Hopper launches). */
+  ctaOrder?: boolean;
+  params: Record<string, number>;
+  /** The call's claims (flex): captured tensors are read through it. */
+  hold?: Hold;
+  /** The block mask's four kv arrays as the call holds them (kvNumBlocks, kvIndices, fullKvNumBlocks, fullKvIndices). */
+  blockArrays?: readonly Tensor[];
+  /**
+   * The call's abort signal, checked after each await: once it has fired
+   * nothing is launched and the outputs go back (the caller has already
+   * rejected with an AbortError).
+   */
+  signal?: AbortSignal;
+}
+
+function checkGpuInputs(q: Tensor, k: Tensor, v: Tensor, d: QkvDims): void {
+  if (q.dtype !== 'bf16' && q.dtype !== 'f16') {
+    throw new DTypeError('q', "bf16 or f16 on the GPU (convert with .to('bf16'), or pass backend: 'cpu' for f32)", q.dtype);
+  }
+  if (!GPU_HEAD_DIMS.includes(d.D)) {
+    throw new ShapeError('q', `a head dimension of ${GPU_HEAD_DIMS.join(', ')} on the GPU (or backend: 'cpu')`, String(d.D));
+  }
+  if (d.Dv !== d.D) throw new ShapeError('v', `head dimension ${d.D} (same as q) on the GPU`, String(d.Dv));
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    if (t.strides[3] !== 1) throw new ShapeError(name, 'a contiguous last dimension (stride 1); call contiguous()', `stride ${t.strides[3]}`);
+  }
+}
+
+/** The kernel loads 16-byte vectors: base and B/H/S strides must be multiples of 8 elements. */
+function aligned(t: Tensor): Tensor {
+  const ok = t.offset % 8 === 0 && t.strides.slice(0, 3).every((s, i) => s % 8 === 0 || t.shape[i] === 1)
+    && t.buffer().ptr % 16n === 0n;
+  return ok ? t : t.contiguous();
+}
+
+function strides3(t: Tensor): Strides3 {
+  return [t.strides[0]!, t.strides[1]!, t.strides[2]!];
+}
+
+/** Allocates the outputs and launches; outputs go back if anything fails before the launch (nothing half-made is handed out). */
+export async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> {
+  const { d } = a;
+  checkGpuInputs(a.q, a.k, a.v, d);
+  const out = Tensor.empty([d.B, d.Hq, d.Sq, d.D], a.q.dtype, { device: a.q.device });
+  let lse: Tensor | undefined;
+  try {
+    if (a.returnLse) lse = Tensor.empty([d.B, d.Hq, d.Sq], 'f32', { device: a.q.device });
+    await launchInto(a, out, lse);
+  } catch (err) {
+    // Stream-ordered allocator: anything already enqueued that writes them runs before any reuse.
+    out.dispose();
+    lse?.dispose();
+    throw err;
+  }
+  return lse ? { out, lse } : { out };
+}
+
+async function launchInto(a: Launch, out: Tensor, lse: Tensor | undefined): Promise<void> {
+  const { d, plan } = a;
+  const device = a.q.deviceIndex;
+  if (d.B * d.Hq * d.Sq === 0) return;
+  if (d.Skv === 0) {
+    // No keys: every row is fully masked (output 0, LSE -inf), no kernel needed.
+    native().memset(out.buffer(), 0, out.numel * itemSize(out.dtype), 0);
+    if (lse) native().copyHtoD(lse.buffer(), 0, new Float32Array(lse.numel).fill(-Infinity));
+    return;
+  }
+  const dtype = a.q.dtype;
+  const hasMods = !!(a.scoreMod || a.maskMod);
+  let entry: KernelEntry;
+  let code: CudaModCode | undefined;
+  if (!hasMods && plan.mode !== 'kBlockSparse' && !plan.shape) {
+    entry = await loadKernel(device, denseKernel(d.D, dtype, plan.mode, plan.family));
+  } else {
+    code = modCode(a.scoreMod, a.maskMod ?? undefined);
+    entry = await loadKernel(device, flexKernel(code, d.D, dtype, plan.mode, plan.family, plan.shape, !!a.segments));
+  }
+  throwIfAborted(a.signal, 'attention');
+  const { cfg } = entry;
+  const seg = a.segments;
+  if (seg && (plan.family !== 'sm90' || plan.mode !== 'kBlockSparse' || cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
+    throw new InternalError(`a segmented grid needs the sm90 block-sparse kernel with a ${SEGMENT_TILE}x${SEGMENT_TILE} tile, not ${plan.family} ${plan.mode} ${cfg.blockM}x${cfg.blockN}`);
+  }
+  const grid: [number, number, number] = [seg ? seg.nM : Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
+  // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
+  if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
+    throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
+  }
+  const temps: Tensor[] = [];
+  try {
+    let mod: Uint8Array = new Uint8Array(0);
+    if (code) {
+      const cap = await capturedOnDevice(code, a.q.device, a.hold);
+      temps.push(...cap.temps);
+      mod = packMod(code, cap.tensors, a.params);
+    }
+    throwIfAborted(a.signal, 'attention');
+    // From here to the enqueue nothing awaits.
+    const q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
+    temps.push(...[q, k, v].filter((t, i) => t !== [a.q, a.k, a.v][i]));
+    launchKernel(a, entry, grid, mod, { q, k, v, out, lse });
+  } finally {
+    // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
+    for (const t of temps) t.dispose();
+  }
+}
+
+/** Packs the parameter struct and enqueues the kernel (synchronous: every pointer is live now). */
+function launchKernel(a: Launch, entry: KernelEntry, grid: [number, number, number], mod: Uint8Array,
+  t: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor | undefined }): void {
+  const { d } = a;
+  const { cfg } = entry;
+  const { q, k, v, out, lse } = t;
+  const seg = a.segments;
+  const bm = a.blockMask;
+  let bmArrays: readonly Tensor[] = [];
+  let bmDims = { QB: 0, KVB: 0, B: 1, H: 1 };
+  const segT = seg?.tensors();
+  if (bm) {
+    const held = a.blockArrays ?? [bm.kvNumBlocks, bm.kvIndices, bm.fullKvNumBlocks, bm.fullKvIndices];
+    bmArrays = segT ? [held[0]!, segT.kvIndices, held[2]!, segT.fullKvIndices] : held;
+    bmDims = { QB: bm.numQBlocks, KVB: bm.numKvBlocks, B: bm.B, H: bm.H };
+  }
+  const params = packFlashParams(cfg, {
+    q: ptr(q), k: ptr(k), v: ptr(v), o: ptr(out), lse: lse ? ptr(lse) : 0n,
+    kvNumBlocks: bm ? ptr(bmArrays[0]!) : 0n, kvIndices: bm ? ptr(bmArrays[1]!) : 0n,
+    fullKvNumBlocks: bm ? ptr(bmArrays[2]!) : 0n, fullKvIndices: bm ? ptr(bmArrays[3]!) : 0n,
+    qStrides: strides3(q), kStrides: strides3(k), vStrides: strides3(v), oStrides: strides3(out),
+    B: d.B, Hq: d.Hq, Hkv: d.Hkv, Sq: d.Sq, Skv: d.Skv, scale: a.scale,
+    bmQBlock: bm ? bm.blockSize[0] : cfg.blockM, bmKvBlock: bm ? bm.blockSize[1] : cfg.blockN,
+    bmNumStrideB: bmDims.B === 1 ? 0 : bmDims.H * bmDims.QB, bmNumStrideH: bmDims.H === 1 ? 0 : bmDims.QB,
+    bmIdxStrideB: bmDims.B === 1 ? 0 : bmDims.H * bmDims.QB * bmDims.KVB,
+    bmIdxStrideH: bmDims.H === 1 ? 0 : bmDims.QB * bmDims.KVB, bmIdxStrideQb: bmDims.KVB,
+    ctaOrder: bm && a.ctaOrder ? ptr(ctaOrderTensor(bm, d, a.q.dtype, cfg, grid[0])) : 0n,
+    ...(seg && segT ? { tileStarts: ptr(segT.starts), tileStartsStrideB: seg.strideB } : {}),
+    mod,
+  });
+  entry.handle.launch(grid, [cfg.threads, 1, 1], cfg.smemBytes, params);
+}

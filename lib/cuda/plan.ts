@@ -1,0 +1,249 @@
+/**
+ * Launch planning: from the problem's dims, the block mask's facts, the
+ * caller's kernel options, the device's capabilities and the launch switches
+ * to the kernel family, tile shape, variant and schedules a GPU launch uses.
+ * Pure: no native calls, no tensors; everything it needs comes in as
+ * arguments, so it is tested without a GPU (test/cuda-plan.test.ts). Invalid
+ * kernel options and block sizes a kernel cannot walk are typed errors here,
+ * before anything is allocated.
+ * Internal: not exported from the package (KernelOptions is, through flex.ts).
+ * @module
+ */
+import { InvalidArgumentError, ShapeError } from '../errors.js';
+import type { BlockMask } from '../blockmask/mask.js';
+import type { QkvDims } from '../validate.js';
+import type { DeviceCaps } from './device-caps.js';
+import { DEFAULT_TILE, SCHEDULE_BLOCK, SEGMENT_TILE, SM90_TILE, SMALL_SHAPE, type Shape, type Tile } from './tiles.js';
+
+/**
+ * Tuning knobs of the generated kernel, like PyTorch's `kernel_options`.
+ * Unset fields take per-GPU, per-head-dim defaults.
+ *
+ * Two kernel families exist: `'sm90'` (Hopper, compute capability 9.0: wgmma
+ * tensor-core instructions, head dims 64 and 128, tile fixed per head dim) and
+ * `'sm80'` (any GPU from compute capability 8.0: mma.sync, every head dim, the
+ * tile set by the fields below). With `family: 'auto'` (the default) the Hopper
+ * family is used where it can run and no tile field is given; giving a tile
+ * field selects the `'sm80'` kernel that shape describes.
+ */
+export interface KernelOptions {
+  /** Kernel family: `'auto'` (default), `'sm90'` (Hopper wgmma) or `'sm80'` (mma.sync). */
+  family?: 'auto' | 'sm90' | 'sm80';
+  /** Query rows per thread block (`'sm80'` family): 64 or 128. */
+  BLOCK_M?: number;
+  /** Key rows per inner-loop tile (`'sm80'` family): 32, 64 or 128. */
+  BLOCK_N?: number;
+  /** Warps per thread block (`'sm80'` family): 4 or 8, with BLOCK_M / (16 · numWarps) of 1 or 2. */
+  numWarps?: number;
+  /** Pipeline stages for K/V loads (`'sm80'` family): 2 or 3. */
+  numStages?: number;
+}
+
+/** Kernel family: `sm90` (wgmma, flash_fwd_sm90.cuh) or `sm80` (mma.sync, flash_fwd.cuh). */
+export type Family = 'sm90' | 'sm80';
+/** What the kernel's kv loop walks: everything, the causal range, or a block mask's lists. */
+export type Mode = 'kDense' | 'kCausal' | 'kBlockSparse';
+
+/** Head dimensions the GPU kernels are instantiated for. */
+export const GPU_HEAD_DIMS: readonly number[] = Object.keys(DEFAULT_TILE).map(Number);
+/** Head dims of the Hopper (wgmma) kernel family. */
+export const SM90_HEAD_DIMS: readonly number[] = Object.keys(SM90_TILE).map(Number);
+/** Largest fine schedule kept (summed over batch and heads): 4M entries, 16 MB per index array. */
+export const MAX_SCHEDULE_ENTRIES = 1 << 22;
+
+/** Launch switches (lib/cuda/switches.ts reads them from the environment). */
+export interface PlanSwitches {
+  /** `FLEXATTN_KERNEL_FAMILY=sm80`: the mma.sync kernels wherever the caller names no family. */
+  readonly sm80Only: boolean;
+  /** Hopper launches walk the 64×64 schedule derived from a mask (`FLEXATTN_FINE_SCHEDULE`). */
+  readonly fineSchedule: boolean;
+  /** Document masks may run on a segmented grid (`FLEXATTN_SEGMENTS`). */
+  readonly segments: boolean;
+  /** Block-sparse Hopper launches start the costliest query blocks first (`FLEXATTN_CTA_ORDER`). */
+  readonly ctaOrder: boolean;
+}
+
+/** Every switch at its default. */
+export const DEFAULT_SWITCHES: PlanSwitches = Object.freeze({ sm80Only: false, fineSchedule: true, segments: true, ctaOrder: true });
+
+/** What the planner needs to know of a block mask. */
+export interface MaskFacts {
+  readonly B: number;
+  readonly H: number;
+  readonly qLen: number;
+  readonly kvLen: number;
+  readonly blockSize: readonly [number, number];
+  /** The mask mod reads captured tensors (e.g. document ids) per element. */
+  readonly readsData: boolean;
+  /** Number of runtime params of the mask mod. */
+  readonly modParams: number;
+  /**
+   * The mask's block classes are its mask mod's at the call's params (made by
+   * createBlockMask with these param values): only then may a launch derive
+   * schedules from the mod instead of the lists.
+   */
+  readonly classesExact: boolean;
+}
+
+/** The facts of `bm` for a call with mask params `params`. */
+export function maskFacts(bm: BlockMask, params: Readonly<Record<string, number>>): MaskFacts {
+  const made = bm.method === 'analytic' || bm.method === 'cpu' || bm.method === 'gpu';
+  const mod = bm.maskMod;
+  return {
+    B: bm.B, H: bm.H, qLen: bm.qLen, kvLen: bm.kvLen, blockSize: bm.blockSize,
+    readsData: (mod?.tensors.length ?? 0) > 0,
+    modParams: mod?.params.length ?? 0,
+    classesExact: made && mod !== null && mod.params.every((p) => params[p.name] === bm.params?.[p.name]),
+  };
+}
+
+/** A kernel launch: family, walk mode and (sm80 only) a non-default shape. */
+export interface LaunchPlan {
+  readonly family: Family;
+  readonly mode: Mode;
+  readonly shape?: Shape;
+}
+
+/** A flex launch: the kernel, and which schedules derived from the mask it walks. */
+export interface FlexPlan extends LaunchPlan {
+  /** Walk the mask's 64×64 schedule (derived from its mask mod on first use) instead of its own lists. */
+  readonly fineSchedule: boolean;
+  /** Try a segmented grid, built from the 64×64 schedule (`'fine'`) or from the mask itself (`'mask'`, 64×64 blocks). */
+  readonly segmentsFrom?: 'fine' | 'mask';
+  /** Launch in the longest-first CTA order. */
+  readonly ctaOrder: boolean;
+}
+
+/** Compute capability 9.0 (H100/H200/GH200): the devices the sm_90a wgmma kernels run on. */
+export function isHopper(caps: DeviceCaps): boolean {
+  return caps.major === 9 && caps.minor === 0;
+}
+
+/** Whether the Hopper family can run this problem (device, head dim; block sizes when block-sparse). */
+function sm90Fits(caps: DeviceCaps, D: number, blockSize?: readonly [number, number]): boolean {
+  if (!isHopper(caps) || !SM90_HEAD_DIMS.includes(D)) return false;
+  if (!blockSize) return true;
+  const t = SM90_TILE[D]!;
+  return blockSize[0] % t.BM === 0 && blockSize[1] % t.BN === 0;
+}
+
+/**
+ * The family picked when the caller names none: Hopper where it fits, unless
+ * `FLEXATTN_KERNEL_FAMILY=sm80` turns it off process-wide (the mma.sync kernels
+ * everywhere: comparisons, or a workaround). An explicit family still wins.
+ */
+function autoFamily(caps: DeviceCaps, D: number, sw: PlanSwitches, blockSize?: readonly [number, number]): Family {
+  return !sw.sm80Only && sm90Fits(caps, D, blockSize) ? 'sm90' : 'sm80';
+}
+
+const TILE_KEYS = ['BLOCK_M', 'BLOCK_N', 'numWarps', 'numStages'] as const;
+
+function checkKernelOptions(o: KernelOptions): Shape {
+  const pick = (key: (typeof TILE_KEYS)[number], allowed: number[], dflt: number): number => {
+    const x = o[key];
+    if (x === undefined) return dflt;
+    if (!allowed.includes(x)) throw new InvalidArgumentError(`options.kernelOptions.${key}`, `one of ${allowed.join(', ')}`, String(x));
+    return x;
+  };
+  const s: Shape = {
+    BM: pick('BLOCK_M', [64, 128], 128), BN: pick('BLOCK_N', [32, 64, 128], 64),
+    warps: pick('numWarps', [4, 8], 4), stages: pick('numStages', [2, 3], 2),
+  };
+  const mt = s.BM / (16 * s.warps);
+  if (mt !== 1 && mt !== 2) {
+    throw new InvalidArgumentError('options.kernelOptions', 'BLOCK_M / (16 · numWarps) of 1 or 2', `BLOCK_M=${s.BM}, numWarps=${s.warps}`);
+  }
+  return s;
+}
+
+/** The kernel family for a flex call (see {@link KernelOptions}). */
+function pickFamily(ko: KernelOptions, caps: DeviceCaps, D: number, sw: PlanSwitches, blockSize?: readonly [number, number]): Family {
+  const f = ko.family ?? 'auto';
+  if (f !== 'auto' && f !== 'sm90' && f !== 'sm80') {
+    throw new InvalidArgumentError('options.kernelOptions.family', "'auto', 'sm90' or 'sm80'", String(f));
+  }
+  const tiles = TILE_KEYS.filter((k) => ko[k] !== undefined);
+  if (f === 'sm80') return 'sm80';
+  if (f === 'auto') return tiles.length === 0 ? autoFamily(caps, D, sw, blockSize) : 'sm80';
+  if (tiles.length > 0) {
+    throw new InvalidArgumentError('options.kernelOptions',
+      "no tile fields with family 'sm90' (its tile is fixed per head dim; use family 'sm80' to set one)", tiles.join(', '));
+  }
+  if (!isHopper(caps)) {
+    throw new InvalidArgumentError('options.kernelOptions.family',
+      "'sm90' only on a compute capability 9.0 GPU (H100, H200); use 'auto' or 'sm80' here", `${caps.name} (${caps.major}.${caps.minor})`);
+  }
+  if (!SM90_HEAD_DIMS.includes(D)) {
+    throw new ShapeError('q', `a head dimension of ${SM90_HEAD_DIMS.join(' or ')} for kernelOptions.family 'sm90'`, String(D));
+  }
+  if (blockSize && !sm90Fits(caps, D, blockSize)) {
+    const t = SM90_TILE[D]!;
+    throw new ShapeError('options.blockMask',
+      `block sizes that are multiples of the 'sm90' tile ${t.BM}×${t.BN} at head dim ${D}`, `${blockSize[0]}×${blockSize[1]}`);
+  }
+  return 'sm90';
+}
+
+/** The sm80 shape for a block mask: the caller's, the default tile, or the small shape where that fits better. */
+function sm80MaskShape(shape: Shape | undefined, mask: MaskFacts, D: number): Shape | undefined {
+  const [bq, bkv] = mask.blockSize;
+  const tile: Tile = shape ?? DEFAULT_TILE[D] ?? { BM: 128, BN: 64 };
+  // A mask mod reading captured data per element (e.g. document ids) keeps many
+  // values live: at D=128 the default shape spills; the one-MMA-tile-per-warp
+  // shape does not and is as fast there (bench/results/kernel-notes.md).
+  if (!shape && (bq % tile.BM !== 0 || bkv % tile.BN !== 0 || (mask.readsData && D === 128))) {
+    if (bq % SMALL_SHAPE.BM === 0 && bkv % SMALL_SHAPE.BN === 0) shape = SMALL_SHAPE;
+  }
+  const t = shape ?? tile;
+  if (bq % t.BM !== 0 || bkv % t.BN !== 0) {
+    throw new ShapeError('options.blockMask',
+      `block sizes that are multiples of the GPU tile ${t.BM}×${t.BN} (e.g. createBlockMask(..., { blockSize: 128 }))`,
+      `${bq}×${bkv}`);
+  }
+  return shape;
+}
+
+/**
+ * Whether an sm90 launch over `mask` walks its 64×64 schedule: the kernel's
+ * tile is 64×64 (head dim 128), the mask's blocks are whole multiples of it
+ * and larger, its classes are its mod's at these params (the schedule is
+ * derived from the mod, so it lists the same positions), and the schedule
+ * stays within {@link MAX_SCHEDULE_ENTRIES}.
+ */
+function walksFineSchedule(mask: MaskFacts, tile: Tile | undefined, sw: PlanSwitches): boolean {
+  const F = SCHEDULE_BLOCK;
+  if (!sw.fineSchedule || !tile || tile.BM !== F || tile.BN !== F || !mask.classesExact) return false;
+  const [bq, bkv] = mask.blockSize;
+  if (bq % F !== 0 || bkv % F !== 0 || (bq === F && bkv === F)) return false;
+  return mask.B * mask.H * Math.ceil(mask.qLen / F) * Math.ceil(mask.kvLen / F) <= MAX_SCHEDULE_ENTRIES;
+}
+
+/** Plans a GPU SDPA launch (dense or causal kernel). */
+export function planSdpa(dims: QkvDims, isCausal: boolean, caps: DeviceCaps, sw: PlanSwitches = DEFAULT_SWITCHES): LaunchPlan {
+  return { family: autoFamily(caps, dims.D, sw), mode: isCausal ? 'kCausal' : 'kDense' };
+}
+
+/** Plans a GPU flex launch; throws the typed error for invalid kernel options or block sizes no kernel tile divides. */
+export function planFlex(a: {
+  dims: QkvDims; mask?: MaskFacts | undefined; kernelOptions?: KernelOptions | undefined; caps: DeviceCaps; switches?: PlanSwitches;
+}): FlexPlan {
+  const { dims, mask } = a;
+  const sw = a.switches ?? DEFAULT_SWITCHES;
+  const ko = a.kernelOptions ?? {};
+  const family = pickFamily(ko, a.caps, dims.D, sw, mask?.blockSize);
+  let shape = family === 'sm80' && TILE_KEYS.some((k) => ko[k] !== undefined) ? checkKernelOptions(ko) : undefined;
+  if (mask && family === 'sm80') shape = sm80MaskShape(shape, mask, dims.D);
+  const mode: Mode = mask ? 'kBlockSparse' : 'kDense';
+  if (!mask || family !== 'sm90') return { family, mode, ...(shape ? { shape } : {}), fineSchedule: false, ctaOrder: false };
+  const t90 = SM90_TILE[dims.D];
+  // The Hopper kernels walk 64-row query blocks: a 64×64 schedule skips the
+  // 64-wide kv tiles of a listed block that these rows never keep.
+  const fineSchedule = walksFineSchedule(mask, t90, sw);
+  // Document masks: tiles that restart at every document start, built from a
+  // uniform 64×64 schedule (the mask itself when it has that block size and no
+  // params: its segmented classes are made once per mask).
+  const tile64 = t90 !== undefined && t90.BM === SEGMENT_TILE && t90.BN === SEGMENT_TILE;
+  const own64 = mask.blockSize[0] === SEGMENT_TILE && mask.blockSize[1] === SEGMENT_TILE && mask.modParams === 0;
+  const segmentsFrom = tile64 && sw.segments ? (fineSchedule ? 'fine' : own64 ? 'mask' : undefined) : undefined;
+  return { family, mode, fineSchedule, ...(segmentsFrom ? { segmentsFrom } : {}), ctaOrder: sw.ctaOrder };
+}
