@@ -124,4 +124,17 @@ describe('planSwitches', () => {
     process.env.FLEXATTN_CTA_ORDER = '0';
     expect(planSwitches()).toEqual({ sm80Only: true, fineSchedule: false, segments: false, ctaOrder: false });
   });
+
+  it('refuses a value a switch does not take (a typo must not run the default path)', () => {
+    for (const n of names) delete process.env[n];
+    process.env.FLEXATTN_KERNEL_FAMILY = 'sm8O';
+    expect(() => planSwitches()).toThrow(InvalidArgumentError);
+    expect(() => planSwitches()).toThrow(/FLEXATTN_KERNEL_FAMILY.*'auto', 'sm80'.*'sm8O'/s);
+    process.env.FLEXATTN_KERNEL_FAMILY = 'auto';
+    expect(planSwitches().sm80Only).toBe(false);
+    process.env.FLEXATTN_SEGMENTS = 'off';
+    expect(() => planSwitches()).toThrow(/FLEXATTN_SEGMENTS/);
+    process.env.FLEXATTN_SEGMENTS = '';
+    expect(planSwitches().segments).toBe(true);
+  });
 });

@@ -1,18 +1,30 @@
 /**
  * The environment switches that steer launch planning, read at each launch
  * (so a process can compare paths call by call) and handed to the pure planner.
+ * A value a switch does not take is an error, not ignored: a typo in a
+ * workaround must not silently run the default path.
  * Internal: not exported from the package.
  * @module
  */
+import { InvalidArgumentError } from '../errors.js';
 import { envSwitch } from '../env.js';
 import type { PlanSwitches } from './plan.js';
+
+/** `v` (the switch `name`'s value) when it is one of `allowed`; unset or empty is `undefined`. */
+function oneOf(name: string, v: string | undefined, allowed: readonly string[]): string | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (!allowed.includes(v)) {
+    throw new InvalidArgumentError(`environment variable ${name}`, `one of ${allowed.map((a) => `'${a}'`).join(', ')} (or unset)`, `'${v}'`);
+  }
+  return v;
+}
 
 /** The switches in effect now (see lib/env.ts for their meanings). */
 export function planSwitches(): PlanSwitches {
   return {
-    sm80Only: envSwitch('FLEXATTN_KERNEL_FAMILY') === 'sm80',
-    fineSchedule: envSwitch('FLEXATTN_FINE_SCHEDULE') !== '0',
-    segments: envSwitch('FLEXATTN_SEGMENTS') !== '0',
-    ctaOrder: envSwitch('FLEXATTN_CTA_ORDER') !== '0',
+    sm80Only: oneOf('FLEXATTN_KERNEL_FAMILY', envSwitch('FLEXATTN_KERNEL_FAMILY'), ['auto', 'sm80']) === 'sm80',
+    fineSchedule: oneOf('FLEXATTN_FINE_SCHEDULE', envSwitch('FLEXATTN_FINE_SCHEDULE'), ['0', '1']) !== '0',
+    segments: oneOf('FLEXATTN_SEGMENTS', envSwitch('FLEXATTN_SEGMENTS'), ['0', '1']) !== '0',
+    ctaOrder: oneOf('FLEXATTN_CTA_ORDER', envSwitch('FLEXATTN_CTA_ORDER'), ['0', '1']) !== '0',
   };
 }
