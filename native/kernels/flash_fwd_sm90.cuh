@@ -77,8 +77,11 @@ struct FwdConfigSm90 {
 // the flex patterns, +5-12 % dense non-causal and S <= 1024 causal, long causal
 // unchanged). d64 keeps two CTAs with a K/V ring (three measured slower there).
 template <int D> struct FwdConfigSm90For;
-template <> struct FwdConfigSm90For<64> { typedef FwdConfigSm90<64, 1, 128, 2> type; };
-template <> struct FwdConfigSm90For<128> { typedef FwdConfigSm90<128, 1, 64, 2, /*SPLIT_V=*/true, /*MINB=*/3> type; };
+template <int D> struct FwdConfigSm90For {
+  typedef ::flexattn::iface::Sm90Tile<D> T;  // tiles.json sm90Tile
+  typedef FwdConfigSm90<D, T::kWarpgroups, T::kBlockN, T::kStages, T::kSplitV, T::kMinBlocks> type;
+  static_assert(type::kBlockM == T::kBlockM, "sm90 tile: 64 query rows per warpgroup");
+};
 
 template <int N, class Ops>
 __device__ __forceinline__ void mma_ss(float (&d)[N / 2], u64 da, u64 db, int scale_d) {
@@ -262,9 +265,8 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
 #endif
 
 #define FLEXATTN_FWD_SM90_KERNEL_CFG(NAME, CFG, DTYPE, MODE)                                     \
-  extern "C" __constant__ int NAME##_cfg[8] = {                                                  \
-      CFG::kThreads, CFG::kSmemBytes, CFG::kBlockM, CFG::kBlockN, CFG::kHeadDim, CFG::kStages,   \
-      (int)sizeof(::flexattn::FlashFwdParams), ::flexattn::kFlashFwdModOffset};                  \
+  extern "C" __constant__ int NAME##_cfg[::flexattn::kFlashFwdCfgInts] = {                      \
+      FLEXATTN_FWD_CFG_VALUES(CFG)};                                                             \
   extern "C" __global__ void __launch_bounds__(CFG::kThreads, CFG::kMinBlocks)                \
       NAME(const __grid_constant__ ::flexattn::FlashFwdParams p) {                               \
     FLEXATTN_SM90_BODY(CFG, DTYPE, MODE)                                                         \
