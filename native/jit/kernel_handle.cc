@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "addon.h"
-#include "cuda/errors.h"
+#include "addon/addon.h"
+#include "addon/errors.h"
 #include "jit/jit.h"
 #include "kernels/generated/flash_fwd_config.cuh"
 #include "runtime/device.h"

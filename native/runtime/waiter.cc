@@ -16,7 +16,7 @@
 #include <unistd.h>
 #endif
 
-#include "cuda/errors.h"
+#include "addon/errors.h"
 
 namespace flexattn::rt {
 
