@@ -97,9 +97,9 @@ struct TileShape {
 };
 
 // Default shape per head dim: interface/tiles.json (sm80Tile), chosen by
-// measurement on H100 (bench/results/kernel-notes.md, "flash_fwd.cuh"): two
-// m16 tiles per warp beat one because the loop is ldmatrix-bound; d64 takes a
-// 128-wide kv tile. d32/d96/d256: compile- and correctness-checked, not yet
+// measurement (figures: bench/results/kernel-notes.md, "Figures from the
+// native/ comments"): two m16 tiles per warp beat one because the loop is
+// ldmatrix-bound; d64 takes a 128-wide kv tile. d32/d96/d256: compile- and correctness-checked, not yet
 // timed. For flex kernels whose mods keep many captured values live (e.g.
 // document ids), the one-m16-tile shape (sm80SmallTile) avoids spills.
 template <int D> struct FwdConfigFor {
@@ -166,12 +166,12 @@ __device__ __forceinline__ int tile_end(int kv0, int bits, int skv) {
 // of CTAs (ctas_per_sm: 2, or the kernel's occupancy when higher) covers
 // whole, and at most FLEXATTN_L2_BUDGET_MB of K/V:
 // the CTAs running at once then share K/V tiles in L2 as in the plain order.
-// (32 MB groups measured 4-12 % faster on S=8192 but 50 % slower on S=512
-// causal, where 256 heads x 8 query blocks no longer shared anything in L2:
-// kernel-notes run 8.) Dense (non-causal) CTAs all cost the same and keep
-// one head at a time (grouped = false). A block-sparse launch may instead
-// pass p.cta_order, built on the host from the BlockMask's per-row block
-// counts: longest rows first within groups of heads (kernel-notes run 13).
+// (Larger budgets help long sequences but hurt short causal ones, whose many
+// heads then no longer share anything in L2; figures in kernel-notes.md.)
+// Dense (non-causal) CTAs all cost the same and keep one head at a time
+// (grouped = false). A block-sparse launch may instead pass p.cta_order,
+// built on the host from the BlockMask's per-row block counts: longest rows
+// first within groups of heads (measured: kernel-notes.md).
 #ifndef FLEXATTN_L2_BUDGET_MB
 #define FLEXATTN_L2_BUDGET_MB 8
 #endif
@@ -722,8 +722,8 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
     score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
 
     // ---- online softmax, then O rescaled (unconditionally: a warp-vote skip
-    // measured 4-7 % slower on d64 — the branch splits the block ptxas
-    // interleaves with the P·V mmas)
+    // measured slower on d64 — the branch splits the block ptxas interleaves
+    // with the P·V mmas)
     float alpha[MT][2];
     online_softmax<MT, NT>(s, row_max, row_sum, alpha, dom);
     rescale_rows<MT, DT>(o, alpha);
