@@ -45,11 +45,15 @@ function layout(block, file) {
     const t = TYPES[f.type] ?? fail(`${file}: field ${f.name} has unknown type ${f.type}`);
     if (f.type === 'ptr' && !f.cType) fail(`${file}: pointer field ${f.name} needs a cType`);
     if (off % t.size !== 0) fail(`${file}: field ${f.name} (${f.type}) at offset ${off} needs padding: add a named pad field before it`);
-    const r = { ...f, offset: off, size: t.size, t };
-    off += t.size;
+    const count = f.count ?? 1; // an array field: count elements of its type
+    if (!Number.isInteger(count) || count < 1) fail(`${file}: field ${f.name} has count ${f.count}`);
+    if (count > 1 && f.ts !== undefined) fail(`${file}: array field ${f.name} cannot be packed from TypeScript (no ts)`);
+    const r = { ...f, offset: off, size: t.size * count, count, t };
+    off += t.size * count;
     return r;
   });
   const tail = block.tail;
+  if (fields.some((f) => f.count > 1) && block.python) fail(`${file}: array fields have no Python packing yet`);
   if (tail) {
     if (off % tail.align !== 0) fail(`${file}: tail ${tail.name} at offset ${off} needs padding to ${tail.align}: add a named pad field`);
     if (tail.kind !== 'struct' && tail.kind !== 'words') fail(`${file}: tail kind ${tail.kind} (struct | words)`);
@@ -83,7 +87,7 @@ function cppParams(block, file, lay) {
   out.push('', `namespace ${ns} {`, '');
   if (isWords) out.push(`template <int ${tail.count}>`);
   out.push(`struct ${block.block} {`);
-  for (const f of fields) out.push(`  ${cTypeOf(f)} ${f.name};`);
+  for (const f of fields) out.push(`  ${cTypeOf(f)} ${f.name}${f.count > 1 ? `[${f.count}]` : ''};`);
   if (tail) out.push(isWords ? `  unsigned long long ${tail.name}[${tail.count}];` : `  ${tail.cType} ${tail.name};`);
   out.push('};');
   if (tail) {
@@ -93,6 +97,7 @@ function cppParams(block, file, lay) {
   out.push('#ifndef __CUDACC_RTC__  // NVRTC has no __builtin_offsetof; nvcc checks the layout once');
   for (const f of fields) out.push(`static_assert(__builtin_offsetof(${sName}, ${f.name}) == ${f.offset}, "${block.block} layout: ${f.name}");`);
   if (tail) out.push(`static_assert(__builtin_offsetof(${sName}, ${tail.name}) == ${block.cpp.tailOffsetConstant}, "${block.block} layout: ${tail.name}");`);
+  else out.push(`static_assert(sizeof(${sName}) == ${tailOffset}, "${block.block} layout: size");`);
   out.push('#endif', '', `}  // namespace ${ns}`, '');
   return out.join('\n');
 }
@@ -284,7 +289,7 @@ export function generate(dir = join(root, IFACE)) {
     const lay = layout(d, n);
     files.set(`${CPP_DIR}/${d.cpp.header}`, cppParams(d, n, lay));
     if (d.config) files.set(`${CPP_DIR}/${configHeaderName(d)}`, cppConfig(d, n));
-    files.set(`${TS_DIR}/${d.ts.file}`, tsParams(d, n, lay));
+    if (d.ts) files.set(`${TS_DIR}/${d.ts.file}`, tsParams(d, n, lay));
     if (d.python) files.set(d.python.file, pyParams(d, n, lay, tiles));
   }
   return files;

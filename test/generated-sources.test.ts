@@ -30,13 +30,15 @@ describe('generated kernel sources', () => {
     const fresh = JSON.parse(execFileSync(process.execPath, ['scripts/gen-kernel-interface.mjs', '--json'], { encoding: 'utf8' })) as
       Record<string, string>;
     const paths = Object.keys(fresh).sort();
-    // Each block yields a C++ header and a TypeScript packer; the forward block also its config header and the harness packing.
+    // Each block yields a C++ header and (unless the host side is C++) a TypeScript packer; the forward block also
+    // its config header and the harness packing.
     expect(paths).toEqual([
       'bench/kernel-harness/flash_params.py',
       'lib/cuda/generated/blockmask-classify-params.ts',
       'lib/cuda/generated/flash-fwd-params.ts',
       'lib/cuda/generated/tiles.ts',
       'native/kernels/generated/blockmask_classify_params.cuh',
+      'native/kernels/generated/cast_params.cuh',
       'native/kernels/generated/flash_fwd_config.cuh',
       'native/kernels/generated/flash_fwd_params.cuh',
       'native/kernels/generated/tile_config.cuh',

@@ -10,6 +10,7 @@
 #include "addon/addon.h"
 #include "addon/errors.h"
 #include "jit/jit.h"
+#include "kernels/generated/cast_params.cuh"  // the cast kernel's parameter block, shared with util.cuh
 #include "runtime/buffer.h"
 #include "runtime/device.h"
 
@@ -73,19 +74,6 @@ Napi::Value Randn(const Napi::CallbackInfo& info) {
   Launch(dev, f, GridFor(dev, groups, 256), 1, 1, 256, 1, 1, 0, params, "flexattn_randn");
   return info.Env().Undefined();
 }
-
-// Must match CastParams in native/kernels/util.cuh.
-struct CastParams {
-  unsigned long long src;
-  unsigned long long dst;
-  long long numel;
-  long long shape[8];
-  long long strides[8];
-  int rank;
-  int srcDtype;
-  int dstDtype;
-  int pad;
-};
 
 std::vector<int64_t> ArgInt64Array(const Napi::Object& o, const char* key, const char* name, bool allowNegative) {
   Napi::Value v = o.Get(key);
