@@ -269,8 +269,9 @@ struct KvSchedule<kCausal, BM, BN, kSegments> {
 // (score_mod + mask_mod). A mask block of bm_kv_block columns is walked as
 // bm_kv_block / BN kernel tiles. With p.tile_starts (a segmented grid, block =
 // tile = 64) row m_block is query tile m_block and each list entry is a tile's
-// kv_start * 128 + length (one load per tile, as for the uniform grid); a tile
-// shorter than BN masks the columns past its end, which belong to the next tile.
+// kv entry, kv_start * 128 + length (interface/tiles.json kvEntry: one load
+// per tile, as for the uniform grid); a tile shorter than BN masks the columns
+// past its end, which belong to the next tile.
 template <int BM, int BN, bool kSegments>
 struct KvSchedule<kBlockSparse, BM, BN, kSegments> {
   const int* full_idx;
