@@ -87,6 +87,17 @@ function run(step, args) {
 }
 
 log(`building the native addon from source in ${join(root, 'build')} (cmake-js, ${jobs} parallel jobs)`);
+// The kernels' parameter blocks and tile constants come from native/kernels/interface
+// (generated headers are committed; a checkout regenerates them here). The published
+// package ships the generated headers without the generator, so it is skipped there.
+const genInterface = join(root, 'scripts', 'gen-kernel-interface.mjs');
+if (existsSync(genInterface)) {
+  const g = spawnSync(process.execPath, [genInterface], { cwd: root, stdio: 'inherit' });
+  if (g.status !== 0) {
+    console.error('flexattn: generating the kernel interface (scripts/gen-kernel-interface.mjs) failed (see above).');
+    process.exit(g.status ?? 1);
+  }
+}
 const steps = [
   ['configure', 'configuring with CMake'],
   ['build', nvcc

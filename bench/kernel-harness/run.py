@@ -10,6 +10,8 @@ import argparse, ctypes, json, math, os, struct, sys, time, traceback
 import torch
 import torch.nn.functional as F
 
+import flash_params as FP  # generated: FlashFwdParams layout and <name>_cfg fields (native/kernels/interface)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(HERE, "build")
 OUT = os.environ.get("OUT", "/tmp/out")
@@ -61,10 +63,12 @@ class Kernel:
         self.f = f
         dptr, sz = ctypes.c_uint64(), ctypes.c_size_t()
         ck(cu.cuModuleGetGlobal_v2(ctypes.byref(dptr), ctypes.byref(sz), mod, (name + "_cfg").encode()), "cfg")
-        buf = (ctypes.c_int * 8)()
-        ck(cu.cuMemcpyDtoH_v2(ctypes.cast(buf, ctypes.c_void_p), dptr.value, 32), "cfg copy")
-        (self.threads, self.smem, self.bm, self.bn, self.d, self.stages,
-         self.param_size, self.mod_off) = list(buf)
+        n = len(FP.CONFIG_FIELDS)
+        buf = (ctypes.c_int * n)()
+        ck(cu.cuMemcpyDtoH_v2(ctypes.cast(buf, ctypes.c_void_p), dptr.value, 4 * n), "cfg copy")
+        c = dict(zip(FP.CONFIG_FIELDS, list(buf)))
+        (self.threads, self.smem, self.bm, self.bn, self.d, self.stages, self.param_size, self.mod_off) = (
+            c["threads"], c["smemBytes"], c["blockM"], c["blockN"], c["headDim"], c["stages"], c["paramBytes"], c["modOffset"])
         ck(cu.cuFuncSetAttribute(f, 8, self.smem), "smem attr")  # MAX_DYNAMIC_SHARED_SIZE_BYTES
         v = ctypes.c_int()
         ck(cu.cuFuncGetAttribute(ctypes.byref(v), 4, f), "regs")
@@ -112,29 +116,29 @@ def launch(k, q, kk, v, o, lse=None, scale=None, bm=None, mod=b"", order=None, s
     Hkv, Skv = kk.shape[1], kk.shape[2]
     assert D == k.d
     scale = scale if scale is not None else 1.0 / math.sqrt(D)
-    ptrs = [q.data_ptr(), kk.data_ptr(), v.data_ptr(), o.data_ptr(), lse.data_ptr() if lse is not None else 0]
-    bmi = [0] * 7
+    f = dict(q=q.data_ptr(), k=kk.data_ptr(), v=v.data_ptr(), o=o.data_ptr(), lse=lse.data_ptr() if lse is not None else 0)
     if bm is not None:
         num, idx, fnum, fidx = bm.kv_num_blocks, bm.kv_indices, bm.full_kv_num_blocks, bm.full_kv_indices
-        ptrs += [num.data_ptr(), idx.data_ptr(), fnum.data_ptr() if fnum is not None else 0,
-                 fidx.data_ptr() if fidx is not None else 0]
+        f.update(kv_num_blocks=num.data_ptr(), kv_indices=idx.data_ptr(),
+                 full_kv_num_blocks=fnum.data_ptr() if fnum is not None else 0,
+                 full_kv_indices=fidx.data_ptr() if fidx is not None else 0)
         qblk, kvblk = bm.BLOCK_SIZE
         assert qblk % k.bm == 0 and kvblk % k.bn == 0
         if fnum is not None:
             assert fnum.stride() == num.stride() and fidx.stride() == idx.stride()
-        bmi = [qblk, kvblk, bstride(num, 0), bstride(num, 1), bstride(idx, 0), bstride(idx, 1), idx.stride(2)]
+        f.update(bm_q_block=qblk, bm_kv_block=kvblk, bm_num_stride_b=bstride(num, 0), bm_num_stride_h=bstride(num, 1),
+                 bm_idx_stride_b=bstride(idx, 0), bm_idx_stride_h=bstride(idx, 1), bm_idx_stride_qb=idx.stride(2))
         assert num.stride(2) == 1 and idx.stride(3) == 1
-    else:
-        ptrs += [0, 0, 0, 0]
-    st = strides3(q) + strides3(kk) + strides3(v) + strides3(o)
+    for name, t in (("q", q), ("k", kk), ("v", v), ("o", o)):
+        f[name + "_stride_b"], f[name + "_stride_h"], f[name + "_stride_s"] = strides3(t)
+    f.update(B=B, Hq=Hq, Hkv=Hkv, Sq=Sq, Skv=Skv, gqa_group=Hq // Hkv, scale=scale, scale_log2=scale * 1.4426950408889634)
     # starts: int32 [B', nM + 1] tile starts of a segmented grid (FlashFwdParams.tile_starts), grid_m = nM
-    pb = struct.pack("<9Q12q6i2f8i2Q", *ptrs, *st, B, Hq, Hkv, Sq, Skv, Hq // Hkv,
-                     scale, scale * 1.4426950408889634, *bmi,
-                     (starts.stride(0) if starts.shape[0] > 1 else 0) if starts is not None else 0,
-                     order.data_ptr() if order is not None else 0, starts.data_ptr() if starts is not None else 0)
-    assert len(pb) == 248 == k.mod_off
-    pb = pb + mod
-    pb = pb + b"\0" * (k.param_size - len(pb))
+    if starts is not None:
+        f.update(tile_starts=starts.data_ptr(), tile_starts_stride_b=starts.stride(0) if starts.shape[0] > 1 else 0)
+    if order is not None:
+        f["cta_order"] = order.data_ptr()
+    assert k.mod_off == FP.MOD_OFFSET, (k.mod_off, FP.MOD_OFFSET)
+    pb = FP.pack(k.param_size, mod, **f)
     assert len(pb) == k.param_size, (len(pb), k.param_size)
     buf = ctypes.create_string_buffer(pb, len(pb))
     args = (ctypes.c_void_p * 1)(ctypes.cast(buf, ctypes.c_void_p))

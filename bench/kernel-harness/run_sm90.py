@@ -342,7 +342,7 @@ def phase_aligned(reps):
 def segmented_schedule(doc, maskfn, tile=64):
     """A segmented grid (FlashFwdParams.tile_starts) for document ids doc [B, S]: tiles of <= `tile` rows that
     restart at every change of id, and the BlockMask lists of that grid, classified exactly from the dense mask,
-    with each kv entry encoded as kv_start * 128 + length (the kernel's format for segmented grids).
+    with each kv entry encoded as kv_start * KV_ENTRY_SCALE + length (the kernel's format for segmented grids).
     Returns (bm-like object, starts int32 [B, nM + 1], nM)."""
     B, S = doc.shape
     rows = []
@@ -378,7 +378,7 @@ def segmented_schedule(doc, maskfn, tile=64):
             sel = (cls == c)
             n_[b, 0] = sel.sum(1).to(torch.int32)
             j = torch.argsort((~sel).to(torch.int8), dim=1, stable=True)
-            i_[b, 0] = (st[j] * 128 + (st[j + 1] - st[j])).to(torch.int32)   # kv_start * 128 + length
+            i_[b, 0] = (st[j] * R.FP.KV_ENTRY_SCALE + (st[j + 1] - st[j])).to(torch.int32)   # the kv entry (tiles.json)
         del P
     bm = SimpleNamespace(kv_num_blocks=num, kv_indices=idx, full_kv_num_blocks=fnum, full_kv_indices=fidx, BLOCK_SIZE=(64, 64))
     return bm, starts.contiguous(), nM

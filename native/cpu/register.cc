@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "addon.h"
+#include "addon/addon.h"
 #include "cpu/attention.h"
 #include "cpu/attention_internal.h"
-#include "cuda/errors.h"
+#include "addon/errors.h"
 
 #if __has_include("cpu/mod_vm.h")
 #include "cpu/mod_vm.h"

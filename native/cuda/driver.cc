@@ -7,10 +7,10 @@
 #include <mutex>
 #include <sstream>
 
-#include "addon.h"
+#include "addon/addon.h"
 #include "cuda/cuda_api.h"
 #include "cuda/dl_symbol.h"
-#include "cuda/errors.h"
+#include "addon/errors.h"
 #include "jit/kernel_sources.h"
 
 #ifndef FLEXATTN_FATBIN_ARCHS

@@ -12,7 +12,7 @@
 
 #include "cuda/cuda_api.h"
 #include "cuda/dl_symbol.h"
-#include "cuda/errors.h"
+#include "addon/errors.h"
 
 namespace flexattn::cu {
 

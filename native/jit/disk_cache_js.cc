@@ -5,8 +5,8 @@
 #include <cstring>
 #include <string>
 
-#include "addon.h"
-#include "cuda/errors.h"
+#include "addon/addon.h"
+#include "addon/errors.h"
 #include "jit/disk_cache.h"
 #include "jit/jit.h"
 

@@ -1,9 +1,12 @@
 // Kernel modules: the precompiled fatbin when it loads on the device, else
 // NVRTC compilation of the embedded native/kernels sources; plus a general
 // "compile this source" API (in-memory + on-disk CUBIN cache) used for kernels
-// generated at run time (flex attention mods). Pieces: nvrtc_compile.{h,cc}
-// (NVRTC), disk_cache.{h,cc} (the on-disk format, eviction), jit_js.cc and
-// disk_cache_js.cc (JS exports), kernel_handle.cc (loadKernel).
+// generated at run time (flex attention mods). Pieces: compile.cc (cache key,
+// Compile through the memory and disk caches), modules.cc (named modules,
+// fatbin-or-NVRTC kernel lookup), nvrtc_compile.{h,cc} (NVRTC),
+// disk_cache.{h,cc} (the on-disk format, eviction), jit_lock.h (the lock of
+// their maps), jit_js.cc and disk_cache_js.cc (JS exports and test hooks),
+// kernel_handle.cc (loadKernel).
 #pragma once
 #include <string>
 #include <vector>

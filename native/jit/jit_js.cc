@@ -3,8 +3,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "addon.h"
-#include "cuda/errors.h"
+#include "addon/addon.h"
+#include "addon/errors.h"
 #include "jit/disk_cache.h"
 #include "jit/jit.h"
 

@@ -8,9 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "addon.h"
-#include "cuda/errors.h"
+#include "addon/addon.h"
+#include "addon/errors.h"
 #include "jit/jit.h"
+#include "kernels/generated/flash_fwd_config.cuh"
 #include "runtime/device.h"
 
 namespace flexattn::jit {
@@ -26,10 +27,10 @@ struct Loaded {
   std::string origin;     // "fatbin" | "nvrtc" | "memory" | "disk"
   double ms = 0;
   bool hasCfg = false;
-  int cfg[8] = {0};
+  int cfg[kFlashFwdCfgInts] = {0};
 };
 
-// Reads `<kernel>_cfg` (int[8], see native/kernels/flash_fwd.cuh) when the
+// Reads `<kernel>_cfg` (int[kFlashFwdCfgInts], see native/kernels/interface/flash_fwd_params.json) when the
 // module defines it.
 void ReadConfig(cu::CUmodule module, const std::string& kernel, Loaded* out) {
   auto getGlobal = reinterpret_cast<CuModuleGetGlobal>(cu::DriverSym("cuModuleGetGlobal_v2"));

@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "cuda/errors.h"
+#include "addon/errors.h"
 #include "jit/kernel_sources.h"
 
 namespace flexattn::jit {

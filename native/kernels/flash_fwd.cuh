@@ -5,7 +5,7 @@
 //   LSE[b,h,q] = log(sum_kv exp(...))   (natural log, f32, optional)
 //
 // Structure (so the Hopper path can reuse the policy half):
-//   * FlashFwdParams      — the one by-value kernel parameter (layout below).
+//   * FlashFwdParams      — the one by-value kernel parameter (generated/flash_fwd_params.cuh).
 //   * FwdConfig<D>        — per-head-dim tile traits.
 //   * KvSchedule<MODE>    — which kv tiles a q block visits, and which of
 //                           them need per-element masking (DENSE / CAUSAL /
@@ -40,13 +40,16 @@
 //                                                   flexattn_fwd_d<D>_<dt>_causal
 // Each kernel <name> comes with `extern "C" __constant__ int <name>_cfg[8]`
 // = {threads, dynamic smem bytes, BLOCK_M, BLOCK_N, head dim, stages,
-//    sizeof(FlashFwdParams), offsetof(FlashFwdParams, mod)}: read it with
+//    sizeof(FlashFwdParams), offsetof(FlashFwdParams, mod)} (generated/
+// flash_fwd_config.cuh, from interface/flash_fwd_params.json): read it with
 // cuModuleGetGlobal; launch grid (ceil(Sq/BLOCK_M), Hq, B), block (threads),
 // dynamic smem as given (raise CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 // when > 48 KB).
 #pragma once
 
 #include "tiles.cuh"
+#include "generated/flash_fwd_config.cuh"
+#include "generated/tile_config.cuh"
 
 // ---------------------------------------------------------------------------
 // identity defaults when no mod fragment was prepended
@@ -68,91 +71,14 @@ struct FlexModArgs {
 #define FLEX_SEGMENTED_GRID 0
 #endif
 
-namespace flexattn {
-
 // ---------------------------------------------------------------------------
-// Kernel parameter block. Byte layout (little-endian, no implicit padding):
-//   off  size  field
-//     0     8  q                 const 16-bit* [B,Hq,Sq,D] via strides
-//     8     8  k                 const 16-bit* [B,Hkv,Skv,D]
-//    16     8  v                 const 16-bit* [B,Hkv,Skv,D]
-//    24     8  o                 16-bit*       [B,Hq,Sq,D]
-//    32     8  lse               float* [B,Hq,Sq] contiguous, or 0 (not written)
-//    40     8  kv_num_blocks     const int* [B',H',QB]      (BLOCK_SPARSE)
-//    48     8  kv_indices        const int* [B',H',QB,KVB]
-//    56     8  full_kv_num_blocks const int* or 0 (no full blocks)
-//    64     8  full_kv_indices   const int* or 0
-//    72    96  i64 element strides: q_b q_h q_s k_b k_h k_s v_b v_h v_s o_b o_h o_s
-//   168     4  B       172 Hq     176 Hkv    180 Sq     184 Skv
-//   188     4  gqa_group (= Hq / Hkv)
-//   192     4  scale (f32)      196 scale_log2 (f32, = scale * log2(e))
-//   200     4  bm_q_block       204 bm_kv_block   (block-mask block sizes)
-//   208     4  bm_num_stride_b  212 bm_num_stride_h  (elements; 0 = broadcast;
-//                                                     q-block stride is 1)
-//   216     4  bm_idx_stride_b  220 bm_idx_stride_h  224 bm_idx_stride_qb
-//   228     4  tile_starts_stride_b  elements between batches of tile_starts (0 = broadcast)
-//   232     8  cta_order         const unsigned* [nM * Hq * B] or 0: CTA i computes work
-//                                index cta_order[i] (see work_tile); 0 = the built-in order
-//   240     8  tile_starts       const int* [B', nM + 1] or 0 (BLOCK_SPARSE, BM = BN = block
-//                                = 64 only): a segmented grid. Query tile m of batch b is rows
-//                                [ts[m], ts[m+1]), ts = tile_starts + b * stride_b; tiles are at
-//                                most 64 long and restart at every segment start (documents:
-//                                lib/blockmask/segments.ts). The kv lists then hold each tile's
-//                                columns, not its index: kv_start * 128 + length (length <= 64).
-//                                0 = the uniform grid.
-//   248     -  mod: FlexModArgs  (sizeof(FlashFwdParams) = 248 + sizeof, 8-aligned)
-// The num/indices arrays of the full and partial sets share shape and strides.
-// Alignment: q, k, v 16-byte aligned with S/H/B strides multiples of 8
-// elements (16-byte cp.async); o 4-byte aligned, strides even.
-// BLOCK_SPARSE requires bm_q_block % BLOCK_M == 0 and bm_kv_block % BLOCK_N == 0.
-struct FlashFwdParams {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* o;
-  float* lse;
-  const int* kv_num_blocks;
-  const int* kv_indices;
-  const int* full_kv_num_blocks;
-  const int* full_kv_indices;
-  long long q_stride_b, q_stride_h, q_stride_s;
-  long long k_stride_b, k_stride_h, k_stride_s;
-  long long v_stride_b, v_stride_h, v_stride_s;
-  long long o_stride_b, o_stride_h, o_stride_s;
-  int B, Hq, Hkv, Sq, Skv;
-  int gqa_group;
-  float scale;
-  float scale_log2;
-  int bm_q_block, bm_kv_block;
-  int bm_num_stride_b, bm_num_stride_h;
-  int bm_idx_stride_b, bm_idx_stride_h, bm_idx_stride_qb;
-  int tile_starts_stride_b;
-  const unsigned* cta_order;
-  const int* tile_starts;
-  FlexModArgs mod;
-};
-// Offset of the trailing FlexModArgs (read by the host through <name>_cfg[7]).
-constexpr int kFlashFwdModOffset = 248;
-#ifndef __CUDACC_RTC__  // NVRTC has no __builtin_offsetof; nvcc checks the layout once
-static_assert(__builtin_offsetof(FlashFwdParams, q) == 0, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, lse) == 32, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, full_kv_indices) == 64, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, q_stride_b) == 72, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, o_stride_s) == 160, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, B) == 168, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, gqa_group) == 188, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, scale) == 192, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, bm_q_block) == 200, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, bm_num_stride_b) == 208, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_b) == 216, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, bm_idx_stride_qb) == 224, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, cta_order) == 232, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, tile_starts_stride_b) == 228, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, tile_starts) == 240, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, mod) == 248, "layout");
-static_assert(__builtin_offsetof(FlashFwdParams, mod) == kFlashFwdModOffset, "layout");
-#endif
+// Kernel parameter block FlashFwdParams (after FlexModArgs: it ends with one),
+// its <name>_cfg array, tile constants and the kv-entry encoding: generated from
+// native/kernels/interface/*.json by scripts/gen-kernel-interface.mjs (the
+// layout table and static_asserts are in the generated headers).
+#include "generated/flash_fwd_params.cuh"
 
+namespace flexattn {
 namespace flash {
 
 using namespace ::flexattn::tiles;
@@ -170,18 +96,16 @@ struct TileShape {
   static constexpr bool kQInRegs = Q_IN_REGS;
 };
 
-// Defaults measured on H100 SXM (bench/results/kernel-notes.md): MT=2 beats
-// MT=1 by 15-30 % (ldmatrix-bound), d64 128x128 >= 128x64 in all runs.
-// d32/d96/d256: compile- and correctness-checked, not yet timed. For flex
-// kernels whose mods keep many captured values live (e.g. document ids), the
-// MT=1 shape TileShape<64, 64, 4, 2, true> avoids spills at equal speed.
-template <int D> struct FwdConfigFor;
-//                                         BM   BN  warps stages Q-in-regs
-template <> struct FwdConfigFor<32>  { typedef TileShape<128, 64, 4, 3, true>  type; };
-template <> struct FwdConfigFor<64>  { typedef TileShape<128, 128, 4, 2, false> type; };
-template <> struct FwdConfigFor<96>  { typedef TileShape<128, 64, 4, 2, false> type; };
-template <> struct FwdConfigFor<128> { typedef TileShape<128, 64, 4, 2, false> type; };
-template <> struct FwdConfigFor<256> { typedef TileShape<64,  64, 4, 2, false> type; };
+// Default shape per head dim: interface/tiles.json (sm80Tile), chosen by
+// measurement (figures: bench/results/kernel-notes.md, "Figures from the
+// native/ comments"): two m16 tiles per warp beat one because the loop is
+// ldmatrix-bound; d64 takes a 128-wide kv tile. d32/d96/d256: compile- and correctness-checked, not yet
+// timed. For flex kernels whose mods keep many captured values live (e.g.
+// document ids), the one-m16-tile shape (sm80SmallTile) avoids spills.
+template <int D> struct FwdConfigFor {
+  typedef ::flexattn::iface::Sm80Tile<D> T;  // tiles.json sm80Tile
+  typedef TileShape<T::kBlockM, T::kBlockN, T::kWarps, T::kStages, T::kQInRegs> type;
+};
 
 template <int D, class Shape = typename FwdConfigFor<D>::type>
 struct FwdConfig : Shape {
@@ -242,12 +166,12 @@ __device__ __forceinline__ int tile_end(int kv0, int bits, int skv) {
 // of CTAs (ctas_per_sm: 2, or the kernel's occupancy when higher) covers
 // whole, and at most FLEXATTN_L2_BUDGET_MB of K/V:
 // the CTAs running at once then share K/V tiles in L2 as in the plain order.
-// (32 MB groups measured 4-12 % faster on S=8192 but 50 % slower on S=512
-// causal, where 256 heads x 8 query blocks no longer shared anything in L2:
-// kernel-notes run 8.) Dense (non-causal) CTAs all cost the same and keep
-// one head at a time (grouped = false). A block-sparse launch may instead
-// pass p.cta_order, built on the host from the BlockMask's per-row block
-// counts: longest rows first within groups of heads (kernel-notes run 13).
+// (Larger budgets help long sequences but hurt short causal ones, whose many
+// heads then no longer share anything in L2; figures in kernel-notes.md.)
+// Dense (non-causal) CTAs all cost the same and keep one head at a time
+// (grouped = false). A block-sparse launch may instead pass p.cta_order,
+// built on the host from the BlockMask's per-row block counts: longest rows
+// first within groups of heads (measured: kernel-notes.md).
 #ifndef FLEXATTN_L2_BUDGET_MB
 #define FLEXATTN_L2_BUDGET_MB 8
 #endif
@@ -345,8 +269,9 @@ struct KvSchedule<kCausal, BM, BN, kSegments> {
 // (score_mod + mask_mod). A mask block of bm_kv_block columns is walked as
 // bm_kv_block / BN kernel tiles. With p.tile_starts (a segmented grid, block =
 // tile = 64) row m_block is query tile m_block and each list entry is a tile's
-// kv_start * 128 + length (one load per tile, as for the uniform grid); a tile
-// shorter than BN masks the columns past its end, which belong to the next tile.
+// kv entry, kv_start * 128 + length (interface/tiles.json kvEntry: one load
+// per tile, as for the uniform grid); a tile shorter than BN masks the columns
+// past its end, which belong to the next tile.
 template <int BM, int BN, bool kSegments>
 struct KvSchedule<kBlockSparse, BM, BN, kSegments> {
   const int* full_idx;
@@ -388,8 +313,8 @@ struct KvSchedule<kBlockSparse, BM, BN, kSegments> {
     if constexpr (kSegments) {
       int kv_end = skv;
       if (ts) {
-        t.kv0 = blk >> 7;
-        kv_end = t.kv0 + (blk & 127);
+        t.kv0 = ::flexattn::iface::kv_entry_start(blk);
+        kv_end = t.kv0 + ::flexattn::iface::kv_entry_length(blk);
       } else {
         t.kv0 = blk * kvb + (j - jb * tpb) * BN;
       }
@@ -798,8 +723,8 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
     score_tile<Cfg>(s, p, args, b, h, row0, cur.kv0, cur.bits, premul, lane);
 
     // ---- online softmax, then O rescaled (unconditionally: a warp-vote skip
-    // measured 4-7 % slower on d64 — the branch splits the block ptxas
-    // interleaves with the P·V mmas)
+    // measured slower on d64 — the branch splits the block ptxas interleaves
+    // with the P·V mmas)
     float alpha[MT][2];
     online_softmax<MT, NT>(s, row_max, row_sum, alpha, dom);
     rescale_rows<MT, DT>(o, alpha);
@@ -831,10 +756,8 @@ __device__ __forceinline__ void flash_fwd(const FlashFwdParams& p) {
 // ---------------------------------------------------------------------------
 // Instantiation macros (nvcc precompiled and NVRTC JIT alike).
 #define FLEXATTN_FWD_KERNEL_CFG(NAME, CFG, DTYPE, MODE)                                          \
-  extern "C" __constant__ int NAME##_cfg[8] = {                                                  \
-      CFG::kThreads, CFG::kSmemBytes, CFG::kBlockM, CFG::kBlockN, CFG::kHeadDim, CFG::kStages,   \
-      (int)sizeof(::flexattn::FlashFwdParams),                                                   \
-      ::flexattn::kFlashFwdModOffset};                                                           \
+  extern "C" __constant__ int NAME##_cfg[::flexattn::kFlashFwdCfgInts] = {                      \
+      FLEXATTN_FWD_CFG_VALUES(CFG)};                                                             \
   extern "C" __global__ void __launch_bounds__(CFG::kThreads)                                    \
       NAME(const __grid_constant__ ::flexattn::FlashFwdParams p) {                               \
     ::flexattn::flash::flash_fwd<CFG, ::flexattn::tiles::DTYPE, ::flexattn::flash::MODE>(p);     \

@@ -52,7 +52,7 @@ struct FwdConfigSm90 {
   static constexpr bool kSplitV = SPLIT_V;
   static constexpr int kVStages = SPLIT_V ? 1 : STAGES;
   // __launch_bounds__ minimum CTAs per SM; 0 = no hint (ptxas then allocates as
-  // before: an explicit 1 measured 164 -> 194 registers and -12 % at d64).
+  // before: an explicit 1 raised the register count and was slower at d64).
   static constexpr int kMinBlocks = MINB;
   static constexpr int kMT = 1;           // m16 tiles per warp (score_tile's view)
   static constexpr int kNT = BN / 8;      // n8 tiles of S per warp
@@ -70,15 +70,18 @@ struct FwdConfigSm90 {
   static_assert(STAGES >= 2, "pipeline needs >= 2 stages");
 };
 
-// Defaults (H100 SXM, bench/results/kernel-notes.md runs 7 and 10): one
-// warpgroup (64 query rows) per CTA. At d128 V keeps one slot so that a CTA
-// needs 65 KB of shared memory and three CTAs share an SM (168 registers):
-// more warps to hide the short kv loops of windows and documents (+7-12 % on
-// the flex patterns, +5-12 % dense non-causal and S <= 1024 causal, long causal
-// unchanged). d64 keeps two CTAs with a K/V ring (three measured slower there).
-template <int D> struct FwdConfigSm90For;
-template <> struct FwdConfigSm90For<64> { typedef FwdConfigSm90<64, 1, 128, 2> type; };
-template <> struct FwdConfigSm90For<128> { typedef FwdConfigSm90<128, 1, 64, 2, /*SPLIT_V=*/true, /*MINB=*/3> type; };
+// Defaults (interface/tiles.json sm90Tile; measured on H100, figures in
+// bench/results/kernel-notes.md): one warpgroup (64 query rows) per CTA. At
+// d128 V keeps one slot so that a CTA needs 65 KB of shared memory and three
+// CTAs share an SM (168 registers): more warps to hide the short kv loops of
+// windows and documents (faster on the flex patterns, dense non-causal and
+// short causal; long causal unchanged). d64 keeps two CTAs with a K/V ring
+// (three measured slower there).
+template <int D> struct FwdConfigSm90For {
+  typedef ::flexattn::iface::Sm90Tile<D> T;  // tiles.json sm90Tile
+  typedef FwdConfigSm90<D, T::kWarpgroups, T::kBlockN, T::kStages, T::kSplitV, T::kMinBlocks> type;
+  static_assert(type::kBlockM == T::kBlockM, "sm90 tile: 64 query rows per warpgroup");
+};
 
 template <int N, class Ops>
 __device__ __forceinline__ void mma_ss(float (&d)[N / 2], u64 da, u64 db, int scale_d) {
@@ -182,14 +185,14 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
   }
   // A mask mod that reads captured tensors (document ids, ...) is evaluated
   // into bits between issuing Q·Kᵀ and waiting for it: the loads overlap the
-  // tensor cores and the ids are not live next to S. Measured (kernel-notes
-  // run 8): doc +11 %; for arithmetic masks the split costs 5-10 % (causal,
-  // softcap, ALiBi), so those keep the fused score_tile.
+  // tensor cores and the ids are not live next to S. Measured (figures in
+  // kernel-notes.md): a win for document masks; for arithmetic masks the split
+  // costs time (causal, softcap, ALiBi), so those keep the fused score_tile.
   // A partial block inside both bounds (bits == kMaskMod, most masked tiles of
   // a block-sparse launch) skips the clamps and the bounds / diagonal tests
-  // (kernel-notes run 11: sliding +13 %). With a score mod the second path
-  // measured 4 % slower on ALiBi (registers at the 168 cap), so those kernels
-  // keep the general score_tile.
+  // (a win for sliding windows). With a score mod the second path measured
+  // slower on ALiBi (registers at the 168 cap), so those kernels keep the
+  // general score_tile.
   constexpr bool kMaskOnlyPath = MODE == ::flexattn::flash::kBlockSparse && FLEX_HAS_MASK_MOD && !FLEX_HAS_SCORE_MOD;
   constexpr bool kMaskBits = MODE == ::flexattn::flash::kBlockSparse && FLEX_HAS_MASK_MOD && FLEX_MASK_MOD_READS_MEMORY;
   ::flexattn::flash::KeepBits<Cfg> keep;
@@ -262,9 +265,8 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
 #endif
 
 #define FLEXATTN_FWD_SM90_KERNEL_CFG(NAME, CFG, DTYPE, MODE)                                     \
-  extern "C" __constant__ int NAME##_cfg[8] = {                                                  \
-      CFG::kThreads, CFG::kSmemBytes, CFG::kBlockM, CFG::kBlockN, CFG::kHeadDim, CFG::kStages,   \
-      (int)sizeof(::flexattn::FlashFwdParams), ::flexattn::kFlashFwdModOffset};                  \
+  extern "C" __constant__ int NAME##_cfg[::flexattn::kFlashFwdCfgInts] = {                      \
+      FLEXATTN_FWD_CFG_VALUES(CFG)};                                                             \
   extern "C" __global__ void __launch_bounds__(CFG::kThreads, CFG::kMinBlocks)                \
       NAME(const __grid_constant__ ::flexattn::FlashFwdParams p) {                               \
     FLEXATTN_SM90_BODY(CFG, DTYPE, MODE)                                                         \

@@ -9,6 +9,9 @@
 #include "util.cuh"
 #include "flash_fwd.cuh"
 #include "flash_fwd_sm90.cuh"
+// JIT-only parameter blocks: included here so that nvcc checks their layout
+// (static_asserts) once per build; they add no code.
+#include "generated/blockmask_classify_params.cuh"
 
 FLEXATTN_FWD_ALL_DENSE()
 FLEXATTN_FWD_SM90_ALL_DENSE()

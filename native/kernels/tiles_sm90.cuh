@@ -44,7 +44,7 @@ struct Sw128Tile {
   // elements); rows >= valid_rows are zero-filled. A whole tile in bounds (the
   // common case: every tile but a sequence's last) takes unpredicated copies:
   // per row one 64-bit add and the copy, instead of a bounds test and two
-  // pointer selects as well (kernel-notes run 12).
+  // pointer selects as well (measured: kernel-notes.md).
   template <int NTHREADS>
   static __device__ __forceinline__ void load_async(u32 base, const u16* g, i64 stride, int valid_rows, int tid) {
     static_assert(NTHREADS % kChunks == 0 && ROWS % (NTHREADS / kChunks) == 0, "even split");

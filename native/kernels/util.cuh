@@ -81,21 +81,12 @@ extern "C" __global__ void flexattn_randn(void* dst, fa_i64 n, int dtype, fa_u64
 }
 
 // ---- strided cast ----------------------------------------------------------------
-// Must match CastParams in native/runtime/runtime.cc.
-struct FaCastParams {
-  fa_u64 src;  // device address of src element 0 (offset applied)
-  fa_u64 dst;  // device address of dst element 0 (contiguous)
-  fa_i64 numel;
-  fa_i64 shape[8];
-  fa_i64 strides[8];  // element strides of src (may be 0 or negative)
-  int rank;
-  int srcDtype;
-  int dstDtype;
-  int pad;
-};
+// The parameter block is described in native/kernels/interface/cast_params.json;
+// the host (native/addon/tensor_kernels.cc) fills the same generated struct.
+#include "generated/cast_params.cuh"
 
 // dst[i] = cast(src[multi-index of i in row-major order over shape]).
-extern "C" __global__ void flexattn_cast_strided(FaCastParams p) {
+extern "C" __global__ void flexattn_cast_strided(::flexattn::CastParams p) {
   const void* src = (const void*)p.src;
   void* dst = (void*)p.dst;
   const int ssz = fa_dtype_size(p.srcDtype);

@@ -3,7 +3,7 @@
 #include <map>
 #include <mutex>
 
-#include "cuda/errors.h"
+#include "addon/errors.h"
 
 namespace flexattn::rt {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <memory>
 
-#include "cuda/errors.h"
+#include "addon/errors.h"
 
 namespace flexattn::rt {
 

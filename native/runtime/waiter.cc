@@ -16,7 +16,7 @@
 #include <unistd.h>
 #endif
 
-#include "cuda/errors.h"
+#include "addon/errors.h"
 
 namespace flexattn::rt {
 
@@ -24,8 +24,9 @@ namespace {
 
 // ---- D2H result prefault -----------------------------------------------------
 // A fresh ArrayBuffer is calloc'ed memory (large ones are fresh mmap pages), so
-// the staging -> result memcpy page-faults on every 4 KiB page (~1.8 GB/s for
-// 256 MiB instead of ~12 GB/s into mapped memory). The waiter thread maps the
+// the staging -> result memcpy page-faults on every 4 KiB page (several times
+// slower than a copy into mapped memory; figures in
+// bench/results/kernel-notes.md). The waiter thread maps the
 // pages in one batch (MADV_POPULATE_WRITE, Linux 5.14+; plus MADV_HUGEPAGE for
 // big buffers, fewer and larger pages) before it waits on the event, so the
 // fault cost overlaps the GPU work and the DMA. Both are hints that never

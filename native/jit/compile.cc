@@ -1,3 +1,6 @@
+// NVRTC compiles through the in-memory and on-disk caches: the cache key
+// (source, options, arch, NVRTC version, embedded headers), Compile/IsCached,
+// the cache settings. Named modules and kernel lookup: jit/modules.cc.
 #include "jit/jit.h"
 
 #include <chrono>
@@ -6,10 +9,10 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <tuple>
 
-#include "cuda/errors.h"
+#include "addon/errors.h"
 #include "jit/disk_cache.h"
+#include "jit/jit_lock.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compile.h"
 
@@ -17,34 +20,11 @@ namespace flexattn::jit {
 
 namespace {
 
-struct ModuleSpec {
-  std::string source;
-  std::vector<std::string> options;
-};
-
-std::recursive_mutex g_mu;
-std::map<std::string, ModuleSpec>& Modules() {
-  static auto* m = new std::map<std::string, ModuleSpec>{
-      {"util", {"#include \"util.cuh\"\n", {"--use_fast_math"}}},
-  };
-  return *m;
-}
 // (device index, key) -> module compiled by NVRTC.
 std::map<std::pair<int, uint64_t>, cu::CUmodule>& MemCache() {
   static auto* m = new std::map<std::pair<int, uint64_t>, cu::CUmodule>();
   return *m;
 }
-// device index -> fatbin module (nullptr when it does not load there).
-std::map<int, cu::CUmodule>& FatbinModules() {
-  static auto* m = new std::map<int, cu::CUmodule>();
-  return *m;
-}
-// (device, module, kernel) -> function, with origin.
-std::map<std::tuple<int, std::string, std::string>, std::pair<cu::CUfunction, std::string>>& KernelCache() {
-  static auto* m = new std::map<std::tuple<int, std::string, std::string>, std::pair<cu::CUfunction, std::string>>();
-  return *m;
-}
-
 uint64_t HeadersHash() {
   static uint64_t h = [] {
     uint64_t x = kFnvOffset;
@@ -57,11 +37,6 @@ uint64_t HeadersHash() {
     return x;
   }();
   return h;
-}
-
-bool DisableFatbin() {
-  const char* e = std::getenv("FLEXATTN_DISABLE_FATBIN");
-  return e && *e && std::strcmp(e, "0") != 0;
 }
 
 double MsSince(std::chrono::steady_clock::time_point t0) {
@@ -131,14 +106,14 @@ std::string CacheDir() {
 }
 
 void ClearMemoryCache() {
-  std::lock_guard<std::recursive_mutex> lock(g_mu);
+  std::lock_guard<std::recursive_mutex> lock(JitMutex());
   MemCache().clear();  // modules stay loaded: functions handed out remain valid
 }
 
 bool IsCached(rt::Device& dev, const std::string& source, const std::vector<std::string>& extraOptions) {
   const CompileKey k = MakeKey(cu::Rtc(), dev, source, extraOptions);
   {
-    std::lock_guard<std::recursive_mutex> lock(g_mu);
+    std::lock_guard<std::recursive_mutex> lock(JitMutex());
     if (MemCache().count({dev.index, k.key})) return true;
   }
   const disk::Config cfg = CacheConfig();
@@ -163,7 +138,7 @@ CompileResult Compile(rt::Device& dev, const std::string& source, const std::vec
   res.target = k.arch;
   res.path = disk::EntryPath(cfg.dir, entry);
   {
-    std::lock_guard<std::recursive_mutex> lock(g_mu);
+    std::lock_guard<std::recursive_mutex> lock(JitMutex());
     auto it = MemCache().find({dev.index, k.key});
     if (it != MemCache().end()) {
       res.module = it->second;
@@ -174,7 +149,7 @@ CompileResult Compile(rt::Device& dev, const std::string& source, const std::vec
   }
   auto remember = [&](cu::CUmodule m, CacheHit hit) {
     {
-      std::lock_guard<std::recursive_mutex> lock(g_mu);
+      std::lock_guard<std::recursive_mutex> lock(JitMutex());
       MemCache()[{dev.index, k.key}] = m;
     }
     res.module = m;
@@ -203,54 +178,6 @@ cu::CUfunction GetFunction(cu::CUmodule module, const char* kernel) {
   cu::Check(cu::Drv().cuModuleGetFunction(&f, module, kernel),
             std::string("cuModuleGetFunction(\"") + kernel + "\")");
   return f;
-}
-
-void RegisterModule(const std::string& name, const std::string& source, const std::vector<std::string>& options) {
-  std::lock_guard<std::recursive_mutex> lock(g_mu);
-  Modules()[name] = ModuleSpec{source, options};
-}
-
-cu::CUfunction GetKernel(rt::Device& dev, const std::string& module, const char* kernel, std::string* origin) {
-  std::lock_guard<std::recursive_mutex> lock(g_mu);
-  auto key = std::make_tuple(dev.index, module, std::string(kernel));
-  auto it = KernelCache().find(key);
-  if (it != KernelCache().end()) {
-    if (origin) *origin = it->second.second;
-    return it->second.first;
-  }
-  const cu::Driver& d = cu::Drv();
-  dev.MakeCurrent();
-  // 1. Precompiled fatbin.
-  if (kFatbin && kFatbinSize > 0 && !DisableFatbin()) {
-    auto fit = FatbinModules().find(dev.index);
-    if (fit == FatbinModules().end()) {
-      cu::CUmodule m = nullptr;
-      if (d.cuModuleLoadData(&m, kFatbin) != cu::CUDA_SUCCESS) m = nullptr;
-      fit = FatbinModules().emplace(dev.index, m).first;
-    }
-    if (fit->second) {
-      cu::CUfunction f = nullptr;
-      if (d.cuModuleGetFunction(&f, fit->second, kernel) == cu::CUDA_SUCCESS && f) {
-        KernelCache()[key] = {f, "fatbin"};
-        if (origin) *origin = "fatbin";
-        return f;
-      }
-    }
-  }
-  // 2. NVRTC from the embedded sources.
-  auto mit = Modules().find(module);
-  if (mit == Modules().end()) {
-    throw NativeError(ErrKind::kGeneric, "flexattn: internal error: unknown kernel module '" + module + "'");
-  }
-  CompileResult r = Compile(dev, mit->second.source, mit->second.options, module + ".cu");
-  cu::CUfunction f = GetFunction(r.module, kernel);
-  KernelCache()[key] = {f, "nvrtc"};
-  if (origin) *origin = "nvrtc";
-  return f;
-}
-
-cu::CUfunction GetKernel(rt::Device& dev, const std::string& module, const char* kernel) {
-  return GetKernel(dev, module, kernel, nullptr);
 }
 
 }  // namespace flexattn::jit

@@ -6,7 +6,8 @@
 namespace flexattn {
 
 void RegisterCuda(Napi::Env env, Napi::Object exports);     // native/cuda: driver/NVRTC loading, device info
-void RegisterRuntime(Napi::Env env, Napi::Object exports);  // native/runtime: buffers, copies, allocator, tensor kernels
+void RegisterRuntime(Napi::Env env, Napi::Object exports);  // native/runtime: buffers, copies, allocator
+void RegisterTensorKernels(Napi::Env env, Napi::Object exports);  // native/addon: randn, castStrided (runtime + jit)
 void RegisterJit(Napi::Env env, Napi::Object exports);      // native/jit: NVRTC compile + kernel cache
 void RegisterKernels(Napi::Env env, Napi::Object exports);  // native/jit: kernel handles for the attention ops
 void RegisterCpu(Napi::Env env, Napi::Object exports);      // native/cpu: reference attention

@@ -1,4 +1,4 @@
-#include "cuda/errors.h"
+#include "addon/errors.h"
 
 #include <cmath>
 #include <map>

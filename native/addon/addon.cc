@@ -1,12 +1,13 @@
 // Node-API module entry. Loading the addon never touches CUDA: the driver
 // and NVRTC are dlopen'ed on first GPU use (native/cuda/driver.cc).
-#include "addon.h"
+#include "addon/addon.h"
 
 namespace flexattn {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCuda(env, exports);
   RegisterRuntime(env, exports);
+  RegisterTensorKernels(env, exports);
   RegisterJit(env, exports);
   RegisterKernels(env, exports);
   RegisterCpu(env, exports);

@@ -1,0 +1,163 @@
+// The generated host side of the kernel interface (lib/cuda/generated/*):
+// the packers put every value at the offset the description gives, keep the
+// byte layout the kernels were built with, and refuse what does not fit.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { InternalError } from '../lib/errors.js';
+import {
+  FLASH_FWD_CFG_INTS, FLASH_FWD_OFFSETS, kernelConfig, packFlashParams, type FlashFwdValues, type KernelConfig,
+} from '../lib/cuda/generated/flash-fwd-params.js';
+import { FLEX_BLOCK_MASK_OFFSETS, packBlockMaskClassifyParams } from '../lib/cuda/generated/blockmask-classify-params.js';
+import {
+  decodeKvEntry, encodeKvEntry, KV_ENTRY_SCALE, SCHEDULE_BLOCK, SEGMENT_TILE, SM80_SMALL_TILE, SM80_TILE, SM90_HEAD_DIMS, SM90_TILE,
+} from '../lib/cuda/generated/tiles.js';
+import * as reexport from '../lib/flash-params.js';
+
+interface Field { name: string; type: string }
+interface Block { fields: Field[]; tail?: { name: string } }
+const SIZE: Record<string, number> = { ptr: 8, u64: 8, i64: 8, i32: 4, u32: 4, f32: 4 };
+const describeBlock = (file: string): Block => JSON.parse(readFileSync(`native/kernels/interface/${file}`, 'utf8')) as Block;
+
+/** Offsets computed here from the description alone (order and sizes), independent of the generator. */
+function offsetsOf(b: Block): Record<string, number> {
+  const out: Record<string, number> = {};
+  let off = 0;
+  for (const f of b.fields) { out[f.name] = off; off += SIZE[f.type]!; }
+  if (b.tail) out[b.tail.name] = off;
+  return out;
+}
+
+let seed = 12345;
+const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+const ptr = (): bigint => (BigInt(rnd(2 ** 30)) << 20n) | BigInt(rnd(2 ** 20)) | 1n;
+
+function values(mod: Uint8Array): FlashFwdValues {
+  const s3 = (): [number, number, number] => [rnd(2 ** 30) * 1024 + 7, rnd(2 ** 20) + 3, rnd(4096) + 1];
+  return {
+    q: ptr(), k: ptr(), v: ptr(), o: ptr(), lse: ptr(), kvNumBlocks: ptr(), kvIndices: ptr(), fullKvNumBlocks: ptr(), fullKvIndices: ptr(),
+    qStrides: s3(), kStrides: s3(), vStrides: s3(), oStrides: s3(),
+    B: 3, Hq: 32, Hkv: 8, Sq: 1531, Skv: 77, scale: 0.0883883,
+    bmQBlock: 128, bmKvBlock: 64, bmNumStrideB: rnd(10000), bmNumStrideH: rnd(10000),
+    bmIdxStrideB: rnd(100000), bmIdxStrideH: rnd(100000), bmIdxStrideQb: rnd(1000),
+    ctaOrder: ptr(), tileStarts: ptr(), tileStartsStrideB: rnd(500) + 1, mod,
+  };
+}
+
+describe('FlashFwdParams packer', () => {
+  const off = offsetsOf(describeBlock('flash_fwd_params.json'));
+  const cfg: KernelConfig = { threads: 128, smemBytes: 65536, blockM: 64, blockN: 64, headDim: 128, stages: 2, paramBytes: 248 + 40, modOffset: 248 };
+
+  it('keeps the byte layout the kernels were built with', () => {
+    // The ABI before the interface was generated: moving one of these breaks every prebuilt kernel.
+    expect([off.q, off.q_stride_b, off.B, off.scale, off.bm_q_block, off.tile_starts_stride_b, off.cta_order, off.tile_starts, off.mod])
+      .toEqual([0, 72, 168, 192, 200, 228, 232, 240, 248]);
+    expect(FLASH_FWD_OFFSETS).toEqual(off);
+  });
+
+  it('writes each value at its described offset and the mod bytes at cfg.modOffset', () => {
+    const mod = Uint8Array.from({ length: 36 }, () => rnd(255) + 1);
+    const v = values(mod);
+    const bytes = packFlashParams(cfg, v);
+    expect(bytes.length).toBe(cfg.paramBytes);
+    const dv = new DataView(bytes.buffer);
+    const u64 = (n: string): bigint => dv.getBigUint64(off[n]!, true);
+    const i64 = (n: string): number => Number(dv.getBigInt64(off[n]!, true));
+    const i32 = (n: string): number => dv.getInt32(off[n]!, true);
+    expect([u64('q'), u64('k'), u64('v'), u64('o'), u64('lse'), u64('kv_num_blocks'), u64('kv_indices'), u64('full_kv_num_blocks'),
+      u64('full_kv_indices'), u64('cta_order'), u64('tile_starts')])
+      .toEqual([v.q, v.k, v.v, v.o, v.lse, v.kvNumBlocks, v.kvIndices, v.fullKvNumBlocks, v.fullKvIndices, v.ctaOrder, v.tileStarts]);
+    for (const [t, s] of [['q', v.qStrides], ['k', v.kStrides], ['v', v.vStrides], ['o', v.oStrides]] as const) {
+      expect([i64(`${t}_stride_b`), i64(`${t}_stride_h`), i64(`${t}_stride_s`)]).toEqual([...s]);
+    }
+    expect([i32('B'), i32('Hq'), i32('Hkv'), i32('Sq'), i32('Skv'), i32('gqa_group')]).toEqual([3, 32, 8, 1531, 77, 4]);
+    expect(dv.getFloat32(off.scale!, true)).toBe(Math.fround(v.scale));
+    expect(dv.getFloat32(off.scale_log2!, true)).toBe(Math.fround(v.scale * Math.LOG2E));
+    expect([i32('bm_q_block'), i32('bm_kv_block'), i32('bm_num_stride_b'), i32('bm_num_stride_h'), i32('bm_idx_stride_b'),
+      i32('bm_idx_stride_h'), i32('bm_idx_stride_qb'), i32('tile_starts_stride_b')])
+      .toEqual([v.bmQBlock, v.bmKvBlock, v.bmNumStrideB, v.bmNumStrideH, v.bmIdxStrideB, v.bmIdxStrideH, v.bmIdxStrideQb, v.tileStartsStrideB]);
+    expect(bytes.subarray(cfg.modOffset, cfg.modOffset + mod.length)).toEqual(mod);
+    expect(bytes.subarray(cfg.modOffset + mod.length).every((b) => b === 0)).toBe(true);
+  });
+
+  it('leaves the optional fields 0 when absent', () => {
+    const v = values(new Uint8Array(0));
+    delete v.ctaOrder; delete v.tileStarts; delete v.tileStartsStrideB;
+    const dv = new DataView(packFlashParams(cfg, v).buffer);
+    expect([dv.getBigUint64(off.cta_order!, true), dv.getBigUint64(off.tile_starts!, true), BigInt(dv.getInt32(off.tile_starts_stride_b!, true))])
+      .toEqual([0n, 0n, 0n]);
+  });
+
+  it('refuses a mod longer than the kernel reserves, and a kernel whose mod offset differs', () => {
+    expect(() => packFlashParams(cfg, values(new Uint8Array(41)))).toThrow(InternalError);
+    expect(() => packFlashParams(cfg, values(new Uint8Array(41)))).toThrow(/FlexModArgs is 41 bytes but the kernel reserves 40/);
+    expect(packFlashParams(cfg, values(new Uint8Array(40).fill(9))).at(-1)).toBe(9);
+    expect(() => packFlashParams({ ...cfg, modOffset: 256 }, values(new Uint8Array(0)))).toThrow(InternalError);
+  });
+
+  it('decodes <name>_cfg in the described order', () => {
+    const raw = Int32Array.from({ length: FLASH_FWD_CFG_INTS }, (_, i) => 1000 + i * 7);
+    const c = kernelConfig(raw);
+    expect(Object.values(c)).toEqual(Array.from(raw));
+    expect(Object.keys(c)).toEqual(['threads', 'smemBytes', 'blockM', 'blockN', 'headDim', 'stages', 'paramBytes', 'modOffset']);
+  });
+
+  it('lib/flash-params.ts re-exports the generated packer', () => {
+    expect(reexport.packFlashParams).toBe(packFlashParams);
+    expect(reexport.kernelConfig).toBe(kernelConfig);
+  });
+});
+
+describe('FlexBlockMaskParams packer', () => {
+  const off = offsetsOf(describeBlock('blockmask_classify_params.json'));
+  it('matches the classification kernel\'s 72-byte header and puts the mod words after it', () => {
+    expect(FLEX_BLOCK_MASK_OFFSETS).toEqual(off);
+    expect([off.starts, off.b0, off.mod]).toEqual([56, 64, 72]);
+    const mod = Uint8Array.from({ length: 20 }, () => rnd(255) + 1);
+    const v = { out: ptr(), tiles: ptr(), Bn: 2, Hn: 5, QB: 13, KVB: 11, qLen: 1531, kvLen: 1400, bq: 128, bkv: 128,
+      numTiles: 2 * 5 * 13 * 11, L: 143, starts: ptr(), b0: 1, mod, modWords: 3 };
+    const bytes = packBlockMaskClassifyParams(v);
+    expect(bytes.length).toBe(72 + 24);
+    const dv = new DataView(bytes.buffer);
+    expect([dv.getBigUint64(off.out!, true), dv.getBigUint64(off.tiles!, true), dv.getBigUint64(off.starts!, true)]).toEqual([v.out, v.tiles, v.starts]);
+    const ints = ['Bn', 'Hn', 'QB', 'KVB', 'qLen', 'kvLen', 'bq', 'bkv', 'numTiles', 'L', 'b0'] as const;
+    expect(ints.map((n) => dv.getInt32(off[n]!, true))).toEqual(ints.map((n) => v[n]));
+    expect(dv.getInt32(off.pad!, true)).toBe(0);
+    expect(bytes.subarray(72, 92)).toEqual(mod);
+    expect(() => packBlockMaskClassifyParams({ ...v, modWords: 2 })).toThrow(InternalError);
+  });
+});
+
+describe('tile constants and the kv entry', () => {
+  const t = JSON.parse(readFileSync('native/kernels/interface/tiles.json', 'utf8')) as {
+    sm80Tile: { byHeadDim: Record<string, { blockM: number; blockN: number; warps: number; stages: number; qInRegs: boolean }> };
+    sm90Tile: { byHeadDim: Record<string, { blockM: number; blockN: number }> };
+    kvEntry: { lengthBits: number };
+  };
+  it('come from tiles.json', () => {
+    for (const [d, s] of Object.entries(t.sm80Tile.byHeadDim)) {
+      expect(SM80_TILE[+d]).toEqual({ BM: s.blockM, BN: s.blockN, warps: s.warps, stages: s.stages, qInRegs: s.qInRegs });
+    }
+    for (const [d, s] of Object.entries(t.sm90Tile.byHeadDim)) expect([SM90_TILE[+d]!.BM, SM90_TILE[+d]!.BN]).toEqual([s.blockM, s.blockN]);
+    expect(SM90_HEAD_DIMS).toEqual(Object.keys(t.sm90Tile.byHeadDim).map(Number));
+    expect(KV_ENTRY_SCALE).toBe(2 ** t.kvEntry.lengthBits);
+    // The Hopper d128 tile is the segmented grid's and the schedule's block (the host relies on it).
+    expect([SM90_TILE[128]!.BM, SM90_TILE[128]!.BN]).toEqual([SEGMENT_TILE, SEGMENT_TILE]);
+    expect(SCHEDULE_BLOCK).toBe(SEGMENT_TILE);
+    expect(SM80_SMALL_TILE.BM / (16 * SM80_SMALL_TILE.warps)).toBe(1);
+    expect(Object.isFrozen(SM90_TILE[64])).toBe(true);
+  });
+
+  it('encodes kv_start and length as the kernel decodes them (>> bits, & mask)', () => {
+    for (let i = 0; i < 200; i++) {
+      const start = rnd(2 ** 24 - 1), len = rnd(SEGMENT_TILE + 1);
+      const e = encodeKvEntry(start, len);
+      expect(e).toBe(start * KV_ENTRY_SCALE + len);
+      expect(decodeKvEntry(e)).toEqual({ kvStart: start, length: len });
+      expect((e >> 7) === start && (e & 127) === len).toBe(true); // flash_fwd.cuh's decode before it was generated
+    }
+    expect(() => encodeKvEntry(5, KV_ENTRY_SCALE)).toThrow(InternalError);
+    expect(() => encodeKvEntry(2 ** 24, 0)).toThrow(InternalError);
+    expect(() => encodeKvEntry(-1, 3)).toThrow(InternalError);
+    expect(() => encodeKvEntry(1.5, 3)).toThrow(InternalError);
+  });
+});
