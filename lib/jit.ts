@@ -30,7 +30,7 @@
 import { debuglog } from 'node:util';
 import { envSwitch } from './env.js';
 import { InternalError } from './errors.js';
-import { kernelConfig, type KernelConfig } from './flash-params.js';
+import { kernelConfig, type KernelConfig } from './cuda/generated/flash-fwd-params.js';
 import { native, type NativeKernelHandle } from './native.js';
 
 /** Compile progress on stderr under NODE_DEBUG=flexattn (a first flex call can take a second). */

@@ -7,7 +7,7 @@ import {
   DEFAULT_SWITCHES, MAX_SCHEDULE_ENTRIES, planFlex, planSdpa, type MaskFacts, type PlanSwitches,
 } from '../lib/cuda/plan.js';
 import { planSwitches } from '../lib/cuda/switches.js';
-import { SMALL_SHAPE } from '../lib/cuda/tiles.js';
+import { SM80_SMALL_TILE } from '../lib/cuda/tiles.js';
 import type { QkvDims } from '../lib/validate.js';
 
 const H100 = { name: 'NVIDIA H100 80GB HBM3', major: 9, minor: 0 };
@@ -71,9 +71,9 @@ describe('planFlex', () => {
   it('block sizes pick the family and the sm80 shape', () => {
     // d64 Hopper tile 64x128: 64x64 blocks do not fit it, the mma.sync kernels take them with the small shape
     expect(planFlex({ dims: dims(64), mask: mask({ blockSize: [64, 64] }), caps: H100 }))
-      .toMatchObject({ family: 'sm80', shape: SMALL_SHAPE });
+      .toMatchObject({ family: 'sm80', shape: SM80_SMALL_TILE });
     // a mask reading data per element at d128 on sm80: the small shape (no spills)
-    expect(planFlex({ dims: dims(128), mask: mask({ readsData: true }), caps: A100 }).shape).toEqual(SMALL_SHAPE);
+    expect(planFlex({ dims: dims(128), mask: mask({ readsData: true }), caps: A100 }).shape).toEqual(SM80_SMALL_TILE);
     expect(planFlex({ dims: dims(128), mask: mask(), caps: A100 }).shape).toBeUndefined();
     // blocks below every tile
     expect(() => planFlex({ dims: dims(64), mask: mask({ blockSize: [32, 32] }), caps: H100 })).toThrow(ShapeError);

@@ -13,6 +13,7 @@ import { generateCuda, packArgs, type CudaModCode } from '../mods/codegen-cuda.j
 import type { CapturedTensorLike, MaskMod } from '../mods/ir.js';
 import { native, type NativeDeviceBuffer } from '../native.js';
 import { Tensor } from '../tensor.js';
+import { packBlockMaskClassifyParams } from '../cuda/generated/blockmask-classify-params.js';
 
 /** The JIT launcher the addon provides (see the lead's native/jit). */
 type JitLaunch = (device: number, source: string, kernelName: string,
@@ -29,7 +30,6 @@ export function jitLauncher(): JitLaunch | null {
 }
 
 export const KERNEL_NAME = 'flexattn_blockmask_classify';
-const HEADER_BYTES = 72;
 const WARPS_PER_CTA = 8;
 
 const codeCache = new WeakMap<MaskMod, { code: CudaModCode; source: string; words: number }>();
@@ -42,24 +42,14 @@ export function kernelSource(mod: MaskMod): { code: CudaModCode; source: string;
   const words = Math.max(1, Math.ceil(code.layout.size / 8));
   const source = `${code.source}
 // ---- flexattn block-mask classification ----
-struct FlexBlockMaskParams {
-  unsigned long long out;    // unsigned char[numTiles]: class of each visited tile
-  unsigned long long tiles;  // const int[L]: tiles (qb * KVB + kvb) to visit in each plane, or 0 for all
-  int Bn, Hn, QB, KVB;       // planes: Bn x Hn; tiles per plane: QB x KVB
-  int qLen, kvLen, bq, bkv;
-  int numTiles, L;           // numTiles = Bn * Hn * L
-  unsigned long long starts; // const int[QB + 1] or 0: a segmented grid (tile i = [starts[i], starts[i+1]),
-                             //   rows and columns alike, QB == KVB); 0 = the uniform bq x bkv grid
-  int b0, pad;               // batch index of plane row 0
-  unsigned long long mod[${words}];  // FlexModArgs bytes (8-byte aligned)
-};
+#include "generated/blockmask_classify_params.cuh"
 static __device__ __forceinline__ bool flexattn_bm_any(bool p) {
   unsigned r;
   asm volatile("{\\n .reg .pred fbmA, fbmV;\\n setp.ne.u32 fbmA, %1, 0;\\n vote.sync.any.pred fbmV, fbmA, 0xffffffff;\\n selp.u32 %0, 1, 0, fbmV;\\n}"
                : "=r"(r) : "r"((unsigned)p));
   return r != 0u;
 }
-extern "C" __global__ void __launch_bounds__(${WARPS_PER_CTA * 32}) ${KERNEL_NAME}(const FlexBlockMaskParams p) {
+extern "C" __global__ void __launch_bounds__(${WARPS_PER_CTA * 32}) ${KERNEL_NAME}(const ::flexattn::FlexBlockMaskParams<${words}> p) {
   const FlexModArgs& args = *reinterpret_cast<const FlexModArgs*>(&p.mod[0]);
   const int lane = (int)(threadIdx.x & 31u);
   const long long tileLL = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -182,14 +172,10 @@ export async function classifyGpu(
       temps.push(st);
       startsPtr = st.buffer('starts').ptr;
     }
-    const pbuf = new Uint8Array(HEADER_BYTES + 8 * words);
-    const dv = new DataView(pbuf.buffer);
-    dv.setBigUint64(0, out.ptr, true);
-    dv.setBigUint64(8, tilesPtr, true);
-    [Bn, Hn, QB, KVB, qLen, kvLen, bq, bkv, numTiles, L].forEach((v, i) => dv.setInt32(16 + 4 * i, v, true));
-    dv.setBigUint64(56, startsPtr, true);
-    dv.setInt32(64, grid ? grid.b : 0, true);
-    pbuf.set(modBytes, HEADER_BYTES);
+    const pbuf = packBlockMaskClassifyParams({
+      out: out.ptr, tiles: tilesPtr, Bn, Hn, QB, KVB, qLen, kvLen, bq, bkv, numTiles, L,
+      starts: startsPtr, b0: grid ? grid.b : 0, mod: modBytes, modWords: words,
+    });
     const threads = WARPS_PER_CTA * 32;
     const ctas = Math.ceil(numTiles / WARPS_PER_CTA);
     launch(deviceIndex, source, KERNEL_NAME, [ctas, 1, 1], [threads, 1, 1], 0, pbuf);

@@ -9,7 +9,7 @@
 import type { BlockMask } from '../blockmask/mask.js';
 import { DTypeError, InternalError, ShapeError } from '../errors.js';
 import { itemSize } from '../dtype.js';
-import { packFlashParams, type Strides3 } from '../flash-params.js';
+import { packFlashParams, type Strides3 } from './generated/flash-fwd-params.js';
 import { loadKernel, type KernelEntry } from '../jit.js';
 import type { CudaModCode, MaskMod, ScoreMod } from '../mods/index.js';
 import { native } from '../native.js';

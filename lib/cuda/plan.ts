@@ -13,7 +13,7 @@ import { InvalidArgumentError, ShapeError } from '../errors.js';
 import type { BlockMask } from '../blockmask/mask.js';
 import type { QkvDims } from '../validate.js';
 import type { DeviceCaps } from './device-caps.js';
-import { DEFAULT_TILE, SCHEDULE_BLOCK, SEGMENT_TILE, SM90_TILE, SMALL_SHAPE, type Shape, type Tile } from './tiles.js';
+import { SM80_TILE, SCHEDULE_BLOCK, SEGMENT_TILE, SM90_TILE, SM80_SMALL_TILE, type Shape, type Tile } from './tiles.js';
 
 /**
  * Tuning knobs of the generated kernel, like PyTorch's `kernel_options`.
@@ -45,7 +45,7 @@ export type Family = 'sm90' | 'sm80';
 export type Mode = 'kDense' | 'kCausal' | 'kBlockSparse';
 
 /** Head dimensions the GPU kernels are instantiated for. */
-export const GPU_HEAD_DIMS: readonly number[] = Object.keys(DEFAULT_TILE).map(Number);
+export const GPU_HEAD_DIMS: readonly number[] = Object.keys(SM80_TILE).map(Number);
 /** Head dims of the Hopper (wgmma) kernel family. */
 export const SM90_HEAD_DIMS: readonly number[] = Object.keys(SM90_TILE).map(Number);
 /** Largest fine schedule kept (summed over batch and heads): 4M entries, 16 MB per index array. */
@@ -187,12 +187,12 @@ function pickFamily(ko: KernelOptions, caps: DeviceCaps, D: number, sw: PlanSwit
 /** The sm80 shape for a block mask: the caller's, the default tile, or the small shape where that fits better. */
 function sm80MaskShape(shape: Shape | undefined, mask: MaskFacts, D: number): Shape | undefined {
   const [bq, bkv] = mask.blockSize;
-  const tile: Tile = shape ?? DEFAULT_TILE[D] ?? { BM: 128, BN: 64 };
+  const tile: Tile = shape ?? SM80_TILE[D] ?? { BM: 128, BN: 64 };
   // A mask mod reading captured data per element (e.g. document ids) keeps many
   // values live: at D=128 the default shape spills; the one-MMA-tile-per-warp
   // shape does not and is as fast there (bench/results/kernel-notes.md).
   if (!shape && (bq % tile.BM !== 0 || bkv % tile.BN !== 0 || (mask.readsData && D === 128))) {
-    if (bq % SMALL_SHAPE.BM === 0 && bkv % SMALL_SHAPE.BN === 0) shape = SMALL_SHAPE;
+    if (bq % SM80_SMALL_TILE.BM === 0 && bkv % SM80_SMALL_TILE.BN === 0) shape = SM80_SMALL_TILE;
   }
   const t = shape ?? tile;
   if (bq % t.BM !== 0 || bkv % t.BN !== 0) {
