@@ -7,7 +7,7 @@
  * @module
  */
 import { f32ToBf16Bits } from '../lib/dtype.js';
-import type { CapturedDType, CapturedTensorLike, Expr, ValueType } from '../lib/mods/ir.js';
+import type { CapturedDType, CapturedTensorLike, Expr, ModProgram, Op, ValueType } from '../lib/mods/ir.js';
 import { lift, maskMod, param, scoreMod, tensorAt, where, type MaskMod, type ScoreMod } from '../lib/mods/ir.js';
 import type { HostEnv, HostTensor } from '../lib/mods/interpret.js';
 
@@ -210,4 +210,23 @@ export function randomMod(rng: () => number, opts: RandomModOptions): RandomMod 
     : maskMod((a) => build({ b: a.b, h: a.h, q: a.q, kv: a.kv, score: lift(0) }));
   const fakes = mod.tensors.map((t) => fakeOf.get(t)!);
   return { mod, tensors, params, env: fakeEnv(fakes, params) };
+}
+
+const DISCONTINUOUS_FLOAT = new Set<Op>(['floorDiv', 'mod', 'lt', 'le', 'gt', 'ge', 'eq', 'ne']);
+
+/**
+ * Whether no float op of `p` jumps with its inputs (float floorDiv / mod /
+ * comparisons, float → int). A mod with such an op is ill-conditioned for a
+ * GPU/CPU comparison: scores that differ in their last bit (summation order)
+ * can land on either side of a step, e.g. `0.001 % score³` is finite on one
+ * side and NaN at score³ = 0, so only structurally continuous mods are held
+ * to an accuracy rule (test/gpu/mods-diff.test.ts, the reliability soak).
+ */
+export function structurallyContinuous(p: ModProgram): boolean {
+  return p.nodes.every((n) => {
+    const operand = n.args.length ? p.nodes[n.args[0]!]!.type : n.type;
+    if (DISCONTINUOUS_FLOAT.has(n.op) && (n.type === 'float' || operand === 'float')) return false;
+    if (n.op === 'toInt' && operand === 'float') return false;
+    return true;
+  });
 }

@@ -71,7 +71,7 @@ export function verdicts(p) {
   if (!k) v.soak = { status: 'NOT RUN', figures: '' };
   else {
     const mins = k.durationMinutes ?? k.elapsedMinutes ?? 0;
-    const figures = `${mins.toFixed(1)} min, ${int(k.completed)} calls (${int(k.checked)} against the reference, ${int(k.finiteChecked)} finite-checked), ` +
+    const figures = `${mins.toFixed(1)} min, ${int(k.completed)} calls (${int(k.checked)} against the reference, ${int(k.finiteChecked)} finite-checked, ${int(k.notCompared ?? 0)} ill-conditioned random mods run but not compared), ` +
       `${k.failures} failures, ${k.errors} errors; allocated ${int(k.statsStart?.allocatedBytes)} → ${int((k.statsEnd ?? k.statsNow)?.allocatedBytes)} B; event-loop delay p99 ${k.eventLoopDelay?.p99Ms ?? '—'} ms, max ${k.eventLoopDelay?.maxMs ?? '—'} ms`;
     const status = k.status !== 'done' ? (k.failures || k.errors ? 'FAIL' : 'INCOMPLETE')
       : !k.checksPass ? 'FAIL' : mins < MIN_SOAK_MINUTES ? 'FAIL' : 'PASS';
@@ -182,7 +182,8 @@ export function renderReport(p, { date = new Date().toISOString() } = {}) {
     L.push('## Soak', '');
     L.push(`Status ${k.status}${k.status !== 'done' ? ` (last progress ${k.updatedAt})` : ''}; ${(k.durationMinutes ?? k.elapsedMinutes ?? 0).toFixed(2)} min, ${k.concurrency} calls in flight, one result in ${k.checkEvery} against the ${k.env?.device === 'cpu' ? 'float64 JS' : 'CPU'} reference (bf16/f16 tolerance 1e-2, 3e-2 with a random mod), the others checked finite where the mods cannot make NaN; lengths up to ${k.maxSeq}.`, '');
     L.push('| | |', '|---|---|');
-    L.push(`| Calls completed | ${int(k.completed)} (${(k.callsPerSecond ?? 0).toFixed(1)}/s) |`, `| Checked against the reference | ${int(k.checked)} |`, `| Checked finite | ${int(k.finiteChecked)} |`);
+    L.push(`| Calls completed | ${int(k.completed)} (${(k.callsPerSecond ?? 0).toFixed(1)}/s) |`, `| Checked against the reference | ${int(k.checked)} |`, `| Checked finite | ${int(k.finiteChecked)} |`,
+      `| Ill-conditioned random mods, run but not compared (float mod/floorDiv/comparison: a last-bit score difference crosses a step) | ${int(k.notCompared ?? 0)} |`);
     L.push(`| Failures / errors | ${k.failures} / ${k.errors}${Object.keys(k.errorCodes ?? {}).length ? ` (${cell(JSON.stringify(k.errorCodes))})` : ''} |`);
     L.push(`| Allocated at start / end | ${int(k.statsStart?.allocatedBytes)} / ${int((k.statsEnd ?? k.statsNow)?.allocatedBytes)} B${k.statsEnd ? ` (after dispose + emptyCache; reserved ${int(k.statsEnd.reservedBytes)} B, peak ${gib(k.statsEnd.peakAllocatedBytes)})` : k.env?.device === 'cpu' ? ' (no device allocator on the CPU)' : ' (still running)'} |`);
     const e = k.eventLoopDelay ?? {};

@@ -35,6 +35,12 @@ const hopper = gpu && fa.deviceInfo().gpus[0]?.computeCapability === '9.0';
 // so the soak exercises the JIT without being bound by it.
 const randomMasks = Array.from({ length: 8 }, () => random.randomMod(rng, { kind: 'mask', depth: 4, tensors: false }));
 const randomScores = Array.from({ length: 8 }, () => random.randomMod(rng, { kind: 'score', depth: 3, tensors: false }));
+// Random mods with a float op that jumps with its inputs (float mod/floorDiv/comparisons, float -> int) still
+// run (JIT, kernels, memory), but their outputs are not compared: a last-bit difference in a score (summation
+// order) may land on either side of a step — `0.001 % score^3` is finite on the GPU and NaN on the CPU when the
+// CPU's score^3 rounds to 0. The same rule as test/gpu/mods-diff.test.ts.
+const illConditioned = (c) => (c.score === 'random' && !random.structurallyContinuous(randomScores[c.randomScore].mod.ir))
+  || (c.mask === 'random' && randomMasks[c.randomMask].mod.ir.nodes.some((n) => n.type === 'float'));
 const paramWindow = fa.maskMod(({ q, kv }) => q.sub(kv).abs().le(fa.param('w', 'int')));
 
 function randomLen() {
@@ -108,7 +114,7 @@ const state = {
   phase: 'soak', status: 'running', env: environment(fa, device), pid: process.pid,
   requestedMinutes: MINUTES, concurrency: K, checkEvery: N, maxSeq: MAX_SEQ,
   startedAt: new Date().toISOString(), elapsedMinutes: 0,
-  calls: 0, completed: 0, checked: 0, finiteChecked: 0, failures: 0, errors: 0,
+  calls: 0, completed: 0, checked: 0, finiteChecked: 0, notCompared: 0, failures: 0, errors: 0,
   byOp: {}, byMask: {}, byScore: {}, byDtype: {}, byFamily: {}, errorCodes: {}, failureSamples: [],
 };
 const count = (o, key) => { o[key] = (o[key] ?? 0) + 1; };
@@ -136,7 +142,9 @@ async function one(index) {
     state.completed++;
     const randomMod = c.mask === 'random' || c.score === 'random';
     let verdict = { ok: true };
-    if (index % N === 0) {
+    if (index % N === 0 && illConditioned(c)) {
+      state.notCompared++;
+    } else if (index % N === 0) {
       let want;
       if (gpu) {
         const r = await call(c, q, k, v, m, bm, 'cpu');

@@ -24,7 +24,7 @@ import { Tensor, flexAttention, createBlockMask, causal, softcap, alibi, andMask
 import { bf16BitsToF32, f32ToBf16Bits } from '../../lib/dtype.js';
 import { evalOp, type HostEnv } from '../../lib/mods/interpret.js';
 import { resolveParams, type ModProgram, type Op } from '../../lib/mods/ir.js';
-import { fakeEnv, hostTensor, mulberry32, randomMod, type FakeTensor } from '../random-mods.js';
+import { fakeEnv, hostTensor, mulberry32, randomMod, structurallyContinuous, type FakeTensor } from '../random-mods.js';
 import { describeGpu } from '../gpu-gate.js';
 
 const gpu = { device: 'cuda:0' as const };
@@ -124,18 +124,8 @@ function references(x: Inputs, d: Dims, score: ScoreFn | undefined, mask: MaskFn
   return { ref, pt };
 }
 
-const DISCONTINUOUS_FLOAT = new Set<Op>(['floorDiv', 'mod', 'lt', 'le', 'gt', 'ge', 'eq', 'ne']);
 const APPROX_REL: Partial<Record<Op, number>> = { tanh: 2 ** -11, exp: 2 ** -21, exp2: 2 ** -21, log: 2 ** -21, sigmoid: 2 ** -21 };
 
-/** Float ops that jump with the score (a rounding difference could move the result by a whole step). */
-function structurallyContinuous(p: ModProgram): boolean {
-  return p.nodes.every((n) => {
-    const operand = n.args.length ? p.nodes[n.args[0]!]!.type : n.type;
-    if (DISCONTINUOUS_FLOAT.has(n.op) && (n.type === 'float' || operand === 'float')) return false;
-    if (n.op === 'toInt' && operand === 'float') return false;
-    return true;
-  });
-}
 
 /** Evaluates a program with each approximated transcendental scaled by (1 + sign · its GPU error). */
 function evalPerturbed(p: ModProgram, env: HostEnv, args: Record<string, number>, sign: number): number {
