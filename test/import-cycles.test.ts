@@ -113,3 +113,33 @@ describe('lib/ imports', () => {
     expect(bad).toEqual([]);
   });
 });
+
+// The native side keeps the same direction: the CUDA loaders (native/cuda) and the
+// runtime (native/runtime) sit below the JIT (native/jit); the addon layer
+// (native/addon: registration, the JS-facing error/argument layer) may include all.
+const NATIVE_FORBIDDEN: readonly { from: string; to: readonly string[] }[] = [
+  { from: 'cuda', to: ['runtime', 'jit', 'cpu'] },
+  { from: 'runtime', to: ['jit', 'cpu'] },
+  { from: 'jit', to: ['cpu'] },
+  { from: 'cpu', to: ['cuda', 'runtime', 'jit'] },
+];
+
+describe('native include layers', () => {
+  const includes = (dir: string): { file: string; target: string }[] => {
+    const out: { file: string; target: string }[] = [];
+    for (const f of readdirSync(join('native', dir))) {
+      if (!/\.(cc|h)$/.test(f)) continue;
+      for (const m of readFileSync(join('native', dir, f), 'utf8').matchAll(/^\s*#\s*include\s+"([a-z_]+)\//gm)) {
+        out.push({ file: `native/${dir}/${f}`, target: m[1]! });
+      }
+    }
+    return out;
+  };
+  it('sees the includes (the scan is not blind)', () => {
+    expect(includes('jit').some((i) => i.target === 'runtime')).toBe(true);
+  });
+  it('no lower native layer includes a higher one', () => {
+    const bad = NATIVE_FORBIDDEN.flatMap((r) => includes(r.from).filter((i) => r.to.includes(i.target)).map((i) => `${i.file} → ${i.target}/`));
+    expect(bad).toEqual([]);
+  });
+});

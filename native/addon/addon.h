@@ -5,7 +5,7 @@
 
 namespace flexattn {
 
-void RegisterCuda(Napi::Env env, Napi::Object exports);     // native/cuda: driver/NVRTC loading, device info
+void RegisterCuda(Napi::Env env, Napi::Object exports);     // native/addon/cuda_js.cc: driver/NVRTC status, device info
 void RegisterRuntime(Napi::Env env, Napi::Object exports);  // native/runtime: buffers, copies, allocator
 void RegisterTensorKernels(Napi::Env env, Napi::Object exports);  // native/addon: randn, castStrided (runtime + jit)
 void RegisterJit(Napi::Env env, Napi::Object exports);      // native/jit: NVRTC compile + kernel cache
