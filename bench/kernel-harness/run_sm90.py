@@ -386,7 +386,7 @@ def segmented_schedule(doc, maskfn, tile=64):
 
 def lpt_order(bm, B, H, nM, G=8, w=(1.5, 1.0, 1.6)):
     """Longest-first CTA order within groups of G heads (cost 1.5 + full + 1.6 partial tiles), work index
-    m + nM * (b*H + h), as lib/blockmask/cta-order.ts."""
+    m + nM * (b*H + h), as lib/cuda/schedules/cta-order.ts."""
     num = bm.kv_num_blocks.cpu().long()
     fnum = bm.full_kv_num_blocks.cpu().long()
     order = []

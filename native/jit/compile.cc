@@ -122,7 +122,7 @@ bool IsCached(rt::Device& dev, const std::string& source, const std::vector<std:
 
 // The global lock guards the cache maps only: NVRTC compiles (hundreds of ms)
 // run unlocked, so a quick first-tier compile is not queued behind a slower
-// optimized one (see lib/cuda-backend.ts, tiered JIT). Two threads compiling
+// optimized one (see lib/jit.ts, tiered JIT). Two threads compiling
 // the same key both finish; the later insert wins and both modules stay valid.
 // The disk cache never fails a compile: a write that does not happen is
 // recorded (disk::TakeProblem) and the module is used from memory.

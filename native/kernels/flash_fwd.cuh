@@ -188,7 +188,7 @@ __device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_b
   const unsigned nM = gridDim.x, BH = gridDim.y * gridDim.z;
   const unsigned L = blockIdx.x + nM * (blockIdx.y + gridDim.y * blockIdx.z);
   if (p.cta_order != nullptr) {
-    // Host-computed order (block-sparse launches, lib/blockmask/cta-order.ts):
+    // Host-computed order (block-sparse launches, lib/cuda/schedules/cta-order.ts):
     // the heaviest query blocks of a group of heads first. Entry = work index
     // m_block + nM * (h + Hq * b).
     const unsigned e = __ldg(p.cta_order + L), bh = e / nM;

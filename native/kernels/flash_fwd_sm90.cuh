@@ -256,7 +256,7 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
 }  // namespace flexattn
 
 // wgmma is sm_90a-only: other targets get a trapping stub (the host never
-// launches it there: lib/cuda-backend.ts picks this family only on 9.0).
+// launches it there: lib/cuda/plan.ts picks this family only on 9.0).
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ != 900 || !defined(__CUDA_ARCH_FEAT_SM90_ALL))
 #define FLEXATTN_SM90_BODY(CFG, DTYPE, MODE) __trap();
 #else

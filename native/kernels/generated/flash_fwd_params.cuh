@@ -43,7 +43,7 @@
 //   232     8  cta_order             const unsigned*  [nM * Hq * B] or 0: CTA i computes work index cta_order[i] (see work_tile); 0 = the built-in order
 //   240     8  tile_starts           const int*       [B', nM + 1] or 0 (BLOCK_SPARSE, BM = BN = block = 64 only): a segmented grid. Query tile m of
 //                                                   batch b is rows [ts[m], ts[m+1]), ts = tile_starts + b * stride_b; tiles are at most 64 long and
-//                                                   restart at every segment start (documents: lib/blockmask/segments.ts). The kv lists then hold each
+//                                                   restart at every segment start (documents: lib/cuda/schedules/segments.ts). The kv lists then hold each
 //                                                   tile's columns, not its index: a kv entry (tiles.json kvEntry). 0 = the uniform grid.
 //   248     -  mod                   FlexModArgs      the mods' arguments; sizeof(FlashFwdParams) = offset + sizeof(FlexModArgs), 8-aligned
 //
