@@ -116,8 +116,10 @@ export async function flexIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: T
       dims, mask: blockMask && maskFacts(blockMask, params), kernelOptions: options.kernelOptions,
       caps: deviceCaps(inputs.q.deviceIndex), switches: planSwitches(),
     });
+    // Fields written out, not `...inputs` followed by more fields: V8 builds a new
+    // hidden class for such a literal on every call (host cost: bench/results/kernel-notes.md).
     return runFlex(plan, {
-      ...inputs, dims, scale, returnLse, params, hold,
+      q: inputs.q, k: inputs.k, v: inputs.v, dims, scale, returnLse, params, hold,
       ...(scoreMod ? { scoreMod } : {}),
       ...(blockMask ? { blockMask } : {}),
       ...(signal ? { signal } : {}),

@@ -93,7 +93,7 @@ export async function sdpaIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: T
         signal ? { signal } : {});
     } else {
       const plan = planSdpa(dims, isCausal, deviceCaps(inputs.q.deviceIndex), planSwitches());
-      res = await runSdpa(plan, { ...inputs, scale, returnLse, dims, ...(signal ? { signal } : {}) });
+      res = await runSdpa(plan, { q: inputs.q, k: inputs.k, v: inputs.v, scale, returnLse, dims, ...(signal ? { signal } : {}) });  // no `...inputs` (see flex.ts)
     }
     return returnLse ? { out: res.out, lse: res.lse! } : res.out;
   });

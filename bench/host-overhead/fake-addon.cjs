@@ -1,0 +1,74 @@
+'use strict';
+// Fake of flexattn's native addon: enough for the GPU flex / SDPA launch path, all GPU work a no-op.
+// Costs it cannot capture: N-API call overhead, real allocator, cuLaunchKernel, ObjectWrap getters.
+const stats = { allocatedBytes: 0, reservedBytes: 0, peakAllocatedBytes: 0, numAllocs: 0, numFrees: 0,
+  numCudaMallocs: 0, numCacheHits: 0, numOomRetries: 0 };
+let nextPtr = 0x7f0000000000n;
+let launches = 0;
+
+class DeviceBuffer {
+  constructor(device, bytes) {
+    this.device = device; this.bytes = bytes;
+    this._ptr = nextPtr; nextPtr += BigInt((bytes + 511) & ~511) || 512n;
+    this._disposed = false;
+    stats.numAllocs++; stats.numCacheHits++; stats.allocatedBytes += bytes;
+    if (stats.allocatedBytes > stats.peakAllocatedBytes) stats.peakAllocatedBytes = stats.allocatedBytes;
+  }
+  get ptr() { return this._ptr; }
+  get disposed() { return this._disposed; }
+  dispose() { if (this._disposed) return; this._disposed = true; stats.numFrees++; stats.allocatedBytes -= this.bytes; }
+}
+
+const SM90 = { 64: [64, 128, 2], 128: [64, 64, 2] };
+const SM80 = { 32: [128, 64, 3], 64: [128, 128, 2], 96: [128, 64, 2], 128: [128, 64, 2], 256: [64, 64, 2] };
+function cfgFor(kernel) {
+  const D = Number(/_d(\d+)_/.exec(kernel)?.[1] ?? 64);
+  const sm90 = kernel.includes('sm90_');
+  let [bm, bn, st] = (sm90 ? SM90 : SM80)[D] ?? [128, 64, 2];
+  const shp = /_(\d+)x(\d+)w(\d+)s(\d+)$/.exec(kernel);
+  let threads = sm90 ? 384 : 128;
+  if (shp) { bm = +shp[1]; bn = +shp[2]; threads = 32 * +shp[3]; st = +shp[4]; }
+  if (kernel.includes('_seg')) { bm = 64; bn = 64; }
+  return Int32Array.from([threads, 100000, bm, bn, D, st, 248 + 1024, 248]);
+}
+function handle(kernel, origin) {
+  return { origin, config: cfgFor(kernel), compileMs: 0,
+    launch(grid, block, smem, params) { launches++; } };
+}
+
+const addon = {
+  abiVersion: Number(process.env.FAKE_ABI ?? 1),
+  setErrorClasses(c) {},
+  cudaStatus() {
+    return { driverLoaded: true, driverPath: '/fake/libcuda.so.1', driverError: '', driverVersion: 12040, deviceCount: 1,
+      nvrtcLoaded: true, nvrtcPath: '/fake/libnvrtc.so', nvrtcError: '', nvrtcVersion: '12.4', fatbinBytes: 1 << 20,
+      fatbinArchs: ['sm_80', 'sm_90a'] };
+  },
+  deviceProps(i) {
+    return { index: i, name: 'NVIDIA H100 80GB HBM3 (fake)', major: 9, minor: 0, totalMemory: 85e9,
+      multiprocessors: 132, sharedMemoryPerBlockOptin: 232448 };
+  },
+  alloc(device, bytes) { return new DeviceBuffer(device, bytes); },
+  copyHtoD(dst, off, src) {},
+  copyDtoH(src, off, bytes) { return Promise.resolve(new ArrayBuffer(bytes)); },
+  copyDtoD() {},
+  memset() {},
+  randn() {},
+  castStrided() {},
+  synchronize(device) { return Promise.resolve(); },
+  memoryStats(device) { return { ...stats }; },
+  emptyCache() {},
+  jitCacheDir() { return '/tmp/fake-flexattn-cache'; },
+  jitCached() { return true; },
+  jitCompileForTest() { return { cacheHit: 'memory', ms: 0, key: 'k', path: '', target: 'sm_90a' }; },
+  jitLaunch() { launches++; },
+  jitClearMemoryCache() {},
+  jitCacheConfig() { return { dir: '/tmp/fake-flexattn-cache', maxBytes: 1 << 30, enabled: true }; },
+  jitCacheWarning() { return null; },
+  kernelOrigin() { return 'fatbin'; },
+  loadKernel(device, spec) { return Promise.resolve(handle(spec.kernel, spec.module ? 'fatbin' : 'memory')); },
+  cpuAttention() { return Promise.reject(new Error('fake addon: no cpuAttention')); },
+  hardwareConcurrency() { return 2; },
+  __launches() { return launches; },
+};
+module.exports = addon;
