@@ -6,7 +6,7 @@ const p = JSON.parse(readFileSync(file, 'utf8'));
 const byId = new Map(p.nodes.map((n) => [n.id, n]));
 const parent = new Map();
 for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-const short = (u) => u.replace(/^file:\/\/\/work\/[^/]+\//, '').replace(/^node:/, 'node:');
+const short = (u) => u.replace(/^file:\/\/.*?\/(?=(dist|lib|bench|test)\/)/, '').replace(/^node:/, 'node:');
 const key = (n) => { const f = n.callFrame; return `${f.functionName || '(anon)'} ${short(f.url)}:${f.lineNumber + 1}`; };
 const self = new Map(), total = new Map(), fileSelf = new Map();
 let sum = 0;

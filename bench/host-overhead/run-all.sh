@@ -2,7 +2,7 @@
 # run-all.sh [treeDir...]: interleaves the trees, ROUNDS processes each, REPS hostOverhead runs per process
 # (rep 0 = warm-up, dropped), then prints medians. Default trees: the three built ones.
 cd "$(dirname "$0")"
-ROUNDS=${ROUNDS:-5}; REPS=${REPS:-4}; OUTF=${OUTF:-results.jsonl}
+ROUNDS=${ROUNDS:-5}; REPS=${REPS:-4}; OUTF=${OUTF:-$(mktemp -t flexattn-overhead.XXXXXX.jsonl)}
 trees=("$@"); [ ${#trees[@]} -eq 0 ] && trees=(../..)
 : > "$OUTF"
 for r in $(seq $ROUNDS); do
