@@ -194,8 +194,10 @@ export class Tensor {
     lease: Lease | null = null) {
     this.#storage = storage;
     this.#lease = lease;
-    this.shape = Object.freeze([...shape]);
-    this.strides = Object.freeze([...strides]);
+    // A frozen array cannot change under us: share it (handles from retain() and views
+    // of the same shape are made per call; a copy each is garbage on the hot path).
+    this.shape = Object.isFrozen(shape) ? shape : Object.freeze([...shape]);
+    this.strides = Object.isFrozen(strides) ? strides : Object.freeze([...strides]);
     this.offset = offset;
     this.dtype = dtype;
   }
