@@ -285,7 +285,7 @@ async function firstCall(device) {
 
 // ------------------------------------------------------------ host overhead
 
-async function hostOverhead(L, device, calls) {
+export async function hostOverhead(L, device, calls) {
   const mk = () => L.Tensor.randn([1, 1, 128, 64], 'bf16', { device });
   const q = mk(), k = mk(), v = mk();
   const bm = await L.createBlockMask(L.causal(), 1, 1, 128, 128, { device });
