@@ -70,12 +70,21 @@ export interface FlexAttentionResult {
  * tensors from the moment it is made: disposing them right after the call
  * (before awaiting it) is safe.
  */
-export async function flexAttention(q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions = {}): Promise<FlexAttentionResult> {
+export function flexAttention(q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions = {}): Promise<FlexAttentionResult> {
   return flexIn(undefined, q, k, v, options);
 }
 
 /** @internal {@link flexAttention} called by another op, which may hold some of the inputs. */
-export async function flexIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions = {}): Promise<FlexAttentionResult> {
+export function flexIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions = {}): Promise<FlexAttentionResult> {
+  // Not an async function: its promise would wrap runOp's, a few more microtask hops per call.
+  try {
+    return flexCall(outer, q, k, v, options);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function flexCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: FlexAttentionOptions): Promise<FlexAttentionResult> {
   checkKeys(options, KEYS);
   const signal = checkSignal(options.signal);
   const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
@@ -99,8 +108,8 @@ export async function flexIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: T
     inputs = { q: hold.tensor(q, 'q'), k: hold.tensor(k, 'k'), v: hold.tensor(v, 'v') };
     hold.captured(scoreMod, 'options.scoreMod');
     hold.captured(maskMod, 'options.blockMask.maskMod');
-  }, async (hold) => {
-    if (backend === 'cpu') {
+  }, (hold) => {
+    if (backend === 'cpu') return (async () => {
       const [scoreHost, maskHost] = await Promise.all([
         scoreMod ? hold.hostTensors(scoreMod) : undefined,
         maskMod ? hold.hostTensors(maskMod) : undefined,
@@ -111,7 +120,7 @@ export async function flexIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: T
         ...(maskMod ? { maskMod: encodeProgram(maskMod, maskHost!, params) } : {}),
         ...(blockMask ? { blockMask: cpuBlockMask(blockMask) } : {}),
       }, inputs.q, inputs.k, inputs.v, signal ? { signal } : {});
-    }
+    })();
     const plan = planFlex({
       dims, mask: blockMask && maskFacts(blockMask, params), kernelOptions: options.kernelOptions,
       caps: deviceCaps(inputs.q.deviceIndex), switches: planSwitches(),

@@ -76,6 +76,8 @@ const BASE_OPTIONS = ['--use_fast_math'];
 const QUICK_OPTIONS = [...BASE_OPTIONS, '--Ofast-compile=min'];
 
 const kernels = new Map<string, Promise<KernelEntry>>();
+/** The entries of `kernels` that have resolved. */
+const loaded = new Map<string, KernelEntry>();
 const upgrades = new Set<Promise<void>>();
 
 function tieredEnabled(): boolean {
@@ -176,9 +178,18 @@ export function loadKernel(device: number, spec: KernelSpec): Promise<KernelEntr
       return spec.module || !tieredEnabled() ? loadSingle(device, spec) : loadTiered(device, spec);
     })();
     kernels.set(key, p);
-    p.catch(() => kernels.delete(key));
+    p.then((e) => loaded.set(key, e), () => kernels.delete(key));
   }
   return p;
+}
+
+/**
+ * The entry of a kernel {@link loadKernel} has already loaded on `device`, or
+ * undefined: launches use it to skip an await (a microtask hop and a promise
+ * per launch) once their kernel is resident. @internal
+ */
+export function loadedKernel(device: number, kernel: string): KernelEntry | undefined {
+  return loaded.get(`${device}|${kernel}`);
 }
 
 /**

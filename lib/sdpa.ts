@@ -58,14 +58,23 @@ export interface AttentionWithLse { out: Tensor; lse: Tensor }
  * The call holds q, k, v and `attnMask` from the moment it is made: disposing
  * them right after the call (before awaiting it) is safe.
  */
-export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options?: SdpaOptions & { returnLse?: false }): Promise<Tensor>;
-export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions & { returnLse: true }): Promise<AttentionWithLse>;
-export async function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions = {}): Promise<Tensor | AttentionWithLse> {
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options?: SdpaOptions & { returnLse?: false }): Promise<Tensor>;
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions & { returnLse: true }): Promise<AttentionWithLse>;
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions = {}): Promise<Tensor | AttentionWithLse> {
   return sdpaIn(undefined, q, k, v, options);
 }
 
 /** @internal {@link scaledDotProductAttention} called by another op, which may hold some of the inputs. */
-export async function sdpaIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions = {}): Promise<Tensor | AttentionWithLse> {
+export function sdpaIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions = {}): Promise<Tensor | AttentionWithLse> {
+  // Not an async function: its promise would wrap runOp's, a few more microtask hops per call.
+  try {
+    return sdpaCall(outer, q, k, v, options);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function sdpaCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, options: SdpaOptions): Promise<Tensor | AttentionWithLse> {
   checkKeys(options, KEYS);
   const signal = checkSignal(options.signal);
   const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
@@ -84,18 +93,18 @@ export async function sdpaIn(outer: Hold | undefined, q: Tensor, k: Tensor, v: T
   return runOp('scaledDotProductAttention', signal, outer, (hold) => {
     inputs = { q: hold.tensor(q, 'q'), k: hold.tensor(k, 'k'), v: hold.tensor(v, 'v') };
     if (attnMask) inputs.mask = broadcastMask(hold.tensor(attnMask, 'options.attnMask'), dims);
-  }, async () => {
+  }, () => {
     const { mask } = inputs;
-    let res: { out: Tensor; lse?: Tensor };
-    if (backend === 'cpu') {
-      res = await runCpuAttention(
+    if (backend === 'cpu') return (async () => {
+      const res = await runCpuAttention(
         { scale, isCausal, returnLse, ...(mask ? { mask: await hostView(mask) } : {}) }, inputs.q, inputs.k, inputs.v,
         signal ? { signal } : {});
-    } else {
-      const plan = planSdpa(dims, isCausal, deviceCaps(inputs.q.deviceIndex), planSwitches());
-      res = await runSdpa(plan, { q: inputs.q, k: inputs.k, v: inputs.v, scale, returnLse, dims, ...(signal ? { signal } : {}) });  // no `...inputs` (see flex.ts)
-    }
-    return returnLse ? { out: res.out, lse: res.lse! } : res.out;
+      return returnLse ? { out: res.out, lse: res.lse! } : res.out;
+    })();
+    const plan = planSdpa(dims, isCausal, deviceCaps(inputs.q.deviceIndex), planSwitches());
+    // No `...inputs` spread (see flex.ts).
+    return runSdpa(plan, { q: inputs.q, k: inputs.k, v: inputs.v, scale, returnLse, dims, ...(mask ? { mask } : {}), ...(signal ? { signal } : {}) })
+      .then((res) => (returnLse ? { out: res.out, lse: res.lse! } : res.out));
   });
 }
 

@@ -184,10 +184,16 @@ function tsParams(block, file, lay) {
   if (tail) out.push(`  ${tail.name}: ${tailOffset},`);
   out.push('} as const;', '');
   if (tail) out.push(`/** Offset of the trailing \`${tail.name}\`. */`, `export const ${upper}_TAIL_OFFSET = ${tailOffset};`, '');
-  const writes = fields.filter((f) => f.ts !== undefined).map((f) => {
-    const expr = f.type === 'i64' ? `BigInt(${f.ts})` : f.ts;
-    return `  dv.${f.t.set}(${f.offset}, ${expr}, true);`;
-  });
+  // i64 values are numbers (strides, sizes: safe integers) written as two 32-bit
+  // halves: a BigInt per field would be garbage on every launch.
+  const writes = fields.filter((f) => f.ts !== undefined).map((f) => (f.type === 'i64'
+    ? `  setI64(dv, ${f.offset}, ${f.ts});`
+    : `  dv.${f.t.set}(${f.offset}, ${f.ts}, true);`));
+  if (fields.some((f) => f.ts !== undefined && f.type === 'i64')) {
+    out.push('/** Writes a safe integer as a little-endian two\'s-complement int64. */',
+      'function setI64(dv: DataView, offset: number, x: number): void {',
+      '  dv.setUint32(offset, x >>> 0, true);', '  dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);', '}', '');
+  }
   out.push(...tsDoc(ts.packerDoc));
   if (tail.kind === 'struct') {
     out.push(`export function ${ts.packer}(cfg: ${c.tsName}, v: ${ts.values}): Uint8Array {`,

@@ -78,6 +78,16 @@ describe('FlashFwdParams packer', () => {
     expect(bytes.subarray(cfg.modOffset + mod.length).every((b) => b === 0)).toBe(true);
   });
 
+  it('writes i64 fields exactly across the 32-bit boundary, zero and negative values included', () => {
+    const v = values(new Uint8Array(0));
+    v.qStrides = [2 ** 53 - 1, 2 ** 32, 0];
+    v.kStrides = [-1, -(2 ** 32) - 3, 2 ** 32 - 1];
+    const dv = new DataView(packFlashParams(cfg, v).buffer);
+    const i64 = (n: string): bigint => dv.getBigInt64(off[n]!, true);
+    expect([i64('q_stride_b'), i64('q_stride_h'), i64('q_stride_s'), i64('k_stride_b'), i64('k_stride_h'), i64('k_stride_s')])
+      .toEqual([2n ** 53n - 1n, 2n ** 32n, 0n, -1n, -(2n ** 32n) - 3n, 2n ** 32n - 1n]);
+  });
+
   it('leaves the optional fields 0 when absent', () => {
     const v = values(new Uint8Array(0));
     delete v.ctaOrder; delete v.tileStarts; delete v.tileStartsStrideB;

@@ -5,6 +5,9 @@ const stats = { allocatedBytes: 0, reservedBytes: 0, peakAllocatedBytes: 0, numA
   numCudaMallocs: 0, numCacheHits: 0, numOomRetries: 0 };
 let nextPtr = 0x7f0000000000n;
 let launches = 0;
+/** Every kernel loaded (name, and whether it has NVRTC source of its own) and the params of every launch, for tests. */
+const loads = [];
+const launchLog = [];
 
 class DeviceBuffer {
   constructor(device, bytes) {
@@ -33,7 +36,10 @@ function cfgFor(kernel) {
 }
 function handle(kernel, origin) {
   return { origin, config: cfgFor(kernel), compileMs: 0,
-    launch(grid, block, smem, params) { launches++; } };
+    launch(grid, block, smem, params) {
+      launches++;
+      if (launchLog.length < 64) launchLog.push({ kernel, grid: [...grid], params: Uint8Array.from(params) });
+    } };
 }
 
 const addon = {
@@ -66,9 +72,14 @@ const addon = {
   jitCacheConfig() { return { dir: '/tmp/fake-flexattn-cache', maxBytes: 1 << 30, enabled: true }; },
   jitCacheWarning() { return null; },
   kernelOrigin() { return 'fatbin'; },
-  loadKernel(device, spec) { return Promise.resolve(handle(spec.kernel, spec.module ? 'fatbin' : 'memory')); },
+  loadKernel(device, spec) {
+    loads.push({ kernel: spec.kernel, source: spec.source });
+    return Promise.resolve(handle(spec.kernel, spec.module ? 'fatbin' : 'memory'));
+  },
   cpuAttention() { return Promise.reject(new Error('fake addon: no cpuAttention')); },
   hardwareConcurrency() { return 2; },
   __launches() { return launches; },
+  __loads() { return loads; },
+  __launchLog() { return launchLog; },
 };
 module.exports = addon;

@@ -10,7 +10,7 @@ import type { BlockMask } from '../blockmask/mask.js';
 import { DTypeError, InternalError, ShapeError } from '../errors.js';
 import { itemSize } from '../dtype.js';
 import { packFlashParams, type Strides3 } from './generated/flash-fwd-params.js';
-import { loadKernel, type KernelEntry } from '../jit.js';
+import { loadedKernel, loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
 import type { CudaModCode, MaskMod, ScoreMod } from '../mods/index.js';
 import { native } from '../native.js';
 import { throwIfAborted } from '../abort.js';
@@ -18,7 +18,7 @@ import type { Hold } from '../ownership.js';
 import { Tensor } from '../tensor.js';
 import type { QkvDims } from '../validate.js';
 import { denseKernel, flexKernel } from './kernel-source.js';
-import { capturedOnDevice, modCode, packMod, ptr } from './mod-code.js';
+import { capturedHere, capturedOnDevice, modCode, packMod, ptr, type Captured } from './mod-code.js';
 import { GPU_HEAD_DIMS, type LaunchPlan } from './plan.js';
 import { ctaOrderTensor } from './schedules/cta-order.js';
 import type { SegmentedSchedule } from './schedules/segments.js';
@@ -63,8 +63,9 @@ function checkGpuInputs(q: Tensor, k: Tensor, v: Tensor, d: QkvDims): void {
 
 /** The kernel loads 16-byte vectors: base and B/H/S strides must be multiples of 8 elements. */
 function aligned(t: Tensor): Tensor {
-  const ok = t.offset % 8 === 0 && t.strides.slice(0, 3).every((s, i) => s % 8 === 0 || t.shape[i] === 1)
-    && t.buffer().ptr % 16n === 0n;
+  const s = t.strides, n = t.shape;
+  const ok = t.offset % 8 === 0 && (s[0]! % 8 === 0 || n[0] === 1) && (s[1]! % 8 === 0 || n[1] === 1)
+    && (s[2]! % 8 === 0 || n[2] === 1) && (t.buffer().ptr & 15n) === 0n;
   return ok ? t : t.contiguous();
 }
 
@@ -80,7 +81,8 @@ export async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> 
   let lse: Tensor | undefined;
   try {
     if (a.returnLse) lse = Tensor.empty([d.B, d.Hq, d.Sq], 'f32', { device: a.q.device });
-    await launchInto(a, out, lse);
+    const pending = launchInto(a, out, lse);
+    if (pending) await pending;
   } catch (err) {
     // Stream-ordered allocator: anything already enqueued that writes them runs before any reuse.
     out.dispose();
@@ -90,55 +92,77 @@ export async function launch(a: Launch): Promise<{ out: Tensor; lse?: Tensor }> 
   return lse ? { out, lse } : { out };
 }
 
-async function launchInto(a: Launch, out: Tensor, lse: Tensor | undefined): Promise<void> {
+/**
+ * Enqueues the launch. With its kernel loaded and the mods' captured tensors
+ * on the device (every call after the first) it does so at once and returns
+ * undefined, without an await; else it returns the promise of the rest
+ * (loading or compiling the kernel, copying captured tensors).
+ */
+function launchInto(a: Launch, out: Tensor, lse: Tensor | undefined): Promise<void> | undefined {
   const { d, plan } = a;
   const device = a.q.deviceIndex;
-  if (d.B * d.Hq * d.Sq === 0) return;
+  if (d.B * d.Hq * d.Sq === 0) return undefined;
   if (d.Skv === 0) {
     // No keys: every row is fully masked (output 0, LSE -inf), no kernel needed.
     native().memset(out.buffer(), 0, out.numel * itemSize(out.dtype), 0);
     if (lse) native().copyHtoD(lse.buffer(), 0, new Float32Array(lse.numel).fill(-Infinity));
-    return;
+    return undefined;
   }
   const dtype = a.q.dtype;
-  const hasMods = !!(a.scoreMod || a.maskMod);
-  let entry: KernelEntry;
+  let spec: KernelSpec;
   let code: CudaModCode | undefined;
-  if (!hasMods && plan.mode !== 'kBlockSparse' && !plan.shape) {
-    entry = await loadKernel(device, denseKernel(d.D, dtype, plan.mode, plan.family));
+  if (!a.scoreMod && !a.maskMod && plan.mode !== 'kBlockSparse' && !plan.shape) {
+    spec = denseKernel(d.D, dtype, plan.mode, plan.family);
   } else {
     code = modCode(a.scoreMod, a.maskMod ?? undefined);
-    entry = await loadKernel(device, flexKernel(code, d.D, dtype, plan.mode, plan.family, plan.shape, !!a.segments));
+    spec = flexKernel(code, d.D, dtype, plan.mode, plan.family, plan.shape, !!a.segments);
   }
-  throwIfAborted(a.signal, 'attention');
-  const { cfg } = entry;
-  const seg = a.segments;
-  if (seg && (plan.family !== 'sm90' || plan.mode !== 'kBlockSparse' || cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
-    throw new InternalError(`a segmented grid needs the sm90 block-sparse kernel with a ${SEGMENT_TILE}x${SEGMENT_TILE} tile, not ${plan.family} ${plan.mode} ${cfg.blockM}x${cfg.blockN}`);
+  const entry = loadedKernel(device, spec.kernel);
+  const captured = code ? capturedHere(code, a.q.device, a.hold) : NO_CAPTURED;
+  if (entry && captured) {
+    enqueue(a, entry, code, captured, out, lse);
+    return undefined;
   }
-  const grid: [number, number, number] = [seg ? seg.nM : Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
-  // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
-  if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
-    throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
-  }
-  const temps: Tensor[] = [];
-  try {
-    let mod: Uint8Array = new Uint8Array(0);
-    if (code) {
-      const cap = await capturedOnDevice(code, a.q.device, a.hold);
-      temps.push(...cap.temps);
-      mod = packMod(code, cap.tensors, a.params);
-    }
+  return (async () => {
+    const e = entry ?? await loadKernel(device, spec);
     throwIfAborted(a.signal, 'attention');
-    // From here to the enqueue nothing awaits.
+    const cap = captured ?? await capturedOnDevice(code!, a.q.device, a.hold);
+    enqueue(a, e, code, cap, out, lse);
+  })();
+}
+
+const NO_CAPTURED: Captured = Object.freeze({ tensors: [], temps: [] });
+
+/** Packs the mods' arguments and enqueues the kernel; frees the launch's temporaries (synchronous: nothing awaits). */
+function enqueue(a: Launch, entry: KernelEntry, code: CudaModCode | undefined, cap: Captured, out: Tensor,
+  lse: Tensor | undefined): void {
+  const { d } = a;
+  const temps: Tensor[] = [...cap.temps];
+  try {
+    throwIfAborted(a.signal, 'attention');
+    const { cfg } = entry;
+    const seg = a.segments;
+    if (seg && (a.plan.family !== 'sm90' || a.plan.mode !== 'kBlockSparse' || cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
+      throw new InternalError(`a segmented grid needs the sm90 block-sparse kernel with a ${SEGMENT_TILE}x${SEGMENT_TILE} tile, not ${a.plan.family} ${a.plan.mode} ${cfg.blockM}x${cfg.blockN}`);
+    }
+    const grid: [number, number, number] = [seg ? seg.nM : Math.ceil(d.Sq / cfg.blockM), d.Hq, d.B];
+    // CUDA caps grid y/z at 65535; the kernels index CTAs with 32-bit math (work_tile).
+    if (d.Hq > 65535 || d.B > 65535 || grid[0] * grid[1] * grid[2] >= 2 ** 31) {
+      throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
+    }
+    const mod = code ? packMod(code, cap.tensors, a.params) : NO_MOD_BYTES;
     const q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
-    temps.push(...[q, k, v].filter((t, i) => t !== [a.q, a.k, a.v][i]));
+    if (q !== a.q) temps.push(q);
+    if (k !== a.k) temps.push(k);
+    if (v !== a.v) temps.push(v);
     launchKernel(a, entry, grid, mod, { q, k, v, out, lse });
   } finally {
     // Stream-ordered allocator: freeing temporaries right after the enqueue is safe.
     for (const t of temps) t.dispose();
   }
 }
+
+const NO_MOD_BYTES = new Uint8Array(0);
 
 /** Packs the parameter struct and enqueues the kernel (synchronous: every pointer is live now). */
 function launchKernel(a: Launch, entry: KernelEntry, grid: [number, number, number], mod: Uint8Array,

@@ -29,20 +29,45 @@ export function modCode(score: ScoreMod | undefined, mask: MaskMod | undefined):
 
 /** Device address of a tensor view's first element. */
 export function ptr(t: Tensor): bigint {
-  return t.buffer().ptr + BigInt(t.offset * itemSize(t.dtype));
+  const base = t.buffer().ptr;
+  return t.offset === 0 ? base : base + BigInt(t.offset * itemSize(t.dtype));
+}
+
+/** A launch's captured tensors: `tensors` for packing, `temps` (copies made for it) to free after launch. */
+export interface Captured { readonly tensors: readonly Tensor[]; readonly temps: readonly Tensor[] }
+
+function capturedTensor(c: CapturedTensorLike, i: number, hold: Hold | undefined): Tensor {
+  const t = hold ? hold.get(c) : c;
+  if (!(t instanceof Tensor)) throw new InvalidArgumentError(`captured tensor #${i}`, 'a flexattn Tensor', typeof t);
+  t.assertAlive(`captured tensor #${i}`);
+  return t;
 }
 
 /**
- * Captured tensors on the launch device: `tensors` for packing, `temps` to free after launch.
+ * The mods' captured tensors when every one is already on `device` (no copy
+ * needed: the launch can go ahead synchronously), else undefined.
  * A tensor the call holds is read through its handle (the user may have disposed theirs).
  */
-export async function capturedOnDevice(code: CudaModCode, device: string, hold: Hold | undefined): Promise<{ tensors: Tensor[]; temps: Tensor[] }> {
+export function capturedHere(code: CudaModCode, device: string, hold: Hold | undefined): Captured | undefined {
+  const n = code.tensors.length;
+  if (n === 0) return NONE;
+  const tensors: Tensor[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = capturedTensor(code.tensors[i] as CapturedTensorLike, i, hold);
+    if (t.device !== device) return undefined;
+    tensors.push(t);
+  }
+  return { tensors, temps: [] };
+}
+
+const NONE: Captured = Object.freeze({ tensors: Object.freeze([]) as readonly Tensor[], temps: Object.freeze([]) as readonly Tensor[] });
+
+/** Captured tensors on the launch device, copying those that live elsewhere (see {@link capturedHere}). */
+export async function capturedOnDevice(code: CudaModCode, device: string, hold: Hold | undefined): Promise<Captured> {
   const tensors: Tensor[] = [];
   const temps: Tensor[] = [];
   for (const [i, c] of code.tensors.entries()) {
-    const t = hold ? hold.get(c as CapturedTensorLike) : c as CapturedTensorLike;
-    if (!(t instanceof Tensor)) throw new InvalidArgumentError(`captured tensor #${i}`, 'a flexattn Tensor', typeof t);
-    t.assertAlive(`captured tensor #${i}`);
+    const t = capturedTensor(c as CapturedTensorLike, i, hold);
     if (t.device === device) tensors.push(t);
     else {
       const copy = await t.toDevice(device as `cuda:${number}`);
@@ -54,7 +79,7 @@ export async function capturedOnDevice(code: CudaModCode, device: string, hold: 
 }
 
 /** The `FlexModArgs` bytes: captured tensors' addresses, strides and shapes, and the params. */
-export function packMod(code: CudaModCode, tensors: Tensor[], params: Record<string, number>): Uint8Array {
+export function packMod(code: CudaModCode, tensors: readonly Tensor[], params: Record<string, number>): Uint8Array {
   return packArgs(code.layout, {
     tensorPtrs: tensors.map(ptr),
     tensorStrides: tensors.map((t) => [...t.strides]),

@@ -45,13 +45,13 @@ function onDevice(bm: BlockMask, device: string): BlockMask {
  * Runs flex attention on the GPU as `plan` (from planFlex) says. Call it
  * before the op's first await: its synchronous part claims the block mask's
  * device arrays (and those of its 64×64 schedule, once built) in `args.hold`,
- * so a mask disposed right after the call still has them at launch.
+ * so a mask disposed right after the call still has them at launch. Once the
+ * schedules a launch walks are built (every call after the first for a mask)
+ * it launches without an await.
  */
-export async function runFlex(plan: FlexPlan, args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
+export function runFlex(plan: FlexPlan, args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
   const { q, hold, params } = args;
   const bm = args.blockMask ? onDevice(args.blockMask, q.device) : undefined;
-  // Tells, at the end, whether the mask was disposed while this call ran (see the finally below).
-  const probe = bm?.kvNumBlocks;
   const claimed = new Map<BlockMask, Tensor[]>();
   const claim = (m: BlockMask): Tensor[] => {
     let held = claimed.get(m);
@@ -61,30 +61,47 @@ export async function runFlex(plan: FlexPlan, args: CudaFlexArgs): Promise<{ out
     }
     return held;
   };
-  try {
-    if (bm) claim(bm);
-    const built = bm && plan.fineSchedule ? builtFineSchedule(bm, params) : undefined;
-    if (built) claim(built);
-    const readMod = () => hold.maskMod(bm!.maskMod!);
-    const fine = bm && plan.fineSchedule ? await fineSchedule(bm, params, q.deviceIndex, readMod) : undefined;
-    if (fine) claim(fine);
-    let segments: SegmentedSchedule | undefined;
-    const uniform64 = plan.segmentsFrom === 'fine' ? fine : plan.segmentsFrom === 'mask' ? bm : undefined;
-    if (bm && uniform64) segments = (await segmentedSchedule(bm, uniform64, params, q.deviceIndex, readMod)) ?? undefined;
-    throwIfAborted(args.signal, 'flexAttention');
-    const walk = segments?.mask ?? fine ?? bm;
-    return await launch({
-      q, k: args.k, v: args.v, d: args.dims, scale: args.scale, returnLse: args.returnLse, params, plan, hold,
-      ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
-      ...(walk ? { blockMask: walk, maskMod: segments ? segments.maskMod : walk.maskMod, blockArrays: claim(walk) } : {}),
-      ...(segments ? { segments } : {}),
-      ...(plan.ctaOrder ? { ctaOrder: true } : {}),
-      ...(args.signal ? { signal: args.signal } : {}),
-    });
-  } finally {
+  if (bm) claim(bm);
+  const built = bm && plan.fineSchedule ? builtFineSchedule(bm, params) : undefined;
+  if (built) claim(built);
+  const needsFine = !!bm && plan.fineSchedule && !built;
+  const launched = needsFine || (bm && plan.segmentsFrom)
+    ? withSchedules(plan, args, bm!, built, claim)
+    : launchOn(plan, args, built ?? bm, undefined, claim);
+  if (bm) {
     // A mask disposed while the call ran had to re-create the tensors the launch
     // derives from it (schedules, CTA order): dispose it again, so they go
     // too once the launch is enqueued (stream-ordered, like any dispose).
-    if (bm && probe?.disposed) bm.dispose();
+    const probe = bm.kvNumBlocks;
+    const after = (): void => { if (probe.disposed) bm.dispose(); };
+    launched.then(after, after);
   }
+  return launched;
+}
+
+/** The launch after building what it walks: the 64×64 schedule and/or the segmented grid. */
+async function withSchedules(plan: FlexPlan, args: CudaFlexArgs, bm: BlockMask, built: BlockMask | undefined,
+  claim: (m: BlockMask) => Tensor[]): Promise<{ out: Tensor; lse?: Tensor }> {
+  const { q, hold, params } = args;
+  const readMod = () => hold.maskMod(bm.maskMod!);
+  const fine = built ?? (plan.fineSchedule ? await fineSchedule(bm, params, q.deviceIndex, readMod) : undefined);
+  if (fine) claim(fine);
+  let segments: SegmentedSchedule | undefined;
+  const uniform64 = plan.segmentsFrom === 'fine' ? fine : plan.segmentsFrom === 'mask' ? bm : undefined;
+  if (uniform64) segments = (await segmentedSchedule(bm, uniform64, params, q.deviceIndex, readMod)) ?? undefined;
+  return launchOn(plan, args, segments?.mask ?? fine ?? bm, segments, claim);
+}
+
+function launchOn(plan: FlexPlan, args: CudaFlexArgs, walk: BlockMask | undefined, segments: SegmentedSchedule | undefined,
+  claim: (m: BlockMask) => Tensor[]): Promise<{ out: Tensor; lse?: Tensor }> {
+  throwIfAborted(args.signal, 'flexAttention');
+  return launch({
+    q: args.q, k: args.k, v: args.v, d: args.dims, scale: args.scale, returnLse: args.returnLse, params: args.params, plan,
+    hold: args.hold,
+    ...(args.scoreMod ? { scoreMod: args.scoreMod } : {}),
+    ...(walk ? { blockMask: walk, maskMod: segments ? segments.maskMod : walk.maskMod, blockArrays: claim(walk) } : {}),
+    ...(segments ? { segments } : {}),
+    ...(plan.ctaOrder ? { ctaOrder: true } : {}),
+    ...(args.signal ? { signal: args.signal } : {}),
+  });
 }

@@ -23,7 +23,7 @@ export interface CudaAttentionArgs {
 }
 
 /** Runs SDPA on the GPU as `plan` (from planSdpa) says. */
-export async function runSdpa(plan: LaunchPlan, args: CudaAttentionArgs): Promise<{ out: Tensor; lse?: Tensor }> {
+export function runSdpa(plan: LaunchPlan, args: CudaAttentionArgs): Promise<{ out: Tensor; lse?: Tensor }> {
   const { q, k, v, dims, scale, returnLse, mask } = args;
   return launch({
     q, k, v, d: dims, scale, returnLse, params: {}, plan,

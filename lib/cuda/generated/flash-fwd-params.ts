@@ -121,6 +121,12 @@ export const FLASH_FWD_OFFSETS = {
 /** Offset of the trailing `mod`. */
 export const FLASH_FWD_TAIL_OFFSET = 248;
 
+/** Writes a safe integer as a little-endian two's-complement int64. */
+function setI64(dv: DataView, offset: number, x: number): void {
+  dv.setUint32(offset, x >>> 0, true);
+  dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);
+}
+
 /** Packs {@link FlashFwdValues} into the kernel's parameter bytes (layout: native/kernels/interface/flash_fwd_params.json). */
 export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues): Uint8Array {
   if (cfg.modOffset !== 248 || cfg.paramBytes < 248) {
@@ -137,18 +143,18 @@ export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues): Uint8Arra
   dv.setBigUint64(48, v.kvIndices, true);
   dv.setBigUint64(56, v.fullKvNumBlocks, true);
   dv.setBigUint64(64, v.fullKvIndices, true);
-  dv.setBigInt64(72, BigInt(v.qStrides[0]), true);
-  dv.setBigInt64(80, BigInt(v.qStrides[1]), true);
-  dv.setBigInt64(88, BigInt(v.qStrides[2]), true);
-  dv.setBigInt64(96, BigInt(v.kStrides[0]), true);
-  dv.setBigInt64(104, BigInt(v.kStrides[1]), true);
-  dv.setBigInt64(112, BigInt(v.kStrides[2]), true);
-  dv.setBigInt64(120, BigInt(v.vStrides[0]), true);
-  dv.setBigInt64(128, BigInt(v.vStrides[1]), true);
-  dv.setBigInt64(136, BigInt(v.vStrides[2]), true);
-  dv.setBigInt64(144, BigInt(v.oStrides[0]), true);
-  dv.setBigInt64(152, BigInt(v.oStrides[1]), true);
-  dv.setBigInt64(160, BigInt(v.oStrides[2]), true);
+  setI64(dv, 72, v.qStrides[0]);
+  setI64(dv, 80, v.qStrides[1]);
+  setI64(dv, 88, v.qStrides[2]);
+  setI64(dv, 96, v.kStrides[0]);
+  setI64(dv, 104, v.kStrides[1]);
+  setI64(dv, 112, v.kStrides[2]);
+  setI64(dv, 120, v.vStrides[0]);
+  setI64(dv, 128, v.vStrides[1]);
+  setI64(dv, 136, v.vStrides[2]);
+  setI64(dv, 144, v.oStrides[0]);
+  setI64(dv, 152, v.oStrides[1]);
+  setI64(dv, 160, v.oStrides[2]);
   dv.setInt32(168, v.B, true);
   dv.setInt32(172, v.Hq, true);
   dv.setInt32(176, v.Hkv, true);
