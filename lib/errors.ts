@@ -126,6 +126,29 @@ export class AbortError extends FlexAttnError {
 /** The on-disk kernel cache could not be read or written (permissions, full disk). */
 export class CacheError extends FlexAttnError {}
 
+/**
+ * A sequence handle that the `KvCache` does not hold: never made by
+ * it, or already freed. `argument` names where it was passed.
+ */
+export class UnknownSequenceError extends InvalidArgumentError {}
+
+/**
+ * A `KvCache` has too few free pages for an append (or fork's first
+ * write). Nothing was written; `neededPages` and `freePages` say by how much.
+ */
+export class KvCacheFullError extends FlexAttnError {
+  readonly neededPages: number;
+  readonly freePages: number;
+  constructor(message: string, neededPages = 0, freePages = 0) {
+    super(message);
+    this.neededPages = neededPages;
+    this.freePages = freePages;
+  }
+}
+
+/** A feature that this build does not provide yet (e.g. a backend for an op); the message says what to use instead. */
+export class NotImplementedError extends FlexAttnError {}
+
 /** Something inside flexattn failed that should not have: a bug; please report it. */
 export class InternalError extends FlexAttnError {}
 
@@ -149,6 +172,9 @@ export const ERROR_CODES = {
   ABORT_ERR: 'AbortError',
   ERR_FLEXATTN_CACHE: 'CacheError',
   ERR_FLEXATTN_INTERNAL: 'InternalError',
+  ERR_FLEXATTN_UNKNOWN_SEQUENCE: 'UnknownSequenceError',
+  ERR_FLEXATTN_KV_CACHE_FULL: 'KvCacheFullError',
+  ERR_FLEXATTN_NOT_IMPLEMENTED: 'NotImplementedError',
 } as const;
 
 /** A stable error code (a key of {@link ERROR_CODES}). */

@@ -37,3 +37,8 @@ export {
   type AttentionSpec, type AttentionImpl, type AttentionChoice, type AttentionCacheStats, type SlidingWindowSpec,
 } from './attention.js';
 export { jitIdle, jitStatus, type KernelStatus, type KernelTier } from './jit.js';
+export {
+  KvCache, type KvCacheOptions, type KvCacheStats, type KvDType, type AppendOptions, type SequenceId,
+} from './serving/kv-cache.js';
+export { pagedAttention, type PagedAttentionOptions } from './serving/paged-attention.js';
+export { varlenAttention, type VarlenAttentionOptions, type CuSeqlens } from './serving/varlen-attention.js';

@@ -112,6 +112,37 @@ export interface NativeCpuAttentionArgs {
   cancel?: Int32Array;
 }
 
+/** Arguments of the ragged (paged / varlen) CPU reference (native/cpu/ragged_attention.h). */
+export interface NativeCpuRaggedArgs {
+  /** Packed queries [T, Hq, D]. */
+  q: NativeHostView;
+  /** K and V pools from element 0 (Uint16Array bits for bf16/f16, Float32Array for f32). */
+  k: Uint16Array | Float32Array;
+  v: Uint16Array | Float32Array;
+  kvDtype: number;
+  pageSize: number; pageStride: number; tokenStride: number; headStride: number;
+  numKvHeads: number;
+  /** [numSeqs, maxPagesPerSeq] page indices. */
+  pageTable: Int32Array;
+  maxPagesPerSeq: number;
+  seqLens: Int32Array;
+  /** numSeqs + 1 cumulative query-token offsets. */
+  queryStart: Int32Array;
+  numSeqs: number;
+  scale: number;
+  causal: boolean;
+  scoreMod?: NativeModProgram;
+  maskMod?: NativeModProgram;
+  returnLse: boolean;
+  numThreads?: number;
+  outDtype?: number;
+  /** [T, Hq, D] in outDtype; default: a new array. */
+  out?: Uint16Array | Float32Array;
+  /** [T, Hq] when returnLse; default: a new array. */
+  lse?: Float32Array;
+  cancel?: Int32Array;
+}
+
 /** A resolved kernel (native/jit/kernel_handle.cc). */
 export interface NativeKernelHandle {
   /** Where it came from: 'fatbin' | 'nvrtc' | 'none' (compiled now) | 'memory' | 'disk'. */
@@ -192,6 +223,7 @@ export interface NativeAddon {
   // native/cpu
   cpuAttention(args: NativeCpuAttentionArgs): Promise<{ out: Float32Array | Uint16Array; lse?: Float32Array }>;
   hardwareConcurrency(): number;
+  cpuRaggedAttention(args: NativeCpuRaggedArgs): Promise<{ out: Float32Array | Uint16Array; lse?: Float32Array }>;
 }
 
 /** Package root: the nearest folder above this file holding flexattn's package.json

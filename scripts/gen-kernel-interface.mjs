@@ -58,7 +58,7 @@ function layout(block, file) {
     if (off % tail.align !== 0) fail(`${file}: tail ${tail.name} at offset ${off} needs padding to ${tail.align}: add a named pad field`);
     if (tail.kind !== 'struct' && tail.kind !== 'words') fail(`${file}: tail kind ${tail.kind} (struct | words)`);
   }
-  return { fields, tailOffset: off };
+  return { fields, tailOffset: off, size: off };
 }
 
 // ---------------------------------------------------------------------------
@@ -167,7 +167,7 @@ function tsParams(block, file, lay) {
   const upper = block.block.replace(/Params$/, '').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
   const out = [banner(file, '//'), '/**', ` * Host side of \`${block.block}\`: ${block.summary}`,
     ` * Generated from ${IFACE}/${file}; field offsets follow from its field order.`, ' * Internal: not exported from the package.',
-    ' * @module', ' */', "import { InternalError } from '../../errors.js';", ''];
+    ' * @module', ' */', ...(tail ? ["import { InternalError } from '../../errors.js';"] : []), ''];
   const c = block.config;
   if (c) {
     out.push(`/** \`<name>_cfg[${c.fields.length}]\` as read from the module. */`, `export interface ${c.tsName} {`);
@@ -195,7 +195,10 @@ function tsParams(block, file, lay) {
       '  dv.setUint32(offset, x >>> 0, true);', '  dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);', '}', '');
   }
   out.push(...tsDoc(ts.packerDoc));
-  if (tail.kind === 'struct') {
+  if (!tail) {
+    out.push(`export function ${ts.packer}(v: ${ts.values}): Uint8Array {`,
+      `  const bytes = new Uint8Array(${lay.size});`, '  const dv = new DataView(bytes.buffer);', ...writes, '  return bytes;', '}', '');
+  } else if (tail.kind === 'struct') {
     out.push(`export function ${ts.packer}(cfg: ${c.tsName}, v: ${ts.values}): Uint8Array {`,
       `  if (cfg.modOffset !== ${tailOffset} || cfg.paramBytes < ${tailOffset}) {`,
       `    throw new InternalError(\`the kernel reports ${tail.name} at \${cfg.modOffset} in \${cfg.paramBytes} bytes, but ${block.block} puts it at ${tailOffset}\`);`,

@@ -2,11 +2,13 @@
 // Every module NVRTC can build at run time must be included here with the same
 // extern "C" kernel names, so the loader finds them in the fatbin first:
 //   - util.cuh: randn, strided cast/copy
+//   - paged_append.cuh: flexattn_paged_append (KvCache.append on the GPU)
 //   - flash_fwd.cuh: dense attention variants flexattn_fwd_d{32,64,96,128,256}_{bf16,f16}[_causal]
 //   - flash_fwd_sm90.cuh: Hopper (wgmma) dense variants flexattn_fwd_sm90_d{64,128}_{bf16,f16}[_causal]
 //     (real code only in the sm_90a image; trapping stubs in the others)
 // Flex variants (block-sparse with generated mods) are always JIT-compiled.
 #include "util.cuh"
+#include "paged_append.cuh"
 #include "flash_fwd.cuh"
 #include "flash_fwd_sm90.cuh"
 // JIT-only parameter blocks: included here so that nvcc checks their layout

@@ -1,0 +1,70 @@
+/**
+ * KvCache.append on the GPU: one launch of the precompiled paged-append kernel
+ * (native/kernels/paged_append.cuh) writes every new token of a ragged batch
+ * into its page. The kernel reads the batch's token offsets, start lengths and
+ * page table from one small device buffer, copied here and freed right after
+ * the launch (stream-ordered, so the kernel still sees it).
+ * Internal: not exported from the package.
+ * @module
+ */
+import { itemSize } from '../dtype.js';
+import { loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
+import { packPagedAppendParams } from '../cuda/generated/paged-append-params.js';
+import { Tensor } from '../tensor.js';
+
+const KERNEL = 'flexattn_paged_append';
+const SPEC: KernelSpec = { kernel: KERNEL, module: KERNEL, source: '#include "paged_append.cuh"\n' };
+const THREADS = 256;
+const ROWS_PER_CTA = THREADS / 32;
+const MAX_CTAS = 65535;
+
+/** The append kernel of `device` (from the fatbin, else built by NVRTC; loaded once per device). */
+export function appendKernel(device: number): Promise<KernelEntry> {
+  return loadKernel(device, SPEC);
+}
+
+/** A ragged append: pools and the new tokens, and where each sequence's tokens go. */
+export interface GpuAppend {
+  kPool: Tensor; vPool: Tensor;
+  /** New tokens `[T, Hkv, D]`, last dim contiguous, k and v with the same strides. */
+  k: Tensor; v: Tensor;
+  pageSize: number;
+  /** numSeqs + 1 offsets into k's tokens. */
+  cuTokens: Int32Array;
+  /** Each sequence's length before the append. */
+  startLens: Int32Array;
+  /** [numSeqs, maxPagesPerSeq]: the pages after the append (new ones allocated). */
+  pageTable: Int32Array;
+  maxPagesPerSeq: number;
+}
+
+function address(t: Tensor): bigint {
+  return t.buffer().ptr + BigInt(t.offset * itemSize(t.dtype));
+}
+
+/** Enqueues the append on the pools' device stream (returns without waiting). */
+export function launchAppend(entry: KernelEntry, a: GpuAppend): void {
+  const numSeqs = a.startLens.length;
+  const T = a.k.shape[0]!, Hkv = a.k.shape[1]!, D = a.k.shape[2]!;
+  if (T === 0) return;
+  const host = new Int32Array(numSeqs + 1 + numSeqs + a.pageTable.length);
+  host.set(a.cuTokens, 0);
+  host.set(a.startLens, numSeqs + 1);
+  host.set(a.pageTable, 2 * numSeqs + 1);
+  const tables = Tensor.fromHost(host, [host.length], 'i32', { device: a.kPool.device });
+  try {
+    const base = tables.buffer().ptr;
+    const params = packPagedAppendParams({
+      kSrc: address(a.k), vSrc: address(a.v), kPool: address(a.kPool), vPool: address(a.vPool),
+      cuTokens: base, startLens: base + BigInt(4 * (numSeqs + 1)), pageTable: base + BigInt(4 * (2 * numSeqs + 1)),
+      pageStride: a.kPool.strides[0]!, tokenStride: a.kPool.strides[1]!, headStride: a.kPool.strides[2]!,
+      srcTokenStride: a.k.strides[0]!, srcHeadStride: a.k.strides[1]!,
+      numSeqs, maxPagesPerSeq: a.maxPagesPerSeq, pageSize: a.pageSize, numTokens: T, numKvHeads: Hkv, headDim: D,
+      elemBytes: itemSize(a.k.dtype),
+    });
+    const ctas = Math.min(MAX_CTAS, Math.ceil((T * Hkv) / ROWS_PER_CTA));
+    entry.handle.launch([ctas, 1, 1], [THREADS, 1, 1], 0, params);
+  } finally {
+    tables.dispose(); // stream-ordered: the block is reused only after the kernel ran
+  }
+}

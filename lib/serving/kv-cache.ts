@@ -1,0 +1,471 @@
+/**
+ * `KvCache`: a paged KV cache for serving. Keys and values live in two pools
+ * `[numPages, pageSize, Hkv, D]`; each sequence owns a list of pages (its page
+ * table) and a length. `append` writes a ragged batch of new tokens into their
+ * pages (one kernel launch on the GPU); `fork` shares a sequence's pages
+ * (reference-counted; the shared last page is copied on the first write
+ * after the fork); `free` gives pages back.
+ *
+ * Every call either succeeds or leaves the cache as it was: `append`
+ * validates everything and counts the pages it needs before it takes one,
+ * and writes only into pages it took or positions past a sequence's length,
+ * which no reader sees until the lengths are committed at the end.
+ * @module
+ */
+import { checkSignal, throwIfAborted } from '../abort.js';
+import { defaultDevice, type Device } from '../device.js';
+import { itemSize } from '../dtype.js';
+import {
+  DTypeError, DeviceError, DisposedError, InvalidArgumentError, KvCacheFullError, ShapeError, UnknownSequenceError,
+} from '../errors.js';
+import type { KernelEntry } from '../jit.js';
+import { describeValue } from '../messages.js';
+import { native } from '../native.js';
+import { runOp } from '../ownership.js';
+import { Tensor } from '../tensor.js';
+import { checkKeys, checkTensor } from '../validate.js';
+import { appendKernel, launchAppend } from './append-gpu.js';
+import type { RaggedTables } from './paged-kv.js';
+
+/** A sequence of a {@link KvCache} (from `newSequence()` or `fork()`); unique across caches, never reused. */
+export type SequenceId = number;
+
+/** Dtypes a KvCache can hold. */
+export type KvDType = 'bf16' | 'f16' | 'f32';
+
+/** Options of the {@link KvCache} constructor. */
+export interface KvCacheOptions {
+  /** Tokens per page (any positive integer; the GPU kernels are built for 16 to 256). */
+  pageSize: number;
+  /** Pages in the pool: the cache holds at most `numPages * pageSize` tokens, over all sequences. */
+  numPages: number;
+  /** KV heads (`Hkv`). */
+  numKvHeads: number;
+  /** Head dimension (`D`) of keys and values. */
+  headDim: number;
+  /** Element type of the pools; default `'bf16'`. */
+  dtype?: KvDType;
+  /** Where the pools live; default: `'cuda:0'` when a GPU is usable, else `'cpu'`. */
+  device?: Device | 'cuda';
+}
+
+/** Options of {@link KvCache.append}. */
+export interface AppendOptions {
+  /** New tokens of each sequence, in the order of `seqs`; they must add up to `k.shape[0]`. */
+  tokens: readonly number[];
+  /** An aborted signal rejects with an AbortError before anything is written. */
+  signal?: AbortSignal;
+}
+
+/** What {@link KvCache.stats} reports. */
+export interface KvCacheStats {
+  pageSize: number;
+  numPages: number;
+  /** Pages an append can take now. */
+  freePages: number;
+  /** Pages held by at least one sequence. */
+  usedPages: number;
+  /** Pages held by more than one sequence (after `fork`). */
+  sharedPages: number;
+  /** Pages freed while a CPU attention call was still reading them: free once it ends. */
+  pendingPages: number;
+  /** Live sequences. */
+  sequences: number;
+  /** Tokens over all live sequences (a shared prefix counts once per sequence). */
+  tokens: number;
+  /** Bytes of the two pools. */
+  bytes: number;
+}
+
+interface SeqState { pages: number[]; length: number }
+
+/** What one sequence's part of an append does: its pages after it, and a copy of a shared last page. */
+interface AppendPlan {
+  st: SeqState;
+  t: number;
+  pages: number[];
+  copy: { from: number; to: number; tokens: number } | undefined;
+}
+
+const APPEND_KEYS = ['tokens', 'signal'] as const;
+const MAX_LEN = 0x7fffffff;
+let nextId = 1;
+
+function checkCount(value: unknown, argument: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(argument, `an integer in [${min}, ${max}]`, describeValue(value));
+  }
+  return value;
+}
+
+/**
+ * A paged KV cache (pools `[numPages, pageSize, numKvHeads, headDim]`).
+ *
+ * ```ts
+ * const cache = new KvCache({ pageSize: 16, numPages: 8192, numKvHeads: 8, headDim: 128, dtype: 'bf16' });
+ * const a = cache.newSequence(), b = cache.newSequence();
+ * await cache.append([a, b], k, v, { tokens: [5, 3] });   // k, v: [8, 8, 128]
+ * const out = await pagedAttention(q, cache, { seqs: [a, b], queryTokens: [5, 3] });
+ * cache.free(a);
+ * ```
+ */
+export class KvCache {
+  readonly pageSize: number;
+  readonly numPages: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly dtype: KvDType;
+  readonly device: Device;
+  readonly #k: Tensor;
+  readonly #v: Tensor;
+  readonly #seqs = new Map<SequenceId, SeqState>();
+  /** Free page ids; appends take from the end. */
+  readonly #free: number[] = [];
+  /** Sequences holding each page. */
+  readonly #refs: Int32Array;
+  /** Pages whose last holder went while CPU readers were in flight. */
+  #pending: number[] = [];
+  #readers = 0;
+  #disposed = false;
+
+  constructor(options: KvCacheOptions) {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'a KvCacheOptions object', describeValue(options));
+    checkKeys(options, ['pageSize', 'numPages', 'numKvHeads', 'headDim', 'dtype', 'device']);
+    this.pageSize = checkCount(options.pageSize, 'options.pageSize', 1, 1 << 20);
+    this.numPages = checkCount(options.numPages, 'options.numPages', 1, MAX_LEN);
+    this.numKvHeads = checkCount(options.numKvHeads, 'options.numKvHeads', 1, 1 << 16);
+    this.headDim = checkCount(options.headDim, 'options.headDim', 1, 1 << 16);
+    const dtype = options.dtype ?? 'bf16';
+    if (dtype !== 'bf16' && dtype !== 'f16' && dtype !== 'f32') throw new DTypeError('options.dtype', "'bf16', 'f16' or 'f32'", describeValue(dtype));
+    this.dtype = dtype;
+    const shape = [this.numPages, this.pageSize, this.numKvHeads, this.headDim];
+    const device = options.device ?? defaultDevice();
+    this.#k = Tensor.empty(shape, dtype, { device });
+    try {
+      this.#v = Tensor.empty(shape, dtype, { device });
+    } catch (e) {
+      this.#k.dispose();
+      throw e;
+    }
+    this.device = this.#k.device;
+    this.#refs = new Int32Array(this.numPages);
+    for (let p = this.numPages - 1; p >= 0; p--) this.#free.push(p);
+  }
+
+  /** The key pool `[numPages, pageSize, numKvHeads, headDim]` (owned by the cache: do not dispose it). */
+  get keys(): Tensor { this.#alive(); return this.#k; }
+  /** The value pool, laid out like {@link KvCache.keys}. */
+  get values(): Tensor { this.#alive(); return this.#v; }
+
+  /** A new, empty sequence. */
+  newSequence(): SequenceId {
+    this.#alive();
+    const id = nextId++;
+    this.#seqs.set(id, { pages: [], length: 0 });
+    return id;
+  }
+
+  /**
+   * A new sequence sharing `seq`'s tokens (beam search, a shared system
+   * prompt): its pages are shared until one of the two writes into a shared
+   * page, which is then copied. Takes no page now.
+   */
+  fork(seq: SequenceId): SequenceId {
+    const st = this.#state(seq, 'seq');
+    const id = nextId++;
+    for (const p of st.pages) this.#refs[p]!++;
+    this.#seqs.set(id, { pages: [...st.pages], length: st.length });
+    return id;
+  }
+
+  /** Drops `seq`; its pages go back to the pool where no other sequence holds them. Using `seq` afterwards is an error. */
+  free(seq: SequenceId): void {
+    const st = this.#state(seq, 'seq');
+    this.#seqs.delete(seq);
+    for (const p of st.pages) {
+      if (--this.#refs[p]! === 0) (this.#readers > 0 ? this.#pending : this.#free).push(p);
+    }
+  }
+
+  /** Tokens cached for `seq`. */
+  length(seq: SequenceId): number {
+    return this.#state(seq, 'seq').length;
+  }
+
+  /** Whether `seq` is a live sequence of this cache. */
+  has(seq: SequenceId): boolean {
+    return !this.#disposed && this.#seqs.has(seq);
+  }
+
+  /** The page ids of `seq`, in order (a copy). */
+  pageTable(seq: SequenceId): number[] {
+    return [...this.#state(seq, 'seq').pages];
+  }
+
+  /** Live sequences, oldest first. */
+  sequences(): SequenceId[] {
+    this.#alive();
+    return [...this.#seqs.keys()];
+  }
+
+  /** Pages needed to append `tokens[i]` tokens to `seqs[i]` (copies on write included); what `append` checks against `stats().freePages`. */
+  pagesNeeded(seqs: readonly SequenceId[], tokens: readonly number[]): number {
+    this.#alive();
+    const states = this.#states(seqs, 'seqs');
+    const toks = this.#tokens(tokens, seqs.length, 'tokens');
+    return states.reduce((n, st, i) => n + this.#need(st, toks[i]!), 0);
+  }
+
+  stats(): KvCacheStats {
+    this.#alive();
+    let used = 0, shared = 0, tokens = 0;
+    for (let p = 0; p < this.numPages; p++) {
+      if (this.#refs[p]! > 0) used++;
+      if (this.#refs[p]! > 1) shared++;
+    }
+    for (const st of this.#seqs.values()) tokens += st.length;
+    return {
+      pageSize: this.pageSize, numPages: this.numPages, freePages: this.#free.length, usedPages: used, sharedPages: shared,
+      pendingPages: this.#pending.length, sequences: this.#seqs.size, tokens,
+      bytes: 2 * this.#k.numel * itemSize(this.dtype),
+    };
+  }
+
+  /**
+   * Appends `tokens[i]` new tokens to `seqs[i]`. `k` and `v` are
+   * `[T, numKvHeads, headDim]` in the cache's dtype and on its device, the
+   * tokens packed in the order of `seqs` (T = the sum of `tokens`). On the
+   * GPU it is one kernel launch; the promise resolves once it is enqueued.
+   *
+   * Fails, with the cache unchanged, on an unknown or freed sequence, a
+   * sequence given twice, token counts that do not add up, mismatched
+   * shapes, dtypes or devices, and (KvCacheFullError, saying how many pages
+   * are free) when the pool has too few free pages.
+   */
+  append(seqs: readonly SequenceId[], k: Tensor, v: Tensor, options: AppendOptions): Promise<void> {
+    const signal = checkSignal(options?.signal);
+    let inputs!: { k: Tensor; v: Tensor };
+    return runOp('KvCache.append', signal, undefined, (hold) => {
+      this.#alive();
+      if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object with tokens', describeValue(options));
+      checkKeys(options, APPEND_KEYS);
+      checkTensor(k, 'k');
+      checkTensor(v, 'v');
+      inputs = { k: hold.tensor(k, 'k'), v: hold.tensor(v, 'v') };
+    }, async () => {
+      // The GPU kernel is loaded first; everything after it runs without an
+      // await, so concurrent appends see each other's pages and lengths.
+      let kernel: KernelEntry | undefined;
+      if (this.#k.isCuda) kernel = await appendKernel(this.#k.deviceIndex);
+      throwIfAborted(signal, 'KvCache.append');
+      this.#appendNow(seqs, inputs.k, inputs.v, options.tokens, kernel);
+    });
+  }
+
+  /** Frees the pools. Attention calls already made keep what they read until they end; every later use throws. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#seqs.clear();
+    this.#k.dispose();
+    this.#v.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** @internal The tables of `seqs` for an attention call with `queryTokens[i]` query tokens each (validated by the caller). */
+  tables(seqs: readonly SequenceId[], queryTokens: readonly number[], argument = 'options.seqs'): RaggedTables {
+    const states = this.#states(seqs, argument, true);
+    let maxPages = 1;
+    for (const st of states) maxPages = Math.max(maxPages, st.pages.length);
+    const n = states.length;
+    const pageTable = new Int32Array(n * maxPages), seqLens = new Int32Array(n), queryStart = new Int32Array(n + 1);
+    states.forEach((st, i) => {
+      pageTable.set(st.pages, i * maxPages);
+      seqLens[i] = st.length;
+      queryStart[i + 1] = queryStart[i]! + queryTokens[i]!;
+    });
+    return { pageTable, maxPagesPerSeq: maxPages, seqLens, queryStart };
+  }
+
+  /**
+   * @internal A CPU reader starts (it reads the pools in place off the main
+   * thread): pages freed until the returned function is called stay out of
+   * the free list, so no append overwrites them meanwhile.
+   */
+  beginRead(): () => void {
+    this.#readers++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      if (--this.#readers === 0 && this.#pending.length) {
+        this.#free.push(...this.#pending);
+        this.#pending = [];
+      }
+    };
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  #alive(): void {
+    if (this.#disposed) throw new DisposedError('KvCache');
+  }
+
+  #state(seq: unknown, argument: string): SeqState {
+    this.#alive();
+    const st = typeof seq === 'number' ? this.#seqs.get(seq) : undefined;
+    if (!st) {
+      throw new UnknownSequenceError(argument, 'a live sequence of this KvCache (from newSequence() or fork())',
+        typeof seq === 'number' ? `sequence ${seq} (freed, or made by another KvCache)` : describeValue(seq));
+    }
+    return st;
+  }
+
+  #states(seqs: unknown, argument: string, allowRepeats = false): SeqState[] {
+    if (!Array.isArray(seqs)) throw new InvalidArgumentError(argument, 'an array of sequences', describeValue(seqs));
+    const seen = new Set<unknown>();
+    return seqs.map((s: unknown, i) => {
+      const st = this.#state(s, `${argument}[${i}]`);
+      if (!allowRepeats && seen.has(s)) throw new InvalidArgumentError(`${argument}[${i}]`, 'each sequence once', `sequence ${String(s)} again`);
+      seen.add(s);
+      return st;
+    });
+  }
+
+  #tokens(tokens: unknown, count: number, argument: string): number[] {
+    if (!Array.isArray(tokens) && !(tokens instanceof Int32Array)) {
+      throw new InvalidArgumentError(argument, 'an array of token counts, one per sequence', describeValue(tokens));
+    }
+    const t = Array.from(tokens as ArrayLike<unknown>);
+    if (t.length !== count) throw new ShapeError(argument, `${count} token counts (one per sequence)`, `${t.length}`);
+    t.forEach((x, i) => checkCount(x, `${argument}[${i}]`, 0, MAX_LEN));
+    return t as number[];
+  }
+
+  /** Pages an append of `t` tokens to `st` takes: the new ones, plus a copy of a shared last page it writes into. */
+  #need(st: SeqState, t: number): number {
+    if (t === 0) return 0;
+    const P = this.pageSize;
+    const cow = st.length % P !== 0 && this.#refs[st.pages[st.pages.length - 1]!]! > 1 ? 1 : 0;
+    return Math.ceil((st.length + t) / P) - Math.ceil(st.length / P) + cow;
+  }
+
+  #appendNow(seqs: readonly SequenceId[], k: Tensor, v: Tensor, tokens: readonly number[], kernel: KernelEntry | undefined): void {
+    this.#alive();
+    const states = this.#states(seqs, 'seqs');
+    const toks = this.#tokens(tokens, states.length, 'options.tokens');
+    this.#checkNew(k, 'k');
+    this.#checkNew(v, 'v');
+    if (v.shape[0] !== k.shape[0]) throw new ShapeError('v', `${k.shape[0]} tokens like k`, `${v.shape[0]}`);
+    const T = k.shape[0]!;
+    const sum = toks.reduce((a, b) => a + b, 0);
+    if (sum !== T) throw new ShapeError('options.tokens', `token counts adding up to k.shape[0] = ${T}`, `counts adding up to ${sum}`);
+    states.forEach((st, i) => {
+      if (st.length + toks[i]! > MAX_LEN) throw new InvalidArgumentError(`options.tokens[${i}]`, `at most ${MAX_LEN - st.length} more tokens for this sequence`, `${toks[i]}`);
+    });
+    const need = states.reduce((n, st, i) => n + this.#need(st, toks[i]!), 0);
+    if (need > this.#free.length) {
+      const pending = this.#pending.length ? ` (${this.#pending.length} more are freed once the CPU attention calls reading them end)` : '';
+      throw new KvCacheFullError(`KvCache.append: needs ${need} free pages, the cache has ${this.#free.length} free of ${this.numPages}${pending}; ` +
+        'free finished sequences or make a larger cache', need, this.#free.length);
+    }
+    if (T === 0) return;
+
+    // Plan: new page lists (pages taken from the end of the free list) and the
+    // copy-on-write copies. Nothing visible changes until the commit below.
+    const taken = this.#free.length - need;
+    let next = this.#free.length;
+    const take = (): number => this.#free[--next]!;
+    const P = this.pageSize;
+    const plans = states.map((st, i): AppendPlan => {
+      const t = toks[i]!;
+      const pages = [...st.pages];
+      let copy: { from: number; to: number; tokens: number } | undefined;
+      if (t > 0 && st.length % P !== 0 && this.#refs[pages[pages.length - 1]!]! > 1) {
+        copy = { from: pages[pages.length - 1]!, to: take(), tokens: st.length % P };
+        pages[pages.length - 1] = copy.to;
+      }
+      while (pages.length * P < st.length + t) pages.push(take());
+      return { st, t, pages, copy };
+    });
+
+    // The writers take a contiguous last dim and one set of token/head strides for k and v.
+    const same = k.strides[2] === 1 && v.strides[2] === 1 && k.strides[0] === v.strides[0] && k.strides[1] === v.strides[1];
+    const kk = same ? k : k.contiguous(), vv = same ? v : v.contiguous();
+    try {
+      if (kernel) this.#writeGpu(plans, kk, vv, kernel);
+      else this.#writeCpu(plans, kk, vv);
+    } finally {
+      if (kk !== k) kk.dispose();
+      if (vv !== v) vv.dispose();
+    }
+
+    // Commit.
+    this.#free.length = taken;
+    for (const pl of plans) {
+      if (pl.copy && --this.#refs[pl.copy.from]! === 0) this.#free.push(pl.copy.from);
+      for (let j = 0; j < pl.pages.length; j++) if (j >= pl.st.pages.length || pl.pages[j] !== pl.st.pages[j]) this.#refs[pl.pages[j]!] = 1;
+      pl.st.pages = pl.pages;
+      pl.st.length += pl.t;
+    }
+  }
+
+  #checkNew(t: Tensor, name: string): void {
+    if (t.ndim !== 3 || t.shape[1] !== this.numKvHeads || t.shape[2] !== this.headDim) {
+      throw new ShapeError(name, `a 3-D tensor [T, ${this.numKvHeads}, ${this.headDim}] (numKvHeads, headDim of the cache)`, `shape [${t.shape.join(', ')}]`);
+    }
+    if (t.dtype !== this.dtype) throw new DTypeError(name, `dtype ${this.dtype} (the cache's)`, t.dtype);
+    if (t.device !== this.device) throw new DeviceError(name, `device ${this.device} (the cache's)`, t.device);
+  }
+
+  #writeCpu(plans: readonly AppendPlan[], k: Tensor, v: Tensor): void {
+    const row = this.numKvHeads * this.headDim, pageStride = this.pageSize * row, P = this.pageSize;
+    const pools = [this.#k.hostStorage(), this.#v.hostStorage()] as const;
+    const srcs = [k.hostStorage(), v.hostStorage()] as const;
+    const srcOff = [k.offset, v.offset], tokStride = k.strides[0]!, headStride = k.strides[1]!;
+    const packed = headStride === this.headDim && tokStride === row;
+    let tok = 0;
+    for (const pl of plans) {
+      for (let w = 0; w < 2; w++) {
+        const dst = pools[w]!, src = srcs[w]!;
+        if (pl.copy) dst.copyWithin(pl.copy.to * pageStride, pl.copy.from * pageStride, pl.copy.from * pageStride + pl.copy.tokens * row);
+        for (let done = 0; done < pl.t;) {
+          const pos = pl.st.length + done;
+          const page = pl.pages[Math.floor(pos / P)]!, slot = pos % P;
+          const run = packed ? Math.min(P - slot, pl.t - done) : 1;
+          const s0 = srcOff[w]! + (tok + done) * tokStride;
+          const d0 = page * pageStride + slot * row;
+          if (packed) {
+            dst.set(src.subarray(s0, s0 + run * row), d0);
+          } else {
+            for (let h = 0; h < this.numKvHeads; h++) dst.set(src.subarray(s0 + h * headStride, s0 + h * headStride + this.headDim), d0 + h * this.headDim);
+          }
+          done += run;
+        }
+      }
+      tok += pl.t;
+    }
+  }
+
+  #writeGpu(plans: readonly AppendPlan[], k: Tensor, v: Tensor, kernel: KernelEntry): void {
+    const es = itemSize(this.dtype), rowBytes = this.numKvHeads * this.headDim * es, pageBytes = this.pageSize * rowBytes;
+    for (const pl of plans) {
+      if (!pl.copy) continue;
+      for (const pool of [this.#k, this.#v]) {
+        native().copyDtoD(pool.buffer(), pl.copy.to * pageBytes, pool.buffer(), pl.copy.from * pageBytes, pl.copy.tokens * rowBytes);
+      }
+    }
+    const n = plans.length;
+    const maxPages = Math.max(1, ...plans.map((p) => p.pages.length));
+    const cuTokens = new Int32Array(n + 1), startLens = new Int32Array(n), pageTable = new Int32Array(n * maxPages);
+    plans.forEach((pl, i) => {
+      cuTokens[i + 1] = cuTokens[i]! + pl.t;
+      startLens[i] = pl.st.length;
+      pageTable.set(pl.pages, i * maxPages);
+    });
+    launchAppend(kernel, { kPool: this.#k, vPool: this.#v, k, v, pageSize: this.pageSize, cuTokens, startLens, pageTable, maxPagesPerSeq: maxPages });
+  }
+}
