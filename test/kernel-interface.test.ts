@@ -8,6 +8,7 @@ import {
   FLASH_FWD_CFG_INTS, FLASH_FWD_OFFSETS, kernelConfig, packFlashParams, type FlashFwdValues, type KernelConfig,
 } from '../lib/cuda/generated/flash-fwd-params.js';
 import { FLEX_BLOCK_MASK_OFFSETS, packBlockMaskClassifyParams } from '../lib/cuda/generated/blockmask-classify-params.js';
+import { PAGED_APPEND_OFFSETS, packPagedAppendParams } from '../lib/cuda/generated/paged-append-params.js';
 import {
   decodeKvEntry, encodeKvEntry, KV_ENTRY_SCALE, SCHEDULE_BLOCK, SEGMENT_TILE, SM80_SMALL_TILE, SM80_TILE, SM90_HEAD_DIMS, SM90_TILE,
 } from '../lib/cuda/generated/tiles.js';
@@ -128,6 +129,27 @@ describe('FlexBlockMaskParams packer', () => {
     expect(dv.getInt32(off.pad!, true)).toBe(0);
     expect(bytes.subarray(72, 92)).toEqual(mod);
     expect(() => packBlockMaskClassifyParams({ ...v, modWords: 2 })).toThrow(InternalError);
+  });
+});
+
+describe('PagedAppendParams packer', () => {
+  const off = offsetsOf(describeBlock('paged_append_params.json'));
+  it('writes each value at its described offset in a 128-byte block', () => {
+    expect(PAGED_APPEND_OFFSETS).toEqual(off);
+    const ptrs = ['kSrc', 'vSrc', 'kPool', 'vPool', 'cuTokens', 'startLens', 'pageTable'] as const;
+    const longs = ['pageStride', 'tokenStride', 'headStride', 'srcTokenStride', 'srcHeadStride'] as const;
+    const ints = ['numSeqs', 'maxPagesPerSeq', 'pageSize', 'numTokens', 'numKvHeads', 'headDim', 'elemBytes'] as const;
+    const v = {
+      ...Object.fromEntries(ptrs.map((n) => [n, ptr()])), ...Object.fromEntries(longs.map((n) => [n, rnd(2 ** 30) * 4096 + 3])),
+      ...Object.fromEntries(ints.map((n) => [n, rnd(100000) + 1])),
+    } as unknown as Parameters<typeof packPagedAppendParams>[0];
+    const bytes = packPagedAppendParams(v);
+    expect(bytes.length).toBe(128);
+    const dv = new DataView(bytes.buffer);
+    expect(ptrs.map((n) => dv.getBigUint64(off[n]!, true))).toEqual(ptrs.map((n) => v[n]));
+    expect(longs.map((n) => Number(dv.getBigInt64(off[n]!, true)))).toEqual(longs.map((n) => v[n]));
+    expect(ints.map((n) => dv.getInt32(off[n]!, true))).toEqual(ints.map((n) => v[n]));
+    expect(dv.getInt32(off.pad!, true)).toBe(0);
   });
 });
 
