@@ -18,7 +18,7 @@ const THREADS = 256;
 const ROWS_PER_CTA = THREADS / 32;
 const MAX_CTAS = 65535;
 
-/** The append kernel of `device` (from the fatbin, else built by NVRTC; loaded once per device). */
+/** @internal The append kernel of `device` (from the fatbin, else built by NVRTC; loaded once per device). */
 export function appendKernel(device: number): Promise<KernelEntry> {
   return loadKernel(device, SPEC);
 }
@@ -42,7 +42,7 @@ function address(t: Tensor): bigint {
   return t.buffer().ptr + BigInt(t.offset * itemSize(t.dtype));
 }
 
-/** Enqueues the append on the pools' device stream (returns without waiting). */
+/** @internal Enqueues the append on the pools' device stream (returns without waiting). */
 export function launchAppend(entry: KernelEntry, a: GpuAppend): void {
   const numSeqs = a.startLens.length;
   const T = a.k.shape[0]!, Hkv = a.k.shape[1]!, D = a.k.shape[2]!;
