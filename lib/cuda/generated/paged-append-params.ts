@@ -61,6 +61,12 @@ export const PAGED_APPEND_OFFSETS = {
   pad: 124,
 } as const;
 
+/** Writes a safe integer as a little-endian two's-complement int64. */
+function setI64(dv: DataView, offset: number, x: number): void {
+  dv.setUint32(offset, x >>> 0, true);
+  dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);
+}
+
 /** Packs {@link PagedAppendValues} into `PagedAppendParams` bytes (layout: native/kernels/interface/paged_append_params.json). */
 export function packPagedAppendParams(v: PagedAppendValues): Uint8Array {
   const bytes = new Uint8Array(128);
@@ -72,11 +78,11 @@ export function packPagedAppendParams(v: PagedAppendValues): Uint8Array {
   dv.setBigUint64(32, v.cuTokens, true);
   dv.setBigUint64(40, v.startLens, true);
   dv.setBigUint64(48, v.pageTable, true);
-  dv.setBigInt64(56, BigInt(v.pageStride), true);
-  dv.setBigInt64(64, BigInt(v.tokenStride), true);
-  dv.setBigInt64(72, BigInt(v.headStride), true);
-  dv.setBigInt64(80, BigInt(v.srcTokenStride), true);
-  dv.setBigInt64(88, BigInt(v.srcHeadStride), true);
+  setI64(dv, 56, v.pageStride);
+  setI64(dv, 64, v.tokenStride);
+  setI64(dv, 72, v.headStride);
+  setI64(dv, 80, v.srcTokenStride);
+  setI64(dv, 88, v.srcHeadStride);
   dv.setInt32(96, v.numSeqs, true);
   dv.setInt32(100, v.maxPagesPerSeq, true);
   dv.setInt32(104, v.pageSize, true);
