@@ -35,10 +35,13 @@ describe('generated kernel sources', () => {
     expect(paths).toEqual([
       'bench/kernel-harness/flash_params.py',
       'lib/cuda/generated/blockmask-classify-params.ts',
+      'lib/cuda/generated/decode-params.ts',
       'lib/cuda/generated/flash-fwd-params.ts',
       'lib/cuda/generated/tiles.ts',
       'native/kernels/generated/blockmask_classify_params.cuh',
       'native/kernels/generated/cast_params.cuh',
+      'native/kernels/generated/decode_config.cuh',
+      'native/kernels/generated/decode_params.cuh',
       'native/kernels/generated/flash_fwd_config.cuh',
       'native/kernels/generated/flash_fwd_params.cuh',
       'native/kernels/generated/tile_config.cuh',

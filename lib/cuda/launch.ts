@@ -61,8 +61,8 @@ function checkGpuInputs(q: Tensor, k: Tensor, v: Tensor, d: QkvDims): void {
   }
 }
 
-/** The kernel loads 16-byte vectors: base and B/H/S strides must be multiples of 8 elements. */
-function aligned(t: Tensor): Tensor {
+/** @internal The kernel loads 16-byte vectors: base and B/H/S strides must be multiples of 8 elements (else a contiguous copy). */
+export function aligned(t: Tensor): Tensor {
   const ok = t.offset % 8 === 0 && t.strides.slice(0, 3).every((s, i) => s % 8 === 0 || t.shape[i] === 1)
     && t.buffer().ptr % 16n === 0n;
   return ok ? t : t.contiguous();
