@@ -2,6 +2,7 @@
 // split-KV counts from the SM count and the shape, row tiles for GQA packing,
 // and when flex / SDPA calls take the decode kernel.
 import { describe, expect, it } from 'vitest';
+import { explainAttention } from '../lib/index.js';
 import {
   DECODE_HEAD_DIMS, DECODE_MAX_QUERY, DECODE_MAX_SPLITS, DECODE_TILE, decodeCtasPerSm, decodeRoute, decodeSplits, planDecode,
 } from '../lib/cuda/plan-decode.js';
@@ -97,5 +98,18 @@ describe('decodeRoute', () => {
       expect(r.decode).toBe(false);
       expect(r.reason).toMatch(why);
     }
+  });
+});
+
+describe('explainAttention with shapes', () => {
+  it('names the decode kernel for few query tokens without a block mask', () => {
+    const shapes = (Sq: number, D = 128) => ({ q: [2, 32, Sq, D], k: [2, 8, 4096, D] });
+    expect(explainAttention({ enableGQA: true }, shapes(1))).toMatchObject({ kernel: 'decode', reason: expect.stringMatching(/decode kernel/) });
+    expect(explainAttention({ impl: 'flex', softcap: 30, enableGQA: true }, shapes(16)).kernel).toBe('decode');
+    expect(explainAttention({ enableGQA: true }, shapes(17))).toMatchObject({ kernel: 'forward', reason: expect.stringMatching(/Sq = 17/) });
+    expect(explainAttention({ enableGQA: true }, shapes(1, 96)).kernel).toBe('forward');
+    expect(explainAttention({ impl: 'flex', enableGQA: true, slidingWindow: 64 }, shapes(1))).toMatchObject({ kernel: 'forward', reason: expect.stringMatching(/block mask/) });
+    expect(explainAttention({ enableGQA: true })).not.toHaveProperty('kernel');
+    expect(explainAttention({ enableGQA: true, backend: 'cpu' }, shapes(1))).not.toHaveProperty('kernel');
   });
 });
