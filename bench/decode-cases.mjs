@@ -47,7 +47,7 @@ export function buildDecodeCases({ tiny = false } = {}) {
     lengths, layout: 'paged', pageSize: 16 }));
   cases.push(mk({ id: 'decode B8 Hq32 Hkv8 Skv32k softcap 30', group: 'decode', B: 8, Hq: 32, Hkv: 8, Skv: S(32768), mod: 'softcap',
     softcap: 30, contiguousId: 'decode B8 Hq32 Hkv8 Skv32k' }));
-  cases.push(mk({ id: 'decode B8 Hq32 Hkv8 Skv32k sliding window 4096', group: 'decode', B: 8, Hq: 32, Hkv: 8, Skv: S(32768),
+  cases.push(mk({ id: 'decode B8 Hq32 Hkv8 Skv32k swa 4096', group: 'decode', B: 8, Hq: 32, Hkv: 8, Skv: S(32768),
     mod: 'swa', window: S(4096), contiguousId: 'decode B8 Hq32 Hkv8 Skv32k' }));
   return cases;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 import { DECODE_MAX_SPLITS, DECODE_TILE, type DecodeTile } from './generated/tiles.js';
+import { InternalError } from '../errors.js';
 import type { DeviceCaps } from './device-caps.js';
 
 export { DECODE_MAX_SPLITS, DECODE_TILE, type DecodeTile } from './generated/tiles.js';
@@ -97,7 +98,7 @@ export interface DecodePlan {
 export function planDecode(s: DecodeShape, caps: Pick<DeviceCaps, 'smCount' | 'smemPerBlockOptin'>, smemBytes: number,
   numSplits?: number): DecodePlan {
   const tile = DECODE_TILE[s.D];
-  if (!tile) throw new RangeError(`no decode tile for head dim ${s.D}`);
+  if (!tile) throw new InternalError(`no decode tile for head dim ${s.D}`);
   const G = s.Hq / s.Hkv;
   const rowTiles = Math.max(1, Math.ceil((s.maxQueryTokens * G) / tile.BM));
   const ctas = s.numSeqs * s.Hkv * rowTiles;
