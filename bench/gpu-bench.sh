@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Attention benchmark on the GPU machine, ours and PyTorch on the same card in one call
 # (see ../shared/device/README.md and bench/README.md). Everything lands in $OUT:
-#   card.txt, cases/ (case list + doc ids), ours.json/.log, torch.json/.log,
+#   card.txt, cases/ (case list + doc ids), ours.json/.log, torch.json/.log, torch-decode.json/.log,
+#   decode.<card-slug>.json/.md (the decode rows: GB/s, of copy bandwidth, ours / best PyTorch),
 #   attention.<card-slug>.json/.md (merged; copy these to bench/results/).
 #   carry:   [".device", "build/Release/flexattn.node", "dist"]
 #   command: bash bench/gpu-bench.sh [quick]
@@ -29,7 +30,16 @@ if [ "$left" -gt 30 ]; then
     --budget $(( left - 25 )) "${QUICK[@]}" 2>&1 | grep -v "^W[0-9]\{4\} " | tee "$OUT/torch.log" || status=1
 fi
 
+left=$(( LIMIT - ($(date +%s) - T0) - 8 ))
+echo "== PyTorch decode rows (bench/torch_decode.py), ${left}s left"
+if [ "$left" -gt 20 ]; then
+  PYTHONUNBUFFERED=1 timeout "$left" python3 bench/torch_decode.py --cases "$OUT/cases" --out "$OUT/torch-decode.json" \
+    --budget $(( left - 10 )) "${QUICK[@]}" 2>&1 | grep -v "^W[0-9]\{4\} " | tee "$OUT/torch-decode.log" || status=1
+fi
+
 echo "== report"
+node bench/decode-report.mjs --ours "$OUT/ours.json" --torch "$OUT/torch-decode.json" --outdir "$OUT" > "$OUT/decode-report.log" 2>&1 || status=1
+tail -n 30 "$OUT/decode-report.log"
 node bench/report.mjs --ours "$OUT/ours.json" --torch "$OUT/torch.json" --cases "$OUT/cases" --outdir "$OUT" > "$OUT/report.log" 2>&1 || status=1
 tail -n 60 "$OUT/report.log"
 echo "total $(( $(date +%s) - T0 ))s, status $status"

@@ -22,6 +22,8 @@ import { spawnSync } from 'node:child_process';
 import { parseArgs as nodeParseArgs } from 'node:util';
 import { tmpdir } from 'node:os';
 import { CASES_VERSION, buildCases, docIds, alibiSlopesF64 } from './cases.mjs';
+import { buildDecodeCases } from './decode-cases.mjs';
+import { raggedModule, runDecodeCase } from './decode.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
@@ -31,7 +33,7 @@ async function lib() {
   return import(pathToFileURL(join(ROOT, 'dist', 'lib', 'index.js')).href);
 }
 
-const GROUPS = ['dense', 'flex', 'gqa', 'jit', 'overhead'];
+const GROUPS = ['dense', 'flex', 'gqa', 'decode', 'jit', 'overhead'];
 
 const USAGE = `usage: flexattn bench [options]        (or: node bench/run.mjs [options])
 
@@ -48,6 +50,9 @@ case groups (--only):
             ALiBi, plus dense causal SDPA on the same shape as the reference
   gqa       grouped-query prefill, Hq = 32, Hkv = 8, S = 4096, D = 128, causal
             (SDPA and flex)
+  decode    one query token against long KV (bench/decode-cases.mjs): contiguous,
+            paged (page 16 and 64), a ragged batch of 64 sequences 1k-32k,
+            softcap and sliding window; GB/s of K and V read
   jit       first call of a new flex kernel in a fresh process: cold (NVRTC
             compile, empty cache directory) and warm (kernel disk cache)
   overhead  host cost per call on a tiny shape (B = 1, H = 1, S = 128, D = 64)
@@ -327,7 +332,8 @@ export async function main(argv = []) {
   if (a.help) { console.log(USAGE); return 0; }
   if (a.child) { await firstCallChild(a.child); return 0; }
   const tiny = a.smokeCpu;
-  const cases = buildCases({ tiny }).filter((c) => !a.cases.length || a.cases.some((t) => c.id.toLowerCase().includes(t)));
+  const cases = [...buildCases({ tiny }), ...buildDecodeCases({ tiny })]
+    .filter((c) => !a.cases.length || a.cases.some((t) => c.id.toLowerCase().includes(t)));
   if (!cases.length) { console.error(`flexattn bench: no case name contains ${a.cases.map((t) => `'${t}'`).join(' or ')} (see --dry-run)`); return 2; }
   if (a.emitCases) {
     mkdirSync(a.emitCases, { recursive: true });
@@ -340,12 +346,19 @@ export async function main(argv = []) {
       c.docIdsFile = file;
       docs[c.id] = d.lengths;
     }
-    writeFileSync(join(a.emitCases, 'cases.json'), JSON.stringify({ version: CASES_VERSION, cases, docLengths: docs }, null, 1));
+    // The attention cases for bench/torch_attention.py; the decode rows for bench/torch_decode.py.
+    writeFileSync(join(a.emitCases, 'cases.json'),
+      JSON.stringify({ version: CASES_VERSION, cases: cases.filter((c) => c.group !== 'decode'), docLengths: docs }, null, 1));
+    writeFileSync(join(a.emitCases, 'decode-cases.json'),
+      JSON.stringify({ version: CASES_VERSION, cases: cases.filter((c) => c.group === 'decode') }, null, 1));
     console.log(`wrote ${cases.length} cases to ${join(a.emitCases, 'cases.json')}`);
     return 0;
   }
   if (a.dryRun) {
-    for (const c of cases) console.log(`${c.id.padEnd(44)} ${c.op.padEnd(5)} B=${c.B} Hq=${c.Hq} Hkv=${c.Hkv} S=${c.S} D=${c.D} density=${c.density.toFixed(4)} GFLOP=${(c.flops / 1e9).toFixed(1)}`);
+    for (const c of cases) {
+      if (c.group === 'decode') console.log(`${c.id.padEnd(44)} ${c.layout.padEnd(10)} B=${c.B} Hq=${c.Hq} Hkv=${c.Hkv} Skv=${c.Skv} D=${c.D} KV MB=${(c.kvBytes / 1e6).toFixed(1)}`);
+      else console.log(`${c.id.padEnd(44)} ${c.op.padEnd(5)} B=${c.B} Hq=${c.Hq} Hkv=${c.Hkv} S=${c.S} D=${c.D} density=${c.density.toFixed(4)} GFLOP=${(c.flops / 1e9).toFixed(1)}`);
+    }
     const L = await lib();
     for (const c of cases.filter((x) => x.op === 'flex')) { maskFor(L, { ...c, B: 1, S: 256 }, 'cpu'); scoreModFor(L, c, 'cpu'); }
     console.log(`dry run: ${cases.length} cases built (mods traced on the host); no GPU work`);
@@ -368,7 +381,9 @@ export async function main(argv = []) {
   const want = (g) => !a.only || a.only.has(g);
   // jit and overhead are not named cases: a --case filter leaves them out unless --only names them.
   const wantExtra = (g) => (a.only ? a.only.has(g) : !a.cases.length);
-  const selected = cases.filter((c) => want(c.group));
+  // The decode rows need the GPU's ragged path (no CPU smoke run of them).
+  const selected = cases.filter((c) => want(c.group) && !(tiny && c.group === 'decode'));
+  const R = selected.some((c) => c.group === 'decode') ? await raggedModule(ROOT) : null;
   const steps = selected.length + (wantExtra('jit') && !tiny ? 1 : 0) + (wantExtra('overhead') ? 1 : 0);
   let step = 0;
   const t0 = nowMs();
@@ -387,15 +402,22 @@ export async function main(argv = []) {
   const save = () => { if (a.out) writeFileSync(a.out, JSON.stringify(result, null, 1)); };
   console.log(`flexattn bench on ${gpu} (${device}), reps=${opts.reps}, n>=${opts.minN}, budget ${a.budget}s`);
   for (const c of selected) {
-    if (nowMs() > deadline) { step++; result.cases.push({ id: c.id, group: c.group, skipped: 'time budget' }); continue; }
+    if (nowMs() > deadline) { step++; (c.group === 'decode' ? (result.decode ??= []) : result.cases).push({ id: c.id, group: c.group, skipped: 'time budget' }); continue; }
     progress(c.id);
     try {
+      if (c.group === 'decode') {
+        const row = await runDecodeCase(L, R, c, device, opts, timeOp);
+        (result.decode ??= []).push(row);
+        console.log(`${c.id.padEnd(44)} ${row.ms.toFixed(4).padStart(9)} ms  ${row.gbs.toFixed(0).padStart(6)} GB/s    (n=${row.n}, spread ${((row.maxMs - row.minMs) / row.ms * 100).toFixed(1)}%)`);
+        save();
+        continue;
+      }
       const row = await runCase(L, c, device, opts);
       result.cases.push(row);
       console.log(`${c.id.padEnd(44)} ${row.ms.toFixed(4).padStart(9)} ms  ${row.tflops.toFixed(1).padStart(6)} TFLOPs  (n=${row.n}, spread ${((row.maxMs - row.minMs) / row.ms * 100).toFixed(1)}%)`);
     } catch (e) {
       const msg = String(e?.stack ?? e).split('\n').slice(0, 3).join(' | ');
-      result.cases.push({ id: c.id, group: c.group, error: msg });
+      (c.group === 'decode' ? (result.decode ??= []) : result.cases).push({ id: c.id, group: c.group, error: msg });
       result.errors.push(`${c.id}: ${msg}`);
       console.log(`${c.id.padEnd(44)} ERROR ${msg}`);
     }

@@ -27,6 +27,7 @@ import { flexIn } from './flex.js';
 import { runOp, type Hold } from './ownership.js';
 import { checkQkv, type QkvDims } from './validate.js';
 import { choose, hasMaskBeyondCausal, rejectForSdpa } from './attention/choice.js';
+import { decodeEnabled, decodeRoute } from './cuda/index.js';
 import { buildBlockMask, buildDenseMask } from './attention/mask-build.js';
 import { acquire, cacheKey, clearMaskCache, maskDims, unpin } from './attention/mask-cache.js';
 import { checkAgainstShapes, normalize, type AttentionChoice, type AttentionSpec, type Normalized } from './attention/spec.js';
@@ -53,6 +54,8 @@ export function clearAttentionCache(): void {
  * explainAttention({ impl: 'auto', isCausal: true, docIds });
  * // { impl: 'flex', requested: 'auto', reason: 'auto: docIds is a mask SDPA has no flag for; ...' }
  * ```
+ * With shapes it also says which GPU kernel runs (`kernel`): the decode kernel for at most
+ * 16 query tokens without a block mask (sdpa, or flex with score mods only), else the forward kernels.
  * @param shapes optional `{ q, k, v }` shapes (`[B, H, S, D]`) to validate the spec against.
  */
 export function explainAttention(
@@ -60,14 +63,23 @@ export function explainAttention(
   shapes?: { q: readonly number[]; k: readonly number[]; v?: readonly number[] },
 ): AttentionChoice {
   const n = normalize(spec);
-  if (shapes) {
-    const [B, Hq, Sq, D] = shapes.q as [number, number, number, number];
-    const [, Hkv, Skv] = shapes.k as [number, number, number];
-    checkAgainstShapes(n, { B, Hq, Hkv, Sq, Skv, D, Dv: (shapes.v ?? shapes.k)[3]! });
-  }
+  const dims = shapes && {
+    B: shapes.q[0]!, Hq: shapes.q[1]!, Sq: shapes.q[2]!, D: shapes.q[3]!, Hkv: shapes.k[1]!, Skv: shapes.k[2]!, Dv: (shapes.v ?? shapes.k)[3]!,
+  };
+  if (dims) checkAgainstShapes(n, dims);
   const c = choose(n);
   if (c.impl === 'sdpa') rejectForSdpa(n);
-  return c;
+  if (!dims || n.backend === 'cpu') return c;
+  const { Sq, D, Dv } = dims;
+  // flex builds a block mask for any mask option (causal included); sdpa streams masks densely.
+  const route = decodeRoute({
+    Sq, D, Dv, dtype: 'bf16', blockMask: c.impl === 'flex' && (n.isCausal || hasMaskBeyondCausal(n) !== null),
+    kernelOptions: false, disabled: !decodeEnabled(),
+  });
+  return {
+    ...c, kernel: route.decode ? 'decode' : 'forward',
+    reason: `${c.reason}; on the GPU ${route.decode ? route.reason : `the forward kernel (${route.reason})`}`,
+  };
 }
 
 /**

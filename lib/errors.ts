@@ -146,9 +146,6 @@ export class KvCacheFullError extends FlexAttnError {
   }
 }
 
-/** A feature that this build does not provide yet (e.g. a backend for an op); the message says what to use instead. */
-export class NotImplementedError extends FlexAttnError {}
-
 /** Something inside flexattn failed that should not have: a bug; please report it. */
 export class InternalError extends FlexAttnError {}
 
@@ -174,7 +171,6 @@ export const ERROR_CODES = {
   ERR_FLEXATTN_INTERNAL: 'InternalError',
   ERR_FLEXATTN_UNKNOWN_SEQUENCE: 'UnknownSequenceError',
   ERR_FLEXATTN_KV_CACHE_FULL: 'KvCacheFullError',
-  ERR_FLEXATTN_NOT_IMPLEMENTED: 'NotImplementedError',
 } as const;
 
 /** A stable error code (a key of {@link ERROR_CODES}). */

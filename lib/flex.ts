@@ -13,7 +13,9 @@ import { checkSignal } from './abort.js';
 import { runOp, type Hold } from './ownership.js';
 import { checkBool, checkKeys, checkQkv, checkScale, resolveBackend, type Backend, type QkvDims } from './validate.js';
 import { runCpuAttention } from './cpu-backend.js';
-import { deviceCaps, maskFacts, planFlex, planSwitches, runFlex, type KernelOptions } from './cuda/index.js';
+import {
+  decodeEnabled, decodeRoute, deviceCaps, maskFacts, planFlex, planSwitches, runDecodeContiguous, runFlex, type KernelOptions,
+} from './cuda/index.js';
 
 export type { KernelOptions } from './cuda/index.js';
 
@@ -121,6 +123,16 @@ function flexCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, opti
         ...(blockMask ? { blockMask: cpuBlockMask(blockMask) } : {}),
       }, inputs.q, inputs.k, inputs.v, signal ? { signal } : {});
     })();
+    // A few query tokens without a block mask: the decode kernel (lib/cuda/plan-decode.ts says when).
+    const ko = options.kernelOptions;
+    if (decodeRoute({
+      Sq: dims.Sq, D: dims.D, Dv: dims.Dv, dtype: inputs.q.dtype, blockMask: blockMask !== undefined,
+      kernelOptions: ko !== undefined && Object.keys(ko).length > 0, disabled: !decodeEnabled(),
+    }).decode) {
+      return runDecodeContiguous({
+        q: inputs.q, k: inputs.k, v: inputs.v, dims, scale, returnLse, causal: false, scoreMod, params, hold, signal,
+      });
+    }
     const plan = planFlex({
       dims, mask: blockMask && maskFacts(blockMask, params), kernelOptions: options.kernelOptions,
       caps: deviceCaps(inputs.q.deviceIndex), switches: planSwitches(),

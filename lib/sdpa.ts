@@ -7,7 +7,8 @@ import { DTypeError, DeviceError, ShapeError } from './errors.js';
 import { Tensor } from './tensor.js';
 import { checkBool, checkKeys, checkQkv, checkScale, checkTensor, resolveBackend, type Backend, type QkvDims } from './validate.js';
 import { hostView, runCpuAttention } from './cpu-backend.js';
-import { deviceCaps, planSdpa, planSwitches, runSdpa } from './cuda/index.js';
+import { decodeEnabled, decodeRoute, deviceCaps, planSdpa, planSwitches, runDecodeContiguous, runSdpa } from './cuda/index.js';
+import { maskAsScoreMod } from './cuda/mod-code.js';
 import { checkSignal } from './abort.js';
 import { runOp, type Hold } from './ownership.js';
 
@@ -101,10 +102,20 @@ function sdpaCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, opti
         signal ? { signal } : {});
       return returnLse ? { out: res.out, lse: res.lse! } : res.out;
     })();
+    const done = (res: { out: Tensor; lse?: Tensor }) => (returnLse ? { out: res.out, lse: res.lse! } : res.out);
+    if (decodeRoute({
+      Sq: dims.Sq, D: dims.D, Dv: dims.Dv, dtype: inputs.q.dtype, blockMask: false, kernelOptions: false, disabled: !decodeEnabled(),
+    }).decode) {
+      // A few query tokens: the decode kernel (top-left causal as PyTorch; a dense mask streams through a score mod).
+      return runDecodeContiguous({
+        q: inputs.q, k: inputs.k, v: inputs.v, dims, scale, returnLse, causal: isCausal, params: {}, signal,
+        scoreMod: mask ? maskAsScoreMod(mask) : undefined,
+      }).then(done);
+    }
     const plan = planSdpa(dims, isCausal, deviceCaps(inputs.q.deviceIndex), planSwitches());
     // No `...inputs` spread (see flex.ts).
     return runSdpa(plan, { q: inputs.q, k: inputs.k, v: inputs.v, scale, returnLse, dims, ...(mask ? { mask } : {}), ...(signal ? { signal } : {}) })
-      .then((res) => (returnLse ? { out: res.out, lse: res.lse! } : res.out));
+      .then(done);
   });
 }
 

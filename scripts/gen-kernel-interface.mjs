@@ -136,6 +136,14 @@ function cppTiles(t, file) {
       constLine('int', 'kBlockN', s.blockN), constLine('int', 'kStages', s.stages), constLine('bool', 'kSplitV', s.splitV),
       constLine('int', 'kMinBlocks', s.minBlocks), '};');
   }
+  if (t.decodeTile) {
+    out.push('', ...lines(t.decodeTile.doc).map((l) => `// ${l}`), 'template <int D> struct DecodeTile;');
+    for (const [d, s] of Object.entries(t.decodeTile.byHeadDim)) {
+      if (s.blockM % 16 !== 0 || s.blockN % (16 * s.warps) !== 0) fail(`${file}: decode d${d} needs blockM % 16 == 0 and blockN % (16 * warps) == 0`);
+      out.push(`template <> struct DecodeTile<${d}> {`, constLine('int', 'kBlockM', s.blockM), constLine('int', 'kBlockN', s.blockN),
+        constLine('int', 'kWarps', s.warps), constLine('int', 'kStages', s.stages), '};');
+    }
+  }
   out.push('');
   for (const c of t.constants) out.push(`// ${c.doc}`, `constexpr int ${c.cpp} = ${c.value};`);
   const bits = t.kvEntry.lengthBits;
@@ -240,6 +248,15 @@ function tsTiles(t, file) {
   }
   out.push('});', '/** Head dims of the Hopper (wgmma) kernel family. */',
     `export const SM90_HEAD_DIMS: readonly number[] = Object.freeze([${Object.keys(t.sm90Tile.byHeadDim).join(', ')}]);`, '');
+  if (t.decodeTile) {
+    out.push('/** A tile of the decode kernel: rows per CTA, kv rows per stage, warps, K/V stages. */',
+      'export interface DecodeTile { readonly BM: number; readonly BN: number; readonly warps: number; readonly stages: number }',
+      ...tsDoc(t.decodeTile.doc), 'export const DECODE_TILE: Readonly<Record<number, DecodeTile>> = Object.freeze({');
+    for (const [d, s] of Object.entries(t.decodeTile.byHeadDim)) {
+      out.push(`  ${d}: Object.freeze({ BM: ${s.blockM}, BN: ${s.blockN}, warps: ${s.warps}, stages: ${s.stages} }),`);
+    }
+    out.push('});', '');
+  }
   for (const c of t.constants) out.push(...tsDoc(c.doc), `export const ${c.ts} = ${c.value};`, '');
   const bits = t.kvEntry.lengthBits;
   out.push(...tsDoc(t.kvEntry.doc), `export const KV_ENTRY_LENGTH_BITS = ${bits};`, `/** 2^KV_ENTRY_LENGTH_BITS: the kv_start multiplier. */`,

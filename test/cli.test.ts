@@ -78,7 +78,7 @@ describe('flexattn CLI', () => {
       [['help', 'nope'], "flexattn help: unknown command 'nope'", 'usage: flexattn <command>'],
       [['help', '--nope'], "flexattn help: unknown option '--nope'", 'usage: flexattn <command>'],
       [['bench', '--bogus'], "flexattn bench: unknown option '--bogus'", 'usage: flexattn bench'],
-      [['bench', '--only', 'dense,nope'], 'flexattn bench: --only takes groups from dense,flex,gqa,jit,overhead', 'usage: flexattn bench'],
+      [['bench', '--only', 'dense,nope'], 'flexattn bench: --only takes groups from dense,flex,gqa,decode,jit,overhead', 'usage: flexattn bench'],
       [['bench', '--reps', '0'], "flexattn bench: --reps needs a positive integer, got '0'", 'usage: flexattn bench'],
       [['bench', '--case'], "flexattn bench: option '--case <value>' argument missing", 'usage: flexattn bench'],
     ];

@@ -9,6 +9,7 @@ import {
 } from '../lib/cuda/generated/flash-fwd-params.js';
 import { FLEX_BLOCK_MASK_OFFSETS, packBlockMaskClassifyParams } from '../lib/cuda/generated/blockmask-classify-params.js';
 import { PAGED_APPEND_OFFSETS, packPagedAppendParams } from '../lib/cuda/generated/paged-append-params.js';
+import { DECODE_CFG_INTS, DECODE_OFFSETS, decodeKernelConfig, packDecodeParams, type DecodeValues } from '../lib/cuda/generated/decode-params.js';
 import {
   decodeKvEntry, encodeKvEntry, KV_ENTRY_SCALE, SCHEDULE_BLOCK, SEGMENT_TILE, SM80_SMALL_TILE, SM80_TILE, SM90_HEAD_DIMS, SM90_TILE,
 } from '../lib/cuda/generated/tiles.js';
@@ -109,6 +110,51 @@ describe('FlashFwdParams packer', () => {
     const c = kernelConfig(raw);
     expect(Object.values(c)).toEqual(Array.from(raw));
     expect(Object.keys(c)).toEqual(['threads', 'smemBytes', 'blockM', 'blockN', 'headDim', 'stages', 'paramBytes', 'modOffset']);
+  });
+});
+
+describe('DecodeParams packer', () => {
+  const off = offsetsOf(describeBlock('decode_params.json'));
+  const cfg: KernelConfig = { threads: 128, smemBytes: 102400, blockM: 16, blockN: 64, headDim: 128, stages: 3, paramBytes: 256 + 24, modOffset: 256 };
+  const s3 = (): [number, number, number] => [rnd(2 ** 30) * 1024 + 8, rnd(2 ** 20) + 3, rnd(4096) + 1];
+  const vals = (mod: Uint8Array): DecodeValues => ({
+    q: ptr(), k: ptr(), v: ptr(), o: ptr(), lse: ptr(), wsO: ptr(), wsLse: ptr(), pageTable: ptr(), seqLens: ptr(), queryStart: ptr(),
+    qStrides: s3(), oStrides: s3(), lseStrides: s3(), kStrides: s3(), vStrides: s3(),
+    numSeqs: 77, Hq: 32, Hkv: 8, uniformKvLen: 1531, uniformQLen: 5, pageTableStride: 513, log2PageSize: 4,
+    rowTiles: 3, numSplits: 17, causal: true, endAligned: false, scale: 0.0883883, mod,
+  });
+
+  it('puts every value at its described offset, the mod at cfg.modOffset, and the flags as 0/1', () => {
+    expect(DECODE_OFFSETS).toEqual(off);
+    expect(off.mod).toBe(256);
+    const mod = Uint8Array.from({ length: 24 }, () => rnd(255) + 1);
+    const v = vals(mod);
+    const bytes = packDecodeParams(cfg, v);
+    expect(bytes.length).toBe(cfg.paramBytes);
+    const dv = new DataView(bytes.buffer);
+    const u64 = (n: string): bigint => dv.getBigUint64(off[n]!, true);
+    const i64 = (n: string): number => Number(dv.getBigInt64(off[n]!, true));
+    const i32 = (n: string): number => dv.getInt32(off[n]!, true);
+    expect(['q', 'k', 'v', 'o', 'lse', 'ws_o', 'ws_lse', 'page_table', 'seq_lens', 'query_start'].map(u64))
+      .toEqual([v.q, v.k, v.v, v.o, v.lse, v.wsO, v.wsLse, v.pageTable, v.seqLens, v.queryStart]);
+    const rowNames = (t: string): string[] => [`${t}_stride_seq`, `${t}_stride_tok`, `${t}_stride_h`];
+    const kvNames = (t: string): string[] => [`${t}_page_stride`, `${t}_token_stride`, `${t}_head_stride`];
+    for (const [names, st] of [[rowNames('q'), v.qStrides], [rowNames('o'), v.oStrides], [rowNames('lse'), v.lseStrides],
+      [kvNames('k'), v.kStrides], [kvNames('v'), v.vStrides]] as const) {
+      expect(names.map(i64)).toEqual([...st]);
+    }
+    expect(['num_seqs', 'Hq', 'Hkv', 'gqa_group', 'uniform_kv_len', 'uniform_q_len', 'page_table_stride', 'log2_page_size',
+      'row_tiles', 'num_splits', 'causal', 'end_aligned'].map(i32)).toEqual([77, 32, 8, 4, 1531, 5, 513, 4, 3, 17, 1, 0]);
+    expect(dv.getFloat32(off.scale!, true)).toBe(Math.fround(v.scale));
+    expect(dv.getFloat32(off.scale_log2!, true)).toBe(Math.fround(v.scale * Math.LOG2E));
+    expect(bytes.subarray(cfg.modOffset)).toEqual(mod);
+    expect(() => packDecodeParams(cfg, vals(new Uint8Array(25)))).toThrow(InternalError);
+  });
+
+  it('has the forward kernels\' <name>_cfg fields (the loader reads both alike)', () => {
+    expect(DECODE_CFG_INTS).toBe(FLASH_FWD_CFG_INTS);
+    const raw = Int32Array.from({ length: DECODE_CFG_INTS }, (_, i) => 50 + i);
+    expect(decodeKernelConfig(raw)).toEqual(kernelConfig(raw));
   });
 });
 

@@ -10,6 +10,7 @@ FORMAT = "<QQQQQQQQQqqqqqqqqqqqqiiiiiiffiiiiiiiiQQ"
 OFFSETS = {"q": 0, "k": 8, "v": 16, "o": 24, "lse": 32, "kv_num_blocks": 40, "kv_indices": 48, "full_kv_num_blocks": 56, "full_kv_indices": 64, "q_stride_b": 72, "q_stride_h": 80, "q_stride_s": 88, "k_stride_b": 96, "k_stride_h": 104, "k_stride_s": 112, "v_stride_b": 120, "v_stride_h": 128, "v_stride_s": 136, "o_stride_b": 144, "o_stride_h": 152, "o_stride_s": 160, "B": 168, "Hq": 172, "Hkv": 176, "Sq": 180, "Skv": 184, "gqa_group": 188, "scale": 192, "scale_log2": 196, "bm_q_block": 200, "bm_kv_block": 204, "bm_num_stride_b": 208, "bm_num_stride_h": 212, "bm_idx_stride_b": 216, "bm_idx_stride_h": 220, "bm_idx_stride_qb": 224, "tile_starts_stride_b": 228, "cta_order": 232, "tile_starts": 240}
 MOD_OFFSET = 248
 CONFIG_FIELDS = ("threads", "smemBytes", "blockM", "blockN", "headDim", "stages", "paramBytes", "modOffset")
+DECODE_MAX_SPLITS = 64
 SCHEDULE_BLOCK = 64
 SEGMENT_TILE = 64
 KV_ENTRY_LENGTH_BITS = 7

@@ -30,6 +30,11 @@ export interface AttentionChoice {
   requested: AttentionImpl;
   /** One line, for logs: e.g. `"auto: docIds is a block-sparse mask; flex skips empty tiles"`. */
   reason: string;
+  /**
+   * The GPU kernel family (given when {@link explainAttention} has shapes): `'decode'` for at most 16 query
+   * tokens without a block mask (query heads of a KV head packed into one tile, split-KV), else `'forward'`.
+   */
+  kernel?: 'decode' | 'forward';
 }
 
 /**

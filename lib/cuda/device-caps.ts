@@ -11,6 +11,10 @@ export interface DeviceCaps {
   readonly name: string;
   readonly major: number;
   readonly minor: number;
+  /** Streaming multiprocessors (the decode planner sizes split-KV grids with it). */
+  readonly smCount?: number;
+  /** Shared memory one CTA may opt in to, bytes (about what one SM holds). */
+  readonly smemPerBlockOptin?: number;
 }
 
 const known = new Map<number, DeviceCaps>();
@@ -20,7 +24,9 @@ export function deviceCaps(device: number): DeviceCaps {
   let c = known.get(device);
   if (!c) {
     const p = native().deviceProps(device);
-    known.set(device, (c = Object.freeze({ name: p.name, major: p.major, minor: p.minor })));
+    known.set(device, (c = Object.freeze({
+      name: p.name, major: p.major, minor: p.minor, smCount: p.multiprocessors, smemPerBlockOptin: p.sharedMemoryPerBlockOptin,
+    })));
   }
   return c;
 }

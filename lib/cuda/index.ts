@@ -6,9 +6,11 @@
  * @module
  */
 export { deviceCaps, type DeviceCaps } from './device-caps.js';
-export { planSwitches } from './switches.js';
+export { decodeEnabled, planSwitches } from './switches.js';
 export {
   planFlex, planSdpa, maskFacts, GPU_HEAD_DIMS, type KernelOptions, type FlexPlan, type LaunchPlan, type PlanSwitches,
 } from './plan.js';
 export { runFlex, type CudaFlexArgs } from './run-flex.js';
 export { runSdpa, type CudaAttentionArgs } from './run-sdpa.js';
+export { decodeRoute, DECODE_HEAD_DIMS, DECODE_MAX_QUERY } from './plan-decode.js';
+export { runDecodeContiguous, runRaggedAttentionCuda, type RaggedAttentionOptions } from './run-ragged.js';

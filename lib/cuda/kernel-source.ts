@@ -41,3 +41,22 @@ export function flexKernel(code: CudaModCode, D: number, dtype: string, mode: Mo
     source: `${code.source}\n${segmented ? '#define FLEX_SEGMENTED_GRID 1\n' : ''}${instantiate(name, D, dtype, mode, family, shape)}`,
   };
 }
+
+/**
+ * @internal The decode / ragged attention kernel (decode.cuh): precompiled without mods
+ * (dense and causal are runtime flags), JIT-compiled with the mods' code in front.
+ */
+export function decodeKernel(D: number, dtype: string, code?: CudaModCode): KernelSpec {
+  if (!code) {
+    const name = `flexattn_decode_d${D}_${dtype}`;
+    return { kernel: name, module: name, source: `#include "decode.cuh"\nFLEXATTN_DECODE_KERNEL(${name}, ${D}, ${dtype})\n` };
+  }
+  const name = `flexattn_decode_flex_${code.hash.slice(0, 16)}_d${D}_${dtype}`;
+  return { kernel: name, source: `${code.source}\n#include "decode.cuh"\nFLEXATTN_DECODE_KERNEL(${name}, ${D}, ${dtype})\n` };
+}
+
+/** @internal The split-KV combine of the decode kernel (reads no mods: always precompiled). */
+export function decodeCombineKernel(D: number, dtype: string): KernelSpec {
+  const name = `flexattn_decode_combine_d${D}_${dtype}`;
+  return { kernel: name, module: name, source: `#include "decode.cuh"\nFLEXATTN_DECODE_COMBINE_KERNEL(${name}, ${D}, ${dtype})\n` };
+}

@@ -61,8 +61,8 @@ function checkGpuInputs(q: Tensor, k: Tensor, v: Tensor, d: QkvDims): void {
   }
 }
 
-/** The kernel loads 16-byte vectors: base and B/H/S strides must be multiples of 8 elements. */
-function aligned(t: Tensor): Tensor {
+/** @internal The kernel loads 16-byte vectors: base and B/H/S strides must be multiples of 8 elements (else a contiguous copy). */
+export function aligned(t: Tensor): Tensor {
   const s = t.strides, n = t.shape;
   const ok = t.offset % 8 === 0 && (s[0]! % 8 === 0 || n[0] === 1) && (s[1]! % 8 === 0 || n[1] === 1)
     && (s[2]! % 8 === 0 || n[2] === 1) && (t.buffer().ptr & 15n) === 0n;

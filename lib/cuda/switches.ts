@@ -28,3 +28,8 @@ export function planSwitches(): PlanSwitches {
     ctaOrder: oneOf('FLEXATTN_CTA_ORDER', envSwitch('FLEXATTN_CTA_ORDER'), ['0', '1']) !== '0',
   };
 }
+
+/** Whether small-Sq flex / SDPA calls may take the decode kernel (`FLEXATTN_DECODE`, read at each call). */
+export function decodeEnabled(): boolean {
+  return oneOf('FLEXATTN_DECODE', envSwitch('FLEXATTN_DECODE'), ['0', '1']) !== '0';
+}

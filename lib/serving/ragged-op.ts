@@ -13,7 +13,7 @@ import { runOp } from '../ownership.js';
 import type { Tensor } from '../tensor.js';
 import type { AttentionWithLse } from '../sdpa.js';
 import type { Backend } from '../validate.js';
-import { runRaggedCuda } from './cuda-ragged.js';
+import { runRaggedAttentionCuda } from '../cuda/run-ragged.js';
 import { buildRaggedKv, disposeRaggedTables, type KvLayout, type RaggedTables } from './paged-kv.js';
 import { runRaggedAttentionCpu } from './ragged-cpu.js';
 
@@ -80,8 +80,8 @@ export function runRagged(c: RaggedCall): Promise<Tensor | AttentionWithLse> {
           ...(c.signal ? { signal: c.signal } : {}),
         });
       } else {
-        r = await runRaggedCuda(q, kv, {
-          scale: c.scale, causal: c.causal, returnLse: c.returnLse, params: c.params,
+        r = await runRaggedAttentionCuda(q, kv, {
+          scale: c.scale, causal: c.causal, returnLse: c.returnLse, params: c.params, hold,
           ...(c.scoreMod ? { scoreMod: c.scoreMod } : {}),
           ...(c.maskMod ? { maskMod: c.maskMod } : {}),
           ...(c.signal ? { signal: c.signal } : {}),

@@ -151,7 +151,6 @@ describeGpu('pagedAttention with a CUDA cache', () => {
     t.dispose();
   });
 
-  // Needs lib/cuda/run-ragged.ts (the decode/paged kernels); before it is merged the cuda path rejects with NotImplementedError.
   for (const P of [16, 128]) {
     it(`backend cuda vs the CPU reference: page ${P}, lengths 1..5000, GQA 4 and 8, softcap, sliding window, chunked prefill then decode`, async () => {
       for (const [Hq, Hkv] of [[32, 8], [8, 1]] as const) {

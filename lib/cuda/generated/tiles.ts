@@ -42,6 +42,20 @@ export const SM90_TILE: Readonly<Record<number, Sm90Tile>> = Object.freeze({
 /** Head dims of the Hopper (wgmma) kernel family. */
 export const SM90_HEAD_DIMS: readonly number[] = Object.freeze([64, 128]);
 
+/** A tile of the decode kernel: rows per CTA, kv rows per stage, warps, K/V stages. */
+export interface DecodeTile { readonly BM: number; readonly BN: number; readonly warps: number; readonly stages: number }
+/**
+ * Tile of the decode / ragged kernel (decode.cuh) per head dim: rows (query token x GQA head) per CTA, kv rows
+ * per pipeline stage (the warps split them: blockN / warps columns each), warps, K/V stages.
+ */
+export const DECODE_TILE: Readonly<Record<number, DecodeTile>> = Object.freeze({
+  64: Object.freeze({ BM: 16, BN: 64, warps: 4, stages: 4 }),
+  128: Object.freeze({ BM: 16, BN: 64, warps: 4, stages: 3 }),
+});
+
+/** Most KV splits of one decode launch (the combine kernel keeps one weight per split and row in shared memory). */
+export const DECODE_MAX_SPLITS = 64;
+
 /** Block size of the GPU kernels' schedule (the Hopper d128 kernel's 64-row x 64-wide tile): createBlockMask pre-classifies at it. */
 export const SCHEDULE_BLOCK = 64;
 

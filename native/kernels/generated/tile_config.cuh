@@ -74,6 +74,24 @@ template <> struct Sm90Tile<128> {
   static constexpr int kMinBlocks = 3;
 };
 
+// Tile of the decode / ragged kernel (decode.cuh) per head dim: rows (query token x GQA head) per CTA, kv rows
+// per pipeline stage (the warps split them: blockN / warps columns each), warps, K/V stages.
+template <int D> struct DecodeTile;
+template <> struct DecodeTile<64> {
+  static constexpr int kBlockM = 16;
+  static constexpr int kBlockN = 64;
+  static constexpr int kWarps = 4;
+  static constexpr int kStages = 4;
+};
+template <> struct DecodeTile<128> {
+  static constexpr int kBlockM = 16;
+  static constexpr int kBlockN = 64;
+  static constexpr int kWarps = 4;
+  static constexpr int kStages = 3;
+};
+
+// Most KV splits of one decode launch (the combine kernel keeps one weight per split and row in shared memory).
+constexpr int kDecodeMaxSplits = 64;
 // Block size of the GPU kernels' schedule (the Hopper d128 kernel's 64-row x 64-wide tile): createBlockMask pre-classifies at it.
 constexpr int kScheduleBlock = 64;
 // Tile edge of a segmented grid (FlashFwdParams.tile_starts): the Hopper d128 kernels' 64x64 tile.

@@ -1,0 +1,142 @@
+/**
+ * Launch planning for the decode / ragged kernel (native/kernels/decode.cuh):
+ * whether a flex or SDPA call takes it, its row tiles, and the split-KV count
+ * chosen from the SM count and the shape. Pure: everything comes in as
+ * arguments, so it is tested without a GPU (test/cuda-plan-decode.test.ts).
+ * Internal: not exported from the package.
+ * @module
+ */
+import { DECODE_MAX_SPLITS, DECODE_TILE, type DecodeTile } from './generated/tiles.js';
+import { InternalError } from '../errors.js';
+import type { DeviceCaps } from './device-caps.js';
+
+export { DECODE_MAX_SPLITS, DECODE_TILE, type DecodeTile } from './generated/tiles.js';
+
+/** Head dims the decode kernel is instantiated for. */
+export const DECODE_HEAD_DIMS: readonly number[] = Object.freeze(Object.keys(DECODE_TILE).map(Number));
+
+/** flexAttention / scaledDotProductAttention take the decode kernel for at most this many query tokens. */
+export const DECODE_MAX_QUERY = 16;
+
+/**
+ * Cost model of one CTA beyond its kv tiles, in kv-tile times: the prologue
+ * (Q, page table, pipeline fill) and the warps' merge; and of the combine
+ * kernel a split launch adds. They stop a split count from trading a little
+ * wave quantisation for many short CTAs.
+ */
+const CTA_OVERHEAD_TILES = 2;
+const COMBINE_TILES = 2;
+
+/** CTAs of the decode kernel one SM holds: by shared memory, and at most 2 (its __launch_bounds__ minimum). */
+export function decodeCtasPerSm(smemBytes: number, smemPerSm: number | undefined): number {
+  const perSm = smemPerSm ?? 0;
+  if (perSm <= 0) return 1;
+  return Math.max(1, Math.min(2, Math.floor((perSm + 1024) / (smemBytes + 1024))));
+}
+
+/** What the split planner needs to know. */
+export interface SplitInput {
+  /** CTAs without splitting: sequences × KV heads × row tiles. */
+  readonly ctas: number;
+  /** KV tokens of the longest sequence (the longest CTA's work). */
+  readonly maxKvLen: number;
+  readonly smCount: number;
+  readonly ctasPerSm: number;
+  /** kv rows per kernel tile. */
+  readonly blockN: number;
+}
+
+/**
+ * Number of KV splits: the count that minimises waves × (kv tiles per split +
+ * per-CTA overhead) (+ the combine when splitting), so that a launch with few
+ * sequences × KV heads (one long sequence, say) still fills every SM, and one
+ * that already fills them is not split. At most {@link DECODE_MAX_SPLITS}, and
+ * never more splits than kv tiles. Ties go to fewer splits.
+ */
+export function decodeSplits(a: SplitInput): number {
+  const tiles = Math.ceil(Math.max(0, a.maxKvLen) / a.blockN);
+  if (a.ctas <= 0 || tiles <= 1 || a.smCount <= 0) return 1;
+  const slots = a.smCount * Math.max(1, a.ctasPerSm);
+  const limit = Math.min(DECODE_MAX_SPLITS, tiles);
+  let best = 1, bestCost = Infinity;
+  for (let s = 1; s <= limit; s++) {
+    const waves = Math.ceil((a.ctas * s) / slots);
+    const cost = waves * (Math.ceil(tiles / s) + CTA_OVERHEAD_TILES) + (s > 1 ? COMBINE_TILES : 0);
+    if (cost < bestCost) { best = s; bestCost = cost; }
+  }
+  return best;
+}
+
+/** Shape of one decode launch. */
+export interface DecodeShape {
+  readonly numSeqs: number;
+  readonly Hq: number;
+  readonly Hkv: number;
+  readonly D: number;
+  /** Most query tokens of one sequence (sizes the row tiles). */
+  readonly maxQueryTokens: number;
+  /** KV tokens of the longest sequence. */
+  readonly maxSeqLen: number;
+}
+
+/** A decode launch: tile, row tiles per (sequence, KV head), splits and the grid. */
+export interface DecodePlan {
+  readonly tile: DecodeTile;
+  readonly rowTiles: number;
+  readonly numSplits: number;
+  /** Grid x of the attention kernel (1-D). */
+  readonly gridX: number;
+  /** Grid x of the combine kernel (numSplits > 1). */
+  readonly combineGridX: number;
+}
+
+/**
+ * Plans a decode launch. `numSplits` forces a split count (tests; clamped to
+ * 1..DECODE_MAX_SPLITS); otherwise {@link decodeSplits} picks it from the
+ * device's SM count. `smemBytes` is the kernel's dynamic shared memory (its _cfg).
+ */
+export function planDecode(s: DecodeShape, caps: Pick<DeviceCaps, 'smCount' | 'smemPerBlockOptin'>, smemBytes: number,
+  numSplits?: number): DecodePlan {
+  const tile = DECODE_TILE[s.D];
+  if (!tile) throw new InternalError(`no decode tile for head dim ${s.D}`);
+  const G = s.Hq / s.Hkv;
+  const rowTiles = Math.max(1, Math.ceil((s.maxQueryTokens * G) / tile.BM));
+  const ctas = s.numSeqs * s.Hkv * rowTiles;
+  const splits = numSplits !== undefined
+    ? Math.max(1, Math.min(DECODE_MAX_SPLITS, Math.floor(numSplits)))
+    : decodeSplits({
+      ctas, maxKvLen: s.maxSeqLen, smCount: caps.smCount ?? 0,
+      ctasPerSm: decodeCtasPerSm(smemBytes, caps.smemPerBlockOptin), blockN: tile.BN,
+    });
+  return { tile, rowTiles, numSplits: splits, gridX: ctas * splits, combineGridX: ctas };
+}
+
+/** What decides whether a flex / SDPA call runs on the decode kernel. */
+export interface DecodeRouteInput {
+  readonly Sq: number;
+  readonly D: number;
+  readonly Dv: number;
+  readonly dtype: string;
+  /** The call has a block mask (its lists are walked by the forward kernels). */
+  readonly blockMask: boolean;
+  /** The call names kernel options (a forward-kernel tile or family). */
+  readonly kernelOptions: boolean;
+  /** `FLEXATTN_DECODE=0`. */
+  readonly disabled: boolean;
+}
+
+/** Whether a flex / SDPA call takes the decode kernel, and why (or why not). */
+export function decodeRoute(a: DecodeRouteInput): { decode: boolean; reason: string } {
+  if (a.disabled) return { decode: false, reason: 'FLEXATTN_DECODE=0' };
+  if (a.Sq > DECODE_MAX_QUERY) return { decode: false, reason: `Sq = ${a.Sq} > ${DECODE_MAX_QUERY}` };
+  if (a.blockMask) return { decode: false, reason: 'a block mask (the forward kernels skip its empty tiles)' };
+  if (a.kernelOptions) return { decode: false, reason: 'kernelOptions name a forward-kernel tile or family' };
+  if (!DECODE_HEAD_DIMS.includes(a.D) || a.Dv !== a.D) {
+    return { decode: false, reason: `head dim ${a.D}${a.Dv !== a.D ? `/${a.Dv}` : ''} (the decode kernel has ${DECODE_HEAD_DIMS.join(', ')})` };
+  }
+  if (a.dtype !== 'bf16' && a.dtype !== 'f16') return { decode: false, reason: `dtype ${a.dtype}` };
+  return {
+    decode: true,
+    reason: `Sq = ${a.Sq} ≤ ${DECODE_MAX_QUERY}: the decode kernel (query heads of a KV head packed into one tile, split-KV when the grid is small)`,
+  };
+}

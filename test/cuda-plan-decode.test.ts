@@ -1,0 +1,115 @@
+// The decode kernel's launch planning (lib/cuda/plan-decode.ts), without a GPU:
+// split-KV counts from the SM count and the shape, row tiles for GQA packing,
+// and when flex / SDPA calls take the decode kernel.
+import { describe, expect, it } from 'vitest';
+import { explainAttention } from '../lib/index.js';
+import {
+  DECODE_HEAD_DIMS, DECODE_MAX_QUERY, DECODE_MAX_SPLITS, DECODE_TILE, decodeCtasPerSm, decodeRoute, decodeSplits, planDecode,
+} from '../lib/cuda/plan-decode.js';
+
+const H100 = { smCount: 132, smemPerBlockOptin: 227 * 1024 };
+const A100 = { smCount: 108, smemPerBlockOptin: 163 * 1024 };
+const smem128 = 16 * 256 + 2 * DECODE_TILE[128]!.stages * 64 * 256;
+
+describe('decodeSplits', () => {
+  const base = { smCount: 132, ctasPerSm: 2, blockN: 64 };
+  it('splits a long single sequence across the whole GPU (B1 Hkv8 Skv128k: 8 CTAs)', () => {
+    const s = decodeSplits({ ...base, ctas: 8, maxKvLen: 131072 });
+    expect(s).toBeGreaterThanOrEqual(24);
+    expect(8 * s).toBeLessThanOrEqual(264 * 1.1); // about one wave, not two
+    expect(s).toBeLessThanOrEqual(DECODE_MAX_SPLITS);
+  });
+  it('splits B8 Hkv8 Skv32k (64 CTAs) into about one wave', () => {
+    const s = decodeSplits({ ...base, ctas: 64, maxKvLen: 32768 });
+    expect(s).toBeGreaterThanOrEqual(3);
+    expect(64 * s).toBeLessThanOrEqual(264);
+  });
+  it('does not split a launch that already fills the GPU (B64 Hkv8 Skv4k; MHA B8 Hkv32 Skv8k)', () => {
+    expect(decodeSplits({ ...base, ctas: 512, maxKvLen: 4096 })).toBe(1);
+    expect(decodeSplits({ ...base, ctas: 256, maxKvLen: 8192 })).toBe(1);
+  });
+  it('never splits finer than one kv tile per split, nor short sequences', () => {
+    expect(decodeSplits({ ...base, ctas: 1, maxKvLen: 64 * 5 })).toBeLessThanOrEqual(5);
+    expect(decodeSplits({ ...base, ctas: 1, maxKvLen: 64 })).toBe(1);
+    expect(decodeSplits({ ...base, ctas: 1, maxKvLen: 0 })).toBe(1);
+    expect(decodeSplits({ ...base, ctas: 1, maxKvLen: 1 })).toBe(1);
+    expect(decodeSplits({ ...base, ctas: 1, maxKvLen: 2 ** 28 })).toBe(DECODE_MAX_SPLITS);
+  });
+  it('is 1 without an SM count', () => {
+    expect(decodeSplits({ ...base, smCount: 0, ctas: 1, maxKvLen: 100000 })).toBe(1);
+  });
+  it('prefers fewer splits on a smaller GPU', () => {
+    const big = decodeSplits({ ...base, ctas: 8, maxKvLen: 131072 });
+    const small = decodeSplits({ ...base, smCount: 16, ctas: 8, maxKvLen: 131072 });
+    expect(small).toBeLessThan(big);
+  });
+});
+
+describe('planDecode', () => {
+  it('packs the G query heads of a KV head and the query tokens into BLOCK_M-row tiles', () => {
+    const bm = DECODE_TILE[128]!.BM;
+    const p = (m: number, Hq: number, Hkv: number) =>
+      planDecode({ numSeqs: 3, Hq, Hkv, D: 128, maxQueryTokens: m, maxSeqLen: 100 }, H100, smem128, 1);
+    expect(p(1, 32, 8).rowTiles).toBe(1);                       // 4 rows
+    expect(p(4, 32, 8).rowTiles).toBe(Math.ceil(16 / bm));      // 16 rows
+    expect(p(16, 32, 4).rowTiles).toBe(Math.ceil(128 / bm));    // GQA 8 x 16 tokens
+    expect(p(5, 8, 8).rowTiles).toBe(Math.ceil(5 / bm));        // MHA
+    expect(p(600, 32, 8).rowTiles).toBe(Math.ceil(2400 / bm));  // chunked prefill
+    const q = p(16, 32, 4);
+    expect(q.gridX).toBe(3 * 4 * q.rowTiles);
+    expect(q.combineGridX).toBe(q.gridX);
+  });
+  it('takes a forced split count (clamped) and otherwise plans one from the device', () => {
+    const s = { numSeqs: 1, Hq: 32, Hkv: 8, D: 128, maxQueryTokens: 1, maxSeqLen: 131072 };
+    expect(planDecode(s, H100, smem128, 7).numSplits).toBe(7);
+    expect(planDecode(s, H100, smem128, 1000).numSplits).toBe(DECODE_MAX_SPLITS);
+    expect(planDecode(s, H100, smem128, 0).numSplits).toBe(1);
+    const auto = planDecode(s, H100, smem128);
+    expect(auto.numSplits).toBeGreaterThan(8);
+    expect(auto.gridX).toBe(8 * auto.numSplits);
+    expect(auto.combineGridX).toBe(8);
+  });
+  it('counts CTAs per SM from shared memory (at most 2)', () => {
+    expect(decodeCtasPerSm(smem128, H100.smemPerBlockOptin)).toBe(2);
+    expect(decodeCtasPerSm(smem128, A100.smemPerBlockOptin)).toBe(1);
+    expect(decodeCtasPerSm(20000, 227 * 1024)).toBe(2);
+    expect(decodeCtasPerSm(20000, undefined)).toBe(1);
+  });
+  it('has a tile for every decode head dim', () => {
+    expect(DECODE_HEAD_DIMS).toEqual([64, 128]);
+    expect(() => planDecode({ numSeqs: 1, Hq: 1, Hkv: 1, D: 96, maxQueryTokens: 1, maxSeqLen: 1 }, H100, 0)).toThrow(/no decode tile for head dim 96/);
+  });
+});
+
+describe('decodeRoute', () => {
+  const ok = { Sq: 1, D: 128, Dv: 128, dtype: 'bf16', blockMask: false, kernelOptions: false, disabled: false };
+  it(`takes the decode kernel for Sq <= ${DECODE_MAX_QUERY} without a block mask`, () => {
+    for (const Sq of [1, 4, 16]) expect(decodeRoute({ ...ok, Sq }).decode).toBe(true);
+    expect(decodeRoute({ ...ok, D: 64, Dv: 64, dtype: 'f16' }).decode).toBe(true);
+    expect(decodeRoute(ok).reason).toMatch(/decode kernel/);
+  });
+  it('keeps the forward kernels otherwise, saying why', () => {
+    const cases: [Partial<typeof ok>, RegExp][] = [
+      [{ Sq: 17 }, /Sq = 17 > 16/], [{ blockMask: true }, /block mask/], [{ kernelOptions: true }, /kernelOptions/],
+      [{ D: 96, Dv: 96 }, /head dim 96/], [{ Dv: 64 }, /128\/64/], [{ dtype: 'f32' }, /f32/], [{ disabled: true }, /FLEXATTN_DECODE=0/],
+    ];
+    for (const [c, why] of cases) {
+      const r = decodeRoute({ ...ok, ...c });
+      expect(r.decode).toBe(false);
+      expect(r.reason).toMatch(why);
+    }
+  });
+});
+
+describe('explainAttention with shapes', () => {
+  it('names the decode kernel for few query tokens without a block mask', () => {
+    const shapes = (Sq: number, D = 128) => ({ q: [2, 32, Sq, D], k: [2, 8, 4096, D] });
+    expect(explainAttention({ enableGQA: true }, shapes(1))).toMatchObject({ kernel: 'decode', reason: expect.stringMatching(/decode kernel/) });
+    expect(explainAttention({ impl: 'flex', softcap: 30, enableGQA: true }, shapes(16)).kernel).toBe('decode');
+    expect(explainAttention({ enableGQA: true }, shapes(17))).toMatchObject({ kernel: 'forward', reason: expect.stringMatching(/Sq = 17/) });
+    expect(explainAttention({ enableGQA: true }, shapes(1, 96)).kernel).toBe('forward');
+    expect(explainAttention({ impl: 'flex', enableGQA: true, slidingWindow: 64 }, shapes(1))).toMatchObject({ kernel: 'forward', reason: expect.stringMatching(/block mask/) });
+    expect(explainAttention({ enableGQA: true })).not.toHaveProperty('kernel');
+    expect(explainAttention({ enableGQA: true, backend: 'cpu' }, shapes(1))).not.toHaveProperty('kernel');
+  });
+});
