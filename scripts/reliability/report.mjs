@@ -31,7 +31,11 @@ export function verdicts(p) {
     const allPass = ran.every((t) => s.tools[t].pass) && s.native?.workload?.failed === 0;
     const figures = ran.map((t) => `${t} ${s.tools[t].timedOut ? 'timed out' : s.tools[t].errors ?? '?'}${s.tools[t].racecheck ? ` (${s.tools[t].racecheck.hazards} hazards)` : ''}`).join(', ') +
       (ran.length ? ' errors' : '') + `; workload ${s.native?.workload?.passed ?? '?'} cases correct natively` + (missing.length ? `; not run: ${missing.join(', ')}` : '');
-    v.sanitizer = { status: !allPass ? 'FAIL' : missing.length ? 'INCOMPLETE' : 'PASS', figures };
+    const pf = s.plantedFault;
+    const control = pf ? `; planted faults under memcheck: write to 0x10 ${pf.wild?.detected ? 'detected' : 'NOT detected'}, ` +
+      `one element past a tensor ${pf['past-end']?.detected ? 'detected' : 'not detected (inside the caching allocator\'s pool)'}` : '; no planted-fault control run';
+    const blind = pf && pf.wild?.detected !== true;
+    v.sanitizer = { status: !allPass || blind ? 'FAIL' : missing.length ? 'INCOMPLETE' : 'PASS', figures: figures + control };
   }
   const o = p.oom;
   if (!o) v.oom = { status: 'NOT RUN', figures: '' };
@@ -127,6 +131,17 @@ export function renderReport(p, { date = new Date().toISOString() } = {}) {
       L.push(`| ${t} | ${errors} | **${e.pass ? 'PASS' : 'FAIL'}** | ${sec(e.seconds)} | ${e.exitCode ?? e.signal ?? '—'} | ${e.workload ? `${e.workload.passed}/${e.workload.passed + e.workload.failed}` : '—'}${e.size ? ` (${e.size})` : ''} | ${cell(kinds) || 'none'} | ${cell(kernels) || '—'} |`);
     }
     L.push('');
+    if (s.plantedFault) {
+      L.push('Control (`scripts/reliability/planted-fault.mjs` under memcheck, a kernel launched like the package\'s own):', '');
+      for (const [mode, what] of [['wild', 'a write to address 0x10, outside every allocation'], ['past-end', 'a write one element past a 64-element f32 tensor']]) {
+        const f = s.plantedFault[mode];
+        L.push(`- ${what}: ${f ? `${f.errors ?? 'no summary'} errors (${f.detected ? 'detected' : 'NOT detected'})` : 'not run'}`);
+      }
+      L.push('');
+      if (s.plantedFault['past-end'] && !s.plantedFault['past-end'].detected) {
+        L.push('A write that stays inside a block the caching allocator holds is invisible to memcheck (it knows only the driver\'s allocations); the workload\'s own bounds are checked by the comparison with the CPU reference on poisoned outputs.', '');
+      }
+    }
     const notes = TOOLS.flatMap((t) => (s.tools?.[t]?.notes ?? []).map((n) => `- ${t}: ${cell(n)}`));
     if (notes.length) L.push('Messages of the tools themselves:', '', ...notes, '');
     const cmd = TOOLS.map((t) => s.tools?.[t]?.command).find(Boolean);

@@ -197,8 +197,23 @@ async function main() {
     console.log(`   ${r.seconds.toFixed(1)} s, exit ${r.exitCode}${r.timedOut ? ' (TIMED OUT)' : ''}, errors ${entry.errors ?? 'unknown'}, ` +
       `workload ${workload?.passed ?? '?'}/${(workload?.passed ?? 0) + (workload?.failed ?? 0)}${Object.keys(parsed.kinds).length ? `, kinds: ${JSON.stringify(parsed.kinds)}` : ''}`);
   }
+  // Control: memcheck must report a planted out-of-bounds write in a kernel launched the way
+  // the package launches its own (NVRTC + cuLaunchKernel), else its 0 errors above prove nothing.
+  if (tools.includes('memcheck') && device !== 'cpu' && left() > 40) {
+    res.plantedFault = {};
+    for (const mode of ['wild', 'past-end']) {
+      const log = join(a.results, `sanitizer-planted-${mode}.log`);
+      rmSync(log, { force: true });
+      const r = await runLimited(sanitizer, ['--tool', 'memcheck', '--log-file', log, process.execPath,
+        join(ROOT, 'scripts/reliability/planted-fault.mjs'), mode], { env, timeoutS: 60, stdoutPath: join(a.results, `sanitizer-planted-${mode}.out`) });
+      const parsed = existsSync(log) ? parseSanitizerLog(readFileSync(log, 'utf8')) : { errors: null, kinds: {} };
+      res.plantedFault[mode] = { errors: parsed.errors, kinds: parsed.kinds, exitCode: r.exitCode, seconds: r.seconds, detected: (parsed.errors ?? 0) > 0 };
+      console.log(`== planted fault (${mode}) under memcheck: errors ${parsed.errors ?? 'unknown'}${(parsed.errors ?? 0) > 0 ? ' (detected)' : ' (NOT detected)'}`);
+    }
+  }
   writeJson(file, res);
-  process.exitCode = res.native?.workload?.failed === 0 && tools.every((t) => res.tools[t]?.pass) ? 0 : 1;
+  const controlOk = !res.plantedFault || res.plantedFault.wild?.detected === true;
+  process.exitCode = res.native?.workload?.failed === 0 && tools.every((t) => res.tools[t]?.pass) && controlOk ? 0 : 1;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main();
