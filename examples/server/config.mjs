@@ -29,7 +29,7 @@ const GPU_DEFAULTS = {
   maxStepTokens: 4096, prefillChunk: 512, maxActive: 1024,
 };
 const CPU_DEFAULTS = {
-  layers: 2, heads: 4, kvHeads: 2, headDim: 64, pageSize: 16, numPages: 4096, dtype: 'f32',
+  layers: 2, heads: 4, kvHeads: 2, headDim: 64, pageSize: 16, numPages: 8192, dtype: 'f32',
   maxStepTokens: 512, prefillChunk: 128, maxActive: 256,
 };
 

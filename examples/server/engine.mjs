@@ -6,10 +6,11 @@
 // Requests join and leave only between steps, so no call in flight ever sees a
 // sequence being freed under it.
 //
-// There are no model weights: layer 0's input is random (a stand-in for the
-// token embeddings), each layer's q is the previous layer's output and its k/v
-// are two head slices of it, so every layer depends on the one before, as in a
-// model. The "sampled" token is the argmax over the first head of the last
+// There are no model weights: layer 0's input is a window of a random slab
+// made once (a stand-in for the token embeddings; drawing fresh normals on the
+// CPU each step would block the event loop for milliseconds), each layer's q
+// is the previous layer's output and its k/v are two head slices of it, so
+// every layer depends on the one before, as in a model. The "sampled" token is the argmax over the first head of the last
 // layer's output row: an id in [0, headDim).
 import { createHistogram } from 'node:perf_hooks';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -47,6 +48,7 @@ export class Engine {
     this.stepNs = createHistogram();
     this.stepTokens = createHistogram();
     this.meanStepMs = 0;
+    this.embeddings = Tensor.randn([2 * cfg.maxStepTokens, cfg.heads, cfg.headDim], cfg.dtype, { device: this.cache.device, seed: 19 });
     this.running = undefined;
     this.stopped = false;
     this.wakeUp = undefined;
@@ -132,6 +134,7 @@ export class Engine {
     this.active = [];
     this.joining = [];
     this.cache.dispose();
+    this.embeddings.dispose();
   }
 
   /** Seconds until enough pages may be back: the steps the nearest finisher still needs. */
@@ -230,17 +233,19 @@ export class Engine {
     const t0 = process.hrtime.bigint();
     const tokens = batch.map((e) => e.tokens);
     const T = tokens.reduce((a, b) => a + b, 0);
-    let x;
+    // Views (narrow) share their tensor's lease: only the layer outputs are disposed.
+    const rows = this.embeddings.shape[0];
+    let x = this.embeddings.narrow(0, (this.counters.steps * 7919) % (rows - T + 1), T);
+    let owned = false;
     try {
-      x = Tensor.randn([T, cfg.heads, cfg.headDim], cfg.dtype, { device: cache.device });
       for (let l = 0; l < cfg.layers; l++) {
         const seqs = batch.map((e) => e.req.seqs[l]);
-        // Views of x (no copy, no dispose of their own: they share x's lease).
         const k = x.narrow(1, 0, cfg.kvHeads), v = x.narrow(1, cfg.heads - cfg.kvHeads, cfg.kvHeads);
         await cache.append(seqs, k, v, { tokens });
         const out = await pagedAttention(x, cache, { seqs, queryTokens: tokens });
-        x.dispose();
+        if (owned) x.dispose();
         x = out;
+        owned = true;
       }
       const head0 = await x.narrow(1, 0, 1).toFloat32();
       this.#emit(batch, head0);
@@ -251,7 +256,7 @@ export class Engine {
       if (this.counters.stepErrors <= 3) console.error(`step failed (${batch.length} requests end): ${e?.stack ?? e}`);
       for (const { req } of batch) { req.error = e; req.done = 'failed'; }
     } finally {
-      x?.dispose();
+      if (owned) x.dispose();
     }
     const ns = Number(process.hrtime.bigint() - t0);
     this.stepNs.record(Math.max(1, ns));
