@@ -49,6 +49,7 @@ export class Engine {
     this.stepTokens = createHistogram();
     this.meanStepMs = 0;
     this.embeddings = Tensor.randn([2 * cfg.maxStepTokens, cfg.heads, cfg.headDim], cfg.dtype, { device: this.cache.device, seed: 19 });
+    this.looping = false;
     this.running = undefined;
     this.stopped = false;
     this.wakeUp = undefined;
@@ -146,11 +147,14 @@ export class Engine {
   }
 
   #wake() {
-    if (!this.running) {
-      this.running = this.#loop().finally(() => { this.running = undefined; });
-    } else if (this.wakeUp) {
-      this.wakeUp();
+    if (this.looping) {
+      this.wakeUp?.();
+      return;
     }
+    // `looping` is cleared in the same turn as the loop's last boundary, so a
+    // request admitted after it starts a new loop rather than waiting forever.
+    this.looping = true;
+    this.running = this.#loop();
   }
 
   /** Waits for a join, a resume, an abort, or `ms` (to check stalled clients). */
@@ -162,18 +166,22 @@ export class Engine {
   }
 
   async #loop() {
-    while (!this.stopped) {
-      this.#boundary();
-      if (this.active.length === 0) return;
-      const batch = this.#schedule();
-      if (batch.length === 0) {
-        // Every active client is back-pressured: wait for one to drain.
-        await this.#sleep(Math.max(10, this.cfg.stallTimeoutMs / 4));
-        continue;
+    try {
+      while (!this.stopped) {
+        this.#boundary();
+        if (this.active.length === 0) return;
+        const batch = this.#schedule();
+        if (batch.length === 0) {
+          // Every active client is back-pressured: wait for one to drain.
+          await this.#sleep(Math.max(10, this.cfg.stallTimeoutMs / 4));
+          continue;
+        }
+        await this.#step(batch);
+        // Let the sockets flush and new requests arrive between steps.
+        await nextTurn();
       }
-      await this.#step(batch);
-      // Let the sockets flush and new requests arrive between steps.
-      await nextTurn();
+    } finally {
+      this.looping = false;
     }
   }
 

@@ -67,11 +67,14 @@ export async function runLoad({
   const rand = rng(seed);
   const pick = ([lo, hi]) => lo + Math.floor(rand() * (hi - lo + 1));
   const plan = Array.from({ length: total }, () => ({ promptTokens: pick(prompt), maxTokens: pick(maxTokens) }));
+  // The first `hangUps` of a shuffled order disconnect halfway through their tokens.
   const hangUps = Math.round(disconnectFraction * total);
-  for (let j = 0; j < hangUps; j++) {
-    const p = plan[Math.floor(rand() * total)];
-    p.abortAfter = Math.max(1, Math.floor(p.maxTokens / 2));
+  const order = plan.map((_, j) => j);
+  for (let j = total - 1; j > 0; j--) {
+    const k = Math.floor(rand() * (j + 1));
+    [order[j], order[k]] = [order[k], order[j]];
   }
+  for (const j of order.slice(0, hangUps)) plan[j].abortAfter = Math.max(1, Math.floor(plan[j].maxTokens / 2));
 
   const before = await getStats(url, true);
   const clientLoop = monitorEventLoopDelay({ resolution: 2 });
