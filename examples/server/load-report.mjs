@@ -18,7 +18,7 @@ export function renderMarkdown(r) {
     : `host RSS ${mib(R.memory.host.rssBytes)}, array buffers ${mib(R.memory.host.arrayBuffersBytes)} (KV pools ${mib(R.cacheAfter.bytes)})`;
   return `# Example server under load: ${r.server.card} (${r.server.device})
 
-${r.when}. \`examples/server/\`: one KvCache, continuous batching, ${c.layers} layers of append + pagedAttention per step
+${r.note ? `${r.note}\n\n` : ''}${r.when}. \`examples/server/\`: one KvCache, continuous batching, ${c.layers} layers of append + pagedAttention per step
 (attention only, random projections), Hq ${c.heads}, Hkv ${c.kvHeads}, D ${c.headDim}, ${c.dtype}, ${c.numPages} pages of ${c.pageSize},
 step budget ${c.maxStepTokens} tokens, prefill chunk ${c.prefillChunk}.
 Load (\`examples/server/load.mjs\`, Node fetch over loopback): ${L.requests} requests on ${L.streams} concurrent streams,

@@ -56,12 +56,13 @@ function inOrder(tokens) {
  * Runs the load against a started server. Options: url, streams (concurrent
  * clients), requests (total, default = streams), prompt/maxTokens ([min, max]),
  * seed, disconnectFraction (that share of requests hang up halfway), maxRetries
- * (per request on 503), timeoutMs. Resolves to the result object written by
+ * (per request on 503), timeoutMs, warmup (short requests sent before the
+ * measured window, which starts with a /stats reset). Resolves to the result object written by
  * load-report.mjs.
  */
 export async function runLoad({
   url, streams = 256, requests, prompt = [64, 1024], maxTokens = [128, 128], seed = 1, disconnectFraction = 0,
-  maxRetries = 1000, timeoutMs = 600_000,
+  maxRetries = 1000, timeoutMs = 600_000, warmup = 2,
 }) {
   const total = requests ?? streams;
   const rand = rng(seed);
@@ -76,6 +77,8 @@ export async function runLoad({
   }
   for (const j of order.slice(0, hangUps)) plan[j].abortAfter = Math.max(1, Math.floor(plan[j].maxTokens / 2));
 
+  // Warm-up (kernel JIT, first allocations) outside the measured window.
+  await Promise.all(Array.from({ length: warmup }, (_, j) => streamOnce(url, { promptTokens: 16 + 31 * j, maxTokens: 4, timeoutMs })));
   const before = await getStats(url, true);
   const clientLoop = monitorEventLoopDelay({ resolution: 2 });
   clientLoop.enable();
@@ -166,15 +169,16 @@ const FLAGS = {
   url: { type: 'string' }, spawn: { type: 'boolean', default: false },
   streams: { type: 'string', default: '256' }, requests: { type: 'string' },
   prompt: { type: 'string', default: '64-1024' }, 'max-tokens': { type: 'string', default: '128' },
-  seed: { type: 'string', default: '1' }, 'disconnect-fraction': { type: 'string', default: '0' },
-  out: { type: 'string' }, 'results-dir': { type: 'string' }, help: { type: 'boolean', default: false },
+  seed: { type: 'string', default: '1' }, 'disconnect-fraction': { type: 'string', default: '0' }, warmup: { type: 'string', default: '2' },
+  out: { type: 'string' }, 'results-dir': { type: 'string' }, note: { type: 'string' }, help: { type: 'boolean', default: false },
 };
 
 async function main() {
   const { values, positionals } = parseArgs({ options: FLAGS, allowPositionals: true, strict: true });
   if (values.help || (!values.url && !values.spawn)) {
     console.log('usage: node examples/server/load.mjs (--url URL | --spawn [-- server flags]) [--streams 256] [--requests N]\n' +
-      '  [--prompt 64-1024] [--max-tokens 128 | MIN-MAX] [--seed 1] [--disconnect-fraction 0] [--out PATH | --results-dir DIR]');
+      '  [--prompt 64-1024] [--max-tokens 128 | MIN-MAX] [--seed 1] [--disconnect-fraction 0] [--warmup 2]\n' +
+      '  [--note TEXT] [--out PATH | --results-dir DIR]   (writes PATH.json + PATH.md, or DIR/server.<card-slug>.json/.md)');
     return;
   }
   const server = values.spawn ? await spawnServer(positionals) : undefined;
@@ -183,8 +187,9 @@ async function main() {
       url: values.url ?? server.url,
       streams: Number(values.streams), requests: values.requests === undefined ? undefined : Number(values.requests),
       prompt: range(values.prompt, 'prompt'), maxTokens: range(values['max-tokens'], 'max-tokens'),
-      seed: Number(values.seed), disconnectFraction: Number(values['disconnect-fraction']),
+      seed: Number(values.seed), disconnectFraction: Number(values['disconnect-fraction']), warmup: Number(values.warmup),
     });
+    if (values.note) r.note = values.note;
     const out = values.out ?? (values['results-dir'] ? `${values['results-dir']}/server.${cardSlug(r.server.card)}` : undefined);
     const text = out ? writeResults(r, out) : writeResults(r);
     console.log(text);
