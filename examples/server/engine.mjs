@@ -154,7 +154,13 @@ export class Engine {
     // `looping` is cleared in the same turn as the loop's last boundary, so a
     // request admitted after it starts a new loop rather than waiting forever.
     this.looping = true;
-    this.running = this.#loop();
+    this.running = this.#loop().catch((e) => {
+      // Last resort (a bug): log it, end every request, and leave the server up.
+      console.error(`step loop failed: ${e?.stack ?? e}`);
+      for (const req of [...this.active, ...this.joining]) { req.error = e; this.#leave(req, 'failed'); }
+      this.active = [];
+      this.joining = [];
+    });
   }
 
   /** Waits for a join, a resume, an abort, or `ms` (to check stalled clients). */
@@ -211,7 +217,11 @@ export class Engine {
     req.reserved = 0;
     const counter = { completed: 'completed', disconnected: 'disconnected', stalled: 'stalled', failed: 'failed' }[reason];
     if (counter) this.counters[counter]++;
-    req.sink.end(reason, req.error);
+    try {
+      req.sink.end(reason, req.error);
+    } catch (e) {
+      console.error(`request ${req.id}: ending its stream failed: ${e?.message ?? e}`);
+    }
   }
 
   /** Decode tokens first (one per request), then prompt chunks while the step's token budget lasts. */
@@ -293,7 +303,14 @@ export class Engine {
       const i = req.generated++;
       this.counters.tokensOut++;
       if (req.generated === req.maxTokens) req.done = 'completed';
-      if (req.sink.token(i, best) === false && !req.done) req.blockedSince = now;
+      let more = true;
+      try {
+        more = req.sink.token(i, best);
+      } catch (e) {
+        req.error = e;
+        req.done = 'failed';
+      }
+      if (more === false && !req.done) req.blockedSince = now;
     }
   }
 
