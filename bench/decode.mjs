@@ -50,10 +50,10 @@ function pagedKv(L, c, device) {
   };
 }
 
-/** Contiguous [B, Hkv, Skv, D] KV as a RaggedKv: page b is sequence b. */
+/** Contiguous [B, Skv, Hkv, D] KV as a RaggedKv: page b is sequence b. */
 function contiguousKv(L, c, k, v, device) {
   return {
-    k, v, pageSize: 2 ** 30, pageStride: k.strides[0], tokenStride: k.strides[2], headStride: k.strides[1],
+    k, v, pageSize: 2 ** 30, pageStride: k.strides[0], tokenStride: k.strides[1], headStride: k.strides[2],
     pageTable: L.Tensor.fromHost(Int32Array.from({ length: c.B }, (_, b) => b), [c.B, 1], 'i32', { device }), ...lengthsOf(L, c, device),
   };
 }
@@ -72,7 +72,8 @@ export async function runDecodeCase(L, R, c, device, opts, timeOp) {
       let kv;
       if (c.layout === 'paged') kv = pagedKv(L, c, device);
       else {
-        const k = L.Tensor.randn([c.B, c.Hkv, c.Skv, c.D], 'bf16', { device }), v = L.Tensor.randn([c.B, c.Hkv, c.Skv, c.D], 'bf16', { device });
+        // [B, Skv, Hkv, D] (the usual cache layout): a RaggedKv reads Hkv from k's second-last dim.
+        const k = L.Tensor.randn([c.B, c.Skv, c.Hkv, c.D], 'bf16', { device }), v = L.Tensor.randn([c.B, c.Skv, c.Hkv, c.D], 'bf16', { device });
         kv = contiguousKv(L, c, k, v, device);
       }
       own.push(kv.k, kv.v, kv.pageTable, kv.seqLens, kv.queryStart);

@@ -35,6 +35,11 @@ __device__ __forceinline__ void CopyRow(const char* __restrict__ src, char* __re
 
 }  // namespace paged_append_detail
 
+// The 8-int config every kernel module carries (lib/jit.ts reads <name>_cfg when it loads a kernel):
+// threads, dynamic smem, then no tile, head dim or stages, and the parameter block's size (no tail).
+extern "C" __constant__ int flexattn_paged_append_cfg[8] = {
+    256, 0, 0, 0, 0, 0, static_cast<int>(sizeof(::flexattn::PagedAppendParams)), static_cast<int>(sizeof(::flexattn::PagedAppendParams))};
+
 extern "C" __global__ void __launch_bounds__(256) flexattn_paged_append(::flexattn::PagedAppendParams p) {
   using namespace paged_append_detail;
   const int lane = threadIdx.x & 31;

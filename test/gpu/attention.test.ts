@@ -316,10 +316,16 @@ describeGpu('flexAttention on the GPU vs the CPU reference', () => {
     const q = Tensor.randn([1, 2, 256, 64], 'bf16', gpu);
     const bm = await createBlockMask(causal(), 1, 1, 256, 256, { blockSize: 32, device: 'cuda:0' });
     await expect(flexAttention(q, q, q, { blockMask: bm })).rejects.toThrow(ShapeError);
-    // more heads than a CUDA grid dimension holds (65535): typed error naming q
-    const wide = Tensor.randn([1, 65536, 1, 64], 'bf16', gpu);
+    // more heads than a CUDA grid dimension holds (65535): the forward kernel (Sq > 16) gives a typed error naming q
+    const wide = Tensor.randn([1, 65536, 17, 64], 'bf16', gpu);
     await expect(scaledDotProductAttention(wide, wide, wide)).rejects.toThrow(/q.*65535 heads/);
     wide.dispose();
+    // the decode kernel (Sq <= 16) numbers its CTAs in one dimension: 65536 heads run; with one key the output is v
+    const wide1 = Tensor.randn([1, 65536, 1, 64], 'bf16', gpu);
+    const o1 = await scaledDotProductAttention(wide1, wide1, wide1);
+    expect(await o1.toHost()).toEqual(await wide1.toHost());
+    o1.dispose();
+    wide1.dispose();
     // the process keeps working
     const ok = await flexAttention(q, q, q, { blockMask: await createBlockMask(causal(), 1, 1, 256, 256) });
     expect((await ok.out.toFloat32()).some(Number.isNaN)).toBe(false);
