@@ -7,9 +7,10 @@
  * Internal: not exported from the package.
  * @module
  */
-import { itemSize } from '../dtype.js';
 import { loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
 import { packPagedAppendParams } from '../cuda/generated/paged-append-params.js';
+import { ptr } from '../cuda/mod-code.js';
+import { itemSize } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 
 const KERNEL = 'flexattn_paged_append';
@@ -38,10 +39,6 @@ export interface GpuAppend {
   maxPagesPerSeq: number;
 }
 
-function address(t: Tensor): bigint {
-  return t.buffer().ptr + BigInt(t.offset * itemSize(t.dtype));
-}
-
 /** @internal Enqueues the append on the pools' device stream (returns without waiting). */
 export function launchAppend(entry: KernelEntry, a: GpuAppend): void {
   const numSeqs = a.startLens.length;
@@ -55,7 +52,7 @@ export function launchAppend(entry: KernelEntry, a: GpuAppend): void {
   try {
     const base = tables.buffer().ptr;
     const params = packPagedAppendParams({
-      kSrc: address(a.k), vSrc: address(a.v), kPool: address(a.kPool), vPool: address(a.vPool),
+      kSrc: ptr(a.k), vSrc: ptr(a.v), kPool: ptr(a.kPool), vPool: ptr(a.vPool),
       cuTokens: base, startLens: base + BigInt(4 * (numSeqs + 1)), pageTable: base + BigInt(4 * (2 * numSeqs + 1)),
       pageStride: a.kPool.strides[0]!, tokenStride: a.kPool.strides[1]!, headStride: a.kPool.strides[2]!,
       srcTokenStride: a.k.strides[0]!, srcHeadStride: a.k.strides[1]!,
