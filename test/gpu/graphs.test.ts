@@ -90,6 +90,10 @@ class Step {
       k.dispose();
       v.dispose();
     }
+    // Warm up: the attention kernels are loaded outside the capture (as the docs advise).
+    for (const [c, ids] of [[this.eager, this.seqsE[0]!], [this.graphed, this.seqsG[0]!]] as const) {
+      (await pagedAttention(this.q[0]!, c, { seqs: ids, queryTokens: this.ones })).dispose();
+    }
   }
 
   async capture(maxSeqLen?: number): Promise<void> {
@@ -243,6 +247,7 @@ describeGpu('CUDA graphs', () => {
       // Warm up (kernels loaded) outside the capture, as the docs advise.
       const warm = await flexAttention(q, k, v, opts);
       warm.out.dispose(); warm.lse?.dispose();
+      (await scaledDotProductAttention(q, k, v, { enableGQA: true, isCausal: Sq > 1 })).dispose();
       let cap!: { out: Tensor; lse?: Tensor };
       let sd!: Tensor;
       const graph = await captureGraph(async () => {
@@ -316,6 +321,7 @@ describeGpu('CUDA graphs', () => {
     const q = Tensor.randn([1, Hq, 1, D], 'bf16', { device: DEV, seed: 5 });
     const k = Tensor.randn([1, Hkv, 300, D], 'bf16', { device: DEV, seed: 6 });
     const v = Tensor.randn([1, Hkv, 300, D], 'bf16', { device: DEV, seed: 7 });
+    (await flexAttention(q, k, v, { enableGQA: true })).out.dispose(); // warm-up outside the capture
     let out!: Tensor;
     const graph = await captureGraph(async () => { out = (await flexAttention(q, k, v, { enableGQA: true })).out; });
     await graph.replay();
