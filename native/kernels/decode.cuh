@@ -15,7 +15,8 @@
 // KV head's group of G = Hq / Hkv query heads), row R = i * G + g, so each KV
 // byte a CTA loads serves every query head that reads it. A sequence has
 // ceil(m * G / BLOCK_M) row tiles (any m: decode, speculative decoding and
-// chunked prefill take the same path).
+// chunked prefill take the same path); a block-sparse launch cuts rows into
+// segments first (TileRows).
 //
 // Inside a CTA the warps split each kv tile by columns (BLOCK_N / warps each),
 // every warp holding all BLOCK_M rows with its own online-softmax state; the
@@ -24,6 +25,20 @@
 // chunks (whole kv tiles), one CTA each; every CTA writes its normalised f32
 // partial O and log2-sum-exp to the workspace and flexattn_decode_combine_*
 // merges them (grid: one CTA per row tile).
+//
+// What a tile reads. Dense: kv [lo, hi) with hi bounded by causal (the last
+// row's position) and both ends by the mask's hull over the tile's positions
+// (kv_hull: DecodeParams.kv_range, a postfix program lib/cuda/kv-range.ts
+// builds from the mask's position structure), lo aligned down to BLOCK_N; the
+// mask mod is still applied to every element read, so the answer is exact and
+// only tiles no row can see are skipped. Split-KV cuts that reduced range.
+// Block sparse (kv_num_blocks / full_kv_num_blocks set; flexAttention with a
+// BlockMask): the lists of the tile's block-mask row — full blocks without the
+// mask mod, then partial blocks with it, as flash_fwd.cuh's kBlockSparse — each
+// block walked as ceil(kv_block / BLOCK_N) tiles clipped to its end; split-KV
+// cuts the list of tile steps. Rows are grouped so a tile never spans two
+// block-mask rows (TileRows: one q block per segment, one head per segment
+// when the mask has heads).
 //
 // Positions as the mods see them: b = s, h = query head, q = n - m + i
 // (end_aligned) or i, kv = j. causal keeps kv <= q. Mods come from the same
