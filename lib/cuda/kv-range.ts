@@ -96,9 +96,15 @@ export function kvRangeProgram(pred: Pred | null): Int32Array {
   return Int32Array.from(ops.flat());
 }
 
-/** The program for a mask mod (empty without one or without known structure). */
+const NONE = new Int32Array(0);
+const programs = new WeakMap<MaskMod, Int32Array>();
+
+/** The program for a mask mod (empty without one or without known structure); built once per mod (mods are immutable). */
 export function kvRangeOf(mod: MaskMod | undefined | null): Int32Array {
-  return mod ? kvRangeProgram(rangePred(mod)) : new Int32Array(0);
+  if (!mod) return NONE;
+  let prog = programs.get(mod);
+  if (!prog) programs.set(mod, (prog = kvRangeProgram(rangePred(mod))));
+  return prog;
 }
 
 /**
