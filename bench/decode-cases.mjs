@@ -3,7 +3,10 @@
 // (decode-cases.json), by bench/torch_decode.py, so both sides time the same
 // problems. One query token per sequence, bf16, D = 128. Bytes counted: every
 // K and V element of every sequence's cached tokens, read once
-// (2 · Σ_seq len · Hkv · D · 2 bytes); GB/s = that / time.
+// (2 · Σ_seq len · Hkv · D · 2 bytes); GB/s = that / time. Sliding-window rows
+// count only the tokens inside the window (Σ_seq min(window, len)): the bytes
+// a kernel must read (the query is the last position, so it sees the window
+// most recent keys). Reading the whole cache is not credited as bandwidth.
 
 /** Deterministic ragged lengths lo..hi (32-bit LCG, reproduced in Python). */
 export function raggedLengths(n, lo, hi, seed) {
@@ -18,7 +21,7 @@ export function raggedLengths(n, lo, hi, seed) {
 
 function mk(c) {
   const lengths = c.lengths ?? Array(c.B).fill(c.Skv);
-  const tokens = lengths.reduce((a, x) => a + x, 0);
+  const tokens = lengths.reduce((a, x) => a + (c.window ? Math.min(c.window, x) : x), 0);
   return { Sq: 1, D: 128, layout: 'contiguous', mod: null, ...c, lengths, kvBytes: 2 * tokens * c.Hkv * (c.D ?? 128) * 2 };
 }
 

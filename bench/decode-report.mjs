@@ -37,7 +37,8 @@ export function mergeDecode(ours, torch) {
     const base = r.contiguousId ? byId.get(r.contiguousId) : undefined;
     if (!base?.ours.ms || !r.ours.ms) continue;
     if (r.layout === 'paged') r.ratios.pagedVsContiguous = r.ours.gbs / base.ours.gbs;
-    if (r.mod) r.ratios.modCost = r.ours.ms / base.ours.ms - 1;
+    // Per byte a kernel must read (a window row counts fewer bytes than its contiguous base): the mod's cost, not the skipped keys' gain.
+    if (r.mod) r.ratios.modCost = base.ours.gbs / r.ours.gbs - 1;
   }
   for (const r of rows) {
     const bars = {};
@@ -55,7 +56,7 @@ export function decodeMarkdown(ours, torch, m) {
   const out = [`# Decode attention benchmark — ${ours.gpu}`, '',
     `- Card: **${ours.gpu}**${torch && torch.gpu !== ours.gpu ? ` (PyTorch side reports ${torch.gpu}!)` : ''}; date ${ours.date}; bf16, D = 128, one query token per sequence.`,
     `- Device-to-device copy bandwidth (PyTorch copy_ of 1 GiB, read + write): **${f0(m.copyGBs)} GB/s**.`,
-    '- GB/s = K and V bytes of every cached token (read once) / time. Paged rows: PyTorch on the dense equivalent; ragged: PyTorch on KV padded to the longest sequence with a length mask.',
+    '- GB/s = K and V bytes of every cached token (read once) / time; sliding-window rows count only the tokens inside the window (the bytes a kernel must read), for every implementation alike. Paged rows: PyTorch on the dense equivalent; ragged: PyTorch on KV padded to the longest sequence with a length mask. Mod cost = contiguous GB/s / the row\'s GB/s - 1 (per byte read).',
     `- Bars (issue 19 §5): B8 Skv32k ≥ 0.92 of copy, other contiguous rows ≥ 0.85, paged within 5% of contiguous, mods ≤ 5%, every row ≥ 1.0× the best PyTorch.`, '',
     '| case | ms | GB/s | of copy | paged/contig | mod cost | SDPA flash | cuDNN | efficient | flex (compiled) | ours / best torch |',
     '|---|---|---|---|---|---|---|---|---|---|---|'];

@@ -157,14 +157,14 @@ export function markdown(ours, torch, m) {
   }
   const ho = ours.hostOverhead;
   if (ho) {
-    out.push(`## Host overhead per call (${ho.shape}, ${ho.rows[0]?.calls} calls, one synchronize at the end)`);
+    out.push(`## Host overhead per call (${ho.shape}, ${ho.rows[0]?.calls} calls per round, medians of ${ho.rows[0]?.rounds ?? 1} rounds after a warm-up)`);
     out.push('');
-    const lines = ho.rows.map((r) => [`flexattn ${r.op}`, f1(r.returnUs), f1(r.awaitedUs), f1(r.withSyncUs)]);
-    for (const r of torch?.host_overhead ?? []) lines.push([`PyTorch ${r.op}`, f1(r.return_us), '(synchronous)', f1(r.with_sync_us)]);
-    out.push(table(['op', 'returns (µs)', 'awaited (µs)', 'incl. final sync (µs)'], lines));
+    const lines = ho.rows.map((r) => [`flexattn ${r.op}`, f1(r.returnUs), f1(r.awaitedUs), r.pipelinedUs === undefined ? '' : f1(r.pipelinedUs), f1(r.withSyncUs)]);
+    for (const r of torch?.host_overhead ?? []) lines.push([`PyTorch ${r.op}`, f1(r.return_us), '(synchronous)', '', f1(r.with_sync_us)]);
+    out.push(table(['op', 'returns (µs)', 'awaited (µs)', 'pipelined, 8 in flight (µs)', 'incl. final sync (µs)'], lines));
     out.push('');
     out.push('"returns": the synchronous part of the call (our ops are async functions: the launch itself happens in later microtasks); ' +
-      '"awaited": `await op()` + dispose, i.e. the full host cost of one enqueue.');
+      '"awaited": `await op()` + dispose, i.e. the full host cost of one enqueue; "pipelined": 8 calls in flight, the oldest awaited and disposed before the next is issued.');
     out.push('');
   }
   const errs = [...(ours.errors ?? []), ...(torch?.errors ?? []).map((e) => `torch: ${e}`)];

@@ -55,7 +55,7 @@ export function clearAttentionCache(): void {
  * // { impl: 'flex', requested: 'auto', reason: 'auto: docIds is a mask SDPA has no flag for; ...' }
  * ```
  * With shapes it also says which GPU kernel runs (`kernel`): the decode kernel for at most
- * 16 query tokens without a block mask (sdpa, or flex with score mods only), else the forward kernels.
+ * 16 query tokens (sdpa, or flex with its block mask's kv lists walked), else the forward kernels.
  * @param shapes optional `{ q, k, v }` shapes (`[B, H, S, D]`) to validate the spec against.
  */
 export function explainAttention(

@@ -146,6 +146,24 @@ export class KvCacheFullError extends FlexAttnError {
   }
 }
 
+/**
+ * Something that cannot happen while a CUDA graph is being captured
+ * (`captureGraph`): a host copy or a wait for the GPU, a capture inside
+ * another, a change to the sequences of a KvCache the capture uses, or a
+ * capture that the driver could not record. The message says what to do
+ * instead; a failed capture leaves the device and every cache as before.
+ */
+export class GraphCaptureError extends FlexAttnError {}
+
+/**
+ * A captured graph cannot replay as it was captured: one of its sequences
+ * would outgrow the pages per sequence the capture reserved (`maxSeqLen`),
+ * or the graph is replayed while a capture is in progress. Nothing was
+ * enqueued and no cache changed. (A freed sequence gives an
+ * UnknownSequenceError, a full cache a KvCacheFullError, as for `append`.)
+ */
+export class GraphReplayError extends FlexAttnError {}
+
 /** Something inside flexattn failed that should not have: a bug; please report it. */
 export class InternalError extends FlexAttnError {}
 
@@ -171,6 +189,8 @@ export const ERROR_CODES = {
   ERR_FLEXATTN_INTERNAL: 'InternalError',
   ERR_FLEXATTN_UNKNOWN_SEQUENCE: 'UnknownSequenceError',
   ERR_FLEXATTN_KV_CACHE_FULL: 'KvCacheFullError',
+  ERR_FLEXATTN_GRAPH_CAPTURE: 'GraphCaptureError',
+  ERR_FLEXATTN_GRAPH_REPLAY: 'GraphReplayError',
 } as const;
 
 /** A stable error code (a key of {@link ERROR_CODES}). */

@@ -123,7 +123,7 @@ function flexCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, opti
         ...(blockMask ? { blockMask: cpuBlockMask(blockMask) } : {}),
       }, inputs.q, inputs.k, inputs.v, signal ? { signal } : {});
     })();
-    // A few query tokens without a block mask: the decode kernel (lib/cuda/plan-decode.ts says when).
+    // A few query tokens: the decode kernel, walking the block mask's lists if any (lib/cuda/plan-decode.ts says when).
     const ko = options.kernelOptions;
     if (decodeRoute({
       Sq: dims.Sq, D: dims.D, Dv: dims.Dv, dtype: inputs.q.dtype, blockMask: blockMask !== undefined,
@@ -131,6 +131,7 @@ function flexCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, opti
     }).decode) {
       return runDecodeContiguous({
         q: inputs.q, k: inputs.k, v: inputs.v, dims, scale, returnLse, causal: false, scoreMod, params, hold, signal,
+        maskMod, blockMask,
       });
     }
     const plan = planFlex({

@@ -41,4 +41,5 @@ export {
   KvCache, type KvCacheOptions, type KvCacheStats, type KvDType, type AppendOptions, type SequenceId,
 } from './serving/kv-cache.js';
 export { pagedAttention, type PagedAttentionOptions } from './serving/paged-attention.js';
+export { captureGraph, CudaGraph, type CaptureGraphOptions, type ReplayOptions } from './serving/graph.js';
 export { varlenAttention, type VarlenAttentionOptions, type CuSeqlens } from './serving/varlen-attention.js';

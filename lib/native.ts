@@ -154,6 +154,16 @@ export interface NativeKernelHandle {
   launch(grid: [number, number, number], block: [number, number, number], sharedBytes: number, params: Uint8Array): void;
 }
 
+/** An instantiated CUDA graph (native/runtime/graph.cc). */
+export interface NativeGraphHandle {
+  readonly numNodes: number;
+  readonly disposed: boolean;
+  /** Enqueues one replay on the device's stream. */
+  launch(): void;
+  /** Frees the graph; the blocks it pinned go back to the cache. Idempotent. */
+  dispose(): void;
+}
+
 /** Everything the addon exports. */
 export interface NativeAddon {
   abiVersion: number;
@@ -176,6 +186,19 @@ export interface NativeAddon {
   synchronize(device: number): Promise<void>;
   memoryStats(device: number): NativeMemoryStats;
   emptyCache(device: number): void;
+
+  // native/runtime/graph.cc: CUDA graph capture (lib/serving/graph.ts)
+  /** Starts capturing the device's stream (relaxed mode); returns the capture id. */
+  beginCapture(device: number): number;
+  /** Ends the capture and instantiates its graph (GraphCaptureError when it failed: the capture is over either way). */
+  endCapture(device: number): NativeGraphHandle;
+  /** Ends a capture without a graph (its callback failed). No-op when none is in progress. */
+  abortCapture(device: number): void;
+  captureStatus(device: number): { capturing: boolean; id: number; streamCapturing: boolean; graphsSupported: boolean };
+  /** Keeps `buffer`'s block out of the free lists until the capture in progress on its device has its graph disposed. */
+  graphPin(buffer: NativeDeviceBuffer): void;
+  /** Copies src[off, off+len) to dst[off, off+len) for each (off, len) byte pair of `spans`, through one staging block. */
+  copyHtoDSpans(dst: NativeDeviceBuffer, src: ArrayBufferView, spans: Float64Array): void;
 
   // native/jit
   /** Directory of the on-disk kernel cache. */

@@ -19,6 +19,17 @@ import type { CapturedTensorLike, MaskMod } from './mods/ir.js';
 import { retargetMask } from './mods/transform.js';
 import type { HostTensor } from './mods/interpret.js';
 
+/**
+ * Told of every tensor an op claims while set: a CUDA graph capture
+ * (lib/serving/capture-state.ts) pins the memory of what captured ops read.
+ */
+let claimObserver: ((t: Tensor) => void) | undefined;
+
+/** @internal Sets (or clears) the {@link claimObserver}. */
+export function setClaimObserver(fn: ((t: Tensor) => void) | undefined): void {
+  claimObserver = fn;
+}
+
 /** The handles one op call holds; `outer` is the op that called this one (e.g. `attention` → `flexAttention`). */
 export class Hold {
   readonly #handles = new Map<CapturedTensorLike, Tensor>();
@@ -38,6 +49,7 @@ export class Hold {
     if (own) return own;
     const h = (this.#outer?.lookup(t) ?? t).retain(argument);
     this.#handles.set(t, h);
+    claimObserver?.(h);
     return h;
   }
 

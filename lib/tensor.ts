@@ -227,7 +227,12 @@ export class Tensor {
       return new Tensor(new Storage('cpu', -1, null, copy), dims, contiguousStrides(dims), 0, dt);
     }
     const t = Tensor.#allocCuda(dims, dt, device, index);
-    if (n > 0) native().copyHtoD(t.#storage.buffer!, 0, host);
+    try {
+      if (n > 0) native().copyHtoD(t.#storage.buffer!, 0, host);
+    } catch (e) {
+      t.dispose(); // e.g. refused while a CUDA graph is captured: nothing half-made is handed out
+      throw e;
+    }
     return t;
   }
 
@@ -491,6 +496,48 @@ export class Tensor {
       });
     }
     return out;
+  }
+
+  /**
+   * Overwrites this tensor's elements with `src`'s, in place: a tensor of the
+   * same shape and dtype on the same device (any strides), or host data as
+   * {@link Tensor.fromHost} takes it (numel elements of this dtype). This
+   * tensor must be contiguous. On a GPU the copy is enqueued on the device's
+   * stream (ordered before later work, e.g. a `graph.replay()` that reads this
+   * tensor) and returns at once; host data is staged first, so the caller may
+   * reuse its array right away. Returns this tensor.
+   */
+  copyFrom(src: Tensor | ArrayBufferView | ArrayBuffer): this {
+    this.assertAlive();
+    if (!this.isContiguous) throw new InvalidArgumentError('this', 'a contiguous tensor to copy into', 'a strided view');
+    const bytes = this.numel * itemSize(this.dtype);
+    if (src instanceof Tensor) {
+      src.assertAlive('src');
+      if (src.dtype !== this.dtype) throw new DTypeError('src', `dtype ${this.dtype} (this tensor's)`, src.dtype);
+      if (src.device !== this.device) throw new InvalidArgumentError('src', `a tensor on ${this.device} (this tensor's device)`, src.device);
+      if (src.shape.length !== this.shape.length || src.shape.some((d, i) => d !== this.shape[i])) {
+        throw new ShapeError('src', `shape [${this.shape.join(', ')}]`, `[${src.shape.join(', ')}]`);
+      }
+      if (bytes === 0) return this;
+      if (this.isCpu) {
+        const dst = this.hostStorage(), from = src.hostStorage('src');
+        forEachIndex(src.shape, src.strides, src.offset, (si, i) => { dst[this.offset + i] = from[si]!; });
+      } else if (src.isContiguous) {
+        native().copyDtoD(this.buffer(), this.offset * itemSize(this.dtype), src.buffer('src'), src.offset * itemSize(src.dtype), bytes);
+      } else {
+        native().castStrided(
+          { buffer: src.buffer('src'), offset: src.offset, dtype: DTYPE_CODE[src.dtype], shape: [...src.shape], strides: [...src.strides] },
+          this.buffer(), this.offset, DTYPE_CODE[this.dtype]);
+      }
+      return this;
+    }
+    const n = this.numel;
+    const host = isUntypedBytes(src) ? bytesAs(src, this.dtype, n) : coerceHost(src as ArrayBufferView, this.dtype);
+    if (host.length !== n) throw new ShapeError('src', `${n} elements (shape [${this.shape.join(', ')}])`, `${host.length}`);
+    if (n === 0) return this;
+    if (this.isCpu) this.hostStorage().set(host as never, this.offset);
+    else native().copyHtoD(this.buffer(), this.offset * itemSize(this.dtype), host);
+    return this;
   }
 
   /**

@@ -47,7 +47,7 @@ function layout(block, file) {
     if (off % t.size !== 0) fail(`${file}: field ${f.name} (${f.type}) at offset ${off} needs padding: add a named pad field before it`);
     const count = f.count ?? 1; // an array field: count elements of its type
     if (!Number.isInteger(count) || count < 1) fail(`${file}: field ${f.name} has count ${f.count}`);
-    if (count > 1 && f.ts !== undefined) fail(`${file}: array field ${f.name} cannot be packed from TypeScript (no ts)`);
+    if (count > 1 && f.ts !== undefined && t.size !== 4) fail(`${file}: array field ${f.name}: only 4-byte elements are packed from TypeScript`);
     const r = { ...f, offset: off, size: t.size * count, count, t };
     off += t.size * count;
     return r;
@@ -175,7 +175,7 @@ function tsParams(block, file, lay) {
   const upper = block.block.replace(/Params$/, '').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
   const out = [banner(file, '//'), '/**', ` * Host side of \`${block.block}\`: ${block.summary}`,
     ` * Generated from ${IFACE}/${file}; field offsets follow from its field order.`, ' * Internal: not exported from the package.',
-    ' * @module', ' */', ...(tail ? ["import { InternalError } from '../../errors.js';"] : []), ''];
+    ' * @module', ' */', ...(tail || fields.some((f) => f.count > 1 && f.ts !== undefined) ? ["import { InternalError } from '../../errors.js';"] : []), ''];
   const c = block.config;
   if (c) {
     out.push(`/** \`<name>_cfg[${c.fields.length}]\` as read from the module. */`, `export interface ${c.tsName} {`);
@@ -194,9 +194,13 @@ function tsParams(block, file, lay) {
   if (tail) out.push(`/** Offset of the trailing \`${tail.name}\`. */`, `export const ${upper}_TAIL_OFFSET = ${tailOffset};`, '');
   // i64 values are numbers (strides, sizes: safe integers) written as two 32-bit
   // halves: a BigInt per field would be garbage on every launch.
-  const writes = fields.filter((f) => f.ts !== undefined).map((f) => (f.type === 'i64'
-    ? `  setI64(dv, ${f.offset}, ${f.ts});`
-    : `  dv.${f.t.set}(${f.offset}, ${f.ts}, true);`));
+  // An array field takes an array-like of at most `count` entries; the rest stay 0.
+  const writes = fields.filter((f) => f.ts !== undefined).map((f) => (f.count > 1
+    ? [`  if (${f.ts}.length > ${f.count}) throw new InternalError(\`${f.name} has \${${f.ts}.length} entries but ${block.block} reserves ${f.count}\`);`,
+      `  for (let i = 0; i < ${f.ts}.length; i++) dv.${f.t.set}(${f.offset} + ${f.t.size} * i, ${f.ts}[i]!, true);`].join('\n')
+    : f.type === 'i64'
+      ? `  setI64(dv, ${f.offset}, ${f.ts});`
+      : `  dv.${f.t.set}(${f.offset}, ${f.ts}, true);`));
   if (fields.some((f) => f.ts !== undefined && f.type === 'i64')) {
     out.push('/** Writes a safe integer as a little-endian two\'s-complement int64. */',
       'function setI64(dv: DataView, offset: number, x: number): void {',

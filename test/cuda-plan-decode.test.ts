@@ -83,14 +83,16 @@ describe('planDecode', () => {
 
 describe('decodeRoute', () => {
   const ok = { Sq: 1, D: 128, Dv: 128, dtype: 'bf16', blockMask: false, kernelOptions: false, disabled: false };
-  it(`takes the decode kernel for Sq <= ${DECODE_MAX_QUERY} without a block mask`, () => {
+  it(`takes the decode kernel for Sq <= ${DECODE_MAX_QUERY}, with or without a block mask`, () => {
     for (const Sq of [1, 4, 16]) expect(decodeRoute({ ...ok, Sq }).decode).toBe(true);
+    expect(decodeRoute({ ...ok, blockMask: true })).toMatchObject({ decode: true, reason: expect.stringMatching(/block mask's kv block lists/) });
+    expect(decodeRoute(ok).reason).not.toMatch(/block mask/);
     expect(decodeRoute({ ...ok, D: 64, Dv: 64, dtype: 'f16' }).decode).toBe(true);
     expect(decodeRoute(ok).reason).toMatch(/decode kernel/);
   });
   it('keeps the forward kernels otherwise, saying why', () => {
     const cases: [Partial<typeof ok>, RegExp][] = [
-      [{ Sq: 17 }, /Sq = 17 > 16/], [{ blockMask: true }, /block mask/], [{ kernelOptions: true }, /kernelOptions/],
+      [{ Sq: 17 }, /Sq = 17 > 16/], [{ Sq: 17, blockMask: true }, /Sq = 17 > 16/], [{ kernelOptions: true }, /kernelOptions/],
       [{ D: 96, Dv: 96 }, /head dim 96/], [{ Dv: 64 }, /128\/64/], [{ dtype: 'f32' }, /f32/], [{ disabled: true }, /FLEXATTN_DECODE=0/],
     ];
     for (const [c, why] of cases) {
@@ -102,13 +104,15 @@ describe('decodeRoute', () => {
 });
 
 describe('explainAttention with shapes', () => {
-  it('names the decode kernel for few query tokens without a block mask', () => {
+  it('names the decode kernel for few query tokens, flex block masks included', () => {
     const shapes = (Sq: number, D = 128) => ({ q: [2, 32, Sq, D], k: [2, 8, 4096, D] });
     expect(explainAttention({ enableGQA: true }, shapes(1))).toMatchObject({ kernel: 'decode', reason: expect.stringMatching(/decode kernel/) });
     expect(explainAttention({ impl: 'flex', softcap: 30, enableGQA: true }, shapes(16)).kernel).toBe('decode');
     expect(explainAttention({ enableGQA: true }, shapes(17))).toMatchObject({ kernel: 'forward', reason: expect.stringMatching(/Sq = 17/) });
     expect(explainAttention({ enableGQA: true }, shapes(1, 96)).kernel).toBe('forward');
-    expect(explainAttention({ impl: 'flex', enableGQA: true, slidingWindow: 64 }, shapes(1))).toMatchObject({ kernel: 'forward', reason: expect.stringMatching(/block mask/) });
+    expect(explainAttention({ impl: 'flex', enableGQA: true, slidingWindow: 64 }, shapes(1)))
+      .toMatchObject({ kernel: 'decode', reason: expect.stringMatching(/walks the block mask's kv block lists/) });
+    expect(explainAttention({ impl: 'flex', enableGQA: true, slidingWindow: 64 }, shapes(17)).kernel).toBe('forward');
     expect(explainAttention({ enableGQA: true })).not.toHaveProperty('kernel');
     expect(explainAttention({ enableGQA: true, backend: 'cpu' }, shapes(1))).not.toHaveProperty('kernel');
   });

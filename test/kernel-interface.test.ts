@@ -14,7 +14,7 @@ import {
   decodeKvEntry, encodeKvEntry, KV_ENTRY_SCALE, SCHEDULE_BLOCK, SEGMENT_TILE, SM80_SMALL_TILE, SM80_TILE, SM90_HEAD_DIMS, SM90_TILE,
 } from '../lib/cuda/generated/tiles.js';
 
-interface Field { name: string; type: string }
+interface Field { name: string; type: string; count?: number }
 interface Block { fields: Field[]; tail?: { name: string } }
 const SIZE: Record<string, number> = { ptr: 8, u64: 8, i64: 8, i32: 4, u32: 4, f32: 4 };
 const describeBlock = (file: string): Block => JSON.parse(readFileSync(`native/kernels/interface/${file}`, 'utf8')) as Block;
@@ -23,7 +23,7 @@ const describeBlock = (file: string): Block => JSON.parse(readFileSync(`native/k
 function offsetsOf(b: Block): Record<string, number> {
   const out: Record<string, number> = {};
   let off = 0;
-  for (const f of b.fields) { out[f.name] = off; off += SIZE[f.type]!; }
+  for (const f of b.fields) { out[f.name] = off; off += SIZE[f.type]! * (f.count ?? 1); }
   if (b.tail) out[b.tail.name] = off;
   return out;
 }
@@ -115,18 +115,21 @@ describe('FlashFwdParams packer', () => {
 
 describe('DecodeParams packer', () => {
   const off = offsetsOf(describeBlock('decode_params.json'));
-  const cfg: KernelConfig = { threads: 128, smemBytes: 102400, blockM: 16, blockN: 64, headDim: 128, stages: 3, paramBytes: 256 + 24, modOffset: 256 };
+  const cfg: KernelConfig = { threads: 128, smemBytes: 102400, blockM: 16, blockN: 64, headDim: 128, stages: 3, paramBytes: 656 + 24, modOffset: 656 };
   const s3 = (): [number, number, number] => [rnd(2 ** 30) * 1024 + 8, rnd(2 ** 20) + 3, rnd(4096) + 1];
   const vals = (mod: Uint8Array): DecodeValues => ({
     q: ptr(), k: ptr(), v: ptr(), o: ptr(), lse: ptr(), wsO: ptr(), wsLse: ptr(), pageTable: ptr(), seqLens: ptr(), queryStart: ptr(),
     qStrides: s3(), oStrides: s3(), lseStrides: s3(), kStrides: s3(), vStrides: s3(),
     numSeqs: 77, Hq: 32, Hkv: 8, uniformKvLen: 1531, uniformQLen: 5, pageTableStride: 513, log2PageSize: 4,
     rowTiles: 3, numSplits: 17, causal: true, endAligned: false, scale: 0.0883883, mod,
+    kvNumBlocks: ptr(), kvIndices: ptr(), fullKvNumBlocks: ptr(), fullKvIndices: ptr(),
+    packHeads: 4, segTokens: 8, qSegments: 2, segTiles: 5, bmKvBlock: 128, bmNumStrides: [rnd(1000), rnd(1000)],
+    bmIdxStrides: [rnd(100000), rnd(100000), rnd(100)], kvRange: Int32Array.from({ length: 35 }, () => rnd(2 ** 31) - 2 ** 30),
   });
 
   it('puts every value at its described offset, the mod at cfg.modOffset, and the flags as 0/1', () => {
     expect(DECODE_OFFSETS).toEqual(off);
-    expect(off.mod).toBe(256);
+    expect(off.mod).toBe(656);
     const mod = Uint8Array.from({ length: 24 }, () => rnd(255) + 1);
     const v = vals(mod);
     const bytes = packDecodeParams(cfg, v);
@@ -135,8 +138,10 @@ describe('DecodeParams packer', () => {
     const u64 = (n: string): bigint => dv.getBigUint64(off[n]!, true);
     const i64 = (n: string): number => Number(dv.getBigInt64(off[n]!, true));
     const i32 = (n: string): number => dv.getInt32(off[n]!, true);
-    expect(['q', 'k', 'v', 'o', 'lse', 'ws_o', 'ws_lse', 'page_table', 'seq_lens', 'query_start'].map(u64))
-      .toEqual([v.q, v.k, v.v, v.o, v.lse, v.wsO, v.wsLse, v.pageTable, v.seqLens, v.queryStart]);
+    expect(['q', 'k', 'v', 'o', 'lse', 'ws_o', 'ws_lse', 'page_table', 'seq_lens', 'query_start',
+      'kv_num_blocks', 'kv_indices', 'full_kv_num_blocks', 'full_kv_indices'].map(u64))
+      .toEqual([v.q, v.k, v.v, v.o, v.lse, v.wsO, v.wsLse, v.pageTable, v.seqLens, v.queryStart,
+        v.kvNumBlocks, v.kvIndices, v.fullKvNumBlocks, v.fullKvIndices]);
     const rowNames = (t: string): string[] => [`${t}_stride_seq`, `${t}_stride_tok`, `${t}_stride_h`];
     const kvNames = (t: string): string[] => [`${t}_page_stride`, `${t}_token_stride`, `${t}_head_stride`];
     for (const [names, st] of [[rowNames('q'), v.qStrides], [rowNames('o'), v.oStrides], [rowNames('lse'), v.lseStrides],
@@ -147,8 +152,15 @@ describe('DecodeParams packer', () => {
       'row_tiles', 'num_splits', 'causal', 'end_aligned'].map(i32)).toEqual([77, 32, 8, 4, 1531, 5, 513, 4, 3, 17, 1, 0]);
     expect(dv.getFloat32(off.scale!, true)).toBe(Math.fround(v.scale));
     expect(dv.getFloat32(off.scale_log2!, true)).toBe(Math.fround(v.scale * Math.LOG2E));
+    expect(['pack_heads', 'seg_tokens', 'q_segments', 'seg_tiles', 'bm_kv_block', 'bm_num_stride_b', 'bm_num_stride_h',
+      'bm_idx_stride_b', 'bm_idx_stride_h', 'bm_idx_stride_qb', 'kv_range_ops', 'pad'].map(i32))
+      .toEqual([4, 8, 2, 5, 128, ...v.bmNumStrides, ...v.bmIdxStrides, 7, 0]);
+    // the program's ints, then zeros up to the 80 reserved
+    const prog = Array.from({ length: 80 }, (_, i) => dv.getInt32(off.kv_range! + 4 * i, true));
+    expect(prog).toEqual([...v.kvRange, ...Array(80 - 35).fill(0)]);
     expect(bytes.subarray(cfg.modOffset)).toEqual(mod);
     expect(() => packDecodeParams(cfg, vals(new Uint8Array(25)))).toThrow(InternalError);
+    expect(() => packDecodeParams(cfg, { ...v, kvRange: new Int32Array(85) })).toThrow(/kv_range has 85 entries but DecodeParams reserves 80/);
   });
 
   it('has the forward kernels\' <name>_cfg fields (the loader reads both alike)', () => {

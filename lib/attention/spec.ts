@@ -32,7 +32,7 @@ export interface AttentionChoice {
   reason: string;
   /**
    * The GPU kernel family (given when {@link explainAttention} has shapes): `'decode'` for at most 16 query
-   * tokens without a block mask (query heads of a KV head packed into one tile, split-KV), else `'forward'`.
+   * tokens (query heads of a KV head packed into one tile, split-KV; a block mask's kv lists walked), else `'forward'`.
    */
   kernel?: 'decode' | 'forward';
 }

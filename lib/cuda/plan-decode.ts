@@ -77,12 +77,30 @@ export interface DecodeShape {
   readonly maxQueryTokens: number;
   /** KV tokens of the longest sequence. */
   readonly maxSeqLen: number;
+  /**
+   * KV tokens the busiest row tile reads, when the launch reads less than
+   * whole sequences (a mask's kv range, lib/cuda/kv-range.ts; a block mask's
+   * lists): the split planner sizes splits by it. Default maxSeqLen.
+   */
+  readonly maxKvWork?: number;
+  /**
+   * A block-sparse walk: every row of a tile must share one block-mask row, so
+   * rows are cut into segments of one q block (`qBlock` query tokens) and, for
+   * a mask with per-head lists (`perHead`), one query head.
+   */
+  readonly blockSparse?: { readonly qBlock: number; readonly perHead: boolean };
 }
 
 /** A decode launch: tile, row tiles per (sequence, KV head), splits and the grid. */
 export interface DecodePlan {
   readonly tile: DecodeTile;
+  /** Row tiles per (sequence, KV head): (G / packHeads) × qSegments × segTiles. */
   readonly rowTiles: number;
+  /** Row segmentation (DecodeParams pack_heads, seg_tokens, q_segments, seg_tiles). */
+  readonly packHeads: number;
+  readonly segTokens: number;
+  readonly qSegments: number;
+  readonly segTiles: number;
   readonly numSplits: number;
   /** Grid x of the attention kernel (1-D). */
   readonly gridX: number;
@@ -100,15 +118,25 @@ export function planDecode(s: DecodeShape, caps: Pick<DeviceCaps, 'smCount' | 's
   const tile = DECODE_TILE[s.D];
   if (!tile) throw new InternalError(`no decode tile for head dim ${s.D}`);
   const G = s.Hq / s.Hkv;
-  const rowTiles = Math.max(1, Math.ceil((s.maxQueryTokens * G) / tile.BM));
+  const m = Math.max(1, s.maxQueryTokens);
+  let packHeads = G, segTokens = 2 ** 30, qSegments = 1;
+  if (s.blockSparse) {
+    packHeads = s.blockSparse.perHead ? 1 : G;
+    segTokens = s.blockSparse.qBlock;
+    qSegments = Math.ceil(m / segTokens);
+  }
+  const segTiles = Math.max(1, Math.ceil((Math.min(m, segTokens) * packHeads) / tile.BM));
+  const rowTiles = (G / packHeads) * qSegments * segTiles;
   const ctas = s.numSeqs * s.Hkv * rowTiles;
   const splits = numSplits !== undefined
     ? Math.max(1, Math.min(DECODE_MAX_SPLITS, Math.floor(numSplits)))
     : decodeSplits({
-      ctas, maxKvLen: s.maxSeqLen, smCount: caps.smCount ?? 0,
+      ctas, maxKvLen: Math.min(s.maxSeqLen, s.maxKvWork ?? s.maxSeqLen), smCount: caps.smCount ?? 0,
       ctasPerSm: decodeCtasPerSm(smemBytes, caps.smemPerBlockOptin), blockN: tile.BN,
     });
-  return { tile, rowTiles, numSplits: splits, gridX: ctas * splits, combineGridX: ctas };
+  return {
+    tile, rowTiles, packHeads, segTokens, qSegments, segTiles, numSplits: splits, gridX: ctas * splits, combineGridX: ctas,
+  };
 }
 
 /** What decides whether a flex / SDPA call runs on the decode kernel. */
@@ -117,7 +145,7 @@ export interface DecodeRouteInput {
   readonly D: number;
   readonly Dv: number;
   readonly dtype: string;
-  /** The call has a block mask (its lists are walked by the forward kernels). */
+  /** The call has a block mask (the decode kernel walks its kv lists). */
   readonly blockMask: boolean;
   /** The call names kernel options (a forward-kernel tile or family). */
   readonly kernelOptions: boolean;
@@ -129,7 +157,6 @@ export interface DecodeRouteInput {
 export function decodeRoute(a: DecodeRouteInput): { decode: boolean; reason: string } {
   if (a.disabled) return { decode: false, reason: 'FLEXATTN_DECODE=0' };
   if (a.Sq > DECODE_MAX_QUERY) return { decode: false, reason: `Sq = ${a.Sq} > ${DECODE_MAX_QUERY}` };
-  if (a.blockMask) return { decode: false, reason: 'a block mask (the forward kernels skip its empty tiles)' };
   if (a.kernelOptions) return { decode: false, reason: 'kernelOptions name a forward-kernel tile or family' };
   if (!DECODE_HEAD_DIMS.includes(a.D) || a.Dv !== a.D) {
     return { decode: false, reason: `head dim ${a.D}${a.Dv !== a.D ? `/${a.Dv}` : ''} (the decode kernel has ${DECODE_HEAD_DIMS.join(', ')})` };
@@ -137,6 +164,7 @@ export function decodeRoute(a: DecodeRouteInput): { decode: boolean; reason: str
   if (a.dtype !== 'bf16' && a.dtype !== 'f16') return { decode: false, reason: `dtype ${a.dtype}` };
   return {
     decode: true,
-    reason: `Sq = ${a.Sq} ≤ ${DECODE_MAX_QUERY}: the decode kernel (query heads of a KV head packed into one tile, split-KV when the grid is small)`,
+    reason: `Sq = ${a.Sq} ≤ ${DECODE_MAX_QUERY}: the decode kernel (query heads of a KV head packed into one tile, split-KV when the grid is small${
+      a.blockMask ? '; it walks the block mask\'s kv block lists, skipping empty blocks' : ''})`,
   };
 }

@@ -31,8 +31,8 @@ export interface CudaFlexArgs {
 
 const blockMaskCopies = new WeakMap<BlockMask, Map<string, BlockMask>>();
 
-/** `bm` with its arrays on `device` (copied once per mask and device). */
-function onDevice(bm: BlockMask, device: string): BlockMask {
+/** `bm` with its arrays on `device` (copied once per mask and device; the decode path uses it too). */
+export function onDevice(bm: BlockMask, device: string): BlockMask {
   if (bm.device === device) return bm;
   let m = blockMaskCopies.get(bm);
   if (!m) blockMaskCopies.set(bm, (m = new Map()));

@@ -9,6 +9,12 @@
  * a ragged batch of B sequences, one page each; the page table and lengths are
  * then implied — page b is sequence b, every length Skv — so no per-call
  * tensors are made).
+ *
+ * What a row tile reads: with a mask mod of known position structure, only
+ * the kv tiles inside the mask's hull for the tile's rows (lib/cuda/kv-range.ts;
+ * the kernel computes it from each sequence's positions, and the split planner
+ * sees the reduced work); with a BlockMask (flexAttention), the kv blocks its
+ * lists name for the rows' query block, full ones without the mask mod.
  * Internal: not exported from the package.
  * @module
  */
@@ -17,6 +23,7 @@ import { DeviceError, DTypeError, InvalidArgumentError, ShapeError } from '../er
 import { loadKernel } from '../jit.js';
 import type { MaskMod, ScoreMod } from '../mods/index.js';
 import type { Hold } from '../ownership.js';
+import type { BlockMask } from '../blockmask/mask.js';
 import type { RaggedKv } from '../serving/paged-kv.js';
 import { Tensor } from '../tensor.js';
 import type { QkvDims } from '../validate.js';
@@ -25,7 +32,9 @@ import { packDecodeParams, type RowStrides } from './generated/decode-params.js'
 import { decodeCombineKernel, decodeKernel } from './kernel-source.js';
 import { aligned } from './launch.js';
 import { capturedOnDevice, modCode, packMod, ptr } from './mod-code.js';
-import { DECODE_HEAD_DIMS, planDecode } from './plan-decode.js';
+import { kvRangeOf, maxTileKvWork } from './kv-range.js';
+import { DECODE_HEAD_DIMS, DECODE_TILE, planDecode } from './plan-decode.js';
+import { onDevice } from './run-flex.js';
 
 /** Options of {@link runRaggedAttentionCuda}. */
 export interface RaggedAttentionOptions {
@@ -61,6 +70,35 @@ interface DecodeLaunch {
   hold?: Hold | undefined; signal?: AbortSignal | undefined;
   out: Tensor; oStrides: RowStrides; lse?: Tensor | undefined; lseStrides: RowStrides;
   numSplits?: number | undefined;
+  /** The mask mod's kv-range program (kv-range.ts; ignored by a block-sparse walk). */
+  kvRange: Int32Array;
+  /** KV tokens the busiest row tile reads (the split planner's work), when less than maxSeqLen. */
+  maxKvWork?: number | undefined;
+  /** A block-sparse walk (end-aligned false: query token i is position i). */
+  sparse?: SparseWalk | undefined;
+}
+
+/** A block mask as the decode kernel walks it. */
+interface SparseWalk {
+  mask: BlockMask;
+  /** kvNumBlocks, kvIndices, fullKvNumBlocks, fullKvIndices on the launch device, held by the call. */
+  arrays: readonly Tensor[];
+}
+
+const NO_RANGE = new Int32Array(0);
+const sparseWork = new WeakMap<BlockMask, number>();
+
+/** The most kv tokens one block-mask row lists (full + partial blocks), once per mask. */
+function blockMaskWork(bm: BlockMask): number {
+  let w = sparseWork.get(bm);
+  if (w === undefined) {
+    const { kvNumBlocks, fullKvNumBlocks } = bm.host;
+    let most = 0;
+    for (let r = 0; r < kvNumBlocks.length; r++) most = Math.max(most, kvNumBlocks[r]! + fullKvNumBlocks[r]!);
+    w = Math.min(bm.kvLen, most * bm.blockSize[1]);
+    sparseWork.set(bm, w);
+  }
+  return w;
 }
 
 async function launchDecode(a: DecodeLaunch): Promise<void> {
@@ -70,8 +108,13 @@ async function launchDecode(a: DecodeLaunch): Promise<void> {
   const code = a.scoreMod || a.maskMod ? modCode(a.scoreMod, a.maskMod) : undefined;
   const entry = await loadKernel(device, decodeKernel(a.D, dtype, code));
   throwIfAborted(a.signal, 'attention');
+  const bm = a.sparse?.mask;
   const plan = planDecode(
-    { numSeqs: a.numSeqs, Hq: a.Hq, Hkv: a.Hkv, D: a.D, maxQueryTokens: a.maxQueryTokens, maxSeqLen: a.maxSeqLen },
+    {
+      numSeqs: a.numSeqs, Hq: a.Hq, Hkv: a.Hkv, D: a.D, maxQueryTokens: a.maxQueryTokens, maxSeqLen: a.maxSeqLen,
+      ...(bm ? { maxKvWork: blockMaskWork(bm), blockSparse: { qBlock: bm.blockSize[0], perHead: bm.H > 1 } }
+        : a.maxKvWork !== undefined ? { maxKvWork: a.maxKvWork } : {}),
+    },
     deviceCaps(device), entry.cfg.smemBytes, a.numSplits);
   if (plan.gridX >= 2 ** 31) {
     throw new ShapeError('q', 'fewer than 2^31 decode tiles (sequences × KV heads × row tiles × splits)', String(plan.gridX));
@@ -97,14 +140,23 @@ async function launchDecode(a: DecodeLaunch): Promise<void> {
       wsO = ptr(o);
       wsLse = ptr(l);
     }
+    const sa = a.sparse?.arrays;
+    const QB = bm ? bm.numQBlocks : 0, KVB = bm ? bm.numKvBlocks : 0;
     const values = {
       q: ptr(a.q), k: ptr(a.k), v: ptr(a.v), o: ptr(a.out), lse: a.lse ? ptr(a.lse) : 0n, wsO, wsLse,
       pageTable: a.pageTable ? ptr(a.pageTable) : 0n, seqLens: a.seqLens ? ptr(a.seqLens) : 0n,
       queryStart: a.queryStart ? ptr(a.queryStart) : 0n,
+      kvNumBlocks: sa ? ptr(sa[0]!) : 0n, kvIndices: sa ? ptr(sa[1]!) : 0n,
+      fullKvNumBlocks: sa ? ptr(sa[2]!) : 0n, fullKvIndices: sa ? ptr(sa[3]!) : 0n,
       qStrides: a.qStrides, oStrides: a.oStrides, lseStrides: a.lseStrides, kStrides: a.kStrides, vStrides: a.vStrides,
       numSeqs: a.numSeqs, Hq: a.Hq, Hkv: a.Hkv, uniformKvLen: a.uniformKvLen, uniformQLen: a.uniformQLen,
       pageTableStride: a.pageTableStride, log2PageSize: a.log2PageSize, rowTiles: plan.rowTiles, numSplits: plan.numSplits,
       causal: a.causal, endAligned: a.endAligned, scale: a.scale,
+      packHeads: plan.packHeads, segTokens: plan.segTokens, qSegments: plan.qSegments, segTiles: plan.segTiles,
+      bmKvBlock: bm ? bm.blockSize[1] : 0,
+      bmNumStrides: [bm && bm.B > 1 ? bm.H * QB : 0, bm && bm.H > 1 ? QB : 0] as const,
+      bmIdxStrides: [bm && bm.B > 1 ? bm.H * QB * KVB : 0, bm && bm.H > 1 ? QB * KVB : 0, KVB] as const,
+      kvRange: bm ? NO_RANGE : a.kvRange,
     };
     entry.handle.launch([plan.gridX, 1, 1], [entry.cfg.threads, 1, 1], entry.cfg.smemBytes,
       packDecodeParams(entry.cfg, { ...values, mod }));
@@ -132,10 +184,34 @@ export interface DecodeContiguousArgs {
   hold?: Hold | undefined;
   signal?: AbortSignal | undefined;
   numSplits?: number;
+  /**
+   * flexAttention's block mask (`qLen = Sq`, `kvLen = Skv`, B and H of 1 or
+   * the call's): the kernel walks its kv lists, `maskMod` (its mask mod)
+   * applied in partial blocks only.
+   */
+  blockMask?: BlockMask | undefined;
 }
 
-/** flexAttention / SDPA for small Sq on the decode kernel (see the module notes). */
-export async function runDecodeContiguous(a: DecodeContiguousArgs): Promise<{ out: Tensor; lse?: Tensor }> {
+/**
+ * flexAttention / SDPA for small Sq on the decode kernel (see the module notes).
+ * Claims the block mask's device arrays in `a.hold` before its first await.
+ */
+export function runDecodeContiguous(a: DecodeContiguousArgs): Promise<{ out: Tensor; lse?: Tensor }> {
+  let sparse: SparseWalk | undefined;
+  try {
+    if (a.blockMask) {
+      const mask = onDevice(a.blockMask, a.q.device);
+      const arrays = [mask.kvNumBlocks, mask.kvIndices, mask.fullKvNumBlocks, mask.fullKvIndices]
+        .map((t) => (a.hold ? a.hold.tensor(t, 'options.blockMask') : t));
+      sparse = { mask, arrays };
+    }
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  return decodeContiguous(a, sparse);
+}
+
+async function decodeContiguous(a: DecodeContiguousArgs, sparse: SparseWalk | undefined): Promise<{ out: Tensor; lse?: Tensor }> {
   const d = a.dims;
   for (const [name, t] of [['q', a.q], ['k', a.k], ['v', a.v]] as const) {
     if (t.strides[3] !== 1) throw new ShapeError(name, 'a contiguous last dimension (stride 1); call contiguous()', `stride ${t.strides[3]}`);
@@ -151,7 +227,12 @@ export async function runDecodeContiguous(a: DecodeContiguousArgs): Promise<{ ou
     temps.push(...[q, k, v].filter((t, i) => t !== [a.q, a.k, a.v][i]));
     // [B, H, S, D] strides as the kernel's [seq, token, head] / [page, token, head].
     const rs = (t: Tensor): RowStrides => [t.strides[0]!, t.strides[2]!, t.strides[1]!];
+    const kvRange = sparse ? NO_RANGE : kvRangeOf(a.maskMod);
     await launchDecode({
+      kvRange, sparse,
+      maxKvWork: kvRange.length ? maxTileKvWork(kvRange, {
+        n: d.Skv, m: d.Sq, G: d.Hq / d.Hkv, BM: DECODE_TILE[d.D]!.BM, causal: a.causal, endAligned: false,
+      }) : undefined,
       q, qStrides: rs(q), k, v, kStrides: rs(k), vStrides: rs(v),
       pageTableStride: 0, log2PageSize: 30, uniformKvLen: d.Skv, uniformQLen: d.Sq,
       numSeqs: d.B, Hq: d.Hq, Hkv: d.Hkv, D: d.D, maxQueryTokens: d.Sq, maxSeqLen: d.Skv,
@@ -249,7 +330,12 @@ export async function runRaggedAttentionCuda(q: Tensor, kv: RaggedKv, opts: Ragg
     if (T === 0) return lse ? { out, lse } : { out };
     const qa = q.offset % 8 === 0 && q.strides[0]! % 8 === 0 && q.strides[1]! % 8 === 0 && q.buffer().ptr % 16n === 0n ? q : q.contiguous();
     if (qa !== q) temps.push(qa);
+    const kvRange = kvRangeOf(opts.maskMod);
     await launchDecode({
+      // The split planner's work: the longest sequence's busiest tile under the mask's range.
+      kvRange, maxKvWork: kvRange.length ? maxTileKvWork(kvRange, {
+        n: maxSeqLen, m: maxQueryTokens, G: Hq / Hkv, BM: DECODE_TILE[D]!.BM, causal: opts.causal === true, endAligned: true,
+      }) : undefined,
       q: qa, qStrides: [0, qa.strides[0]!, qa.strides[1]!], k, v, kStrides: strides, vStrides: strides,
       pageTable: pt, pageTableStride: pt.strides[0]!, log2PageSize: Math.log2(pageSize),
       seqLens, uniformKvLen: 0, queryStart, uniformQLen: 0,

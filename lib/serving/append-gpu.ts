@@ -42,8 +42,7 @@ export interface GpuAppend {
 /** @internal Enqueues the append on the pools' device stream (returns without waiting). */
 export function launchAppend(entry: KernelEntry, a: GpuAppend): void {
   const numSeqs = a.startLens.length;
-  const T = a.k.shape[0]!, Hkv = a.k.shape[1]!, D = a.k.shape[2]!;
-  if (T === 0) return;
+  if (a.k.shape[0] === 0) return;
   const host = new Int32Array(numSeqs + 1 + numSeqs + a.pageTable.length);
   host.set(a.cuTokens, 0);
   host.set(a.startLens, numSeqs + 1);
@@ -51,17 +50,32 @@ export function launchAppend(entry: KernelEntry, a: GpuAppend): void {
   const tables = Tensor.fromHost(host, [host.length], 'i32', { device: a.kPool.device });
   try {
     const base = tables.buffer().ptr;
-    const params = packPagedAppendParams({
-      kSrc: ptr(a.k), vSrc: ptr(a.v), kPool: ptr(a.kPool), vPool: ptr(a.vPool),
-      cuTokens: base, startLens: base + BigInt(4 * (numSeqs + 1)), pageTable: base + BigInt(4 * (2 * numSeqs + 1)),
-      pageStride: a.kPool.strides[0]!, tokenStride: a.kPool.strides[1]!, headStride: a.kPool.strides[2]!,
-      srcTokenStride: a.k.strides[0]!, srcHeadStride: a.k.strides[1]!,
-      numSeqs, maxPagesPerSeq: a.maxPagesPerSeq, pageSize: a.pageSize, numTokens: T, numKvHeads: Hkv, headDim: D,
-      elemBytes: itemSize(a.k.dtype),
-    });
-    const ctas = Math.min(MAX_CTAS, Math.ceil((T * Hkv) / ROWS_PER_CTA));
-    entry.handle.launch([ctas, 1, 1], [THREADS, 1, 1], 0, params);
+    launchAppendAt(entry, { ...a, numSeqs },
+      { cuTokens: base, startLens: base + BigInt(4 * (numSeqs + 1)), pageTable: base + BigInt(4 * (2 * numSeqs + 1)) });
   } finally {
     tables.dispose(); // stream-ordered: the block is reused only after the kernel ran
   }
+}
+
+/** Device addresses of an append's tables (i32): numSeqs + 1 token offsets, numSeqs start lengths, [numSeqs, maxPagesPerSeq] pages. */
+export interface AppendTables { cuTokens: bigint; startLens: bigint; pageTable: bigint }
+
+/**
+ * @internal Enqueues the append reading its tables at `t` (device memory the
+ * caller owns: a CUDA graph capture's tables, rewritten before each replay).
+ */
+export function launchAppendAt(entry: KernelEntry, a: Pick<GpuAppend, 'kPool' | 'vPool' | 'k' | 'v' | 'pageSize' | 'maxPagesPerSeq'> & { numSeqs: number },
+  t: AppendTables): void {
+  const T = a.k.shape[0]!, Hkv = a.k.shape[1]!, D = a.k.shape[2]!;
+  if (T === 0) return;
+  const params = packPagedAppendParams({
+    kSrc: ptr(a.k), vSrc: ptr(a.v), kPool: ptr(a.kPool), vPool: ptr(a.vPool),
+    cuTokens: t.cuTokens, startLens: t.startLens, pageTable: t.pageTable,
+    pageStride: a.kPool.strides[0]!, tokenStride: a.kPool.strides[1]!, headStride: a.kPool.strides[2]!,
+    srcTokenStride: a.k.strides[0]!, srcHeadStride: a.k.strides[1]!,
+    numSeqs: a.numSeqs, maxPagesPerSeq: a.maxPagesPerSeq, pageSize: a.pageSize, numTokens: T, numKvHeads: Hkv, headDim: D,
+    elemBytes: itemSize(a.k.dtype),
+  });
+  const ctas = Math.min(MAX_CTAS, Math.ceil((T * Hkv) / ROWS_PER_CTA));
+  entry.handle.launch([ctas, 1, 1], [THREADS, 1, 1], 0, params);
 }

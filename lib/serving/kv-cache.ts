@@ -16,7 +16,8 @@ import { checkSignal, throwIfAborted } from '../abort.js';
 import { defaultDevice, type Device } from '../device.js';
 import { itemSize } from '../dtype.js';
 import {
-  DTypeError, DeviceError, DisposedError, InvalidArgumentError, KvCacheFullError, ShapeError, UnknownSequenceError,
+  DTypeError, DeviceError, DisposedError, GraphCaptureError, GraphReplayError, InvalidArgumentError, KvCacheFullError,
+  ShapeError, UnknownSequenceError,
 } from '../errors.js';
 import type { KernelEntry } from '../jit.js';
 import { describeValue } from '../messages.js';
@@ -24,8 +25,9 @@ import { native } from '../native.js';
 import { runOp } from '../ownership.js';
 import { Tensor } from '../tensor.js';
 import { checkKeys, checkTensor } from '../validate.js';
-import { appendKernel, launchAppend } from './append-gpu.js';
-import type { RaggedTables } from './paged-kv.js';
+import { appendKernel, launchAppend, launchAppendAt } from './append-gpu.js';
+import { captureOn, type GraphCapture, type TableRegion } from './capture-state.js';
+import type { KvLayout, RaggedKv, RaggedTables } from './paged-kv.js';
 
 /** A sequence of a {@link KvCache} (from `newSequence()` or `fork()`); unique across caches, never reused. */
 export type SequenceId = number;
@@ -87,6 +89,36 @@ interface AppendPlan {
   copy: { from: number; to: number; tokens: number } | undefined;
 }
 
+/** This cache's part of the CUDA graph capture in progress: its host state is put back when the capture ends. */
+interface CacheCapture {
+  capture: GraphCapture;
+  /** Tokens each sequence was appended in this capture (at most one append per sequence). */
+  appended: Map<SequenceId, number>;
+}
+
+/**
+ * Page-table rows of a captured call, written into a replay's table image:
+ * only what changed since the last replay (a sequence's earlier pages never
+ * change; its last one does on a copy on write).
+ */
+class RowWriter {
+  readonly #count: Int32Array;
+  readonly #last: Int32Array;
+  constructor(readonly region: TableRegion, readonly base: number, readonly width: number, rows: number) {
+    this.#count = new Int32Array(rows);
+    this.#last = new Int32Array(rows).fill(-1);
+  }
+  write(i: number, pages: readonly number[]): void {
+    const len = pages.length, had = this.#count[i]!;
+    if (len === had && (len === 0 || pages[len - 1] === this.#last[i])) return;
+    const from = Math.max(0, Math.min(had, len) - 1), at = this.base + i * this.width;
+    for (let j = from; j < len; j++) this.region.host[at + j] = pages[j]!;
+    this.region.dirty(at + from, at + len);
+    this.#count[i] = len;
+    this.#last[i] = len ? pages[len - 1]! : -1;
+  }
+}
+
 const APPEND_KEYS = ['tokens', 'signal'] as const;
 const MAX_LEN = 0x7fffffff;
 let nextId = 1;
@@ -127,6 +159,7 @@ export class KvCache {
   #pending: number[] = [];
   #readers = 0;
   #disposed = false;
+  #cap: CacheCapture | undefined;
 
   constructor(options: KvCacheOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'a KvCacheOptions object', describeValue(options));
@@ -160,6 +193,7 @@ export class KvCache {
   /** A new, empty sequence. */
   newSequence(): SequenceId {
     this.#alive();
+    this.#refuseCapture('KvCache.newSequence()');
     const id = nextId++;
     this.#seqs.set(id, { pages: [], length: 0 });
     return id;
@@ -172,6 +206,7 @@ export class KvCache {
    */
   fork(seq: SequenceId): SequenceId {
     const st = this.#state(seq, 'seq');
+    this.#refuseCapture('KvCache.fork()');
     const id = nextId++;
     for (const p of st.pages) this.#refs[p]!++;
     this.#seqs.set(id, { pages: [...st.pages], length: st.length });
@@ -181,6 +216,7 @@ export class KvCache {
   /** Drops `seq`; its pages go back to the pool where no other sequence holds them. Using `seq` afterwards is an error. */
   free(seq: SequenceId): void {
     const st = this.#state(seq, 'seq');
+    this.#refuseCapture('KvCache.free()');
     this.#seqs.delete(seq);
     for (const p of st.pages) {
       if (--this.#refs[p]! === 0) (this.#readers > 0 ? this.#pending : this.#free).push(p);
@@ -258,7 +294,7 @@ export class KvCache {
       let kernel: KernelEntry | undefined;
       if (this.#k.isCuda) kernel = await appendKernel(this.#k.deviceIndex);
       throwIfAborted(signal, 'KvCache.append');
-      this.#appendNow(seqs, inputs.k, inputs.v, options.tokens, kernel);
+      this.#appendNow(seqs, inputs.k, inputs.v, options.tokens, kernel, kernel ? captureOn(this.#k.deviceIndex) : undefined);
     });
   }
 
@@ -353,7 +389,8 @@ export class KvCache {
     return Math.ceil((st.length + t) / P) - Math.ceil(st.length / P) + cow;
   }
 
-  #appendNow(seqs: readonly SequenceId[], k: Tensor, v: Tensor, tokens: readonly number[], kernel: KernelEntry | undefined): void {
+  #appendNow(seqs: readonly SequenceId[], k: Tensor, v: Tensor, tokens: readonly number[], kernel: KernelEntry | undefined,
+    cap: GraphCapture | undefined): void {
     this.#alive();
     const states = this.#states(seqs, 'seqs');
     const toks = this.#tokens(tokens, states.length, 'options.tokens');
@@ -373,9 +410,30 @@ export class KvCache {
         'free finished sequences or make a larger cache', need, this.#free.length);
     }
     if (T === 0) return;
+    if (cap) this.#checkCapturedAppend(cap, seqs, states, toks);
 
-    // Plan: new page lists (pages taken from the end of the free list) and the
-    // copy-on-write copies. Nothing visible changes until the commit below.
+    const { plans, taken } = this.#plan(states, toks, need);
+
+    // The writers take a contiguous last dim and one set of token/head strides for k and v.
+    const same = k.strides[2] === 1 && v.strides[2] === 1 && k.strides[0] === v.strides[0] && k.strides[1] === v.strides[1];
+    const kk = same ? k : k.contiguous(), vv = same ? v : v.contiguous();
+    try {
+      if (cap) this.#recordAppend(cap, seqs, toks, plans, kk, vv, kernel!);
+      else if (kernel) this.#writeGpu(plans, kk, vv, kernel);
+      else this.#writeCpu(plans, kk, vv);
+    } finally {
+      if (kk !== k) kk.dispose();
+      if (vv !== v) vv.dispose();
+    }
+    this.#commit(plans, taken);
+    if (cap) seqs.forEach((s, i) => this.#cap!.appended.set(s, toks[i]!));
+  }
+
+  /**
+   * Plan: new page lists (pages taken from the end of the free list) and the
+   * copy-on-write copies. Nothing visible changes until {@link KvCache.#commit}.
+   */
+  #plan(states: readonly SeqState[], toks: readonly number[], need: number): { plans: AppendPlan[]; taken: number } {
     const taken = this.#free.length - need;
     let next = this.#free.length;
     const take = (): number => this.#free[--next]!;
@@ -391,19 +449,10 @@ export class KvCache {
       while (pages.length * P < st.length + t) pages.push(take());
       return { st, t, pages, copy };
     });
+    return { plans, taken };
+  }
 
-    // The writers take a contiguous last dim and one set of token/head strides for k and v.
-    const same = k.strides[2] === 1 && v.strides[2] === 1 && k.strides[0] === v.strides[0] && k.strides[1] === v.strides[1];
-    const kk = same ? k : k.contiguous(), vv = same ? v : v.contiguous();
-    try {
-      if (kernel) this.#writeGpu(plans, kk, vv, kernel);
-      else this.#writeCpu(plans, kk, vv);
-    } finally {
-      if (kk !== k) kk.dispose();
-      if (vv !== v) vv.dispose();
-    }
-
-    // Commit.
+  #commit(plans: readonly AppendPlan[], taken: number): void {
     this.#free.length = taken;
     for (const pl of plans) {
       if (pl.copy && --this.#refs[pl.copy.from]! === 0) this.#free.push(pl.copy.from);
@@ -450,7 +499,8 @@ export class KvCache {
     }
   }
 
-  #writeGpu(plans: readonly AppendPlan[], k: Tensor, v: Tensor, kernel: KernelEntry): void {
+  /** The copies on write of `plans` (device to device, stream-ordered before the append kernel). */
+  #copyOnWrite(plans: readonly AppendPlan[]): void {
     const es = itemSize(this.dtype), rowBytes = this.numKvHeads * this.headDim * es, pageBytes = this.pageSize * rowBytes;
     for (const pl of plans) {
       if (!pl.copy) continue;
@@ -458,6 +508,10 @@ export class KvCache {
         native().copyDtoD(pool.buffer(), pl.copy.to * pageBytes, pool.buffer(), pl.copy.from * pageBytes, pl.copy.tokens * rowBytes);
       }
     }
+  }
+
+  #writeGpu(plans: readonly AppendPlan[], k: Tensor, v: Tensor, kernel: KernelEntry): void {
+    this.#copyOnWrite(plans);
     const n = plans.length;
     const maxPages = Math.max(1, ...plans.map((p) => p.pages.length));
     const cuTokens = new Int32Array(n + 1), startLens = new Int32Array(n), pageTable = new Int32Array(n * maxPages);
@@ -467,5 +521,169 @@ export class KvCache {
       pageTable.set(pl.pages, i * maxPages);
     });
     launchAppend(kernel, { kPool: this.#k, vPool: this.#v, k, v, pageSize: this.pageSize, cuTokens, startLens, pageTable, maxPagesPerSeq: maxPages });
+  }
+
+  // ------------------------------------------------------- CUDA graph capture
+  // While a capture is in progress (lib/serving/graph.ts) an append or a
+  // pagedAttention is recorded: its kernel reads device tables that each
+  // replay rewrites, and a replay step redoes its host part. The cache's host
+  // state is put back when the capture ends (nothing ran).
+
+  /** @internal Throws KvCacheFullError unless `pages` pages are free now (a replay's appends, together). */
+  requirePages(pages: number): void {
+    this.#alive();
+    if (pages > this.#free.length) {
+      throw new KvCacheFullError(`CudaGraph.replay: its appends need ${pages} free pages, the cache has ${this.#free.length} free of ${this.numPages}; ` +
+        'free finished sequences or make a larger cache', pages, this.#free.length);
+    }
+  }
+
+  /**
+   * @internal The RaggedKv of a pagedAttention recorded in capture `cap`: its
+   * tables live in the capture's arenas and are rewritten before each replay.
+   */
+  capturedKv(cap: GraphCapture, seqs: readonly SequenceId[], queryTokens: readonly number[], layout: KvLayout, k: Tensor, v: Tensor): RaggedKv {
+    this.#enterCapture(cap);
+    const ids = [...seqs], qt = [...queryTokens];
+    const states = this.#states(ids, 'options.seqs', true);
+    const W = this.#captureWidth(cap), n = states.length, P = this.pageSize;
+    states.forEach((st, i) => this.#checkWidth(st.length, W, `options.seqs[${i}]`));
+    const add = ids.map((s) => this.#cap!.appended.get(s) ?? 0);
+    const lens = this.#captureRegion(cap, n, 'hot');
+    const cold = this.#captureRegion(cap, n + 1 + n * W, 'cold');
+    const seqLensHost = new Int32Array(n), queryStartHost = new Int32Array(n + 1);
+    let maxSeqLen = 0, maxQueryTokens = 0;
+    states.forEach((st, i) => {
+      seqLensHost[i] = st.length;
+      queryStartHost[i + 1] = queryStartHost[i]! + qt[i]!;
+      maxSeqLen = Math.max(maxSeqLen, st.length);
+      maxQueryTokens = Math.max(maxQueryTokens, qt[i]!);
+    });
+    cold.host.set(queryStartHost, 0);
+    cap.pin(k);
+    cap.pin(v);
+    const rows = new RowWriter(cold, n + 1, W, n);
+    cap.steps.push({
+      check: () => {
+        this.#alive();
+        ids.forEach((s, i) => {
+          const len = this.#state(s, `graph: options.seqs[${i}] of a captured pagedAttention`).length + add[i]!;
+          if (len > W * P) throw this.#tooLong(`options.seqs[${i}] of a captured pagedAttention`, len, W);
+        });
+        return undefined;
+      },
+      apply: () => {
+        ids.forEach((s, i) => {
+          const st = this.#seqs.get(s)!;
+          lens.host[i] = st.length;
+          rows.write(i, st.pages);
+        });
+        lens.dirty(0, n);
+      },
+    });
+    return {
+      k, v, pageSize: layout.pageSize, pageStride: layout.pageStride, tokenStride: layout.tokenStride, headStride: layout.headStride,
+      pageTable: cold.tensor.narrow(0, n + 1, n * W).reshape(n, W), seqLens: lens.tensor, queryStart: cold.tensor.narrow(0, 0, n + 1),
+      numSeqs: n, maxSeqLen, maxQueryTokens, seqLensHost, queryStartHost,
+    };
+  }
+
+  #refuseCapture(what: string): void {
+    if (this.#k.isCuda && captureOn(this.#k.deviceIndex)) {
+      throw new GraphCaptureError(`${what} is not allowed while a CUDA graph is being captured on ${this.device}: the sequences of a ` +
+        'captured step are fixed; create, fork and free sequences before captureGraph or between replays');
+    }
+  }
+
+  /** Joins capture `cap` (once): the host state now is put back when it ends. */
+  #enterCapture(cap: GraphCapture): void {
+    if (this.#cap?.capture === cap) return;
+    const seqs = new Map<SequenceId, SeqState>();
+    for (const [id, st] of this.#seqs) seqs.set(id, { pages: [...st.pages], length: st.length });
+    const free = this.#free.slice(), refs = this.#refs.slice(), pending = this.#pending.slice();
+    this.#cap = { capture: cap, appended: new Map() };
+    cap.onEnd(() => {
+      this.#cap = undefined;
+      if (this.#disposed) return;
+      this.#seqs.clear();
+      for (const [id, st] of seqs) this.#seqs.set(id, st);
+      this.#free.length = 0;
+      for (const p of free) this.#free.push(p);
+      this.#refs.set(refs);
+      this.#pending = pending;
+    });
+  }
+
+  /** Pages per sequence a captured call's table rows hold. */
+  #captureWidth(cap: GraphCapture): number {
+    return Math.max(1, Math.ceil(cap.maxSeqLen / this.pageSize));
+  }
+
+  #captureRegion(cap: GraphCapture, ints: number, arena: 'hot' | 'cold'): TableRegion {
+    return (arena === 'hot' ? cap.hot : cap.cold).alloc(ints);
+  }
+
+  #checkWidth(length: number, W: number, argument: string): void {
+    if (length > W * this.pageSize) {
+      throw new GraphCaptureError(`${argument}: a sequence of ${length} tokens is longer than the captured step allows ` +
+        `(maxSeqLen ${W * this.pageSize} at page size ${this.pageSize}); pass a larger options.maxSeqLen to captureGraph`);
+    }
+  }
+
+  #tooLong(argument: string, length: number, W: number): GraphReplayError {
+    return new GraphReplayError(`CudaGraph.replay: ${argument} would hold ${length} tokens, more than the ${W * this.pageSize} ` +
+      `(maxSeqLen at page size ${this.pageSize}) its capture reserved; capture the step again with a larger options.maxSeqLen`);
+  }
+
+  /** A captured append: each sequence once per capture, and within the capture's page-table width. */
+  #checkCapturedAppend(cap: GraphCapture, seqs: readonly SequenceId[], states: readonly SeqState[], toks: readonly number[]): void {
+    this.#enterCapture(cap);
+    const W = this.#captureWidth(cap);
+    seqs.forEach((s, i) => {
+      if (this.#cap!.appended.has(s)) {
+        throw new GraphCaptureError(`seqs[${i}]: sequence ${s} was already appended in this capture; a captured step appends ` +
+          'each sequence at most once (capture one decode step, replay it for the next)');
+      }
+      this.#checkWidth(states[i]!.length + toks[i]!, W, `options.tokens[${i}]`);
+    });
+  }
+
+  /** Records a captured append (its kernel reads the capture's tables) and the replay step that rewrites them. */
+  #recordAppend(cap: GraphCapture, seqs: readonly SequenceId[], toks: readonly number[], plans: readonly AppendPlan[], k: Tensor, v: Tensor,
+    kernel: KernelEntry): void {
+    const ids = [...seqs], t = [...toks];
+    const n = plans.length, W = this.#captureWidth(cap), P = this.pageSize;
+    const lens = this.#captureRegion(cap, n, 'hot');
+    const cold = this.#captureRegion(cap, n + 1 + n * W, 'cold');
+    for (let i = 0; i < n; i++) cold.host[i + 1] = cold.host[i]! + t[i]!;
+    cap.pin(this.#k);
+    cap.pin(this.#v);
+    launchAppendAt(kernel, { kPool: this.#k, vPool: this.#v, k, v, pageSize: P, numSeqs: n, maxPagesPerSeq: W },
+      { cuTokens: cold.ptr, startLens: lens.ptr, pageTable: cold.ptr + BigInt(4 * (n + 1)) });
+    const rows = new RowWriter(cold, n + 1, W, n);
+    cap.steps.push({
+      check: () => {
+        this.#alive();
+        let pages = 0;
+        ids.forEach((s, i) => {
+          const st = this.#state(s, `graph: seqs[${i}] of a captured KvCache.append`);
+          if (st.length + t[i]! > W * P) throw this.#tooLong(`seqs[${i}] of a captured KvCache.append`, st.length + t[i]!, W);
+          pages += this.#need(st, t[i]!);
+        });
+        return { owner: this, pages };
+      },
+      apply: () => {
+        const states = ids.map((s) => this.#seqs.get(s)!);
+        const need = states.reduce((m, st, i) => m + this.#need(st, t[i]!), 0);
+        const { plans: now, taken } = this.#plan(states, t, need);
+        this.#copyOnWrite(now);
+        now.forEach((pl, i) => {
+          lens.host[i] = pl.st.length;
+          rows.write(i, pl.pages);
+        });
+        lens.dirty(0, n);
+        this.#commit(now, taken);
+      },
+    });
   }
 }

@@ -13,6 +13,7 @@ import type { AttentionWithLse } from '../sdpa.js';
 import type { Tensor } from '../tensor.js';
 import { checkBool, checkKeys, checkScale, checkTensor, resolveBackend, type Backend } from '../validate.js';
 import { KvCache, type SequenceId } from './kv-cache.js';
+import { captureOn } from './capture-state.js';
 import { checkMods, runRagged } from './ragged-op.js';
 
 /** Options of {@link pagedAttention}. */
@@ -106,10 +107,13 @@ export async function pagedAttention(q: Tensor, cache: KvCache, options: PagedAt
   const backend = resolveBackend(options.backend, tq);
   const mods = checkMods(options);
   const k = cache.keys, v = cache.values;
+  const layout = { pageSize: cache.pageSize, pageStride: k.strides[0]!, tokenStride: k.strides[1]!, headStride: k.strides[2]! };
+  // Recorded in a CUDA graph capture: the kernel reads tables each replay rewrites (lib/serving/graph.ts).
+  const cap = backend === 'cuda' ? captureOn(tq.deviceIndex) : undefined;
   return runRagged({
-    what: 'pagedAttention', q: tq, k, v,
-    layout: { pageSize: cache.pageSize, pageStride: k.strides[0]!, tokenStride: k.strides[1]!, headStride: k.strides[2]! },
+    what: 'pagedAttention', q: tq, k, v, layout,
     tables, numKvHeads: cache.numKvHeads, scale, causal, returnLse, ...mods, backend, signal,
     beginRead: () => cache.beginRead(),
+    ...(cap ? { kv: (hk: Tensor, hv: Tensor) => cache.capturedKv(cap, seqs, queryTokens, layout, hk, hv) } : {}),
   });
 }

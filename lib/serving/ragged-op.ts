@@ -14,7 +14,7 @@ import type { Tensor } from '../tensor.js';
 import type { AttentionWithLse } from '../sdpa.js';
 import type { Backend } from '../validate.js';
 import { runRaggedAttentionCuda } from '../cuda/run-ragged.js';
-import { buildRaggedKv, disposeRaggedTables, type KvLayout, type RaggedTables } from './paged-kv.js';
+import { buildRaggedKv, disposeRaggedTables, type KvLayout, type RaggedKv, type RaggedTables } from './paged-kv.js';
 import { runRaggedAttentionCpu } from './ragged-cpu.js';
 
 /** A checked ragged call. */
@@ -34,6 +34,12 @@ export interface RaggedCall {
   signal: AbortSignal | undefined;
   /** Called when the call starts reading k and v (CPU), returns its end (e.g. KvCache.beginRead). */
   beginRead?: () => () => void;
+  /**
+   * Builds the RaggedKv from the held k and v instead of uploading `tables`
+   * (a call recorded in a CUDA graph capture reads tables the graph owns:
+   * they are not freed after the call).
+   */
+  kv?: (k: Tensor, v: Tensor) => RaggedKv;
 }
 
 /** `options.scoreMod` / `options.maskMod` / `options.params`, checked. */
@@ -64,7 +70,7 @@ export function runRagged(c: RaggedCall): Promise<Tensor | AttentionWithLse> {
     hold.captured(c.scoreMod, 'options.scoreMod');
     hold.captured(c.maskMod, 'options.maskMod');
   }, async (hold) => {
-    const kv = buildRaggedKv(k, v, c.layout, c.tables);
+    const kv = c.kv ? c.kv(k, v) : buildRaggedKv(k, v, c.layout, c.tables);
     const endRead = c.backend === 'cpu' ? c.beginRead?.() : undefined;
     try {
       let r: { out: Tensor; lse?: Tensor };
@@ -90,7 +96,7 @@ export function runRagged(c: RaggedCall): Promise<Tensor | AttentionWithLse> {
       return c.returnLse ? { out: r.out, lse: r.lse! } : r.out;
     } finally {
       endRead?.();
-      disposeRaggedTables(kv);
+      if (!c.kv) disposeRaggedTables(kv);
     }
   });
 }

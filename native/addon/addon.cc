@@ -7,6 +7,7 @@ namespace flexattn {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCuda(env, exports);
   RegisterRuntime(env, exports);
+  RegisterGraphs(env, exports);
   RegisterTensorKernels(env, exports);
   RegisterJit(env, exports);
   RegisterKernels(env, exports);

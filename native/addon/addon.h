@@ -7,6 +7,7 @@ namespace flexattn {
 
 void RegisterCuda(Napi::Env env, Napi::Object exports);     // native/addon/cuda_js.cc: driver/NVRTC status, device info
 void RegisterRuntime(Napi::Env env, Napi::Object exports);  // native/runtime: buffers, copies, allocator
+void RegisterGraphs(Napi::Env env, Napi::Object exports);   // native/runtime/graph.cc: CUDA graph capture/replay
 void RegisterTensorKernels(Napi::Env env, Napi::Object exports);  // native/addon: randn, castStrided (runtime + jit)
 void RegisterJit(Napi::Env env, Napi::Object exports);      // native/jit: NVRTC compile + kernel cache
 void RegisterKernels(Napi::Env env, Napi::Object exports);  // native/jit: kernel handles for the attention ops

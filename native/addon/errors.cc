@@ -33,6 +33,7 @@ const char* ClassName(ErrKind k) {
     case ErrKind::kDevice: return "DeviceError";
     case ErrKind::kDisposed: return "DisposedError";
     case ErrKind::kInternal: return "InternalError";
+    case ErrKind::kGraphCapture: return "GraphCaptureError";
     default: return "FlexAttnError";
   }
 }
@@ -49,6 +50,7 @@ const char* CodeOf(ErrKind k) {
     case ErrKind::kDevice: return "ERR_FLEXATTN_DEVICE";
     case ErrKind::kDisposed: return "ERR_FLEXATTN_DISPOSED";
     case ErrKind::kInternal: return "ERR_FLEXATTN_INTERNAL";
+    case ErrKind::kGraphCapture: return "ERR_FLEXATTN_GRAPH_CAPTURE";
     default: return "ERR_FLEXATTN";
   }
 }

@@ -20,6 +20,7 @@ enum class ErrKind {
   kDevice,            // DeviceError(argument, expected, received)
   kDisposed,          // DisposedError(argument)
   kInternal,          // InternalError(message): a bug in flexattn
+  kGraphCapture,      // GraphCaptureError(message): not allowed while a CUDA graph is captured
 };
 
 struct NativeError : std::exception {

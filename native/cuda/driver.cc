@@ -103,6 +103,18 @@ void DoLoad() {
   Load(g_drv.cuFuncGetAttribute, "cuFuncGetAttribute", missing);
   Load(g_drv.cuOccupancyMaxActiveBlocksPerMultiprocessor, "cuOccupancyMaxActiveBlocksPerMultiprocessor",
        missing);
+  {
+    std::string graphMissing;
+    Load(g_drv.cuStreamBeginCapture, "cuStreamBeginCapture_v2", graphMissing);
+    Load(g_drv.cuStreamEndCapture, "cuStreamEndCapture", graphMissing);
+    Load(g_drv.cuStreamIsCapturing, "cuStreamIsCapturing", graphMissing);
+    Load(g_drv.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags", graphMissing);
+    Load(g_drv.cuGraphLaunch, "cuGraphLaunch", graphMissing);
+    Load(g_drv.cuGraphExecDestroy, "cuGraphExecDestroy", graphMissing);
+    Load(g_drv.cuGraphDestroy, "cuGraphDestroy", graphMissing);
+    Load(g_drv.cuGraphGetNodes, "cuGraphGetNodes", graphMissing);
+    g_drv.hasGraphs = graphMissing.empty();  // optional: only captureGraph needs them
+  }
   if (!missing.empty()) {
     g_error = "the CUDA driver at " + g_path + " is too old (missing " + missing + ")";
     g_details = "Loaded " + g_path + " but these symbols are missing: " + missing;

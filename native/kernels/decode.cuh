@@ -15,7 +15,8 @@
 // KV head's group of G = Hq / Hkv query heads), row R = i * G + g, so each KV
 // byte a CTA loads serves every query head that reads it. A sequence has
 // ceil(m * G / BLOCK_M) row tiles (any m: decode, speculative decoding and
-// chunked prefill take the same path).
+// chunked prefill take the same path); a block-sparse launch cuts rows into
+// segments first (TileRows).
 //
 // Inside a CTA the warps split each kv tile by columns (BLOCK_N / warps each),
 // every warp holding all BLOCK_M rows with its own online-softmax state; the
@@ -24,6 +25,20 @@
 // chunks (whole kv tiles), one CTA each; every CTA writes its normalised f32
 // partial O and log2-sum-exp to the workspace and flexattn_decode_combine_*
 // merges them (grid: one CTA per row tile).
+//
+// What a tile reads. Dense: kv [lo, hi) with hi bounded by causal (the last
+// row's position) and both ends by the mask's hull over the tile's positions
+// (kv_hull: DecodeParams.kv_range, a postfix program lib/cuda/kv-range.ts
+// builds from the mask's position structure), lo aligned down to BLOCK_N; the
+// mask mod is still applied to every element read, so the answer is exact and
+// only tiles no row can see are skipped. Split-KV cuts that reduced range.
+// Block sparse (kv_num_blocks / full_kv_num_blocks set; flexAttention with a
+// BlockMask): the lists of the tile's block-mask row — full blocks without the
+// mask mod, then partial blocks with it, as flash_fwd.cuh's kBlockSparse — each
+// block walked as ceil(kv_block / BLOCK_N) tiles clipped to its end; split-KV
+// cuts the list of tile steps. Rows are grouped so a tile never spans two
+// block-mask rows (TileRows: one q block per segment, one head per segment
+// when the mask has heads).
 //
 // Positions as the mods see them: b = s, h = query head, q = n - m + i
 // (end_aligned) or i, kv = j. causal keeps kv <= q. Mods come from the same
@@ -122,15 +137,134 @@ __device__ __forceinline__ Seq seq_of(const DecodeParams& p, int s) {
   return q;
 }
 
-// Row R of a sequence's rows (R < m * G): query token, head, element offset of its q/o row.
+// The rows of one row tile. A (sequence, KV head)'s rows are cut into segments
+// — pack_heads heads of the GQA group x the query tokens of one segment
+// (seg_tokens: a block mask's q block; otherwise every token) — and each
+// segment into seg_tiles tiles of BLOCK_M rows, so every row of a tile shares
+// one block-mask row (query block, and head when the mask has heads). Without
+// a block mask there is one segment of all G heads: row R = i * G + g.
+struct TileRows {
+  int i0;         // first query token of the segment
+  int h0;         // first query head of the segment
+  int gm;         // heads in the segment (pack_heads)
+  int r0;         // this tile's first segment-local row
+  int rows_here;  // rows of this tile (<= 0: past the sequence's rows)
+  int qseg;       // the segment's token index (= the block mask's q block)
+};
+template <int BM>
+__device__ __forceinline__ TileRows tile_rows(const DecodeParams& p, int hk, int tile, int m) {
+  TileRows t;
+  const int per_group = p.q_segments * p.seg_tiles;
+  const int go = tile / per_group, rest = tile - go * per_group;
+  t.qseg = rest / p.seg_tiles;
+  const int sub = rest - t.qseg * p.seg_tiles;
+  t.gm = p.pack_heads;
+  t.h0 = hk * p.gqa_group + go * t.gm;
+  t.i0 = t.qseg * p.seg_tokens;  // 0 for the single segment (seg_tokens = 2^30)
+  const int tokens = imin(p.seg_tokens, m - t.i0);
+  t.r0 = sub * BM;
+  t.rows_here = tokens <= 0 ? 0 : imin(BM, tokens * t.gm - t.r0);
+  return t;
+}
+
+// Row r of a tile (r < rows_here): query token and head.
 struct Row {
   int i, h;
 };
-__device__ __forceinline__ Row row_of(const DecodeParams& p, int hk, int R) {
-  Row r;
-  r.i = R / p.gqa_group;
-  r.h = hk * p.gqa_group + (R - r.i * p.gqa_group);
-  return r;
+__device__ __forceinline__ Row row_of(const TileRows& t, int r) {
+  const int rr = t.r0 + r;
+  Row x;
+  const int di = rr / t.gm;
+  x.i = t.i0 + di;
+  x.h = t.h0 + (rr - di * t.gm);
+  return x;
+}
+
+// kv interval [lo, hi) within [0, n) that rows at positions qa..qb can see:
+// the postfix program of DecodeParams.kv_range (built by lib/cuda/kv-range.ts,
+// whose kvRangeHull is this evaluation on the host; op codes there). A
+// superset of the mask's support: the mask mod is still applied per element.
+__device__ __forceinline__ void kv_hull(const DecodeParams& p, int qa, int qb, int n, int& lo_out, int& hi_out) {
+  lo_out = 0;
+  hi_out = n;
+  const int ops = p.kv_range_ops;
+  if (ops <= 0) return;
+  constexpr int kMax = (int)(sizeof(DecodeParams::kv_range) / sizeof(int)) / 5;
+  constexpr long long BIG = 1ll << 31;
+  long long lo[kMax], hi[kMax];  // inclusive bounds; lo > hi is empty
+  int sp = 0;
+#pragma unroll 1
+  for (int k = 0; k < ops && k < kMax; ++k) {
+    const int* o = p.kv_range + 5 * k;
+    const int code = o[0];
+    const long long a = o[1], b = o[2], c = o[3], d = o[4];
+    long long l = 1, h = 0;
+    switch (code) {
+      case 1: if (a <= b) { l = qa - b; h = qb - a; } break;                      // band: a <= q - kv <= b
+      case 2: l = -BIG; h = a - 1; break;                                            // kv < a
+      case 3: if (qa < a) { l = -BIG; h = BIG; } break;                              // q < a
+      case 4: if (qb >= a && qa < b && a < b) { l = c; h = d - 1; } break;          // box
+      case 5: l = -BIG; h = BIG; break;                                              // all
+      case 6: break;                                                                 // none
+      case 7: case 8: {                                                              // and / or of a parts
+        const bool conj = code == 7;
+        l = conj ? -BIG : BIG;
+        h = conj ? BIG : -BIG;
+        for (int j = 0; j < (int)a && sp > 0; ++j) {
+          --sp;
+          const long long x = lo[sp], y = hi[sp];
+          if (conj) { l = x > l ? x : l; h = y < h ? y : h; }
+          else if (x <= y) { l = x < l ? x : l; h = y > h ? y : h; }
+        }
+        if (l > h) { l = 1; h = 0; }
+        break;
+      }
+      default: return;  // unknown op: the whole sequence
+    }
+    if (sp < kMax) { lo[sp] = l; hi[sp] = h; ++sp; }
+  }
+  if (sp <= 0) return;
+  const long long l = lo[0] < 0 ? 0 : lo[0];
+  const long long h = hi[0] + 1 > n ? (long long)n : hi[0] + 1;
+  if (l < h) { lo_out = (int)l; hi_out = (int)h; }
+  else { lo_out = 0; hi_out = 0; }
+}
+
+// The kv tiles a CTA walks. Dense: BLOCK_N tiles from kv_lo to kv_hi. Block
+// sparse: the block mask's full blocks, then its partial ones (mask mod
+// applied), each walked as ceil(kv_block / BLOCK_N) tiles ending at the block's
+// end — flash_fwd.cuh's kBlockSparse order — from tile step `first` on.
+struct KvWalk {
+  const int* full_idx;
+  const int* part_idx;
+  int kv_lo, kv_hi;           // dense range
+  int first, count;           // this CTA's steps
+  int n_full_steps, tpb, kvb, n;
+  bool sparse;
+};
+struct KvStep {
+  int kv0, hi;
+  bool mod;  // apply the mask mod (partial block, or any dense tile)
+};
+template <int BN>
+__device__ __forceinline__ KvStep kv_step(const KvWalk& w, int it) {
+  KvStep s;
+  if (!w.sparse) {
+    s.kv0 = w.kv_lo + it * BN;
+    s.hi = w.kv_hi;
+    s.mod = true;
+    return s;
+  }
+  const int j = w.first + it;
+  const bool full = j < w.n_full_steps;
+  const int jj = full ? j : j - w.n_full_steps;
+  const int jb = jj / w.tpb;
+  const int blk = ldg_i32((full ? w.full_idx : w.part_idx) + jb);
+  const int start = blk * w.kvb;
+  s.kv0 = start + (jj - jb * w.tpb) * BN;
+  s.hi = imin(w.n, start + w.kvb);
+  s.mod = !full;
+  return s;
 }
 
 // Cooperative cp.async of ROWS x D 16-bit rows whose addresses come from
@@ -195,22 +329,54 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
   const int S = p.num_splits;
   const Work w = work_of(p, S);
   const Seq sq = seq_of(p, w.seq);
-  const int G = p.gqa_group;
-  const int rows = sq.m * G, R0 = w.tile * BM;
-  if (R0 >= rows) return;  // a row tile past this sequence's rows (the grid is sized for the longest)
-  const int rows_here = imin(BM, rows - R0);
-  const int i_first = R0 / G, i_last = (R0 + rows_here - 1) / G;
+  const TileRows tr = tile_rows<BM>(p, w.hk, w.tile, sq.m);
+  if (tr.rows_here <= 0) return;  // a row tile past this sequence's rows (the grid is sized for the longest)
+  const int rows_here = tr.rows_here;
+  const int i_first = row_of(tr, 0).i, i_last = row_of(tr, rows_here - 1).i;
 
-  // The kv range of this tile (causal: up to the last row's position), then this split's chunk of it.
-  int kv_total = sq.n;
-  if (p.causal) {
-    kv_total = imin(sq.n, sq.pos0 + i_last + 1);
-    if (kv_total < 0) kv_total = 0;
+  // The kv tiles of this row tile, then this split's share of them.
+  KvWalk walk;
+  walk.sparse = p.kv_num_blocks != nullptr || p.full_kv_num_blocks != nullptr;
+  walk.n = sq.n;
+  int n_tiles;
+  if (!walk.sparse) {
+    // Dense: causal bounds the end at the last row's position; the mask's hull
+    // (kv_range) bounds both ends. The start is aligned down to a tile so tiles
+    // stay BLOCK_N-aligned (pages, splits); the mask mod masks what it adds.
+    int kv_total = sq.n;
+    if (p.causal) {
+      kv_total = imin(sq.n, sq.pos0 + i_last + 1);
+      if (kv_total < 0) kv_total = 0;
+    }
+    int r_lo = 0, r_hi = kv_total;
+    kv_hull(p, sq.pos0 + i_first, sq.pos0 + i_last, kv_total, r_lo, r_hi);
+    r_lo = r_lo / BN * BN;
+    const int len = r_hi > r_lo ? r_hi - r_lo : 0;
+    const int chunk = S > 1 ? ((len + S - 1) / S + BN - 1) / BN * BN : len;
+    walk.kv_lo = r_lo + imin(len, w.split * chunk);
+    walk.kv_hi = r_lo + imin(len, w.split * chunk + chunk);
+    n_tiles = (walk.kv_hi - walk.kv_lo + BN - 1) / BN;
+    walk.first = 0;
+  } else {
+    // Block sparse: the lists of this tile's block-mask row (batch, head when
+    // the mask has heads, query block = the tile's segment).
+    const long long nb = (long long)w.seq * p.bm_num_stride_b + (long long)tr.h0 * p.bm_num_stride_h + tr.qseg;
+    const long long ib = (long long)w.seq * p.bm_idx_stride_b + (long long)tr.h0 * p.bm_idx_stride_h +
+                         (long long)tr.qseg * p.bm_idx_stride_qb;
+    const int nfull = p.full_kv_num_blocks ? ldg_i32(p.full_kv_num_blocks + nb) : 0;
+    const int npart = p.kv_num_blocks ? ldg_i32(p.kv_num_blocks + nb) : 0;
+    walk.full_idx = p.full_kv_indices ? p.full_kv_indices + ib : nullptr;
+    walk.part_idx = p.kv_indices ? p.kv_indices + ib : nullptr;
+    walk.kvb = p.bm_kv_block;
+    walk.tpb = (walk.kvb + BN - 1) / BN;
+    walk.n_full_steps = nfull * walk.tpb;
+    const int steps = (nfull + npart) * walk.tpb;
+    const int chunk = (steps + S - 1) / S;
+    walk.first = imin(steps, w.split * chunk);
+    n_tiles = imin(steps, walk.first + chunk) - walk.first;
+    walk.kv_lo = 0;
+    walk.kv_hi = sq.n;
   }
-  const int chunk = S > 1 ? ((kv_total + S - 1) / S + BN - 1) / BN * BN : kv_total;
-  const int kv_lo = imin(kv_total, w.split * chunk);
-  const int kv_hi = imin(kv_total, kv_lo + chunk);
-  const int n_tiles = (kv_hi - kv_lo + BN - 1) / BN;
 
   const u16* gQ = (const u16*)p.q + (i64)w.seq * p.q_stride_seq;
   const u16* gK = (const u16*)p.k + (i64)w.hk * p.k_head_stride;
@@ -224,12 +390,15 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
   // ---- prologue: Q rows (gathered: token-major, heads of the group adjacent), then ST-1 K/V tiles
   load_rows_async<NTH, QTile>(sQ, (const u16*)p.q, [&](int r) -> const u16* {
     if (r >= rows_here) return nullptr;
-    const Row x = row_of(p, w.hk, R0 + r);
+    const Row x = row_of(tr, r);
     return gQ + (i64)(sq.tok0 + x.i) * p.q_stride_tok + (i64)x.h * p.q_stride_h;
   }, tid);
 #pragma unroll
   for (int s = 0; s < ST - 1; ++s) {
-    if (s < n_tiles) load_kv_tile<Cfg>(p, sK + s * Cfg::kSmemKV, sV + s * Cfg::kSmemKV, gK, gV, pt, w.seq, kv_lo + s * BN, kv_hi, tid);
+    if (s < n_tiles) {
+      const KvStep st = kv_step<BN>(walk, s);
+      load_kv_tile<Cfg>(p, sK + s * Cfg::kSmemKV, sV + s * Cfg::kSmemKV, gK, gV, pt, w.seq, st.kv0, st.hi, tid);
+    }
     cp_async_commit();
   }
 
@@ -240,7 +409,7 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
   for (int m = 0; m < MT; ++m)
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      const Row x = row_of(p, w.hk, R0 + imin(m * 16 + g + 8 * rr, rows_here - 1));
+      const Row x = row_of(tr, imin(m * 16 + g + 8 * rr, rows_here - 1));
       pos[m][rr] = sq.pos0 + x.i;
       head[m][rr] = x.h;
     }
@@ -269,7 +438,8 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
       const int nxt = it + ST - 1;
       if (nxt < n_tiles) {
         const int slot = nxt % ST;
-        load_kv_tile<Cfg>(p, sK + slot * Cfg::kSmemKV, sV + slot * Cfg::kSmemKV, gK, gV, pt, w.seq, kv_lo + nxt * BN, kv_hi, tid);
+        const KvStep st = kv_step<BN>(walk, nxt);
+        load_kv_tile<Cfg>(p, sK + slot * Cfg::kSmemKV, sV + slot * Cfg::kSmemKV, gK, gV, pt, w.seq, st.kv0, st.hi, tid);
       }
       cp_async_commit();
     }
@@ -277,7 +447,8 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
     const u32 tK = sK + slot * Cfg::kSmemKV, tV = sV + slot * Cfg::kSmemKV;
     const u32 lbK = opaque(KVTile::lane_base_nk(lane));
     const u32 lbV = opaque(KVTile::lane_base_kn(lane));
-    const int kv0 = kv_lo + it * BN;
+    const KvStep step = kv_step<BN>(walk, it);
+    const int kv0 = step.kv0, kv_hi = step.hi;
     const int c0 = warp * WN;  // this warp's first column of the tile
 
     // ---- S = Q · Kᵀ over this warp's columns
@@ -320,7 +491,8 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
             if (premul) x *= p.scale_log2;
 #endif
 #if FLEX_HAS_MASK_MOD
-            keep = keep & flex_mask_mod(w.seq, head[m][rr], pos[m][rr], kvc, args);
+            // Non-short-circuit: the mod is evaluated unconditionally (the forward kernels' contract).
+            keep = keep & (flex_mask_mod(w.seq, head[m][rr], pos[m][rr], kvc, args) | !step.mod);
 #endif
             (void)kvc;
             s.c[m][n][i] = keep ? x : neg_inf();
@@ -419,7 +591,7 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
       ws_o[r * D + d] = a0;
       ws_o[r * D + d + 1] = a1;
     } else {
-      const Row x = row_of(p, w.hk, R0 + r);
+      const Row x = row_of(tr, r);
       u16* orow = (u16*)p.o + (i64)w.seq * p.o_stride_seq + (i64)(sq.tok0 + x.i) * p.o_stride_tok + (i64)x.h * p.o_stride_h;
       st_global_u32(orow + d, T::pack2(a0, a1));
     }
@@ -430,7 +602,7 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
     if (split) {
       p.ws_lse[((i64)w.cta * S + w.split) * BM + tid] = lse2;
     } else if (p.lse != nullptr) {
-      const Row x = row_of(p, w.hk, R0 + tid);
+      const Row x = row_of(tr, tid);
       p.lse[(i64)w.seq * p.lse_stride_seq + (i64)(sq.tok0 + x.i) * p.lse_stride_tok + (i64)x.h * p.lse_stride_h] =
           lse2 * 0.6931471805599453f;
     }
@@ -449,9 +621,9 @@ __device__ __forceinline__ void decode_combine(const DecodeParams& p) {
   const int tid = threadIdx.x;
   const Work w = work_of(p, 1);
   const Seq sq = seq_of(p, w.seq);
-  const int rows = sq.m * p.gqa_group, R0 = w.tile * BM;
-  if (R0 >= rows) return;
-  const int rows_here = imin(BM, rows - R0);
+  const TileRows tr = tile_rows<BM>(p, w.hk, w.tile, sq.m);
+  if (tr.rows_here <= 0) return;
+  const int rows_here = tr.rows_here;
   const int S = imin(p.num_splits, ::flexattn::iface::kDecodeMaxSplits);
   const float* wl = p.ws_lse + (i64)w.cta * S * BM;
   const float* wo = p.ws_o + (i64)w.cta * S * BM * D;
@@ -488,13 +660,13 @@ __device__ __forceinline__ void decode_combine(const DecodeParams& p) {
     }
     const bool empty = L == 0.f;
     const float inv = 1.f / L;
-    const Row x = row_of(p, w.hk, R0 + r);
+    const Row x = row_of(tr, r);
     u16* orow = (u16*)p.o + (i64)w.seq * p.o_stride_seq + (i64)(sq.tok0 + x.i) * p.o_stride_tok + (i64)x.h * p.o_stride_h;
     st_global_u32(orow + d, T::pack2(empty ? 0.f : a0 * inv, empty ? 0.f : a1 * inv));
   }
   if (tid < rows_here && p.lse != nullptr) {
     const float L = sL[tid];
-    const Row x = row_of(p, w.hk, R0 + tid);
+    const Row x = row_of(tr, tid);
     p.lse[(i64)w.seq * p.lse_stride_seq + (i64)(sq.tok0 + x.i) * p.lse_stride_tok + (i64)x.h * p.lse_stride_h] =
         L == 0.f ? neg_inf() : (sM[tid] + lg2(L)) * 0.6931471805599453f;
   }

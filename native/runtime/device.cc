@@ -102,12 +102,14 @@ cu::CUdeviceptr Device::Alloc(size_t bytes, size_t* blockSize) {
     stats_.numAllocs++;
     stats_.allocatedBytes += *blockSize;
     stats_.peakAllocatedBytes = std::max(stats_.peakAllocatedBytes, stats_.allocatedBytes);
+    if (captureId_) PinLocked(captureId_, p);
     return p;
   }
   cu::CUdeviceptr p = 0;
   cu::CUresult r = d.cuMemAlloc(&p, size);
   uint64_t freedCache = 0;
-  if (r == cu::CUDA_ERROR_OUT_OF_MEMORY) {
+  // Flushing the cache syncs the stream, which a capture cannot record.
+  if (r == cu::CUDA_ERROR_OUT_OF_MEMORY && !captureId_) {
     freedCache = cachedBytes_;
     stats_.numOomRetries++;
     FreeCachedLocked();
@@ -120,9 +122,15 @@ cu::CUdeviceptr Device::Alloc(size_t bytes, size_t* blockSize) {
         "  - Free tensors you no longer need (dispose()) before allocating\n"
         "  - Reduce the batch size or sequence length\n"
         "  - Check other processes using the GPU with `nvidia-smi`";
+    if (captureId_) {
+      remedy = "  - Allocate what the captured step needs before captureGraph, or free cached memory with emptyCache() "
+               "before it (the cache cannot be flushed while a graph is captured)\n" + remedy;
+    }
+    std::string how = captureId_ ? ". A CUDA graph is being captured, so the allocator did not flush its cache ("
+                                 : ". The allocator freed its cache (";
     std::string msg = "flexattn: CUDA out of memory on device " + std::to_string(index) + ": tried to allocate " +
-                      FormatBytes(bytes) + ". The allocator freed its cache (" + FormatBytes(freedCache) +
-                      ") and retried; the device has " + FormatBytes(freeMem) + " free of " + FormatBytes(total) +
+                      FormatBytes(bytes) + how + FormatBytes(captureId_ ? cachedBytes_ : freedCache) +
+                      (captureId_ ? ")" : ") and retried") + "; the device has " + FormatBytes(freeMem) + " free of " + FormatBytes(total) +
                       ", flexattn holds " + FormatBytes(stats_.allocatedBytes) + " in live buffers.\n" +
                       "Possible solutions:\n" + remedy;
     throw NativeError(ErrKind::kOutOfMemory, msg, cu::ErrorName(r), "cuMemAlloc(" + std::to_string(size) + ")",
@@ -135,17 +143,67 @@ cu::CUdeviceptr Device::Alloc(size_t bytes, size_t* blockSize) {
   stats_.reservedBytes += size;
   stats_.allocatedBytes += size;
   stats_.peakAllocatedBytes = std::max(stats_.peakAllocatedBytes, stats_.allocatedBytes);
+  if (captureId_) PinLocked(captureId_, p);
   return p;
 }
 
 void Device::Free(cu::CUdeviceptr ptr, size_t blockSize) {
   // No CUDA call: the block goes back to the cache. Later work that reuses it
-  // is ordered after earlier work on the same stream.
+  // is ordered after earlier work on the same stream. A captured kernel may
+  // read the block on every replay, so one freed during a capture, or pinned
+  // by a live graph, waits until the graphs are disposed (Unpin).
   std::lock_guard<std::mutex> lock(mu_);
+  if (captureId_) PinLocked(captureId_, ptr);
+  if (!pins_.empty() && pins_.count(ptr)) {
+    deferred_[ptr] = blockSize;
+    return;
+  }
+  ReturnLocked(ptr, blockSize);
+}
+
+void Device::ReturnLocked(cu::CUdeviceptr ptr, size_t blockSize) {
   (blockSize <= kSmallLimit ? freeSmall_ : freeLarge_).emplace(blockSize, ptr);
   cachedBytes_ += blockSize;
   stats_.numFrees++;
   stats_.allocatedBytes -= blockSize;
+}
+
+void Device::SetCapturing(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  captureId_ = id;
+}
+
+void Device::Pin(uint64_t id, cu::CUdeviceptr ptr) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PinLocked(id, ptr);
+}
+
+void Device::PinLocked(uint64_t id, cu::CUdeviceptr ptr) {
+  if (pinned_[id].insert(ptr).second) pins_[ptr]++;
+}
+
+void Device::Unpin(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pinned_.find(id);
+  if (it == pinned_.end()) return;
+  for (cu::CUdeviceptr p : it->second) {
+    auto pin = pins_.find(p);
+    if (pin == pins_.end() || --pin->second > 0) continue;
+    pins_.erase(pin);
+    auto d = deferred_.find(p);
+    if (d == deferred_.end()) continue;
+    // Stream-ordered like any free: work enqueued later (a reuse) runs after the last replay.
+    ReturnLocked(p, d->second);
+    deferred_.erase(d);
+  }
+  pinned_.erase(it);
+}
+
+void Device::RequireNotCapturing(const char* what, const char* remedy) const {
+  if (!captureId_) return;
+  throw NativeError(ErrKind::kGraphCapture,
+                    std::string("flexattn: ") + what + " is not allowed while a CUDA graph is being captured on device " +
+                        std::to_string(index) + ": " + remedy);
 }
 
 void Device::FreeCachedLocked() {
@@ -166,6 +224,7 @@ void Device::FreeCachedLocked() {
 }
 
 void Device::EmptyCache() {
+  RequireNotCapturing("emptyCache()", "it waits for the GPU; call it before captureGraph or after it returns");
   std::lock_guard<std::mutex> lock(mu_);
   FreeCachedLocked();
   // Also release pinned staging blocks whose copies have completed.

@@ -8,6 +8,8 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cuda/cuda_api.h"
@@ -63,7 +65,30 @@ class Device {
   // "sm_90a" on Hopper, "sm_XY" otherwise.
   std::string Arch() const;
 
+  // ---- CUDA graph capture (begun and ended in runtime/graph.cc) -------------
+  // While a capture is in progress the stream records instead of running, so
+  // the allocator changes its rules: every block allocated or freed meanwhile
+  // is pinned to the capture (a captured kernel may read it on any replay),
+  // and a pinned block that is freed waits, out of the free lists, until every
+  // graph pinning it is disposed. Nothing here syncs the stream while capturing
+  // (no out-of-memory cache flush: it would invalidate the capture).
+  // Capture id in progress on this device's stream, 0 when none (JS thread).
+  uint64_t Capturing() const { return captureId_; }
+  void SetCapturing(uint64_t id);
+  // Pins the block at `ptr` (an allocator block) to graph/capture `id`.
+  void Pin(uint64_t id, cu::CUdeviceptr ptr);
+  // Drops every pin of `id`; freed blocks no graph pins any more go back to the cache.
+  void Unpin(uint64_t id);
+  // Throws GraphCaptureError naming `what` and `remedy` while a capture is in progress.
+  void RequireNotCapturing(const char* what, const char* remedy) const;
+
  private:
+  void PinLocked(uint64_t id, cu::CUdeviceptr ptr);
+  void ReturnLocked(cu::CUdeviceptr ptr, size_t blockSize);
+  uint64_t captureId_ = 0;
+  std::unordered_map<cu::CUdeviceptr, int> pins_;                       // block -> graphs pinning it
+  std::unordered_map<cu::CUdeviceptr, size_t> deferred_;                // freed while pinned -> block size
+  std::unordered_map<uint64_t, std::unordered_set<cu::CUdeviceptr>> pinned_;  // graph -> its blocks
   std::mutex mu_;
   std::multimap<size_t, cu::CUdeviceptr> freeSmall_, freeLarge_;
   MemoryStats stats_;

@@ -60,6 +60,9 @@ Napi::Value CopyHtoD(const Napi::CallbackInfo& info) {
   dst->CheckRange(off, static_cast<int64_t>(n), "byteOffset", "src.byteLength");
   if (n == 0) return info.Env().Undefined();
   Device& dev = dst->dev();
+  // A captured copy would read the staging block on every replay, long after it was reused.
+  dev.RequireNotCapturing("copying host data to the GPU (Tensor.fromHost, a CPU tensor captured by a mod, a mask built on the host)",
+                          "do it before captureGraph, or between replays into a captured tensor with tensor.copyFrom(...)");
   const cu::Driver& d = cu::Drv();
   PinnedBlock* b = dev.AcquirePinned(n);
   std::memcpy(b->ptr, data, n);
@@ -75,6 +78,8 @@ Napi::Value CopyDtoH(const Napi::CallbackInfo& info) {
   int64_t n = ArgIndex(info, 2, "bytes");
   src->CheckRange(off, n, "byteOffset", "bytes");
   Device& dev = src->dev();
+  dev.RequireNotCapturing("reading a tensor back to the host (toHost, toFloat32, toDevice('cpu'))",
+                          "nothing runs while a graph is captured; read the results after await graph.replay()");
   const cu::Driver& d = cu::Drv();
   PinnedBlock* b = dev.AcquirePinned(static_cast<size_t>(n > 0 ? n : 1));
   if (n > 0) {
@@ -132,6 +137,8 @@ Napi::Value Memset(const Napi::CallbackInfo& info) {
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   int device = ArgDevice(info, 0);
   Device& dev = GetDevice(device);
+  dev.RequireNotCapturing("waiting for the GPU (synchronize, await using)",
+                          "nothing runs while a graph is captured; wait after await graph.replay()");
   const cu::Driver& d = cu::Drv();
   cu::CUevent ev = nullptr;
   cu::Check(d.cuEventCreate(&ev, cu::CU_EVENT_DISABLE_TIMING | cu::CU_EVENT_BLOCKING_SYNC), "cuEventCreate");

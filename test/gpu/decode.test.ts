@@ -3,11 +3,18 @@
 // take it), and runRaggedAttentionCuda over paged (random page order, slack
 // poisoned with NaN), contiguous [B,S,H,D] and packed varlen KV. Outputs are
 // poisoned before each run (the allocator hands them a NaN-filled block).
+// The kv range (masks of known structure) and the block-sparse walk (a
+// BlockMask through flexAttention) are checked by putting NaN in K and V
+// wherever the kernel must not read: a NaN value in any tile the kernel
+// visits reaches the row (0 · NaN), so a tile read outside the range or
+// outside the lists fails the comparison; a range or walk that missed a
+// visible key fails it too.
 import { expect, it } from 'vitest';
 import {
-  Tensor, flexAttention, jitStatus, maskMod, scaledDotProductAttention, slidingWindow, softcap,
-  DTypeError, InvalidArgumentError, ShapeError, type DType, type MaskMod, type ScoreMod,
+  BlockMask, Tensor, andMasks, causal, createBlockMask, flexAttention, jitStatus, maskMod, orMasks, prefixLM, scaledDotProductAttention,
+  slidingWindow, softcap, DTypeError, InvalidArgumentError, ShapeError, type DType, type MaskMod, type ScoreMod,
 } from '../../lib/index.js';
+import { DECODE_TILE } from '../../lib/cuda/plan-decode.js';
 import { fromBf16, fromF16, toBf16, toF16 } from '../../lib/dtype.js';
 import { runDecodeContiguous, runRaggedAttentionCuda } from '../../lib/cuda/run-ragged.js';
 import type { RaggedKv } from '../../lib/serving/paged-kv.js';
@@ -448,4 +455,252 @@ describeGpu('decode kernel: runRaggedAttentionCuda over ragged batches', () => {
     for (const t of [q, q32, q7, ok.out]) t.dispose();
     disposeKv(kv);
   }, 60_000);
+});
+
+// ---------------------------------------------------------------------------
+// The kv range: only tiles some row of a tile can see are read.
+
+/** NaN in K and V of sequence s at the tokens `bad(s, j)` says the kernel must not read. */
+function poisonTokens(b: Batch, h: Host, bad: (s: number, j: number) => boolean): number {
+  const row = b.Hkv * b.D;
+  let n = 0;
+  b.seqs.forEach((sq, s) => {
+    for (let j = 0; j < sq.n; j++) {
+      if (!bad(s, j)) continue;
+      h.k[s]!.fill(NaN, j * row, (j + 1) * row);
+      h.v[s]!.fill(NaN, j * row, (j + 1) * row);
+      n++;
+    }
+  });
+  return n;
+}
+
+describeGpu('decode kernel: kv range from the mask mod (tiles outside it are never read)', () => {
+  const seqs: SeqSpec[] = [{ n: 1, m: 1 }, { n: 77, m: 4 }, { n: 1531, m: 16 }, { n: 32768, m: 1 }, { n: 5000, m: 3 }, { n: 200, m: 2 }];
+
+  it('sliding windows smaller and larger than a tile, paged (page 16 / 128: windows cross pages) and contiguous, splits on and off', async () => {
+    const D = 128, BN = DECODE_TILE[D]!.BN;
+    for (const [wi, w] of [1, 33, 100, 4096, 40000].entries()) {
+      const b: Batch = { seqs, Hq: 8, Hkv: 2, D, dtype: 'bf16', seed: 70 + wi };
+      const h = hostBatch(b);
+      // Below the first row's window, aligned down to a tile: no row of any tile sees it.
+      const poisoned = poisonTokens(b, h, (s, j) => {
+        const { n, m } = b.seqs[s]!;
+        return j < Math.floor(Math.max(0, n - m - w + 1) / BN) * BN;
+      });
+      if (w === 4096) expect(poisoned).toBeGreaterThan(32768 - 4096 - BN);  // the 32k sequence: 7/8 of it is NaN
+      const o = { causal: true, maskMod: slidingWindow(w), refKeep: windowRef(w) };
+      const p16 = pagedKv(b, h, 16, 100 + wi);
+      await raggedCase(b, h, p16, { ...o, numSplits: 1 });
+      await raggedCase(b, h, p16, o);  // planned splits (on the reduced range)
+      disposeKv(p16);
+      const p128 = pagedKv(b, h, 128, 200 + wi);
+      await raggedCase(b, h, p128, { ...o, numSplits: 5 });
+      disposeKv(p128);
+      const c = contiguousKv(b, h);
+      await raggedCase(b, h, c, { ...o, numSplits: 3 });
+      disposeKv(c);
+    }
+  }, 600_000);
+
+  it('compositions: causal ∧ window, window ∧ prefix LM (NaN below the hull), prefix ∨ window (whole range, exact); GQA 4, d64 f16', async () => {
+    const D = 64, BN = DECODE_TILE[D]!.BN;
+    const cases: { mod: MaskMod; keep: (b: number, h: number, q: number, kv: number) => boolean; lo: (q: number) => number }[] = [
+      { mod: andMasks(causal(), slidingWindow(130)), keep: (_b, _h, q, kv) => kv <= q && q - kv < 130, lo: (q) => q - 129 },
+      { mod: andMasks(slidingWindow(70), prefixLM(20)), keep: (_b, _h, q, kv) => q - kv < 70 && kv <= q && (kv < 20 || kv <= q), lo: (q) => q - 69 },
+      { mod: orMasks(prefixLM(50), slidingWindow(40)), keep: (_b, _h, q, kv) => kv < 50 || kv <= q || (q - kv < 40 && kv <= q), lo: () => 0 },
+    ];
+    for (const [ci, c] of cases.entries()) {
+      const b: Batch = { seqs, Hq: 16, Hkv: 4, D, dtype: 'f16', seed: 80 + ci };
+      const h = hostBatch(b);
+      poisonTokens(b, h, (s, j) => {
+        const { n, m } = b.seqs[s]!;
+        return j < Math.floor(Math.max(0, c.lo(n - m)) / BN) * BN;
+      });
+      const kv = pagedKv(b, h, 16, 300 + ci);
+      for (const numSplits of [1, 4]) await raggedCase(b, h, kv, { causal: false, numSplits, maskMod: c.mod, refKeep: c.keep });
+      disposeKv(kv);
+    }
+  }, 600_000);
+
+  it('top-left positions (flex / SDPA path): a window with lookahead bounds the end, a shifted band the start; Skv 1/77/1531/32768', async () => {
+    const D = 128, BN = DECODE_TILE[D]!.BN;
+    // q - kv in [-1099, -1000]: a user mask (no descriptor) bounded through its IR.
+    const shifted = maskMod(({ q, kv }) => kv.ge(q.add(1000)).and(kv.lt(q.add(1100))));
+    const mods: { mod: MaskMod; keep: (q: number, kv: number) => boolean; lo: (q: number) => number; hi: (q: number) => number }[] = [
+      { mod: slidingWindow(3, { lookahead: 5 }), keep: (q, kv) => q - kv < 3 && kv - q <= 5, lo: (q) => q - 2, hi: (q) => q + 6 },
+      { mod: slidingWindow(200, { lookahead: 90 }), keep: (q, kv) => q - kv < 200 && kv - q <= 90, lo: (q) => q - 199, hi: (q) => q + 91 },
+      { mod: shifted, keep: (q, kv) => kv >= q + 1000 && kv < q + 1100, lo: (q) => q + 1000, hi: (q) => q + 1100 },
+    ];
+    const shapes = [
+      { B: 2, Hq: 8, Hkv: 2, Sq: 1, Skv: 1 }, { B: 1, Hq: 32, Hkv: 8, Sq: 3, Skv: 77 },
+      { B: 2, Hq: 16, Hkv: 2, Sq: 16, Skv: 1531 }, { B: 1, Hq: 8, Hkv: 8, Sq: 5, Skv: 32768 },
+    ];
+    for (const [si, sh] of shapes.entries()) {
+      const d = { ...sh, D };
+      const q = randn(d.B * d.Hq * d.Sq * D, 400 + si, 'bf16');
+      for (const [mi, m] of mods.entries()) {
+        const k = randn(d.B * d.Hkv * d.Skv * D, 500 + si * 7 + mi, 'bf16'), v = randn(d.B * d.Hkv * d.Skv * D, 600 + si * 7 + mi, 'bf16');
+        const cut = Math.floor(Math.max(0, m.lo(0)) / BN) * BN, end = Math.min(d.Skv, m.hi(d.Sq - 1));
+        for (let bh = 0; bh < d.B * d.Hkv; bh++) for (let j = 0; j < d.Skv; j++) {
+          if (j < cut || j >= end) { k.fill(NaN, (bh * d.Skv + j) * D, (bh * d.Skv + j + 1) * D); v.fill(NaN, (bh * d.Skv + j) * D, (bh * d.Skv + j + 1) * D); }
+        }
+        const want = referenceAttention({ ...d, Dv: D, q, k, v, scale: 1 / Math.sqrt(D), keep: (_b, _h, qi, kj) => m.keep(qi, kj) });
+        const tq = Tensor.fromHost(q, [d.B, d.Hq, d.Sq, D], 'bf16', gpu);
+        const tk = Tensor.fromHost(k, [d.B, d.Hkv, d.Skv, D], 'bf16', gpu), tv = Tensor.fromHost(v, [d.B, d.Hkv, d.Skv, D], 'bf16', gpu);
+        for (const numSplits of [1, 3, undefined]) {
+          poison(d.B * d.Hq * d.Sq * D, 'bf16');
+          const r = await runDecodeContiguous({
+            q: tq, k: tk, v: tv, dims: { ...d, Dv: D }, scale: 1 / Math.sqrt(D), returnLse: true, causal: false,
+            maskMod: m.mod, params: {}, ...(numSplits ? { numSplits } : {}),
+          });
+          compare(await r.out.toFloat32(), want.out, TOL, `${JSON.stringify(d)} mod ${mi} splits ${numSplits}`);
+          compareLse(await r.lse!.toFloat32(), want.lse);
+          r.out.dispose(); r.lse!.dispose();
+        }
+        for (const t of [tq, tk, tv]) t.dispose();
+      }
+    }
+  }, 600_000);
+});
+
+// ---------------------------------------------------------------------------
+// flexAttention with a BlockMask and few query tokens: the decode kernel walks its lists.
+
+interface Lists { num: Int32Array; idx: Int32Array; fnum: Int32Array; fidx: Int32Array }
+
+/** Random disjoint partial / full lists per (b, h, q block) row; `emptyRow` gets none. */
+function randomLists(rows: number, KVB: number, seed: number, emptyRow = -1): Lists {
+  const r = rng(seed);
+  const l: Lists = { num: new Int32Array(rows), idx: new Int32Array(rows * KVB), fnum: new Int32Array(rows), fidx: new Int32Array(rows * KVB) };
+  for (let row = 0; row < rows; row++) {
+    const perm = [...Array(KVB).keys()];
+    for (let i = KVB - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); [perm[i], perm[j]] = [perm[j]!, perm[i]!]; }
+    const np = row === emptyRow ? 0 : Math.floor(r() * (KVB + 1) * 0.5);
+    const nf = row === emptyRow ? 0 : Math.floor(r() * (KVB - np + 1) * 0.6);
+    const part = perm.slice(0, np).sort((a, c) => a - c), full = perm.slice(np, np + nf).sort((a, c) => a - c);
+    l.num[row] = np; l.fnum[row] = nf;
+    l.idx.set([...part, ...perm.slice(np)], row * KVB);
+    l.fidx.set([...full, ...perm.slice(0, np), ...perm.slice(np + nf)], row * KVB);
+  }
+  return l;
+}
+
+/** keep(b, h, i, j) of a block mask as PyTorch defines it: full blocks all, partial blocks by the mask mod, others none. */
+function listKeep(l: Lists, Bm: number, Hm: number, QB: number, KVB: number, bs: readonly [number, number],
+  mod: ((b: number, h: number, q: number, kv: number) => boolean) | null) {
+  const cls = new Uint8Array(Bm * Hm * QB * KVB);  // 1 partial, 2 full
+  for (let row = 0; row < Bm * Hm * QB; row++) {
+    for (let j = 0; j < l.num[row]!; j++) cls[row * KVB + l.idx[row * KVB + j]!] = 1;
+    for (let j = 0; j < l.fnum[row]!; j++) cls[row * KVB + l.fidx[row * KVB + j]!] = 2;
+  }
+  const at = (b: number, h: number, i: number, kj: number) =>
+    cls[(((Bm === 1 ? 0 : b) * Hm + (Hm === 1 ? 0 : h)) * QB + Math.floor(i / bs[0])) * KVB + Math.floor(kj / bs[1])]!;
+  return {
+    keep: (b: number, h: number, i: number, kj: number) => { const c = at(b, h, i, kj); return c === 2 || (c === 1 && (!mod || mod(b, h, i, kj))); },
+    listed: (b: number, h: number, i: number, kj: number) => at(b, h, i, kj) !== 0,
+  };
+}
+
+describeGpu('decode kernel: flexAttention with a BlockMask (block-sparse walk)', () => {
+  // Masks some elements of a partial block, so a kernel that skips the mod there (or applies it in full blocks) differs.
+  const modExpr = maskMod(({ b, h, q, kv }) => kv.mul(7).add(q.mul(3)).add(h).add(b).mod(5).ne(0));
+  const modRef = (b: number, h: number, q: number, kv: number) => (kv * 7 + q * 3 + h + b) % 5 !== 0;
+
+  interface Case { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number; bs: [number, number]; Bm: number; Hm: number; dtype: DType }
+  const cases: Case[] = [
+    { B: 2, Hq: 32, Hkv: 8, Sq: 1, Skv: 1531, D: 128, bs: [128, 128], Bm: 1, Hm: 1, dtype: 'bf16' },   // broadcast mask, GQA 4
+    { B: 2, Hq: 16, Hkv: 2, Sq: 16, Skv: 1531, D: 128, bs: [4, 64], Bm: 2, Hm: 1, dtype: 'bf16' },    // 4 q blocks per tile span, per batch
+    { B: 1, Hq: 8, Hkv: 2, Sq: 3, Skv: 77, D: 128, bs: [2, 32], Bm: 1, Hm: 8, dtype: 'bf16' },        // per head (one head per tile), kv block < tile
+    { B: 2, Hq: 8, Hkv: 8, Sq: 5, Skv: 1531, D: 64, bs: [8, 256], Bm: 2, Hm: 8, dtype: 'f16' },       // MHA, kv block > tile
+    { B: 1, Hq: 8, Hkv: 1, Sq: 1, Skv: 32768, D: 128, bs: [128, 128], Bm: 1, Hm: 1, dtype: 'bf16' },  // long and sparse: split-KV
+    { B: 1, Hq: 4, Hkv: 2, Sq: 2, Skv: 1, D: 128, bs: [128, 128], Bm: 1, Hm: 4, dtype: 'bf16' },      // one key
+  ];
+
+  it('matches float64 (full blocks without the mask mod, partial with it, unlisted blocks NaN and never read); B/H broadcast; splits on and off', async () => {
+    for (const [ci, c] of cases.entries()) {
+      const QB = Math.ceil(c.Sq / c.bs[0]), KVB = Math.ceil(c.Skv / c.bs[1]);
+      const rows = c.Bm * c.Hm * QB;
+      const lists = randomLists(rows, KVB, 900 + ci, ci === 1 ? 0 : -1);
+      const G = c.Hq / c.Hkv;
+      const q = randn(c.B * c.Hq * c.Sq * c.D, 700 + ci, c.dtype);
+      const k = randn(c.B * c.Hkv * c.Skv * c.D, 710 + ci, c.dtype), v = randn(c.B * c.Hkv * c.Skv * c.D, 720 + ci, c.dtype);
+      const { keep, listed } = listKeep(lists, c.Bm, c.Hm, QB, KVB, c.bs, modRef);
+      // NaN in every kv block no (query head of the group, query token) of the batch lists.
+      for (let b = 0; b < c.B; b++) for (let hk = 0; hk < c.Hkv; hk++) for (let j = 0; j < c.Skv; j++) {
+        let any = false;
+        for (let g = 0; g < G && !any; g++) for (let i = 0; i < c.Sq && !any; i++) any = listed(b, hk * G + g, i, j);
+        if (!any) { const o = ((b * c.Hkv + hk) * c.Skv + j) * c.D; k.fill(NaN, o, o + c.D); v.fill(NaN, o, o + c.D); }
+      }
+      const want = referenceAttention({ ...c, Dv: c.D, q, k, v, scale: 1 / Math.sqrt(c.D), keep });
+      const bm = await BlockMask.fromKvBlocks(
+        { data: lists.num, shape: [c.Bm, c.Hm, QB] }, { data: lists.idx, shape: [c.Bm, c.Hm, QB, KVB] },
+        { data: lists.fnum, shape: [c.Bm, c.Hm, QB] }, { data: lists.fidx, shape: [c.Bm, c.Hm, QB, KVB] },
+        { qLen: c.Sq, kvLen: c.Skv, blockSize: c.bs, maskMod: modExpr, device: 'cuda:0' });
+      const tq = Tensor.fromHost(q, [c.B, c.Hq, c.Sq, c.D], c.dtype, gpu);
+      const tk = Tensor.fromHost(k, [c.B, c.Hkv, c.Skv, c.D], c.dtype, gpu), tv = Tensor.fromHost(v, [c.B, c.Hkv, c.Skv, c.D], c.dtype, gpu);
+      poison(c.B * c.Hq * c.Sq * c.D, c.dtype);
+      const before = ci === 0 ? await jitStatus() : [];
+      const f = await flexAttention(tq, tk, tv, { blockMask: bm, enableGQA: true, returnLse: true });
+      if (ci === 0) {
+        // this mod's first use: flexAttention compiled a decode kernel for it, and no forward flex kernel
+        const after = await jitStatus();
+        const count = (l: typeof after, prefix: string) => l.filter((x) => x.kernel.startsWith(prefix)).length;
+        expect(count(after, 'flexattn_decode_flex_')).toBe(count(before, 'flexattn_decode_flex_') + 1);
+        expect(count(after, 'flexattn_flex_')).toBe(count(before, 'flexattn_flex_'));
+      }
+      compare(await f.out.toFloat32(), want.out, TOL, `flex case ${ci}`);
+      compareLse(await f.lse!.toFloat32(), want.lse);
+      for (const numSplits of [1, 3, 64]) {
+        poison(c.B * c.Hq * c.Sq * c.D, c.dtype);
+        const r = await runDecodeContiguous({
+          q: tq, k: tk, v: tv, dims: { ...c, Dv: c.D }, scale: 1 / Math.sqrt(c.D), returnLse: true, causal: false,
+          maskMod: modExpr, blockMask: bm, params: {}, numSplits,
+        });
+        compare(await r.out.toFloat32(), want.out, TOL, `case ${ci} splits ${numSplits}`);
+        compareLse(await r.lse!.toFloat32(), want.lse);
+        r.out.dispose(); r.lse!.dispose();
+      }
+      if (ci === 1) {
+        // batch 0's first q block lists nothing: its rows are 0 with LSE -inf
+        const lse = await f.lse!.toFloat32();
+        for (let h = 0; h < c.Hq; h++) for (let i = 0; i < c.bs[0]; i++) expect(lse[h * c.Sq + i]).toBe(-Infinity);
+      }
+      for (const t of [tq, tk, tv, f.out, f.lse!]) t.dispose();
+      bm.dispose();
+    }
+  }, 600_000);
+
+  it('createBlockMask masks (sliding window, causal, no mask mod) take the decode kernel and match float64', async () => {
+    const d = { B: 2, Hq: 32, Hkv: 8, Sq: 4, Skv: 1531, D: 128 };
+    const q = randn(d.B * d.Hq * d.Sq * d.D, 800, 'bf16');
+    const k = randn(d.B * d.Hkv * d.Skv * d.D, 801, 'bf16'), v = randn(d.B * d.Hkv * d.Skv * d.D, 802, 'bf16');
+    const tq = Tensor.fromHost(q, [d.B, d.Hq, d.Sq, d.D], 'bf16', gpu);
+    const tk = Tensor.fromHost(k, [d.B, d.Hkv, d.Skv, d.D], 'bf16', gpu), tv = Tensor.fromHost(v, [d.B, d.Hkv, d.Skv, d.D], 'bf16', gpu);
+    const masks: [MaskMod, (b: number, h: number, qi: number, kj: number) => boolean, number | [number, number]][] = [
+      [causal(), (_b, _h, qi, kj) => kj <= qi, 128],
+      [slidingWindow(2, { lookahead: 300 }), (_b, _h, qi, kj) => qi - kj < 2 && kj - qi <= 300, [2, 64]],
+    ];
+    for (const [mod, keep, blockSize] of masks) {
+      const bm = await createBlockMask(mod, 1, 1, d.Sq, d.Skv, { blockSize, device: 'cuda:0' });
+      poison(d.B * d.Hq * d.Sq * d.D, 'bf16');
+      const f = await flexAttention(tq, tk, tv, { blockMask: bm, enableGQA: true, returnLse: true });
+      const want = referenceAttention({ ...d, Dv: d.D, q, k, v, scale: 1 / Math.sqrt(d.D), keep });
+      compare(await f.out.toFloat32(), want.out, TOL, mod.toString());
+      compareLse(await f.lse!.toFloat32(), want.lse);
+      f.out.dispose(); f.lse!.dispose(); bm.dispose();
+    }
+    // no mask mod: partial blocks keep everything (PyTorch's noop mask)
+    const KVB = Math.ceil(d.Skv / 128);
+    const lists = randomLists(1, KVB, 77);
+    const bm = await BlockMask.fromKvBlocks({ data: lists.num, shape: [1, 1, 1] }, { data: lists.idx, shape: [1, 1, 1, KVB] },
+      { data: lists.fnum, shape: [1, 1, 1] }, { data: lists.fidx, shape: [1, 1, 1, KVB] }, { qLen: d.Sq, kvLen: d.Skv, device: 'cuda:0' });
+    const { keep } = listKeep(lists, 1, 1, 1, KVB, [128, 128], null);
+    const f = await flexAttention(tq, tk, tv, { blockMask: bm, enableGQA: true, returnLse: true });
+    const want = referenceAttention({ ...d, Dv: d.D, q, k, v, scale: 1 / Math.sqrt(d.D), keep });
+    compare(await f.out.toFloat32(), want.out, TOL, 'no mask mod');
+    compareLse(await f.lse!.toFloat32(), want.lse);
+    for (const t of [tq, tk, tv, f.out, f.lse!]) t.dispose();
+    bm.dispose();
+  }, 300_000);
 });

@@ -53,6 +53,14 @@ export interface DecodeValues {
   seqLens: bigint;
   /** i32 cumulative query offsets, or 0n: every sequence has uniformQLen tokens at rows 0.. */
   queryStart: bigint;
+  /** Block-sparse walk: i32 partial-block counts [B', H', QB], or 0n (no block mask). */
+  kvNumBlocks: bigint;
+  /** i32 partial-block indices [B', H', QB, KVB], or 0n. */
+  kvIndices: bigint;
+  /** i32 full-block counts, or 0n (no full blocks). */
+  fullKvNumBlocks: bigint;
+  /** i32 full-block indices, or 0n. */
+  fullKvIndices: bigint;
   qStrides: RowStrides;
   oStrides: RowStrides;
   lseStrides: RowStrides;
@@ -67,6 +75,22 @@ export interface DecodeValues {
   log2PageSize: number;
   rowTiles: number;
   numSplits: number;
+  /** Query heads of a GQA group sharing one tile: the group (Hq / Hkv), or 1 for a per-head block mask. */
+  packHeads: number;
+  /** Query tokens of a row segment: the block mask's q block, else 2^30 (one segment). */
+  segTokens: number;
+  /** Row segments per head group: ceil(max query tokens / segTokens). */
+  qSegments: number;
+  /** Row tiles per segment: rowTiles = (Hq / Hkv / packHeads) * qSegments * segTiles. */
+  segTiles: number;
+  /** The block mask's kv block (0 without one). */
+  bmKvBlock: number;
+  /** Element strides [b, h] of the count arrays (0: broadcast); the q-block stride is 1. */
+  bmNumStrides: readonly [number, number];
+  /** Element strides [b, h, q block] of the index arrays. */
+  bmIdxStrides: readonly [number, number, number];
+  /** The kv-range program (lib/cuda/kv-range.ts; 5 ints per op, empty: the whole sequence). */
+  kvRange: Int32Array;
   causal: boolean;
   endAligned: boolean;
   scale: number;
@@ -86,40 +110,57 @@ export const DECODE_OFFSETS = {
   page_table: 56,
   seq_lens: 64,
   query_start: 72,
-  q_stride_seq: 80,
-  q_stride_tok: 88,
-  q_stride_h: 96,
-  o_stride_seq: 104,
-  o_stride_tok: 112,
-  o_stride_h: 120,
-  lse_stride_seq: 128,
-  lse_stride_tok: 136,
-  lse_stride_h: 144,
-  k_page_stride: 152,
-  k_token_stride: 160,
-  k_head_stride: 168,
-  v_page_stride: 176,
-  v_token_stride: 184,
-  v_head_stride: 192,
-  num_seqs: 200,
-  Hq: 204,
-  Hkv: 208,
-  gqa_group: 212,
-  uniform_kv_len: 216,
-  uniform_q_len: 220,
-  page_table_stride: 224,
-  log2_page_size: 228,
-  row_tiles: 232,
-  num_splits: 236,
-  causal: 240,
-  end_aligned: 244,
-  scale: 248,
-  scale_log2: 252,
-  mod: 256,
+  kv_num_blocks: 80,
+  kv_indices: 88,
+  full_kv_num_blocks: 96,
+  full_kv_indices: 104,
+  q_stride_seq: 112,
+  q_stride_tok: 120,
+  q_stride_h: 128,
+  o_stride_seq: 136,
+  o_stride_tok: 144,
+  o_stride_h: 152,
+  lse_stride_seq: 160,
+  lse_stride_tok: 168,
+  lse_stride_h: 176,
+  k_page_stride: 184,
+  k_token_stride: 192,
+  k_head_stride: 200,
+  v_page_stride: 208,
+  v_token_stride: 216,
+  v_head_stride: 224,
+  num_seqs: 232,
+  Hq: 236,
+  Hkv: 240,
+  gqa_group: 244,
+  uniform_kv_len: 248,
+  uniform_q_len: 252,
+  page_table_stride: 256,
+  log2_page_size: 260,
+  row_tiles: 264,
+  num_splits: 268,
+  causal: 272,
+  end_aligned: 276,
+  scale: 280,
+  scale_log2: 284,
+  pack_heads: 288,
+  seg_tokens: 292,
+  q_segments: 296,
+  seg_tiles: 300,
+  bm_kv_block: 304,
+  bm_num_stride_b: 308,
+  bm_num_stride_h: 312,
+  bm_idx_stride_b: 316,
+  bm_idx_stride_h: 320,
+  bm_idx_stride_qb: 324,
+  kv_range_ops: 328,
+  kv_range: 332,
+  pad: 652,
+  mod: 656,
 } as const;
 
 /** Offset of the trailing `mod`. */
-export const DECODE_TAIL_OFFSET = 256;
+export const DECODE_TAIL_OFFSET = 656;
 
 /** Writes a safe integer as a little-endian two's-complement int64. */
 function setI64(dv: DataView, offset: number, x: number): void {
@@ -129,8 +170,8 @@ function setI64(dv: DataView, offset: number, x: number): void {
 
 /** Packs {@link DecodeValues} into the decode kernels' parameter bytes (layout: native/kernels/interface/decode_params.json). */
 export function packDecodeParams(cfg: DecodeKernelConfig, v: DecodeValues): Uint8Array {
-  if (cfg.modOffset !== 256 || cfg.paramBytes < 256) {
-    throw new InternalError(`the kernel reports mod at ${cfg.modOffset} in ${cfg.paramBytes} bytes, but DecodeParams puts it at 256`);
+  if (cfg.modOffset !== 656 || cfg.paramBytes < 656) {
+    throw new InternalError(`the kernel reports mod at ${cfg.modOffset} in ${cfg.paramBytes} bytes, but DecodeParams puts it at 656`);
   }
   const bytes = new Uint8Array(cfg.paramBytes);
   const dv = new DataView(bytes.buffer);
@@ -144,35 +185,52 @@ export function packDecodeParams(cfg: DecodeKernelConfig, v: DecodeValues): Uint
   dv.setBigUint64(56, v.pageTable, true);
   dv.setBigUint64(64, v.seqLens, true);
   dv.setBigUint64(72, v.queryStart, true);
-  setI64(dv, 80, v.qStrides[0]);
-  setI64(dv, 88, v.qStrides[1]);
-  setI64(dv, 96, v.qStrides[2]);
-  setI64(dv, 104, v.oStrides[0]);
-  setI64(dv, 112, v.oStrides[1]);
-  setI64(dv, 120, v.oStrides[2]);
-  setI64(dv, 128, v.lseStrides[0]);
-  setI64(dv, 136, v.lseStrides[1]);
-  setI64(dv, 144, v.lseStrides[2]);
-  setI64(dv, 152, v.kStrides[0]);
-  setI64(dv, 160, v.kStrides[1]);
-  setI64(dv, 168, v.kStrides[2]);
-  setI64(dv, 176, v.vStrides[0]);
-  setI64(dv, 184, v.vStrides[1]);
-  setI64(dv, 192, v.vStrides[2]);
-  dv.setInt32(200, v.numSeqs, true);
-  dv.setInt32(204, v.Hq, true);
-  dv.setInt32(208, v.Hkv, true);
-  dv.setInt32(212, v.Hq / v.Hkv, true);
-  dv.setInt32(216, v.uniformKvLen, true);
-  dv.setInt32(220, v.uniformQLen, true);
-  dv.setInt32(224, v.pageTableStride, true);
-  dv.setInt32(228, v.log2PageSize, true);
-  dv.setInt32(232, v.rowTiles, true);
-  dv.setInt32(236, v.numSplits, true);
-  dv.setInt32(240, v.causal ? 1 : 0, true);
-  dv.setInt32(244, v.endAligned ? 1 : 0, true);
-  dv.setFloat32(248, v.scale, true);
-  dv.setFloat32(252, v.scale * Math.LOG2E, true);
+  dv.setBigUint64(80, v.kvNumBlocks, true);
+  dv.setBigUint64(88, v.kvIndices, true);
+  dv.setBigUint64(96, v.fullKvNumBlocks, true);
+  dv.setBigUint64(104, v.fullKvIndices, true);
+  setI64(dv, 112, v.qStrides[0]);
+  setI64(dv, 120, v.qStrides[1]);
+  setI64(dv, 128, v.qStrides[2]);
+  setI64(dv, 136, v.oStrides[0]);
+  setI64(dv, 144, v.oStrides[1]);
+  setI64(dv, 152, v.oStrides[2]);
+  setI64(dv, 160, v.lseStrides[0]);
+  setI64(dv, 168, v.lseStrides[1]);
+  setI64(dv, 176, v.lseStrides[2]);
+  setI64(dv, 184, v.kStrides[0]);
+  setI64(dv, 192, v.kStrides[1]);
+  setI64(dv, 200, v.kStrides[2]);
+  setI64(dv, 208, v.vStrides[0]);
+  setI64(dv, 216, v.vStrides[1]);
+  setI64(dv, 224, v.vStrides[2]);
+  dv.setInt32(232, v.numSeqs, true);
+  dv.setInt32(236, v.Hq, true);
+  dv.setInt32(240, v.Hkv, true);
+  dv.setInt32(244, v.Hq / v.Hkv, true);
+  dv.setInt32(248, v.uniformKvLen, true);
+  dv.setInt32(252, v.uniformQLen, true);
+  dv.setInt32(256, v.pageTableStride, true);
+  dv.setInt32(260, v.log2PageSize, true);
+  dv.setInt32(264, v.rowTiles, true);
+  dv.setInt32(268, v.numSplits, true);
+  dv.setInt32(272, v.causal ? 1 : 0, true);
+  dv.setInt32(276, v.endAligned ? 1 : 0, true);
+  dv.setFloat32(280, v.scale, true);
+  dv.setFloat32(284, v.scale * Math.LOG2E, true);
+  dv.setInt32(288, v.packHeads, true);
+  dv.setInt32(292, v.segTokens, true);
+  dv.setInt32(296, v.qSegments, true);
+  dv.setInt32(300, v.segTiles, true);
+  dv.setInt32(304, v.bmKvBlock, true);
+  dv.setInt32(308, v.bmNumStrides[0], true);
+  dv.setInt32(312, v.bmNumStrides[1], true);
+  dv.setInt32(316, v.bmIdxStrides[0], true);
+  dv.setInt32(320, v.bmIdxStrides[1], true);
+  dv.setInt32(324, v.bmIdxStrides[2], true);
+  dv.setInt32(328, v.kvRange.length / 5, true);
+  if (v.kvRange.length > 80) throw new InternalError(`kv_range has ${v.kvRange.length} entries but DecodeParams reserves 80`);
+  for (let i = 0; i < v.kvRange.length; i++) dv.setInt32(332 + 4 * i, v.kvRange[i]!, true);
   if (v.mod.length > cfg.paramBytes - cfg.modOffset) {
     throw new InternalError(`FlexModArgs is ${v.mod.length} bytes but the kernel reserves ${cfg.paramBytes - cfg.modOffset}`);
   }

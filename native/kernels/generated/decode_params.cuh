@@ -2,47 +2,68 @@
 // DecodeParams: The decode / ragged attention kernels' single by-value parameter (decode.cuh: the attention kernel and its split-KV combine).
 //
 // Byte layout:
-//   off  size  field              type
-//     0     8  q                  const void*  16-bit query rows (see the row rule below)
-//     8     8  k                  const void*  16-bit K (pages)
-//    16     8  v                  const void*  16-bit V (pages)
-//    24     8  o                  void*        16-bit output rows, addressed like q
-//    32     8  lse                float*       f32 natural-log LSE rows, or 0 (not written)
-//    40     8  ws_o               float*       [ctas][num_splits][BLOCK_M][D] f32 partial outputs (normalised), or 0 when num_splits == 1
-//    48     8  ws_lse             float*       [ctas][num_splits][BLOCK_M] f32 partial LSE (log2)
-//    56     8  page_table         const int*   [num_seqs][page_table_stride] or 0 (page = seq)
-//    64     8  seq_lens           const int*   [num_seqs] or 0 (uniform_kv_len)
-//    72     8  query_start        const int*   [num_seqs + 1] or 0 (uniform_q_len, rows from 0)
-//    80     8  q_stride_seq       long long    element strides of q rows
-//    88     8  q_stride_tok       long long
-//    96     8  q_stride_h         long long
-//   104     8  o_stride_seq       long long    element strides of o rows
-//   112     8  o_stride_tok       long long
-//   120     8  o_stride_h         long long
-//   128     8  lse_stride_seq     long long    element strides of lse rows
-//   136     8  lse_stride_tok     long long
-//   144     8  lse_stride_h       long long
-//   152     8  k_page_stride      long long    element strides of K: page, token in page, head
-//   160     8  k_token_stride     long long
-//   168     8  k_head_stride      long long
-//   176     8  v_page_stride      long long    element strides of V
-//   184     8  v_token_stride     long long
-//   192     8  v_head_stride      long long
-//   200     4  num_seqs           int
-//   204     4  Hq                 int
-//   208     4  Hkv                int
-//   212     4  gqa_group          int          = Hq / Hkv
-//   216     4  uniform_kv_len     int          KV tokens of every sequence when seq_lens == 0
-//   220     4  uniform_q_len      int          query tokens of every sequence when query_start == 0
-//   224     4  page_table_stride  int          elements between page-table rows
-//   228     4  log2_page_size     int          page size = 2^log2_page_size tokens (30: one page per sequence)
-//   232     4  row_tiles          int          BLOCK_M-row tiles per (sequence, KV head): ceil(max query tokens * gqa_group / BLOCK_M)
-//   236     4  num_splits         int          KV splits per tile (1: no workspace, no combine)
-//   240     4  causal             int          1: query position p sees kv <= p
-//   244     4  end_aligned        int          1: query token i of a sequence with n kv and m query tokens is at position n - m + i; 0: at i
-//   248     4  scale              float
-//   252     4  scale_log2         float        = scale * log2(e)
-//   256     -  mod                FlexModArgs  the mods' arguments; sizeof(DecodeParams) = offset + sizeof(FlexModArgs), 8-aligned
+//   off  size  field               type
+//     0     8  q                   const void*  16-bit query rows (see the row rule below)
+//     8     8  k                   const void*  16-bit K (pages)
+//    16     8  v                   const void*  16-bit V (pages)
+//    24     8  o                   void*        16-bit output rows, addressed like q
+//    32     8  lse                 float*       f32 natural-log LSE rows, or 0 (not written)
+//    40     8  ws_o                float*       [ctas][num_splits][BLOCK_M][D] f32 partial outputs (normalised), or 0 when num_splits == 1
+//    48     8  ws_lse              float*       [ctas][num_splits][BLOCK_M] f32 partial LSE (log2)
+//    56     8  page_table          const int*   [num_seqs][page_table_stride] or 0 (page = seq)
+//    64     8  seq_lens            const int*   [num_seqs] or 0 (uniform_kv_len)
+//    72     8  query_start         const int*   [num_seqs + 1] or 0 (uniform_q_len, rows from 0)
+//    80     8  kv_num_blocks       const int*   block-sparse walk (flash_fwd.cuh's kBlockSparse lists): [B',H',QB] partial-block counts, or 0 (no block mask);
+//                                             requires end_aligned == 0 and seg_tokens = the mask's q block
+//    88     8  kv_indices          const int*   [B',H',QB,KVB] partial blocks (mask mod applied)
+//    96     8  full_kv_num_blocks  const int*   full-block counts, or 0 (none)
+//   104     8  full_kv_indices     const int*   full blocks (mask mod skipped), or 0
+//   112     8  q_stride_seq        long long    element strides of q rows
+//   120     8  q_stride_tok        long long
+//   128     8  q_stride_h          long long
+//   136     8  o_stride_seq        long long    element strides of o rows
+//   144     8  o_stride_tok        long long
+//   152     8  o_stride_h          long long
+//   160     8  lse_stride_seq      long long    element strides of lse rows
+//   168     8  lse_stride_tok      long long
+//   176     8  lse_stride_h        long long
+//   184     8  k_page_stride       long long    element strides of K: page, token in page, head
+//   192     8  k_token_stride      long long
+//   200     8  k_head_stride       long long
+//   208     8  v_page_stride       long long    element strides of V
+//   216     8  v_token_stride      long long
+//   224     8  v_head_stride       long long
+//   232     4  num_seqs            int
+//   236     4  Hq                  int
+//   240     4  Hkv                 int
+//   244     4  gqa_group           int          = Hq / Hkv
+//   248     4  uniform_kv_len      int          KV tokens of every sequence when seq_lens == 0
+//   252     4  uniform_q_len       int          query tokens of every sequence when query_start == 0
+//   256     4  page_table_stride   int          elements between page-table rows
+//   260     4  log2_page_size      int          page size = 2^log2_page_size tokens (30: one page per sequence)
+//   264     4  row_tiles           int          BLOCK_M-row tiles per (sequence, KV head): ceil(max query tokens * gqa_group / BLOCK_M)
+//   268     4  num_splits          int          KV splits per tile (1: no workspace, no combine)
+//   272     4  causal              int          1: query position p sees kv <= p
+//   276     4  end_aligned         int          1: query token i of a sequence with n kv and m query tokens is at position n - m + i; 0: at i
+//   280     4  scale               float
+//   284     4  scale_log2          float        = scale * log2(e)
+//   288     4  pack_heads          int          heads of a GQA group in one row segment (gqa_group, or 1 for a per-head block mask). Segments: tile
+//                                             t of (seq, hk) is head group t / (q_segments * seg_tiles), token segment (t / seg_tiles) % q_segments, sub-tile t % seg_tiles;
+//                                             segment-local row r is token seg * seg_tokens + r / pack_heads, head hk * gqa_group + group * pack_heads + r % pack_heads
+//   292     4  seg_tokens          int          query tokens per segment (2^30: one segment)
+//   296     4  q_segments          int          token segments per head group
+//   300     4  seg_tiles           int          row tiles per segment
+//   304     4  bm_kv_block         int          block-mask kv block (a power of two)
+//   308     4  bm_num_stride_b     int          elements; 0 = broadcast; q-block stride is 1
+//   312     4  bm_num_stride_h     int
+//   316     4  bm_idx_stride_b     int
+//   320     4  bm_idx_stride_h     int
+//   324     4  bm_idx_stride_qb    int
+//   328     4  kv_range_ops        int          ops of kv_range (0: no known structure, the whole sequence)
+//   332   320  kv_range            int          postfix program of the mask mod's kv hull (lib/cuda/kv-range.ts): 5 ints per op (code, a, b, c, d);
+//                                             the kernel skips kv tiles outside it and still applies the mask mod to every element inside
+//   652     4  pad                 int          0 (8-byte alignment of the tail)
+//   656     -  mod                 FlexModArgs  the mods' arguments; sizeof(DecodeParams) = offset + sizeof(FlexModArgs), 8-aligned
 //
 // Little-endian, no implicit padding. Rows of a tile are (query token i, head g of the GQA group):
 // row R = i * gqa_group + g, head h = hk * gqa_group + g. Query token i of sequence s is row
@@ -65,6 +86,10 @@ struct DecodeParams {
   const int* page_table;
   const int* seq_lens;
   const int* query_start;
+  const int* kv_num_blocks;
+  const int* kv_indices;
+  const int* full_kv_num_blocks;
+  const int* full_kv_indices;
   long long q_stride_seq;
   long long q_stride_tok;
   long long q_stride_h;
@@ -94,10 +119,23 @@ struct DecodeParams {
   int end_aligned;
   float scale;
   float scale_log2;
+  int pack_heads;
+  int seg_tokens;
+  int q_segments;
+  int seg_tiles;
+  int bm_kv_block;
+  int bm_num_stride_b;
+  int bm_num_stride_h;
+  int bm_idx_stride_b;
+  int bm_idx_stride_h;
+  int bm_idx_stride_qb;
+  int kv_range_ops;
+  int kv_range[80];
+  int pad;
   FlexModArgs mod;
 };
 // Offset of the trailing mod (also read by the host through the kernel's _cfg).
-constexpr int kDecodeModOffset = 256;
+constexpr int kDecodeModOffset = 656;
 #ifndef __CUDACC_RTC__  // NVRTC has no __builtin_offsetof; nvcc checks the layout once
 static_assert(__builtin_offsetof(DecodeParams, q) == 0, "DecodeParams layout: q");
 static_assert(__builtin_offsetof(DecodeParams, k) == 8, "DecodeParams layout: k");
@@ -109,35 +147,52 @@ static_assert(__builtin_offsetof(DecodeParams, ws_lse) == 48, "DecodeParams layo
 static_assert(__builtin_offsetof(DecodeParams, page_table) == 56, "DecodeParams layout: page_table");
 static_assert(__builtin_offsetof(DecodeParams, seq_lens) == 64, "DecodeParams layout: seq_lens");
 static_assert(__builtin_offsetof(DecodeParams, query_start) == 72, "DecodeParams layout: query_start");
-static_assert(__builtin_offsetof(DecodeParams, q_stride_seq) == 80, "DecodeParams layout: q_stride_seq");
-static_assert(__builtin_offsetof(DecodeParams, q_stride_tok) == 88, "DecodeParams layout: q_stride_tok");
-static_assert(__builtin_offsetof(DecodeParams, q_stride_h) == 96, "DecodeParams layout: q_stride_h");
-static_assert(__builtin_offsetof(DecodeParams, o_stride_seq) == 104, "DecodeParams layout: o_stride_seq");
-static_assert(__builtin_offsetof(DecodeParams, o_stride_tok) == 112, "DecodeParams layout: o_stride_tok");
-static_assert(__builtin_offsetof(DecodeParams, o_stride_h) == 120, "DecodeParams layout: o_stride_h");
-static_assert(__builtin_offsetof(DecodeParams, lse_stride_seq) == 128, "DecodeParams layout: lse_stride_seq");
-static_assert(__builtin_offsetof(DecodeParams, lse_stride_tok) == 136, "DecodeParams layout: lse_stride_tok");
-static_assert(__builtin_offsetof(DecodeParams, lse_stride_h) == 144, "DecodeParams layout: lse_stride_h");
-static_assert(__builtin_offsetof(DecodeParams, k_page_stride) == 152, "DecodeParams layout: k_page_stride");
-static_assert(__builtin_offsetof(DecodeParams, k_token_stride) == 160, "DecodeParams layout: k_token_stride");
-static_assert(__builtin_offsetof(DecodeParams, k_head_stride) == 168, "DecodeParams layout: k_head_stride");
-static_assert(__builtin_offsetof(DecodeParams, v_page_stride) == 176, "DecodeParams layout: v_page_stride");
-static_assert(__builtin_offsetof(DecodeParams, v_token_stride) == 184, "DecodeParams layout: v_token_stride");
-static_assert(__builtin_offsetof(DecodeParams, v_head_stride) == 192, "DecodeParams layout: v_head_stride");
-static_assert(__builtin_offsetof(DecodeParams, num_seqs) == 200, "DecodeParams layout: num_seqs");
-static_assert(__builtin_offsetof(DecodeParams, Hq) == 204, "DecodeParams layout: Hq");
-static_assert(__builtin_offsetof(DecodeParams, Hkv) == 208, "DecodeParams layout: Hkv");
-static_assert(__builtin_offsetof(DecodeParams, gqa_group) == 212, "DecodeParams layout: gqa_group");
-static_assert(__builtin_offsetof(DecodeParams, uniform_kv_len) == 216, "DecodeParams layout: uniform_kv_len");
-static_assert(__builtin_offsetof(DecodeParams, uniform_q_len) == 220, "DecodeParams layout: uniform_q_len");
-static_assert(__builtin_offsetof(DecodeParams, page_table_stride) == 224, "DecodeParams layout: page_table_stride");
-static_assert(__builtin_offsetof(DecodeParams, log2_page_size) == 228, "DecodeParams layout: log2_page_size");
-static_assert(__builtin_offsetof(DecodeParams, row_tiles) == 232, "DecodeParams layout: row_tiles");
-static_assert(__builtin_offsetof(DecodeParams, num_splits) == 236, "DecodeParams layout: num_splits");
-static_assert(__builtin_offsetof(DecodeParams, causal) == 240, "DecodeParams layout: causal");
-static_assert(__builtin_offsetof(DecodeParams, end_aligned) == 244, "DecodeParams layout: end_aligned");
-static_assert(__builtin_offsetof(DecodeParams, scale) == 248, "DecodeParams layout: scale");
-static_assert(__builtin_offsetof(DecodeParams, scale_log2) == 252, "DecodeParams layout: scale_log2");
+static_assert(__builtin_offsetof(DecodeParams, kv_num_blocks) == 80, "DecodeParams layout: kv_num_blocks");
+static_assert(__builtin_offsetof(DecodeParams, kv_indices) == 88, "DecodeParams layout: kv_indices");
+static_assert(__builtin_offsetof(DecodeParams, full_kv_num_blocks) == 96, "DecodeParams layout: full_kv_num_blocks");
+static_assert(__builtin_offsetof(DecodeParams, full_kv_indices) == 104, "DecodeParams layout: full_kv_indices");
+static_assert(__builtin_offsetof(DecodeParams, q_stride_seq) == 112, "DecodeParams layout: q_stride_seq");
+static_assert(__builtin_offsetof(DecodeParams, q_stride_tok) == 120, "DecodeParams layout: q_stride_tok");
+static_assert(__builtin_offsetof(DecodeParams, q_stride_h) == 128, "DecodeParams layout: q_stride_h");
+static_assert(__builtin_offsetof(DecodeParams, o_stride_seq) == 136, "DecodeParams layout: o_stride_seq");
+static_assert(__builtin_offsetof(DecodeParams, o_stride_tok) == 144, "DecodeParams layout: o_stride_tok");
+static_assert(__builtin_offsetof(DecodeParams, o_stride_h) == 152, "DecodeParams layout: o_stride_h");
+static_assert(__builtin_offsetof(DecodeParams, lse_stride_seq) == 160, "DecodeParams layout: lse_stride_seq");
+static_assert(__builtin_offsetof(DecodeParams, lse_stride_tok) == 168, "DecodeParams layout: lse_stride_tok");
+static_assert(__builtin_offsetof(DecodeParams, lse_stride_h) == 176, "DecodeParams layout: lse_stride_h");
+static_assert(__builtin_offsetof(DecodeParams, k_page_stride) == 184, "DecodeParams layout: k_page_stride");
+static_assert(__builtin_offsetof(DecodeParams, k_token_stride) == 192, "DecodeParams layout: k_token_stride");
+static_assert(__builtin_offsetof(DecodeParams, k_head_stride) == 200, "DecodeParams layout: k_head_stride");
+static_assert(__builtin_offsetof(DecodeParams, v_page_stride) == 208, "DecodeParams layout: v_page_stride");
+static_assert(__builtin_offsetof(DecodeParams, v_token_stride) == 216, "DecodeParams layout: v_token_stride");
+static_assert(__builtin_offsetof(DecodeParams, v_head_stride) == 224, "DecodeParams layout: v_head_stride");
+static_assert(__builtin_offsetof(DecodeParams, num_seqs) == 232, "DecodeParams layout: num_seqs");
+static_assert(__builtin_offsetof(DecodeParams, Hq) == 236, "DecodeParams layout: Hq");
+static_assert(__builtin_offsetof(DecodeParams, Hkv) == 240, "DecodeParams layout: Hkv");
+static_assert(__builtin_offsetof(DecodeParams, gqa_group) == 244, "DecodeParams layout: gqa_group");
+static_assert(__builtin_offsetof(DecodeParams, uniform_kv_len) == 248, "DecodeParams layout: uniform_kv_len");
+static_assert(__builtin_offsetof(DecodeParams, uniform_q_len) == 252, "DecodeParams layout: uniform_q_len");
+static_assert(__builtin_offsetof(DecodeParams, page_table_stride) == 256, "DecodeParams layout: page_table_stride");
+static_assert(__builtin_offsetof(DecodeParams, log2_page_size) == 260, "DecodeParams layout: log2_page_size");
+static_assert(__builtin_offsetof(DecodeParams, row_tiles) == 264, "DecodeParams layout: row_tiles");
+static_assert(__builtin_offsetof(DecodeParams, num_splits) == 268, "DecodeParams layout: num_splits");
+static_assert(__builtin_offsetof(DecodeParams, causal) == 272, "DecodeParams layout: causal");
+static_assert(__builtin_offsetof(DecodeParams, end_aligned) == 276, "DecodeParams layout: end_aligned");
+static_assert(__builtin_offsetof(DecodeParams, scale) == 280, "DecodeParams layout: scale");
+static_assert(__builtin_offsetof(DecodeParams, scale_log2) == 284, "DecodeParams layout: scale_log2");
+static_assert(__builtin_offsetof(DecodeParams, pack_heads) == 288, "DecodeParams layout: pack_heads");
+static_assert(__builtin_offsetof(DecodeParams, seg_tokens) == 292, "DecodeParams layout: seg_tokens");
+static_assert(__builtin_offsetof(DecodeParams, q_segments) == 296, "DecodeParams layout: q_segments");
+static_assert(__builtin_offsetof(DecodeParams, seg_tiles) == 300, "DecodeParams layout: seg_tiles");
+static_assert(__builtin_offsetof(DecodeParams, bm_kv_block) == 304, "DecodeParams layout: bm_kv_block");
+static_assert(__builtin_offsetof(DecodeParams, bm_num_stride_b) == 308, "DecodeParams layout: bm_num_stride_b");
+static_assert(__builtin_offsetof(DecodeParams, bm_num_stride_h) == 312, "DecodeParams layout: bm_num_stride_h");
+static_assert(__builtin_offsetof(DecodeParams, bm_idx_stride_b) == 316, "DecodeParams layout: bm_idx_stride_b");
+static_assert(__builtin_offsetof(DecodeParams, bm_idx_stride_h) == 320, "DecodeParams layout: bm_idx_stride_h");
+static_assert(__builtin_offsetof(DecodeParams, bm_idx_stride_qb) == 324, "DecodeParams layout: bm_idx_stride_qb");
+static_assert(__builtin_offsetof(DecodeParams, kv_range_ops) == 328, "DecodeParams layout: kv_range_ops");
+static_assert(__builtin_offsetof(DecodeParams, kv_range) == 332, "DecodeParams layout: kv_range");
+static_assert(__builtin_offsetof(DecodeParams, pad) == 652, "DecodeParams layout: pad");
 static_assert(__builtin_offsetof(DecodeParams, mod) == kDecodeModOffset, "DecodeParams layout: mod");
 #endif
 
