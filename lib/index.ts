@@ -41,6 +41,7 @@ export {
 export {
   attention, explainAttention, attentionCacheStats, clearAttentionCache, configureAttentionCache,
   type AttentionSpec, type AttentionImpl, type AttentionChoice, type AttentionCacheStats, type SlidingWindowSpec,
+  type AttentionWithGrad, type AttentionBackwardOptions, type AttentionBackwardResult,
 } from './attention.js';
 export { jitIdle, jitStatus, type KernelStatus, type KernelTier } from './jit.js';
 export {
