@@ -9,6 +9,10 @@ import {
 import { fdGradient, maxRelErr } from './backward-reference.js';
 import { runFlexCase, type FlexCase } from './backward-harness.js';
 import { randnArray } from './reference.js';
+import { native } from '../lib/native.js';
+import { hostView } from '../lib/cpu-backend.js';
+import { backwardPrograms, scoreModGradient } from '../lib/backward/mod-programs.js';
+import { bindHost } from '../lib/mods/index.js';
 
 const TOL = 2e-5;
 const H = 3;
@@ -93,5 +97,28 @@ describe('determinism', () => {
       expect(bits(r.dCaptured[1]!)).toEqual(bits(runs[0]!.dCaptured[1]!));
     }
     expect(maxRelErr(runs[0]!.dq, runs[0]!.ref.dq)).toBeLessThan(TOL);
+  });
+
+  it('the same bits for 1, 2 and 7 worker threads (the partition does not depend on the thread count)', async () => {
+    const table = Tensor.fromHost(randnArray(2 * 61, 8), [2, 61], 'f32', cpu);
+    const mod = composeScoreMods(relativeBias(table), softcap(2));
+    const r = await runFlexCase({ Hq: 2, Sq: 31, D: 8, scoreMod: mod, gradFor: [table] });
+    const grad = scoreModGradient(mod, [table], ['gradFor[0]']);
+    const progs = backwardPrograms(mod, grad, (await bindHost(mod)).tensors, [table], {});
+    const { q, k, v, out, lse, dOutT } = r.inputs;
+    const [qv, kv, vv, ov, lv, gv] = await Promise.all([q, k, v, out, lse, dOutT].map(hostView));
+    const run = (numThreads: number) => native().cpuAttentionBackward({
+      q: qv!, k: kv!, v: vv!, out: ov!, lse: lv!, dOut: gv!, scale: 1 / Math.sqrt(8), isCausal: false, gradDtype: 2, numThreads,
+      scoreMod: progs.scoreMod!, scoreGrad: progs.scoreGrad!, captured: progs.captured,
+    });
+    const runs = [await run(1), await run(2), await run(7)];
+    const b = (x: Float32Array | Uint16Array) => Array.from(new Uint32Array(x.buffer, x.byteOffset, x.length));
+    for (const x of runs) {
+      expect(b(x.dq)).toEqual(b(runs[0]!.dq));
+      expect(b(x.dk)).toEqual(b(runs[0]!.dk));
+      expect(b(x.captured[0]!)).toEqual(b(runs[0]!.captured[0]!));
+    }
+    // and the same as the public op
+    expect(b(runs[0]!.captured[0]!)).toEqual(b(r.dCaptured[0]!));
   });
 });
