@@ -20,10 +20,16 @@
  * ```
  * @module
  */
-import { DeviceError, InternalError } from './errors.js';
+import { DeviceError, InternalError, InvalidArgumentError } from './errors.js';
 import { Tensor } from './tensor.js';
 import { sdpaIn, type AttentionWithLse } from './sdpa.js';
 import { flexIn } from './flex.js';
+import { flexBackwardIn } from './backward/flex.js';
+import { sdpaBackwardIn } from './backward/sdpa.js';
+import type { BlockMask } from './blockmask.js';
+import type { Device } from './device.js';
+import type { ScoreMod } from './mods/index.js';
+import { checkGradBackend, saveInputs, withBackward, type AttentionWithGrad } from './attention/backward.js';
 import { runOp, type Hold } from './ownership.js';
 import { checkQkv, type QkvDims } from './validate.js';
 import { choose, hasMaskBeyondCausal, rejectForSdpa } from './attention/choice.js';
@@ -34,6 +40,7 @@ import { checkAgainstShapes, normalize, type AttentionChoice, type AttentionSpec
 import { clearModMemo, idOf, maskFastKey, memoMod, specMask, specScoreMod } from './attention/spec-mods.js';
 
 export type { AttentionImpl, AttentionChoice, AttentionSpec, SlidingWindowSpec } from './attention/spec.js';
+export type { AttentionWithGrad, AttentionBackwardOptions, AttentionBackwardResult } from './attention/backward.js';
 export { attentionCacheStats, configureAttentionCache, type AttentionCacheStats } from './attention/mask-cache.js';
 
 /**
@@ -97,57 +104,97 @@ export function explainAttention(
  * @param q Queries `[B, Hq, Sq, D]` (bf16/f16 on the GPU; f32 too on the CPU).
  * @param k Keys `[B, Hkv, Skv, D]`.
  * @param v Values `[B, Hkv, Skv, Dv]`.
- * @returns Output `[B, Hq, Sq, Dv]` (or `{ out, lse }` with `returnLse`).
+ * @returns Output `[B, Hq, Sq, Dv]` (or `{ out, lse }` with `returnLse`; with `requiresGrad`,
+ *   `{ out, lse?, backward, release }`: `await backward(dOut)` gives `{ dq, dk, dv, dCaptured }`, see {@link AttentionWithGrad}).
  * @throws InvalidArgumentError (and its ShapeError / DTypeError / DeviceError
- *   subclasses) naming the option, e.g. `spec.docIds`, `spec.softcap` under `impl: 'sdpa'`.
+ *   subclasses) naming the option, e.g. `spec.docIds`, `spec.softcap` under `impl: 'sdpa'`;
+ *   NotImplementedError for `requiresGrad` on CUDA (the backward runs on the CPU backend for now).
  */
+export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: AttentionSpec & { requiresGrad: true }): Promise<AttentionWithGrad>;
 export async function attention(q: Tensor, k: Tensor, v: Tensor, spec?: AttentionSpec & { returnLse?: false }): Promise<Tensor>;
 export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: AttentionSpec & { returnLse: true }): Promise<AttentionWithLse>;
 export async function attention(q: Tensor, k: Tensor, v: Tensor, spec?: AttentionSpec): Promise<Tensor | AttentionWithLse>;
-export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: AttentionSpec = {}): Promise<Tensor | AttentionWithLse> {
+export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: AttentionSpec = {}): Promise<Tensor | AttentionWithLse | AttentionWithGrad> {
   const n = normalize(spec);
   const d = checkQkv(q, k, v, n.enableGQA);
   checkAgainstShapes(n, d);
   if (n.backend === 'cuda' && !q.isCuda) {
     throw new DeviceError('spec.backend', "CUDA tensors for backend 'cuda' (move them with toDevice('cuda'))", q.device);
   }
+  checkGradBackend(n, q);
   const choice = choose(n);
   if (choice.impl === 'sdpa') rejectForSdpa(n);
   n.onChoice?.(choice);
+  const saved = n.requiresGrad ? saveInputs(n, q, k, v) : undefined;
   // The call holds every tensor of the spec from now on (the inner op and the
   // mask build read them through `hold`); the mods and the cache keep the user's.
   let qkv!: [Tensor, Tensor, Tensor];
-  return runOp('attention', n.signal, undefined, (hold) => {
+  const withLse = n.returnLse || n.requiresGrad;
+  const fwd = runOp('attention', n.signal, undefined, (hold) => {
     qkv = [hold.tensor(q, 'q'), hold.tensor(k, 'k'), hold.tensor(v, 'v')];
     if (n.docIds) hold.tensor(n.docIds, 'spec.docIds');
     if (n.slopes instanceof Tensor) hold.tensor(n.slopes, 'spec.alibiSlopes');
     hold.captured(n.maskMod, 'spec.maskMod');
     hold.captured(n.scoreMod, 'spec.scoreMod');
-  }, (hold) => runAttention(hold, ...qkv, n, d, choice));
+  }, (hold) => {
+    const [hq, hk, hv] = qkv;
+    return runSpec<Tensor | AttentionWithLse>(hold, n, d, choice, q.device, {
+      sdpa: (o) => sdpaIn(hold, hq, hk, hv, { ...o, returnLse: withLse }),
+      flex: (o) => flexIn(hold, hq, hk, hv, { ...o, returnLse: withLse }).then((r) => unwrap(r, withLse)),
+    });
+  });
+  if (!saved) return fwd;
+  let res: AttentionWithLse;
+  try {
+    res = await fwd as AttentionWithLse;
+  } catch (e) {
+    saved.release();
+    throw e;
+  }
+  return withBackward(saved, q, k, v, res, n.returnLse, (r) => runSpec(r.hold, { ...n, signal: r.signal }, d, choice, q.device, {
+    sdpa: (o) => sdpaBackwardIn(r.hold, r.q, r.k, r.v, r.out, r.lse, r.dOut, cpuBackend(o, r.gradFor))
+      .then((g) => ({ ...g, dCaptured: [] })),
+    flex: (o) => flexBackwardIn(r.hold, r.q, r.k, r.v, r.out, r.lse, r.dOut, {
+      ...cpuBackend(o), ...(r.gradFor.length ? { gradFor: r.gradFor } : {}),
+    }),
+  }));
 }
 
-async function runAttention(hold: Hold, q: Tensor, k: Tensor, v: Tensor, n: Normalized, d: QkvDims,
-  choice: AttentionChoice): Promise<Tensor | AttentionWithLse> {
-  const common = {
+/** The forward's options for the backward op: the backward runs on the CPU (checked at the call by checkGradBackend). */
+function cpuBackend<O extends { backend?: 'cuda' | 'cpu' }>(o: O, gradFor: readonly Tensor[] = []): O {
+  if (gradFor.length > 0) {
+    throw new InvalidArgumentError('options.gradFor', "impl: 'flex' (the sdpa implementation has no score mod, so no captured tensors)", `${gradFor.length} tensor(s)`);
+  }
+  return { ...o, backend: 'cpu' };
+}
+
+/** Common options of the ops a spec runs. */
+interface CommonOptions { scale?: number; backend?: 'cuda' | 'cpu'; signal?: AbortSignal; enableGQA: boolean }
+
+/** What runs a spec once its masks and mods are built: the forward ops, or the backward ones. */
+interface SpecTarget<T> {
+  sdpa(o: CommonOptions & { isCausal?: boolean; attnMask?: Tensor }): Promise<T>;
+  flex(o: CommonOptions & { scoreMod?: ScoreMod; blockMask?: BlockMask; params: Record<string, number> }): Promise<T>;
+}
+
+async function runSpec<T>(hold: Hold, n: Normalized, d: QkvDims, choice: AttentionChoice, device: Device, target: SpecTarget<T>): Promise<T> {
+  const common: CommonOptions = {
     ...(n.scale !== undefined ? { scale: n.scale } : {}),
     ...(n.backend ? { backend: n.backend } : {}),
     ...(n.signal ? { signal: n.signal } : {}),
     enableGQA: n.enableGQA,
   };
-  const device = q.device;
 
   if (choice.impl === 'sdpa') {
     const { mod: mask, key: modKey } = hasMaskBeyondCausal(n) ? memoMod(n.docIds ?? n.maskMod, maskFastKey(n), () => specMask(n)) : { mod: null, key: '' };
-    if (!mask) {
-      return sdpaIn(hold, q, k, v, { ...common, isCausal: n.isCausal, returnLse: n.returnLse });
-    }
+    if (!mask) return target.sdpa({ ...common, isCausal: n.isCausal });
     const { B, H } = maskDims(mask, d);
     const entry = await acquire(cacheKey('dense', mask, modKey, n.params, B, H, d.Sq, d.Skv, device),
       () => buildDenseMask(hold, mask, n.params, B, H, d, device));
     try {
       const built = entry.built!;
       if (built.kind !== 'dense') throw new InternalError('dense mask expected');
-      return await sdpaIn(hold, q, k, v, { ...common, attnMask: built.mask, returnLse: n.returnLse });
+      return await target.sdpa({ ...common, attnMask: built.mask });
     } finally {
       unpin(entry);
     }
@@ -167,15 +214,15 @@ async function runAttention(hold: Hold, q: Tensor, k: Tensor, v: Tensor, n: Norm
       : memoMod(n.scoreMod ?? slopes, `s${n.scoreMod ? idOf(n.scoreMod) : ''}|${slopes ? idOf(slopes) : ''}|${n.softcap ?? ''}`,
         () => specScoreMod(n, slopes) ?? null).mod ?? undefined;
     const { mod: mask, key: modKey } = memoMod(n.docIds ?? n.maskMod, maskFastKey(n), () => specMask(n));
-    const opts = { ...common, returnLse: n.returnLse, ...(sm ? { scoreMod: sm } : {}), params: n.params };
-    if (!mask) return unwrap(await flexIn(hold, q, k, v, opts), n.returnLse);
+    const opts = { ...common, ...(sm ? { scoreMod: sm } : {}), params: n.params };
+    if (!mask) return await target.flex(opts);
     const { B, H } = maskDims(mask, d);
     const entry = await acquire(cacheKey('block', mask, modKey, n.params, B, H, d.Sq, d.Skv, device),
       () => buildBlockMask(hold, mask, n.params, B, H, d, device));
     try {
       const built = entry.built!;
       if (built.kind !== 'block') throw new InternalError('block mask expected');
-      return unwrap(await flexIn(hold, q, k, v, { ...opts, blockMask: built.blockMask }), n.returnLse);
+      return await target.flex({ ...opts, blockMask: built.blockMask });
     } finally {
       unpin(entry);
     }

@@ -112,6 +112,20 @@ export class ModError extends FlexAttnError {
 }
 
 /**
+ * A gradient was asked for that the mod does not have: `score`, or a tensor
+ * named in `gradFor`, reaches the mod's result only through a comparison, an
+ * index, `floorDiv` or `toInt` (piecewise constant, so there is no derivative
+ * to give). Thrown by the backward ops at the call, before any work.
+ */
+export class NoGradientError extends ModError {}
+
+/**
+ * What was asked for exists in the API but not (yet) on this backend, e.g. the
+ * backward pass on CUDA tensors. Nothing ran; the message says what does work.
+ */
+export class NotImplementedError extends FlexAttnError {}
+
+/**
  * The operation was cancelled through its `signal` (an `AbortSignal`, e.g.
  * `AbortSignal.timeout(ms)`). `name` is `'AbortError'` and `code` is
  * `'ABORT_ERR'`, as for Node's own aborted operations; `cause` is the
@@ -184,6 +198,8 @@ export const ERROR_CODES = {
   ERR_FLEXATTN_OUT_OF_MEMORY: 'OutOfMemoryError',
   ERR_FLEXATTN_COMPILE: 'CompileError',
   ERR_FLEXATTN_MOD: 'ModError',
+  ERR_FLEXATTN_NO_GRADIENT: 'NoGradientError',
+  ERR_FLEXATTN_NOT_IMPLEMENTED: 'NotImplementedError',
   ABORT_ERR: 'AbortError',
   ERR_FLEXATTN_CACHE: 'CacheError',
   ERR_FLEXATTN_INTERNAL: 'InternalError',

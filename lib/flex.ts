@@ -149,7 +149,8 @@ function flexCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, opti
   });
 }
 
-function checkBlockMask(bm: unknown, d: QkvDims): asserts bm is BlockMask {
+/** @internal Checks a block mask against the q/k/v dims (shared with the backward). */
+export function checkBlockMask(bm: unknown, d: QkvDims): asserts bm is BlockMask {
   if (!(bm instanceof BlockMask)) {
     throw new InvalidArgumentError('options.blockMask', 'a BlockMask from createBlockMask(...)', typeof bm);
   }
@@ -161,7 +162,8 @@ function checkBlockMask(bm: unknown, d: QkvDims): asserts bm is BlockMask {
   if (bm.H !== 1 && bm.H !== d.Hq) throw new ShapeError('options.blockMask', `1 or ${d.Hq} heads (q's heads)`, String(bm.H));
 }
 
-function cpuBlockMask(bm: BlockMask) {
+/** @internal The block mask's arrays as the CPU backend takes them. */
+export function cpuBlockMask(bm: BlockMask) {
   const a = bm.host;
   return {
     B: bm.B, H: bm.H, numQBlocks: bm.numQBlocks, numKvBlocks: bm.numKvBlocks,

@@ -23,6 +23,12 @@ export { scaledDotProductAttention, type SdpaOptions, type AttentionWithLse } fr
 export type { Backend } from './validate.js';
 export { flexAttention, type FlexAttentionOptions, type FlexAttentionResult, type KernelOptions } from './flex.js';
 export {
+  flexAttentionBackward, type FlexAttentionBackwardOptions, type FlexAttentionGradients,
+} from './backward/flex.js';
+export {
+  scaledDotProductAttentionBackward, type SdpaBackwardOptions, type AttentionGradients,
+} from './backward/sdpa.js';
+export {
   BlockMask, createBlockMask, type BlockMaskArrays, type BlockMaskIndex, type BlockMaskMethod, type BlockArrayInput,
   type CreateBlockMaskOptions, type BlockMaskPath,
 } from './blockmask.js';
@@ -35,6 +41,7 @@ export {
 export {
   attention, explainAttention, attentionCacheStats, clearAttentionCache, configureAttentionCache,
   type AttentionSpec, type AttentionImpl, type AttentionChoice, type AttentionCacheStats, type SlidingWindowSpec,
+  type AttentionWithGrad, type AttentionBackwardOptions, type AttentionBackwardResult,
 } from './attention.js';
 export { jitIdle, jitStatus, type KernelStatus, type KernelTier } from './jit.js';
 export {

@@ -85,6 +85,30 @@ export interface NativeModProgram {
   params: Float64Array;
 }
 
+/** Arguments of `cpuAttentionBackward` (native/cpu/backward_register.cc). */
+export interface NativeCpuBackwardArgs {
+  q: NativeHostView; k: NativeHostView; v: NativeHostView;
+  out: NativeHostView; dOut: NativeHostView;
+  /** f32 `[B, Hq, Sq]`. */
+  lse: NativeHostView;
+  scale: number;
+  isCausal: boolean;
+  /** Rank 4 `[B, Hq, Sq, Skv]` (stride 0 to broadcast). */
+  mask?: NativeHostView;
+  scoreMod?: NativeModProgram;
+  /** `∂ scoreMod / ∂ score` (required with scoreMod). */
+  scoreGrad?: NativeModProgram;
+  maskMod?: NativeModProgram;
+  blockMask?: NativeCpuAttentionArgs['blockMask'];
+  /** Dtype code of dq/dk/dv (q's). */
+  gradDtype: number;
+  dq?: Uint16Array | Float32Array; dk?: Uint16Array | Float32Array; dv?: Uint16Array | Float32Array;
+  /** Captured-tensor gradients: sites' `index` programs return the clamped flat element index as a float. */
+  captured?: { numel: number; dtype: number; out?: Uint16Array | Float32Array; sites: { index: NativeModProgram; weight: NativeModProgram }[] }[];
+  numThreads?: number;
+  cancel?: Int32Array;
+}
+
 export interface NativeCpuAttentionArgs {
   q: NativeHostView;
   k: NativeHostView;
@@ -246,6 +270,9 @@ export interface NativeAddon {
   // native/cpu
   cpuAttention(args: NativeCpuAttentionArgs): Promise<{ out: Float32Array | Uint16Array; lse?: Float32Array }>;
   hardwareConcurrency(): number;
+  cpuAttentionBackward(args: NativeCpuBackwardArgs): Promise<{
+    dq: Float32Array | Uint16Array; dk: Float32Array | Uint16Array; dv: Float32Array | Uint16Array; captured: (Float32Array | Uint16Array)[];
+  }>;
   cpuRaggedAttention(args: NativeCpuRaggedArgs): Promise<{ out: Float32Array | Uint16Array; lse?: Float32Array }>;
 }
 

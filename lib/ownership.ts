@@ -100,7 +100,7 @@ export class Hold {
   }
 }
 
-/** Frees what an op made when nobody will receive it: a Tensor, a BlockMask, or `{ out, lse }`. */
+/** Frees what an op made when nobody will receive it: a Tensor, a BlockMask, `{ out, lse }` or `{ dq, dk, dv, dCaptured: [...] }`. */
 export function discardResult(value: unknown): void {
   if (value === null || typeof value !== 'object') return;
   if (typeof (value as { dispose?: unknown }).dispose === 'function') {
@@ -109,6 +109,7 @@ export function discardResult(value: unknown): void {
   }
   for (const v of Object.values(value)) {
     if (v !== null && typeof v === 'object' && typeof (v as { dispose?: unknown }).dispose === 'function') (v as { dispose(): void }).dispose();
+    else if (Array.isArray(v)) v.forEach(discardResult); // e.g. a backward's dCaptured
   }
 }
 

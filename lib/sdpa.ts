@@ -119,8 +119,8 @@ function sdpaCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, opti
   });
 }
 
-/** Checks an attention mask against q and the dims [B, Hq, Sq, Skv] it broadcasts to. */
-function checkMask(mask: Tensor, d: QkvDims, q: Tensor): void {
+/** @internal Checks an attention mask against q and the dims [B, Hq, Sq, Skv] it broadcasts to. */
+export function checkMask(mask: Tensor, d: QkvDims, q: Tensor): void {
   if (mask.dtype !== 'bool' && mask.dtype !== q.dtype && mask.dtype !== 'f32') {
     throw new DTypeError('options.attnMask', `dtype bool, f32 or ${q.dtype}`, mask.dtype);
   }
@@ -138,7 +138,7 @@ function checkMask(mask: Tensor, d: QkvDims, q: Tensor): void {
   }
 }
 
-/** A stride-0 broadcast view of a checked mask, shape [B, Hq, Sq, Skv]. */
-function broadcastMask(mask: Tensor, d: QkvDims): Tensor {
+/** @internal A stride-0 broadcast view of a checked mask, shape [B, Hq, Sq, Skv]. */
+export function broadcastMask(mask: Tensor, d: QkvDims): Tensor {
   return mask.expand(d.B, d.Hq, d.Sq, d.Skv);
 }

@@ -95,6 +95,15 @@ export interface AttentionSpec {
   enableGQA?: boolean;
   /** Also return the log-sum-exp of each row (f32 `[B, Hq, Sq]`, natural log). */
   returnLse?: boolean;
+  /**
+   * Keep what the backward pass needs (q, k, v, out and the LSE) and return
+   * `{ out, backward, release }` (see {@link AttentionWithGrad}): `backward(dOut)`
+   * gives dq, dk, dv through the backward op of the same implementation
+   * (`scaledDotProductAttentionBackward` or `flexAttentionBackward`) with the same
+   * masks and score mods. The backward runs on the CPU backend for now: with CUDA
+   * tensors pass `backend: 'cpu'`, else the call throws a NotImplementedError.
+   */
+  requiresGrad?: boolean;
   /** Force a backend (`'cuda'` or `'cpu'`); default: where the tensors live. */
   backend?: Backend;
   /** Called with the implementation chosen (useful with `'auto'`, e.g. to log it). */
@@ -110,7 +119,7 @@ export interface AttentionSpec {
 
 const SPEC_KEYS = [
   'impl', 'isCausal', 'docIds', 'slidingWindow', 'prefixLM', 'imageSpans', 'maskMod', 'softcap', 'alibiSlopes', 'scoreMod',
-  'params', 'scale', 'enableGQA', 'returnLse', 'backend', 'onChoice', 'signal',
+  'params', 'scale', 'enableGQA', 'returnLse', 'requiresGrad', 'backend', 'onChoice', 'signal',
 ] as const;
 
 /** A (positive) integer below 2^31, else an InvalidArgumentError naming `arg`. */
@@ -137,6 +146,7 @@ export interface Normalized {
   scale?: number;
   enableGQA: boolean;
   returnLse: boolean;
+  requiresGrad: boolean;
   backend?: Backend;
   onChoice?: (choice: AttentionChoice) => void;
   signal?: AbortSignal;
@@ -171,6 +181,7 @@ export function normalize(spec: unknown): Normalized {
     isCausal: checkBool(s.isCausal, 'spec.isCausal'),
     enableGQA: checkBool(s.enableGQA, 'spec.enableGQA'),
     returnLse: checkBool(s.returnLse, 'spec.returnLse'),
+    requiresGrad: checkBool(s.requiresGrad, 'spec.requiresGrad'),
     params: {},
   };
   if (s.docIds !== undefined) {

@@ -114,4 +114,59 @@ const int32_t* ParseI32(const Napi::Object& o, const char* key, const std::strin
   return a.ElementLength() ? a.Data() : nullptr;
 }
 
+napi_typedarray_type ArrayTypeOf(cpu::DType dt) {
+  return dt == cpu::kF32 ? napi_float32_array : napi_uint16_array;
+}
+
+Napi::TypedArray OutputArray(Napi::Env env, const Napi::Object& o, const char* key, napi_typedarray_type type,
+                             int64_t need, void** data) {
+  const char* typeName = type == napi_float32_array ? "a Float32Array" : "a Uint16Array (raw bits)";
+  Napi::Value v = o.Get(key);
+  Napi::TypedArray a;
+  if (Present(v)) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+      ThrowInvalidArgument(key, typeName, DescribeValue(v));
+    }
+    a = v.As<Napi::TypedArray>();
+    if (static_cast<int64_t>(a.ElementLength()) != need) {
+      ThrowInvalidArgument(key, std::string(typeName) + " of " + S(need) + " elements",
+                           S(int64_t(a.ElementLength())) + " elements");
+    }
+  } else if (type == napi_float32_array) {
+    a = Napi::Float32Array::New(env, size_t(need));
+  } else {
+    a = Napi::Uint16Array::New(env, size_t(need));
+  }
+  Napi::ArrayBuffer ab = a.ArrayBuffer();
+  *data = need && ab.Data() ? static_cast<uint8_t*>(ab.Data()) + a.ByteOffset() : nullptr;
+  return a;
+}
+
+cpu::CpuBlockMask ParseBlockMask(const Napi::Value& v, std::vector<Napi::ObjectReference>& refs) {
+  if (!v.IsObject()) ThrowInvalidArgument("blockMask", "a block mask object", DescribeValue(v));
+  Napi::Object b = v.As<Napi::Object>();
+  cpu::CpuBlockMask bm;
+  const char* pos = "a positive integer";
+  bm.B = int(GetInt(b.Get("B"), "blockMask.B", 1, 0x7fffffff, pos));
+  bm.H = int(GetInt(b.Get("H"), "blockMask.H", 1, 0x7fffffff, pos));
+  bm.numQBlocks = int(GetInt(b.Get("numQBlocks"), "blockMask.numQBlocks", 0, 0x7fffffff, "a non-negative integer"));
+  bm.numKvBlocks = int(GetInt(b.Get("numKvBlocks"), "blockMask.numKvBlocks", 0, 0x7fffffff, "a non-negative integer"));
+  bm.qBlock = int(GetInt(b.Get("qBlock"), "blockMask.qBlock", 1, 0x7fffffff, pos));
+  bm.kvBlock = int(GetInt(b.Get("kvBlock"), "blockMask.kvBlock", 1, 0x7fffffff, pos));
+  const int64_t rows = int64_t(bm.B) * bm.H * bm.numQBlocks;
+  const int64_t idx = rows * bm.numKvBlocks;
+  bm.kvNumBlocks = ParseI32(b, "kvNumBlocks", "blockMask.kvNumBlocks", rows, refs);
+  bm.kvIndices = ParseI32(b, "kvIndices", "blockMask.kvIndices", idx, refs);
+  const bool hasFullNum = Present(b.Get("fullKvNumBlocks")), hasFullIdx = Present(b.Get("fullKvIndices"));
+  if (hasFullNum != hasFullIdx) {
+    ThrowInvalidArgument(hasFullNum ? "blockMask.fullKvIndices" : "blockMask.fullKvNumBlocks",
+                         "fullKvNumBlocks and fullKvIndices given together", "only one of them");
+  }
+  if (hasFullNum) {
+    bm.fullKvNumBlocks = ParseI32(b, "fullKvNumBlocks", "blockMask.fullKvNumBlocks", rows, refs);
+    bm.fullKvIndices = ParseI32(b, "fullKvIndices", "blockMask.fullKvIndices", idx, refs);
+  }
+  return bm;
+}
+
 }  // namespace flexattn::cpujs

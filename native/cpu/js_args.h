@@ -34,4 +34,16 @@ cpu::HostView ParseView(const Napi::Value& val, const std::string& name, std::ve
 const int32_t* ParseI32(const Napi::Object& o, const char* key, const std::string& name, int64_t need,
                         std::vector<Napi::ObjectReference>& refs);
 
+// args[key] as a caller-provided output array of `need` elements of `type`
+// (napi_float32_array or napi_uint16_array for bf16/f16 bits), or a new one when
+// absent; `*data` points at its first element.
+Napi::TypedArray OutputArray(Napi::Env env, const Napi::Object& o, const char* key, napi_typedarray_type type,
+                             int64_t need, void** data);
+// The typed array kind that holds a float dtype's raw elements (f32: Float32Array, bf16/f16: Uint16Array).
+napi_typedarray_type ArrayTypeOf(cpu::DType dt);
+// Parses a block mask object {B, H, numQBlocks, numKvBlocks, qBlock, kvBlock,
+// kvNumBlocks, kvIndices, fullKvNumBlocks?, fullKvIndices?} (lib/native.ts);
+// the index arrays are kept alive through `refs` and read in place.
+cpu::CpuBlockMask ParseBlockMask(const Napi::Value& v, std::vector<Napi::ObjectReference>& refs);
+
 }  // namespace flexattn::cpujs

@@ -37,8 +37,10 @@ namespace {
 using cpu::CpuAttentionArgs;
 using cpu::CpuBlockMask;
 using cpu::HostView;
+using cpujs::ArrayTypeOf;
 using cpujs::GetBool;
 using cpujs::GetInt;
+using cpujs::OutputArray;
 using cpujs::ParseI32;
 using cpujs::ParseView;
 using cpujs::Present;
@@ -109,37 +111,6 @@ class CpuAttentionWorker : public Napi::AsyncWorker {
   bool cancelled_ = false;
 };
 
-// The typed array kind that holds a dtype's raw elements.
-napi_typedarray_type ArrayTypeOf(cpu::DType dt) {
-  return dt == cpu::kF32 ? napi_float32_array : napi_uint16_array;
-}
-
-// args[key] as a caller-provided output array of `need` elements of `type`, or
-// a new one when absent; `*data` points at its first element.
-Napi::TypedArray OutputArray(Napi::Env env, const Napi::Object& o, const char* key, napi_typedarray_type type,
-                             int64_t need, void** data) {
-  const char* typeName = type == napi_float32_array ? "a Float32Array" : "a Uint16Array (raw bits)";
-  Napi::Value v = o.Get(key);
-  Napi::TypedArray a;
-  if (Present(v)) {
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
-      ThrowInvalidArgument(key, typeName, DescribeValue(v));
-    }
-    a = v.As<Napi::TypedArray>();
-    if (static_cast<int64_t>(a.ElementLength()) != need) {
-      ThrowInvalidArgument(key, std::string(typeName) + " of " + S(need) + " elements",
-                           S(int64_t(a.ElementLength())) + " elements");
-    }
-  } else if (type == napi_float32_array) {
-    a = Napi::Float32Array::New(env, size_t(need));
-  } else {
-    a = Napi::Uint16Array::New(env, size_t(need));
-  }
-  Napi::ArrayBuffer ab = a.ArrayBuffer();
-  *data = need && ab.Data() ? static_cast<uint8_t*>(ab.Data()) + a.ByteOffset() : nullptr;
-  return a;
-}
-
 Napi::Value CpuAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) ThrowInvalidArgument("args", "an object of cpuAttention arguments", DescribeValue(info[0]));
@@ -177,29 +148,7 @@ Napi::Value CpuAttention(const Napi::CallbackInfo& info) {
   std::unique_ptr<CpuBlockMask> bm;
   Napi::Value bmV = o.Get("blockMask");
   if (Present(bmV)) {
-    if (!bmV.IsObject()) ThrowInvalidArgument("blockMask", "a block mask object", DescribeValue(bmV));
-    Napi::Object b = bmV.As<Napi::Object>();
-    bm = std::make_unique<CpuBlockMask>();
-    const char* pos = "a positive integer";
-    bm->B = int(GetInt(b.Get("B"), "blockMask.B", 1, 0x7fffffff, pos));
-    bm->H = int(GetInt(b.Get("H"), "blockMask.H", 1, 0x7fffffff, pos));
-    bm->numQBlocks = int(GetInt(b.Get("numQBlocks"), "blockMask.numQBlocks", 0, 0x7fffffff, "a non-negative integer"));
-    bm->numKvBlocks = int(GetInt(b.Get("numKvBlocks"), "blockMask.numKvBlocks", 0, 0x7fffffff, "a non-negative integer"));
-    bm->qBlock = int(GetInt(b.Get("qBlock"), "blockMask.qBlock", 1, 0x7fffffff, pos));
-    bm->kvBlock = int(GetInt(b.Get("kvBlock"), "blockMask.kvBlock", 1, 0x7fffffff, pos));
-    const int64_t rows = int64_t(bm->B) * bm->H * bm->numQBlocks;
-    const int64_t idx = rows * bm->numKvBlocks;
-    bm->kvNumBlocks = ParseI32(b, "kvNumBlocks", "blockMask.kvNumBlocks", rows, refs);
-    bm->kvIndices = ParseI32(b, "kvIndices", "blockMask.kvIndices", idx, refs);
-    const bool hasFullNum = Present(b.Get("fullKvNumBlocks")), hasFullIdx = Present(b.Get("fullKvIndices"));
-    if (hasFullNum != hasFullIdx) {
-      ThrowInvalidArgument(hasFullNum ? "blockMask.fullKvIndices" : "blockMask.fullKvNumBlocks",
-                           "fullKvNumBlocks and fullKvIndices given together", "only one of them");
-    }
-    if (hasFullNum) {
-      bm->fullKvNumBlocks = ParseI32(b, "fullKvNumBlocks", "blockMask.fullKvNumBlocks", rows, refs);
-      bm->fullKvIndices = ParseI32(b, "fullKvIndices", "blockMask.fullKvIndices", idx, refs);
-    }
+    bm = std::make_unique<CpuBlockMask>(cpujs::ParseBlockMask(bmV, refs));
     args.blockMask = bm.get();
   }
 
@@ -255,10 +204,12 @@ Napi::Value HardwareConcurrency(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RegisterCpuRagged(Napi::Env env, Napi::Object exports);  // ragged_register.cc
+void RegisterCpuRagged(Napi::Env env, Napi::Object exports);    // ragged_register.cc
+void RegisterCpuBackward(Napi::Env env, Napi::Object exports);  // backward_register.cc
 
 void RegisterCpu(Napi::Env env, Napi::Object exports) {
   RegisterCpuRagged(env, exports);
+  RegisterCpuBackward(env, exports);
   exports.Set("cpuAttention", Napi::Function::New(env, Guarded<&CpuAttention>, "cpuAttention"));
   exports.Set("hardwareConcurrency", Napi::Function::New(env, HardwareConcurrency, "hardwareConcurrency"));
 }

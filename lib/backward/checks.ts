@@ -1,0 +1,89 @@
+/**
+ * Argument checks of the backward ops: the forward's `out` and `lse`, the
+ * incoming gradient `dOut`, `gradFor`, and which backend runs (there is no
+ * CUDA backward yet: a typed error, never a silent CPU run). Every failure is
+ * a typed error naming the argument. Internal.
+ * @module
+ */
+import { DTypeError, DeviceError, InvalidArgumentError, NotImplementedError, ShapeError } from '../errors.js';
+import { describeValue } from '../messages.js';
+import type { MaskMod, ScoreMod } from '../mods/index.js';
+import { Tensor } from '../tensor.js';
+import { checkTensor, resolveBackend, type QkvDims } from '../validate.js';
+
+/** Largest captured tensor a gradient is computed for (its flat index is exact in f32). */
+export const MAX_GRAD_NUMEL = 2 ** 24;
+
+const shapeStr = (t: Tensor): string => `[${t.shape.join(', ')}]`;
+
+function checkLike(t: Tensor, name: string, shape: readonly number[], dtype: string, q: Tensor, what: string): void {
+  if (t.ndim !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
+    throw new ShapeError(name, `shape [${shape.join(', ')}] (${what})`, shapeStr(t));
+  }
+  if (t.dtype !== dtype) throw new DTypeError(name, `dtype ${dtype} (${what})`, t.dtype);
+  if (t.device !== q.device) throw new DeviceError(name, `device ${q.device} (same as q)`, t.device);
+}
+
+/** The forward's outputs and the incoming gradient, checked against q/k/v. */
+export function checkForwardResults(q: Tensor, out: unknown, lse: unknown, dOut: unknown, d: QkvDims): { out: Tensor; lse: Tensor; dOut: Tensor } {
+  const o = checkTensor(out, 'out'), l = checkTensor(lse, 'lse'), g = checkTensor(dOut, 'dOut');
+  checkLike(o, 'out', [d.B, d.Hq, d.Sq, d.Dv], q.dtype, q, "the forward's output [B, Hq, Sq, Dv] in q's dtype");
+  checkLike(l, 'lse', [d.B, d.Hq, d.Sq], 'f32', q,
+    "the log-sum-exp [B, Hq, Sq] the forward returned with returnLse: true for these q, k, v");
+  checkLike(g, 'dOut', [d.B, d.Hq, d.Sq, d.Dv], o.dtype, q, 'the gradient of out: its shape and dtype');
+  return { out: o, lse: l, dOut: g };
+}
+
+/**
+ * `gradFor`: float tensors the score mod reads, each once, each small enough.
+ * A tensor only the block mask's maskMod reads is named as such (a mask has no gradient).
+ */
+export function checkGradFor(gradFor: unknown, scoreMod: ScoreMod | undefined, maskMod: MaskMod | undefined, arg = 'options.gradFor'): Tensor[] {
+  if (gradFor === undefined) return [];
+  if (!Array.isArray(gradFor)) throw new InvalidArgumentError(arg, 'an array of captured tensors of scoreMod', describeValue(gradFor));
+  const seen = new Set<Tensor>();
+  return gradFor.map((t, i) => {
+    const name = `${arg}[${i}]`;
+    const tensor = checkTensor(t, name);
+    if (seen.has(tensor)) throw new InvalidArgumentError(name, 'each tensor once', `a repeat of ${arg}[${[...seen].indexOf(tensor)}]`);
+    seen.add(tensor);
+    if (!scoreMod?.tensors.includes(tensor)) {
+      const inMask = maskMod?.tensors.includes(tensor);
+      throw new InvalidArgumentError(name, `a tensor the scoreMod reads (${scoreMod ? `it reads ${scoreMod.tensors.length} captured tensor(s)` : 'no scoreMod was given'})`,
+        inMask ? 'a tensor only the mask reads (a mask has no gradient)' : `a tensor it does not read, shape ${shapeStr(tensor)}`);
+    }
+    if (tensor.dtype !== 'f32' && tensor.dtype !== 'bf16' && tensor.dtype !== 'f16') {
+      throw new DTypeError(name, 'a float tensor (f32, bf16 or f16): integer and bool tensors have no gradient', tensor.dtype);
+    }
+    if (tensor.numel > MAX_GRAD_NUMEL) {
+      throw new InvalidArgumentError(name, `a tensor of at most 2^24 elements for its gradient`, `${tensor.numel} elements`);
+    }
+    return tensor;
+  });
+}
+
+/**
+ * The backend a backward call runs on: `'cpu'`. CUDA tensors without an
+ * explicit `backend: 'cpu'`, and `backend: 'cuda'`, are a NotImplementedError
+ * (no GPU backward kernels yet), so nothing is quietly moved to the host.
+ */
+export function backwardBackend(backend: unknown, q: Tensor, op: string, arg = 'options.backend'): 'cpu' {
+  const b = resolveBackendNamed(backend, q, arg);
+  if (b === 'cuda') {
+    throw new NotImplementedError(`${op}: there is no CUDA backward yet; the backward pass runs on the CPU backend for now `
+      + `(pass ${arg.replace(/^options\./, '')}: 'cpu' to run it there on a host copy of these CUDA tensors, or pass CPU tensors)`);
+  }
+  return 'cpu';
+}
+
+function resolveBackendNamed(backend: unknown, q: Tensor, arg: string): 'cuda' | 'cpu' {
+  try {
+    return resolveBackend(backend, q);
+  } catch (e) {
+    if (e instanceof InvalidArgumentError && arg !== 'options.backend') {
+      const C = e.constructor as new (a: string, b: string, c: string) => InvalidArgumentError;
+      throw new C(arg, e.expected, e.received);
+    }
+    throw e;
+  }
+}
