@@ -5,6 +5,11 @@ const stats = { allocatedBytes: 0, reservedBytes: 0, peakAllocatedBytes: 0, numA
   numCudaMallocs: 0, numCacheHits: 0, numOomRetries: 0 };
 let nextPtr = 0x7f0000000000n;
 let launches = 0;
+/** Counters of the copies and graph calls the serving path makes (tests read them through __counters()). */
+const counters = { copyHtoD: 0, copyHtoDBytes: 0, copyHtoDSpans: 0, spanBytes: 0, copyDtoD: 0, graphPins: 0, graphLaunches: 0 };
+/** The last spans call's (offset, bytes) pairs, for tests. */
+let lastSpans = [];
+let capturing = null;
 /** Every kernel loaded (name, and whether it has NVRTC source of its own) and the params of every launch, for tests. */
 const loads = [];
 const launchLog = [];
@@ -24,7 +29,14 @@ class DeviceBuffer {
 
 const SM90 = { 64: [64, 128, 2], 128: [64, 64, 2] };
 const SM80 = { 32: [128, 64, 3], 64: [128, 128, 2], 96: [128, 64, 2], 128: [128, 64, 2], 256: [64, 64, 2] };
+// Decode kernels (native/kernels/decode.cuh): 16-row tiles, 128 threads, DecodeParams' mod at byte 656.
+const DECODE = { 64: [16, 64, 4], 128: [16, 64, 3] };
 function cfgFor(kernel) {
+  if (kernel.startsWith('flexattn_decode')) {
+    const D = Number(/_d(\d+)_/.exec(kernel)?.[1] ?? 128);
+    const [bm, bn, st] = DECODE[D] ?? [16, 64, 3];
+    return Int32Array.from([128, 48 * 1024, bm, bn, D, st, 656 + 1024, 656]);
+  }
   const D = Number(/_d(\d+)_/.exec(kernel)?.[1] ?? 64);
   const sm90 = kernel.includes('sm90_');
   let [bm, bn, st] = (sm90 ? SM90 : SM80)[D] ?? [128, 64, 2];
@@ -55,15 +67,35 @@ const addon = {
       multiprocessors: 132, sharedMemoryPerBlockOptin: 232448 };
   },
   alloc(device, bytes) { return new DeviceBuffer(device, bytes); },
-  copyHtoD(dst, off, src) {},
+  copyHtoD(dst, off, src) { counters.copyHtoD++; counters.copyHtoDBytes += src.byteLength; },
   copyDtoH(src, off, bytes) { return Promise.resolve(new ArrayBuffer(bytes)); },
-  copyDtoD() {},
+  copyDtoD() { counters.copyDtoD++; },
   memset() {},
   randn() {},
   castStrided() {},
   synchronize(device) { return Promise.resolve(); },
   memoryStats(device) { return { ...stats }; },
   emptyCache() {},
+  beginCapture(device) {
+    if (capturing) throw new Error('fake addon: a capture is already in progress');
+    capturing = { device, id: (capturing?.id ?? 0) + 1, nodes: launches };
+    return capturing.id;
+  },
+  endCapture(device) {
+    const c = capturing; capturing = null;
+    const numNodes = launches - (c?.nodes ?? launches);
+    let disposed = false;
+    return { get numNodes() { return numNodes; }, get disposed() { return disposed; },
+      launch() { counters.graphLaunches++; }, dispose() { disposed = true; } };
+  },
+  abortCapture(device) { capturing = null; },
+  captureStatus(device) { return { capturing: !!capturing, id: capturing?.id ?? 0, streamCapturing: !!capturing, graphsSupported: true }; },
+  graphPin(buffer) { counters.graphPins++; },
+  copyHtoDSpans(dst, src, spans) {
+    counters.copyHtoDSpans++;
+    lastSpans = Array.from(spans);
+    for (let i = 1; i < spans.length; i += 2) counters.spanBytes += spans[i];
+  },
   jitCacheDir() { return '/tmp/fake-flexattn-cache'; },
   jitCached() { return true; },
   jitCompileForTest() { return { cacheHit: 'memory', ms: 0, key: 'k', path: '', target: 'sm_90a' }; },
@@ -77,9 +109,14 @@ const addon = {
     return Promise.resolve(handle(spec.kernel, spec.module ? 'fatbin' : 'memory'));
   },
   cpuAttention() { return Promise.reject(new Error('fake addon: no cpuAttention')); },
+  cpuRaggedAttention() { return Promise.reject(new Error('fake addon: no cpuRaggedAttention')); },
   hardwareConcurrency() { return 2; },
   __launches() { return launches; },
   __loads() { return loads; },
   __launchLog() { return launchLog; },
+  /** Empties the launch log (it keeps the first 64 launches after each clear). */
+  __clearLaunchLog() { launchLog.length = 0; },
+  __counters() { return { ...counters }; },
+  __lastSpans() { return lastSpans; },
 };
 module.exports = addon;
