@@ -27,6 +27,7 @@ import { Tensor } from '../tensor.js';
 import { checkKeys, checkTensor } from '../validate.js';
 import { appendKernel, launchAppend, launchAppendAt, loadedAppendKernel } from './append-gpu.js';
 import { captureOn, type GraphCapture, type TableRegion } from './capture-state.js';
+import { BatchTableCache, type BatchTables } from './batch-tables.js';
 import type { KvLayout, RaggedKv, RaggedTables } from './paged-kv.js';
 
 /** A sequence of a {@link KvCache} (from `newSequence()` or `fork()`); unique across caches, never reused. */
@@ -171,6 +172,9 @@ export class KvCache {
   #pending: number[] = [];
   #readers = 0;
   #stamp = 0;
+  readonly #batches = new BatchTableCache();
+  /** Bumped when page lists change other than by growing or replacing their last page (a capture's undo). */
+  #epoch = 0;
   #disposed = false;
   #cap: CacheCapture | undefined;
   /** The eager append's table image and device scratch buffer (see #appendScratch). */
@@ -323,6 +327,7 @@ export class KvCache {
     this.#k.dispose();
     this.#v.dispose();
     this.#appendDev?.dispose();
+    this.#batches.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -342,6 +347,16 @@ export class KvCache {
       queryStart[i + 1] = queryStart[i]! + queryTokens[i]!;
     });
     return { pageTable, maxPagesPerSeq: maxPages, seqLens, queryStart };
+  }
+
+  /**
+   * @internal The device tables of batch `seqs` for a GPU attention call with
+   * `queryTokens[i]` query tokens each (validated by the caller; the sequences
+   * here), kept between calls and brought up to date (lib/serving/batch-tables.ts).
+   */
+  batch(seqs: readonly SequenceId[], queryTokens: readonly number[], argument = 'options.seqs'): BatchTables {
+    const states = this.#states(seqs, argument, true);
+    return this.#batches.take(seqs, states, queryTokens, this.#epoch);
   }
 
   /**
@@ -671,6 +686,7 @@ export class KvCache {
     cap.onEnd(() => {
       this.#cap = undefined;
       if (this.#disposed) return;
+      this.#epoch++;
       this.#seqs.clear();
       for (const [id, st] of seqs) this.#seqs.set(id, st);
       this.#free.length = 0;
