@@ -383,11 +383,12 @@ export class KvCache {
     if (this.#disposed) throw new DisposedError('KvCache');
   }
 
-  #state(seq: unknown, argument: string): SeqState {
+  /** The state of `seq`; `index` (when given) is appended to `argument` in the error, which is only built on failure. */
+  #state(seq: unknown, argument: string, index = -1): SeqState {
     this.#alive();
     const st = typeof seq === 'number' ? this.#seqs.get(seq) : undefined;
     if (!st) {
-      throw new UnknownSequenceError(argument, 'a live sequence of this KvCache (from newSequence() or fork())',
+      throw new UnknownSequenceError(index >= 0 ? `${argument}[${index}]` : argument, 'a live sequence of this KvCache (from newSequence() or fork())',
         typeof seq === 'number' ? `sequence ${seq} (freed, or made by another KvCache)` : describeValue(seq));
     }
     return st;
@@ -399,7 +400,7 @@ export class KvCache {
     const states: SeqState[] = new Array(seqs.length);
     for (let i = 0; i < seqs.length; i++) {
       const s: unknown = seqs[i];
-      const st = this.#state(s, `${argument}[${i}]`);
+      const st = this.#state(s, argument, i);
       if (!allowRepeats && st.seen === stamp) throw new InvalidArgumentError(`${argument}[${i}]`, 'each sequence once', `sequence ${String(s)} again`);
       st.seen = stamp;
       states[i] = st;
@@ -647,18 +648,19 @@ export class KvCache {
     cap.steps.push({
       check: () => {
         this.#alive();
-        ids.forEach((s, i) => {
-          const len = this.#state(s, `graph: options.seqs[${i}] of a captured pagedAttention`).length + add[i]!;
+        for (let i = 0; i < n; i++) {
+          const st = this.#seqs.get(ids[i]!) ?? this.#state(ids[i], `graph: options.seqs[${i}] of a captured pagedAttention`);
+          const len = st.length + add[i]!;
           if (len > W * P) throw this.#tooLong(`options.seqs[${i}] of a captured pagedAttention`, len, W);
-        });
+        }
         return undefined;
       },
       apply: () => {
-        ids.forEach((s, i) => {
-          const st = this.#seqs.get(s)!;
+        for (let i = 0; i < n; i++) {
+          const st = this.#seqs.get(ids[i]!)!;
           lens.host[i] = st.length;
           rows.write(i, st.pages);
-        });
+        }
         lens.dirty(0, n);
       },
     });
@@ -747,16 +749,20 @@ export class KvCache {
       check: () => {
         this.#alive();
         let pages = 0;
-        ids.forEach((s, i) => {
-          const st = this.#state(s, `graph: seqs[${i}] of a captured KvCache.append`);
+        for (let i = 0; i < n; i++) {
+          const st = this.#seqs.get(ids[i]!) ?? this.#state(ids[i], `graph: seqs[${i}] of a captured KvCache.append`);
           if (st.length + t[i]! > W * P) throw this.#tooLong(`seqs[${i}] of a captured KvCache.append`, st.length + t[i]!, W);
           pages += this.#need(st, t[i]!);
-        });
+        }
         return { owner: this, pages };
       },
       apply: () => {
-        const states = ids.map((s) => this.#seqs.get(s)!);
-        const need = states.reduce((m, st, i) => m + this.#need(st, t[i]!), 0);
+        const states: SeqState[] = new Array(n);
+        let need = 0;
+        for (let i = 0; i < n; i++) {
+          const st = (states[i] = this.#seqs.get(ids[i]!)!);
+          need += this.#need(st, t[i]!);
+        }
         const { plans: now, taken } = this.#plan(states, t, need);
         this.#copyOnWrite(now);
         for (let i = 0; i < n; i++) lens.host[i] = now[i]!.st.length;

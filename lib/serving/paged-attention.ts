@@ -117,9 +117,11 @@ export async function pagedAttention(q: Tensor, cache: KvCache, options: PagedAt
   const layout = { pageSize: cache.pageSize, pageStride: k.strides[0]!, tokenStride: k.strides[1]!, headStride: k.strides[2]! };
   return runRagged({
     what: 'pagedAttention', q: tq, k, v, layout,
-    tables, numKvHeads: cache.numKvHeads, scale, causal, returnLse, ...mods, backend, signal,
+    tables, numKvHeads: cache.numKvHeads, scale, causal, returnLse,
+    scoreMod: mods.scoreMod, maskMod: mods.maskMod, params: mods.params, backend, signal,
     beginRead: () => cache.beginRead(),
-    ...(cap ? { kv: (hk: Tensor, hv: Tensor) => cache.capturedKv(cap, seqs, queryTokens, layout, hk, hv) } : {}),
-    ...(batch ? { kv: (hk: Tensor, hv: Tensor) => batch.deviceKv(hk, hv, layout, cache.device), enqueued: () => batch.release() } : {}),
+    kv: cap ? (hk: Tensor, hv: Tensor) => cache.capturedKv(cap, seqs, queryTokens, layout, hk, hv)
+      : batch ? (hk: Tensor, hv: Tensor) => batch.deviceKv(hk, hv, layout, cache.device) : undefined,
+    enqueued: batch ? () => batch.release() : undefined,
   });
 }

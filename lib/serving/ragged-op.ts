@@ -90,10 +90,7 @@ export function runRagged(c: RaggedCall): Promise<Tensor | AttentionWithLse> {
       } else {
         r = await runRaggedAttentionCuda(q, kv, {
           scale: c.scale, causal: c.causal, returnLse: c.returnLse, params: c.params, hold,
-          ...(c.enqueued ? { enqueued: c.enqueued } : {}),
-          ...(c.scoreMod ? { scoreMod: c.scoreMod } : {}),
-          ...(c.maskMod ? { maskMod: c.maskMod } : {}),
-          ...(c.signal ? { signal: c.signal } : {}),
+          enqueued: c.enqueued, scoreMod: c.scoreMod, maskMod: c.maskMod, signal: c.signal,
         });
       }
       return c.returnLse ? { out: r.out, lse: r.lse! } : r.out;
