@@ -1,6 +1,6 @@
 // node --require ./preload.cjs serving.mjs <treeRoot> [--rounds 5] [--steps 100] [--only name,...] [--json]
 // Host cost of the serving paths on the fake addon (no GPU), in steady state: a warm-up as long as a round,
-// then the median over rounds. Shapes as bench/graphs.mjs (8 layers, 32 sequences of 1000 tokens, Hq 32
+// then the median of the per-op times over all rounds. Shapes as bench/graphs.mjs (8 layers, 32 sequences of 1000 tokens, Hq 32
 // Hkv 8 D 128 bf16, page 16). Rows (µs per step or per call, awaited one after another):
 //   step     one eager decode step: per layer cache.append (a token per sequence) + pagedAttention
 //   paged    one pagedAttention call over the 32 sequences (lengths unchanged between calls)
@@ -42,18 +42,20 @@ const q = Array.from({ length: LAYERS }, (_, l) => L.Tensor.randn([B, HQ, D], 'b
 const kv = Array.from({ length: LAYERS }, (_, l) => L.Tensor.randn([B, HKV, D], 'bf16', { device: DEV, seed: 50 + l }));
 
 /**
- * Runs `setup()` (untimed) then `n` awaited `op()`s, ROUNDS + 1 times (the first a warm-up);
- * returns the median µs per op. `setup` returns a context handed to `op` and to `teardown`.
+ * Runs `setup()` (untimed) then `n` awaited `op()`s, ROUNDS + 1 times (the first a warm-up), timing each op;
+ * returns the median µs of one op over all measured rounds (as bench/graphs.mjs reports a step: robust to the
+ * process being descheduled now and then on a busy machine). `setup` returns a context handed to `op` and `teardown`.
  */
 async function rounds(setup, op, teardown, n) {
   const per = [];
   for (let r = 0; r <= ROUNDS; r++) {
     const ctx = await setup();
     await L.synchronize(DEV);
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) await op(ctx, i);
-    const us = (performance.now() - t0) * 1000 / n;
-    if (r > 0) per.push(us);
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      await op(ctx, i);
+      if (r > 0) per.push((performance.now() - t0) * 1000);
+    }
     await teardown(ctx);
   }
   return med(per);
