@@ -20,8 +20,8 @@
  */
 import { throwIfAborted } from '../abort.js';
 import { DeviceError, DTypeError, InvalidArgumentError, ShapeError } from '../errors.js';
-import { loadKernel } from '../jit.js';
-import type { MaskMod, ScoreMod } from '../mods/index.js';
+import { loadedKernel, loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
+import type { CudaModCode, MaskMod, ScoreMod } from '../mods/index.js';
 import type { Hold } from '../ownership.js';
 import type { BlockMask } from '../blockmask/mask.js';
 import type { RaggedKv } from '../serving/paged-kv.js';
@@ -31,9 +31,9 @@ import { deviceCaps } from './device-caps.js';
 import { packDecodeParams, type RowStrides } from './generated/decode-params.js';
 import { decodeCombineKernel, decodeKernel } from './kernel-source.js';
 import { aligned } from './launch.js';
-import { capturedOnDevice, modCode, packMod, ptr } from './mod-code.js';
+import { capturedHere, capturedOnDevice, modCode, packMod, ptr, type Captured } from './mod-code.js';
 import { kvRangeOf, maxTileKvWork } from './kv-range.js';
-import { DECODE_HEAD_DIMS, DECODE_TILE, planDecode } from './plan-decode.js';
+import { DECODE_HEAD_DIMS, DECODE_TILE, planDecode, type DecodePlan } from './plan-decode.js';
 import { onDevice } from './run-flex.js';
 
 /** Options of {@link runRaggedAttentionCuda}. */
@@ -53,6 +53,8 @@ export interface RaggedAttentionOptions {
   signal?: AbortSignal;
   /** Force a split-KV count (tests and benchmarks); default: planned from the SM count. */
   numSplits?: number;
+  /** Called once the kernels are enqueued (or the launch failed): the KV's tables may be rewritten from then on. */
+  enqueued?: () => void;
 }
 
 /** One launch of the decode kernel, in the kernel's own terms (DecodeParams). */
@@ -76,6 +78,7 @@ interface DecodeLaunch {
   maxKvWork?: number | undefined;
   /** A block-sparse walk (end-aligned false: query token i is position i). */
   sparse?: SparseWalk | undefined;
+  enqueued?: (() => void) | undefined;
 }
 
 /** A block mask as the decode kernel walks it. */
@@ -101,13 +104,26 @@ function blockMaskWork(bm: BlockMask): number {
   return w;
 }
 
-async function launchDecode(a: DecodeLaunch): Promise<void> {
-  if (a.numSeqs === 0 || a.maxQueryTokens === 0) return;
-  const device = a.q.deviceIndex;
-  const dtype = a.q.dtype;
-  const code = a.scoreMod || a.maskMod ? modCode(a.scoreMod, a.maskMod) : undefined;
-  const entry = await loadKernel(device, decodeKernel(a.D, dtype, code));
-  throwIfAborted(a.signal, 'attention');
+/** The decode kernel of (D, dtype, mods): the spec is made once per combination (its source is a long string). */
+const decodeSpecs = new WeakMap<object, Map<string, KernelSpec>>();
+const NO_CODE = {};
+function decodeSpec(D: number, dtype: string, code: CudaModCode | undefined): KernelSpec {
+  let m = decodeSpecs.get(code ?? NO_CODE);
+  if (!m) decodeSpecs.set(code ?? NO_CODE, (m = new Map()));
+  const key = `${D}|${dtype}`;
+  let spec = m.get(key);
+  if (!spec) m.set(key, (spec = decodeKernel(D, dtype, code)));
+  return spec;
+}
+const combineSpecs = new Map<string, KernelSpec>();
+function combineSpec(D: number, dtype: string): KernelSpec {
+  const key = `${D}|${dtype}`;
+  let spec = combineSpecs.get(key);
+  if (!spec) combineSpecs.set(key, (spec = decodeCombineKernel(D, dtype)));
+  return spec;
+}
+
+function planLaunch(a: DecodeLaunch, entry: KernelEntry): DecodePlan {
   const bm = a.sparse?.mask;
   const plan = planDecode(
     {
@@ -115,27 +131,62 @@ async function launchDecode(a: DecodeLaunch): Promise<void> {
       ...(bm ? { maxKvWork: blockMaskWork(bm), blockSparse: { qBlock: bm.blockSize[0], perHead: bm.H > 1 } }
         : a.maxKvWork !== undefined ? { maxKvWork: a.maxKvWork } : {}),
     },
-    deviceCaps(device), entry.cfg.smemBytes, a.numSplits);
+    deviceCaps(a.q.deviceIndex), entry.cfg.smemBytes, a.numSplits);
   if (plan.gridX >= 2 ** 31) {
     throw new ShapeError('q', 'fewer than 2^31 decode tiles (sequences × KV heads × row tiles × splits)', String(plan.gridX));
   }
-  const combine = plan.numSplits > 1 ? await loadKernel(device, decodeCombineKernel(a.D, dtype)) : undefined;
-  const temps: Tensor[] = [];
-  try {
-    let mod: Uint8Array = new Uint8Array(0);
-    if (code) {
-      const cap = await capturedOnDevice(code, a.q.device, a.hold);
-      temps.push(...cap.temps);
-      mod = packMod(code, cap.tensors, a.params);
+  return plan;
+}
+
+/**
+ * Enqueues the decode launch (and its combine). With the kernels loaded and
+ * the mods' captured tensors on the device (every call after the first) it
+ * does so at once and returns undefined, without an await; else it returns
+ * the promise of the rest (loading kernels, copying captured tensors).
+ */
+function launchDecode(a: DecodeLaunch): Promise<void> | undefined {
+  if (a.numSeqs === 0 || a.maxQueryTokens === 0) return undefined;
+  const device = a.q.deviceIndex;
+  const dtype = a.q.dtype;
+  const code = a.scoreMod || a.maskMod ? modCode(a.scoreMod, a.maskMod) : undefined;
+  const spec = decodeSpec(a.D, dtype, code);
+  const entry = loadedKernel(device, spec.kernel);
+  if (entry) {
+    const plan = planLaunch(a, entry);
+    const combine = plan.numSplits > 1 ? loadedKernel(device, combineSpec(a.D, dtype).kernel) : undefined;
+    const captured = code ? capturedHere(code, a.q.device, a.hold) : NO_CAPTURED;
+    if ((plan.numSplits === 1 || combine) && captured) {
+      enqueueDecode(a, entry, plan, combine, code, captured);
+      return undefined;
     }
+  }
+  return (async () => {
+    const e = entry ?? await loadKernel(device, spec);
     throwIfAborted(a.signal, 'attention');
-    // From here to the enqueue nothing awaits.
+    const plan = planLaunch(a, e);
+    const combine = plan.numSplits > 1 ? await loadKernel(device, combineSpec(a.D, dtype)) : undefined;
+    const captured = code ? await capturedOnDevice(code, a.q.device, a.hold) : NO_CAPTURED;
+    enqueueDecode(a, e, plan, combine, code, captured);
+  })();
+}
+
+const NO_CAPTURED: Captured = Object.freeze({ tensors: [], temps: [] });
+const NO_MOD_BYTES = new Uint8Array(0);
+
+/** Packs the parameter block and enqueues (synchronous: nothing awaits); frees the launch's temporaries. */
+function enqueueDecode(a: DecodeLaunch, entry: KernelEntry, plan: DecodePlan, combine: KernelEntry | undefined,
+  code: CudaModCode | undefined, cap: Captured): void {
+  const bm = a.sparse?.mask;
+  const temps: Tensor[] = [...cap.temps];
+  try {
+    throwIfAborted(a.signal, 'attention');
+    const mod = code ? packMod(code, cap.tensors, a.params) : NO_MOD_BYTES;
     let wsO = 0n, wsLse = 0n;
     if (combine) {
-      const bm = entry.cfg.blockM;
-      const o = Tensor.empty([plan.gridX * bm * a.D], 'f32', { device: a.q.device });
+      const rows = entry.cfg.blockM;
+      const o = Tensor.empty([plan.gridX * rows * a.D], 'f32', { device: a.q.device });
       temps.push(o);
-      const l = Tensor.empty([plan.gridX * bm], 'f32', { device: a.q.device });
+      const l = Tensor.empty([plan.gridX * rows], 'f32', { device: a.q.device });
       temps.push(l);
       wsO = ptr(o);
       wsLse = ptr(l);
@@ -157,16 +208,18 @@ async function launchDecode(a: DecodeLaunch): Promise<void> {
       bmNumStrides: [bm && bm.B > 1 ? bm.H * QB : 0, bm && bm.H > 1 ? QB : 0] as const,
       bmIdxStrides: [bm && bm.B > 1 ? bm.H * QB * KVB : 0, bm && bm.H > 1 ? QB * KVB : 0, KVB] as const,
       kvRange: bm ? NO_RANGE : a.kvRange,
+      mod,
     };
-    entry.handle.launch([plan.gridX, 1, 1], [entry.cfg.threads, 1, 1], entry.cfg.smemBytes,
-      packDecodeParams(entry.cfg, { ...values, mod }));
+    entry.handle.launch([plan.gridX, 1, 1], [entry.cfg.threads, 1, 1], entry.cfg.smemBytes, packDecodeParams(entry.cfg, values));
     if (combine) {
+      values.mod = NO_MOD_BYTES;
       combine.handle.launch([plan.combineGridX, 1, 1], [combine.cfg.threads, 1, 1], combine.cfg.smemBytes,
-        packDecodeParams(combine.cfg, { ...values, mod: new Uint8Array(0) }));
+        packDecodeParams(combine.cfg, values));
     }
   } finally {
     // Stream-ordered allocator: freeing temporaries (workspace included) right after the enqueue is safe.
     for (const t of temps) t.dispose();
+    a.enqueued?.();
   }
 }
 
@@ -228,7 +281,7 @@ async function decodeContiguous(a: DecodeContiguousArgs, sparse: SparseWalk | un
     // [B, H, S, D] strides as the kernel's [seq, token, head] / [page, token, head].
     const rs = (t: Tensor): RowStrides => [t.strides[0]!, t.strides[2]!, t.strides[1]!];
     const kvRange = sparse ? NO_RANGE : kvRangeOf(a.maskMod);
-    await launchDecode({
+    const pending = launchDecode({
       kvRange, sparse,
       maxKvWork: kvRange.length ? maxTileKvWork(kvRange, {
         n: d.Skv, m: d.Sq, G: d.Hq / d.Hkv, BM: DECODE_TILE[d.D]!.BM, causal: a.causal, endAligned: false,
@@ -239,6 +292,7 @@ async function decodeContiguous(a: DecodeContiguousArgs, sparse: SparseWalk | un
       causal: a.causal, endAligned: false, scale: a.scale, scoreMod: a.scoreMod, maskMod: a.maskMod, params: a.params,
       hold: a.hold, signal: a.signal, out, oStrides: rs(out), lse, lseStrides: [d.Hq * d.Sq, 1, d.Sq], numSplits: a.numSplits,
     });
+    if (pending) await pending;
   } catch (err) {
     out.dispose();
     lse?.dispose();
@@ -331,7 +385,7 @@ export async function runRaggedAttentionCuda(q: Tensor, kv: RaggedKv, opts: Ragg
     const qa = q.offset % 8 === 0 && q.strides[0]! % 8 === 0 && q.strides[1]! % 8 === 0 && q.buffer().ptr % 16n === 0n ? q : q.contiguous();
     if (qa !== q) temps.push(qa);
     const kvRange = kvRangeOf(opts.maskMod);
-    await launchDecode({
+    const pending = launchDecode({
       // The split planner's work: the longest sequence's busiest tile under the mask's range.
       kvRange, maxKvWork: kvRange.length ? maxTileKvWork(kvRange, {
         n: maxSeqLen, m: maxQueryTokens, G: Hq / Hkv, BM: DECODE_TILE[D]!.BM, causal: opts.causal === true, endAligned: true,
@@ -342,8 +396,9 @@ export async function runRaggedAttentionCuda(q: Tensor, kv: RaggedKv, opts: Ragg
       numSeqs, Hq, Hkv, D, maxQueryTokens, maxSeqLen,
       causal: opts.causal === true, endAligned: true, scale: opts.scale,
       scoreMod: opts.scoreMod, maskMod: opts.maskMod, params: opts.params ?? {}, hold: opts.hold, signal: opts.signal,
-      out, oStrides: [0, Hq * D, D], lse, lseStrides: [0, Hq, 1], numSplits: opts.numSplits,
+      out, oStrides: [0, Hq * D, D], lse, lseStrides: [0, Hq, 1], numSplits: opts.numSplits, enqueued: opts.enqueued,
     });
+    if (pending) await pending;
   } catch (err) {
     out.dispose();
     lse?.dispose();

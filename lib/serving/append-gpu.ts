@@ -2,16 +2,16 @@
  * KvCache.append on the GPU: one launch of the precompiled paged-append kernel
  * (native/kernels/paged_append.cuh) writes every new token of a ragged batch
  * into its page. The kernel reads the batch's token offsets, start lengths and
- * page table from one small device buffer, copied here and freed right after
- * the launch (stream-ordered, so the kernel still sees it).
+ * page table from one small device buffer (the cache's scratch buffer, or a
+ * CUDA graph capture's tables).
  * Internal: not exported from the package.
  * @module
  */
-import { loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
+import { loadedKernel, loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
 import { packPagedAppendParams } from '../cuda/generated/paged-append-params.js';
 import { ptr } from '../cuda/mod-code.js';
 import { itemSize } from '../dtype.js';
-import { Tensor } from '../tensor.js';
+import type { Tensor } from '../tensor.js';
 
 const KERNEL = 'flexattn_paged_append';
 const SPEC: KernelSpec = { kernel: KERNEL, module: KERNEL, source: '#include "paged_append.cuh"\n' };
@@ -24,37 +24,32 @@ export function appendKernel(device: number): Promise<KernelEntry> {
   return loadKernel(device, SPEC);
 }
 
-/** A ragged append: pools and the new tokens, and where each sequence's tokens go. */
+/** @internal The append kernel of `device` when already loaded (a launch without an await), else undefined. */
+export function loadedAppendKernel(device: number): KernelEntry | undefined {
+  return loadedKernel(device, KERNEL);
+}
+
+/** A ragged append: pools and the new tokens, and how its tables are laid out. */
 export interface GpuAppend {
   kPool: Tensor; vPool: Tensor;
   /** New tokens `[T, Hkv, D]`, last dim contiguous, k and v with the same strides. */
   k: Tensor; v: Tensor;
   pageSize: number;
-  /** numSeqs + 1 offsets into k's tokens. */
-  cuTokens: Int32Array;
-  /** Each sequence's length before the append. */
-  startLens: Int32Array;
-  /** [numSeqs, maxPagesPerSeq]: the pages after the append (new ones allocated). */
-  pageTable: Int32Array;
+  numSeqs: number;
+  /** Width of the page-table rows. */
   maxPagesPerSeq: number;
 }
 
-/** @internal Enqueues the append on the pools' device stream (returns without waiting). */
-export function launchAppend(entry: KernelEntry, a: GpuAppend): void {
-  const numSeqs = a.startLens.length;
+/**
+ * @internal Enqueues the append on the pools' device stream (returns without
+ * waiting), reading its tables from `tables` (i32 on the pools' device, already
+ * uploaded): numSeqs + 1 token offsets at 0, numSeqs start lengths at
+ * numSeqs + 1, the page-table rows at `rows0`.
+ */
+export function launchAppend(entry: KernelEntry, a: GpuAppend, tables: Tensor, rows0: number): void {
   if (a.k.shape[0] === 0) return;
-  const host = new Int32Array(numSeqs + 1 + numSeqs + a.pageTable.length);
-  host.set(a.cuTokens, 0);
-  host.set(a.startLens, numSeqs + 1);
-  host.set(a.pageTable, 2 * numSeqs + 1);
-  const tables = Tensor.fromHost(host, [host.length], 'i32', { device: a.kPool.device });
-  try {
-    const base = tables.buffer().ptr;
-    launchAppendAt(entry, { ...a, numSeqs },
-      { cuTokens: base, startLens: base + BigInt(4 * (numSeqs + 1)), pageTable: base + BigInt(4 * (2 * numSeqs + 1)) });
-  } finally {
-    tables.dispose(); // stream-ordered: the block is reused only after the kernel ran
-  }
+  const base = ptr(tables);
+  launchAppendAt(entry, a, { cuTokens: base, startLens: base + BigInt(4 * (a.numSeqs + 1)), pageTable: base + BigInt(4 * rows0) });
 }
 
 /** Device addresses of an append's tables (i32): numSeqs + 1 token offsets, numSeqs start lengths, [numSeqs, maxPagesPerSeq] pages. */
@@ -64,8 +59,7 @@ export interface AppendTables { cuTokens: bigint; startLens: bigint; pageTable: 
  * @internal Enqueues the append reading its tables at `t` (device memory the
  * caller owns: a CUDA graph capture's tables, rewritten before each replay).
  */
-export function launchAppendAt(entry: KernelEntry, a: Pick<GpuAppend, 'kPool' | 'vPool' | 'k' | 'v' | 'pageSize' | 'maxPagesPerSeq'> & { numSeqs: number },
-  t: AppendTables): void {
+export function launchAppendAt(entry: KernelEntry, a: GpuAppend, t: AppendTables): void {
   const T = a.k.shape[0]!, Hkv = a.k.shape[1]!, D = a.k.shape[2]!;
   if (T === 0) return;
   const params = packPagedAppendParams({

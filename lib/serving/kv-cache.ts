@@ -25,8 +25,9 @@ import { native } from '../native.js';
 import { runOp } from '../ownership.js';
 import { Tensor } from '../tensor.js';
 import { checkKeys, checkTensor } from '../validate.js';
-import { appendKernel, launchAppend, launchAppendAt } from './append-gpu.js';
+import { appendKernel, launchAppend, launchAppendAt, loadedAppendKernel } from './append-gpu.js';
 import { captureOn, type GraphCapture, type TableRegion } from './capture-state.js';
+import { BatchTableCache, type BatchTables } from './batch-tables.js';
 import type { KvLayout, RaggedKv, RaggedTables } from './paged-kv.js';
 
 /** A sequence of a {@link KvCache} (from `newSequence()` or `fork()`); unique across caches, never reused. */
@@ -79,13 +80,25 @@ export interface KvCacheStats {
   bytes: number;
 }
 
-interface SeqState { pages: number[]; length: number }
+interface SeqState {
+  pages: number[];
+  length: number;
+  /** The stamp of the last #states call that listed it (finds a sequence given twice without a Set). */
+  seen: number;
+}
 
-/** What one sequence's part of an append does: its pages after it, and a copy of a shared last page. */
+/**
+ * What one sequence's part of an append does: the pages it writes (from page
+ * index `first` = floor(length / pageSize) on: the last page or its copy on
+ * write, then new ones), and the copy of a shared last page. Only the written
+ * pages are listed, so planning an append costs the same for a long sequence
+ * as for a short one.
+ */
 interface AppendPlan {
   st: SeqState;
   t: number;
-  pages: number[];
+  first: number;
+  written: number[];
   copy: { from: number; to: number; tokens: number } | undefined;
 }
 
@@ -158,8 +171,15 @@ export class KvCache {
   /** Pages whose last holder went while CPU readers were in flight. */
   #pending: number[] = [];
   #readers = 0;
+  #stamp = 0;
+  readonly #batches = new BatchTableCache();
+  /** Bumped when page lists change other than by growing or replacing their last page (a capture's undo). */
+  #epoch = 0;
   #disposed = false;
   #cap: CacheCapture | undefined;
+  /** The eager append's table image and device scratch buffer (see #appendScratch). */
+  #appendHost: Int32Array | undefined;
+  #appendDev: Tensor | undefined;
 
   constructor(options: KvCacheOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'a KvCacheOptions object', describeValue(options));
@@ -195,7 +215,7 @@ export class KvCache {
     this.#alive();
     this.#refuseCapture('KvCache.newSequence()');
     const id = nextId++;
-    this.#seqs.set(id, { pages: [], length: 0 });
+    this.#seqs.set(id, { pages: [], length: 0, seen: 0 });
     return id;
   }
 
@@ -209,7 +229,7 @@ export class KvCache {
     this.#refuseCapture('KvCache.fork()');
     const id = nextId++;
     for (const p of st.pages) this.#refs[p]!++;
-    this.#seqs.set(id, { pages: [...st.pages], length: st.length });
+    this.#seqs.set(id, { pages: [...st.pages], length: st.length, seen: 0 });
     return id;
   }
 
@@ -291,8 +311,9 @@ export class KvCache {
     }, async () => {
       // The GPU kernel is loaded first; everything after it runs without an
       // await, so concurrent appends see each other's pages and lengths.
+      // Once the kernel is resident (every append after the first) there is no await at all.
       let kernel: KernelEntry | undefined;
-      if (this.#k.isCuda) kernel = await appendKernel(this.#k.deviceIndex);
+      if (this.#k.isCuda) kernel = loadedAppendKernel(this.#k.deviceIndex) ?? await appendKernel(this.#k.deviceIndex);
       throwIfAborted(signal, 'KvCache.append');
       this.#appendNow(seqs, inputs.k, inputs.v, options.tokens, kernel, kernel ? captureOn(this.#k.deviceIndex) : undefined);
     });
@@ -305,6 +326,8 @@ export class KvCache {
     this.#seqs.clear();
     this.#k.dispose();
     this.#v.dispose();
+    this.#appendDev?.dispose();
+    this.#batches.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -324,6 +347,16 @@ export class KvCache {
       queryStart[i + 1] = queryStart[i]! + queryTokens[i]!;
     });
     return { pageTable, maxPagesPerSeq: maxPages, seqLens, queryStart };
+  }
+
+  /**
+   * @internal The device tables of batch `seqs` for a GPU attention call with
+   * `queryTokens[i]` query tokens each (validated by the caller; the sequences
+   * here), kept between calls and brought up to date (lib/serving/batch-tables.ts).
+   */
+  batch(seqs: readonly SequenceId[], queryTokens: readonly number[], argument = 'options.seqs'): BatchTables {
+    const states = this.#states(seqs, argument, true);
+    return this.#batches.take(seqs, states, queryTokens, this.#epoch);
   }
 
   /**
@@ -350,11 +383,12 @@ export class KvCache {
     if (this.#disposed) throw new DisposedError('KvCache');
   }
 
-  #state(seq: unknown, argument: string): SeqState {
+  /** The state of `seq`; `index` (when given) is appended to `argument` in the error, which is only built on failure. */
+  #state(seq: unknown, argument: string, index = -1): SeqState {
     this.#alive();
     const st = typeof seq === 'number' ? this.#seqs.get(seq) : undefined;
     if (!st) {
-      throw new UnknownSequenceError(argument, 'a live sequence of this KvCache (from newSequence() or fork())',
+      throw new UnknownSequenceError(index >= 0 ? `${argument}[${index}]` : argument, 'a live sequence of this KvCache (from newSequence() or fork())',
         typeof seq === 'number' ? `sequence ${seq} (freed, or made by another KvCache)` : describeValue(seq));
     }
     return st;
@@ -362,13 +396,16 @@ export class KvCache {
 
   #states(seqs: unknown, argument: string, allowRepeats = false): SeqState[] {
     if (!Array.isArray(seqs)) throw new InvalidArgumentError(argument, 'an array of sequences', describeValue(seqs));
-    const seen = new Set<unknown>();
-    return seqs.map((s: unknown, i) => {
-      const st = this.#state(s, `${argument}[${i}]`);
-      if (!allowRepeats && seen.has(s)) throw new InvalidArgumentError(`${argument}[${i}]`, 'each sequence once', `sequence ${String(s)} again`);
-      seen.add(s);
-      return st;
-    });
+    const stamp = ++this.#stamp;
+    const states: SeqState[] = new Array(seqs.length);
+    for (let i = 0; i < seqs.length; i++) {
+      const s: unknown = seqs[i];
+      const st = this.#state(s, argument, i);
+      if (!allowRepeats && st.seen === stamp) throw new InvalidArgumentError(`${argument}[${i}]`, 'each sequence once', `sequence ${String(s)} again`);
+      st.seen = stamp;
+      states[i] = st;
+    }
+    return states;
   }
 
   #tokens(tokens: unknown, count: number, argument: string): number[] {
@@ -377,7 +414,7 @@ export class KvCache {
     }
     const t = Array.from(tokens as ArrayLike<unknown>);
     if (t.length !== count) throw new ShapeError(argument, `${count} token counts (one per sequence)`, `${t.length}`);
-    t.forEach((x, i) => checkCount(x, `${argument}[${i}]`, 0, MAX_LEN));
+    for (let i = 0; i < t.length; i++) checkCount(t[i], `${argument}[${i}]`, 0, MAX_LEN);
     return t as number[];
   }
 
@@ -398,12 +435,15 @@ export class KvCache {
     this.#checkNew(v, 'v');
     if (v.shape[0] !== k.shape[0]) throw new ShapeError('v', `${k.shape[0]} tokens like k`, `${v.shape[0]}`);
     const T = k.shape[0]!;
-    const sum = toks.reduce((a, b) => a + b, 0);
+    let sum = 0;
+    for (let i = 0; i < toks.length; i++) sum += toks[i]!;
     if (sum !== T) throw new ShapeError('options.tokens', `token counts adding up to k.shape[0] = ${T}`, `counts adding up to ${sum}`);
-    states.forEach((st, i) => {
+    let need = 0;
+    for (let i = 0; i < states.length; i++) {
+      const st = states[i]!;
       if (st.length + toks[i]! > MAX_LEN) throw new InvalidArgumentError(`options.tokens[${i}]`, `at most ${MAX_LEN - st.length} more tokens for this sequence`, `${toks[i]}`);
-    });
-    const need = states.reduce((n, st, i) => n + this.#need(st, toks[i]!), 0);
+      need += this.#need(st, toks[i]!);
+    }
     if (need > this.#free.length) {
       const pending = this.#pending.length ? ` (${this.#pending.length} more are freed once the CPU attention calls reading them end)` : '';
       throw new KvCacheFullError(`KvCache.append: needs ${need} free pages, the cache has ${this.#free.length} free of ${this.numPages}${pending}; ` +
@@ -430,25 +470,30 @@ export class KvCache {
   }
 
   /**
-   * Plan: new page lists (pages taken from the end of the free list) and the
-   * copy-on-write copies. Nothing visible changes until {@link KvCache.#commit}.
+   * Plan: the pages each sequence's new tokens go to (pages taken from the end
+   * of the free list) and the copy-on-write copies. Nothing visible changes
+   * until {@link KvCache.#commit}.
    */
   #plan(states: readonly SeqState[], toks: readonly number[], need: number): { plans: AppendPlan[]; taken: number } {
     const taken = this.#free.length - need;
     let next = this.#free.length;
-    const take = (): number => this.#free[--next]!;
     const P = this.pageSize;
-    const plans = states.map((st, i): AppendPlan => {
-      const t = toks[i]!;
-      const pages = [...st.pages];
+    const plans: AppendPlan[] = new Array(states.length);
+    for (let i = 0; i < states.length; i++) {
+      const st = states[i]!, t = toks[i]!;
+      const first = Math.floor(st.length / P), end = t > 0 ? Math.ceil((st.length + t) / P) : first;
+      const written: number[] = [];
       let copy: { from: number; to: number; tokens: number } | undefined;
-      if (t > 0 && st.length % P !== 0 && this.#refs[pages[pages.length - 1]!]! > 1) {
-        copy = { from: pages[pages.length - 1]!, to: take(), tokens: st.length % P };
-        pages[pages.length - 1] = copy.to;
+      if (t > 0 && st.length % P !== 0) {
+        const last = st.pages[first]!;
+        if (this.#refs[last]! > 1) {
+          copy = { from: last, to: this.#free[--next]!, tokens: st.length % P };
+          written.push(copy.to);
+        } else written.push(last);
       }
-      while (pages.length * P < st.length + t) pages.push(take());
-      return { st, t, pages, copy };
-    });
+      while (first + written.length < end) written.push(this.#free[--next]!);
+      plans[i] = { st, t, first, written, copy };
+    }
     return { plans, taken };
   }
 
@@ -456,8 +501,12 @@ export class KvCache {
     this.#free.length = taken;
     for (const pl of plans) {
       if (pl.copy && --this.#refs[pl.copy.from]! === 0) this.#free.push(pl.copy.from);
-      for (let j = 0; j < pl.pages.length; j++) if (j >= pl.st.pages.length || pl.pages[j] !== pl.st.pages[j]) this.#refs[pl.pages[j]!] = 1;
-      pl.st.pages = pl.pages;
+      const pages = pl.st.pages;
+      for (let j = 0; j < pl.written.length; j++) {
+        const at = pl.first + j, p = pl.written[j]!;
+        if (at >= pages.length || pages[at] !== p) this.#refs[p] = 1;
+        pages[at] = p;
+      }
       pl.st.length += pl.t;
     }
   }
@@ -483,7 +532,7 @@ export class KvCache {
         if (pl.copy) dst.copyWithin(pl.copy.to * pageStride, pl.copy.from * pageStride, pl.copy.from * pageStride + pl.copy.tokens * row);
         for (let done = 0; done < pl.t;) {
           const pos = pl.st.length + done;
-          const page = pl.pages[Math.floor(pos / P)]!, slot = pos % P;
+          const page = pl.written[Math.floor(pos / P) - pl.first]!, slot = pos % P;
           const run = packed ? Math.min(P - slot, pl.t - done) : 1;
           const s0 = srcOff[w]! + (tok + done) * tokStride;
           const d0 = page * pageStride + slot * row;
@@ -510,17 +559,50 @@ export class KvCache {
     }
   }
 
+  /**
+   * The append kernel addresses each sequence's new tokens from its start
+   * length through its page-table row; it is given only the written pages
+   * (the row starts at page `first`, the start length is taken modulo the page
+   * size), so its tables are a few ints per sequence however long it is.
+   */
   #writeGpu(plans: readonly AppendPlan[], k: Tensor, v: Tensor, kernel: KernelEntry): void {
     this.#copyOnWrite(plans);
-    const n = plans.length;
-    const maxPages = Math.max(1, ...plans.map((p) => p.pages.length));
-    const cuTokens = new Int32Array(n + 1), startLens = new Int32Array(n), pageTable = new Int32Array(n * maxPages);
-    plans.forEach((pl, i) => {
-      cuTokens[i + 1] = cuTokens[i]! + pl.t;
-      startLens[i] = pl.st.length;
-      pageTable.set(pl.pages, i * maxPages);
-    });
-    launchAppend(kernel, { kPool: this.#k, vPool: this.#v, k, v, pageSize: this.pageSize, cuTokens, startLens, pageTable, maxPagesPerSeq: maxPages });
+    const n = plans.length, P = this.pageSize;
+    let width = 1;
+    for (const pl of plans) if (pl.written.length > width) width = pl.written.length;
+    const host = this.#appendImage(n + 1 + n + n * width);
+    const lens0 = n + 1, rows0 = 2 * n + 1;
+    host[0] = 0;
+    for (let i = 0; i < n; i++) {
+      const pl = plans[i]!;
+      host[i + 1] = host[i]! + pl.t;
+      host[lens0 + i] = pl.st.length % P;
+      const at = rows0 + i * width;
+      for (let j = 0; j < pl.written.length; j++) host[at + j] = pl.written[j]!;
+    }
+    launchAppend(kernel, { kPool: this.#k, vPool: this.#v, k, v, pageSize: P, numSeqs: n, maxPagesPerSeq: width },
+      this.#appendScratch(host), rows0);
+  }
+
+  /** A host image of at least `ints` ints for an append's tables (reused; a view of exactly `ints`). */
+  #appendImage(ints: number): Int32Array {
+    if (!this.#appendHost || this.#appendHost.length < ints) this.#appendHost = new Int32Array(Math.max(ints, 2 * (this.#appendHost?.length ?? 32)));
+    return this.#appendHost.subarray(0, ints);
+  }
+
+  /**
+   * `host` uploaded into the cache's append scratch buffer. One buffer serves
+   * every eager append: its upload and the kernel that reads it are enqueued
+   * back to back on the device's stream, so the next append's upload runs
+   * after this kernel has read it.
+   */
+  #appendScratch(host: Int32Array): Tensor {
+    if (!this.#appendDev || this.#appendDev.numel < host.length) {
+      this.#appendDev?.dispose(); // stream-ordered: earlier appends' kernels still read it
+      this.#appendDev = Tensor.empty([Math.max(host.length, this.#appendHost!.length)], 'i32', { device: this.device });
+    }
+    native().copyHtoD(this.#appendDev.buffer(), 0, host);
+    return this.#appendDev;
   }
 
   // ------------------------------------------------------- CUDA graph capture
@@ -566,18 +648,19 @@ export class KvCache {
     cap.steps.push({
       check: () => {
         this.#alive();
-        ids.forEach((s, i) => {
-          const len = this.#state(s, `graph: options.seqs[${i}] of a captured pagedAttention`).length + add[i]!;
+        for (let i = 0; i < n; i++) {
+          const st = this.#seqs.get(ids[i]!) ?? this.#state(ids[i], `graph: options.seqs[${i}] of a captured pagedAttention`);
+          const len = st.length + add[i]!;
           if (len > W * P) throw this.#tooLong(`options.seqs[${i}] of a captured pagedAttention`, len, W);
-        });
+        }
         return undefined;
       },
       apply: () => {
-        ids.forEach((s, i) => {
-          const st = this.#seqs.get(s)!;
+        for (let i = 0; i < n; i++) {
+          const st = this.#seqs.get(ids[i]!)!;
           lens.host[i] = st.length;
           rows.write(i, st.pages);
-        });
+        }
         lens.dirty(0, n);
       },
     });
@@ -599,12 +682,13 @@ export class KvCache {
   #enterCapture(cap: GraphCapture): void {
     if (this.#cap?.capture === cap) return;
     const seqs = new Map<SequenceId, SeqState>();
-    for (const [id, st] of this.#seqs) seqs.set(id, { pages: [...st.pages], length: st.length });
+    for (const [id, st] of this.#seqs) seqs.set(id, { pages: [...st.pages], length: st.length, seen: 0 });
     const free = this.#free.slice(), refs = this.#refs.slice(), pending = this.#pending.slice();
     this.#cap = { capture: cap, appended: new Map() };
     cap.onEnd(() => {
       this.#cap = undefined;
       if (this.#disposed) return;
+      this.#epoch++;
       this.#seqs.clear();
       for (const [id, st] of seqs) this.#seqs.set(id, st);
       this.#free.length = 0;
@@ -665,24 +749,26 @@ export class KvCache {
       check: () => {
         this.#alive();
         let pages = 0;
-        ids.forEach((s, i) => {
-          const st = this.#state(s, `graph: seqs[${i}] of a captured KvCache.append`);
+        for (let i = 0; i < n; i++) {
+          const st = this.#seqs.get(ids[i]!) ?? this.#state(ids[i], `graph: seqs[${i}] of a captured KvCache.append`);
           if (st.length + t[i]! > W * P) throw this.#tooLong(`seqs[${i}] of a captured KvCache.append`, st.length + t[i]!, W);
           pages += this.#need(st, t[i]!);
-        });
+        }
         return { owner: this, pages };
       },
       apply: () => {
-        const states = ids.map((s) => this.#seqs.get(s)!);
-        const need = states.reduce((m, st, i) => m + this.#need(st, t[i]!), 0);
+        const states: SeqState[] = new Array(n);
+        let need = 0;
+        for (let i = 0; i < n; i++) {
+          const st = (states[i] = this.#seqs.get(ids[i]!)!);
+          need += this.#need(st, t[i]!);
+        }
         const { plans: now, taken } = this.#plan(states, t, need);
         this.#copyOnWrite(now);
-        now.forEach((pl, i) => {
-          lens.host[i] = pl.st.length;
-          rows.write(i, pl.pages);
-        });
+        for (let i = 0; i < n; i++) lens.host[i] = now[i]!.st.length;
         lens.dirty(0, n);
         this.#commit(now, taken);
+        for (let i = 0; i < n; i++) rows.write(i, now[i]!.st.pages);
       },
     });
   }

@@ -88,32 +88,40 @@ export async function pagedAttention(q: Tensor, cache: KvCache, options: PagedAt
     throw new ShapeError('options.queryTokens', `${seqs.length} counts (one per sequence of options.seqs)`, String(queryTokens.length));
   }
   let sum = 0;
-  queryTokens.forEach((m: unknown, i) => {
+  for (let i = 0; i < queryTokens.length; i++) {
+    const m: unknown = queryTokens[i];
     if (typeof m !== 'number' || !Number.isInteger(m) || m < 0) {
       throw new InvalidArgumentError(`options.queryTokens[${i}]`, 'a non-negative integer', describeValue(m));
     }
     sum += m;
-  });
+  }
   if (sum !== T) throw new ShapeError('options.queryTokens', `counts adding up to q.shape[0] = ${T}`, `counts adding up to ${sum}`);
-  const tables = cache.tables(seqs, queryTokens);
-  tables.seqLens.forEach((n, i) => {
-    if (queryTokens[i]! > n) {
-      throw new ShapeError(`options.queryTokens[${i}]`, `at most ${n} (the tokens cached for seqs[${i}]; append the query tokens first)`, String(queryTokens[i]));
+  const backend = resolveBackend(options.backend, tq);
+  // Recorded in a CUDA graph capture: the kernel reads tables each replay rewrites (lib/serving/graph.ts).
+  const cap = backend === 'cuda' ? captureOn(tq.deviceIndex) : undefined;
+  // An eager GPU call reads the batch's tables the cache keeps on the device, updated where they changed
+  // (lib/serving/batch-tables.ts); the CPU reference gets tables of its own.
+  const batch = backend === 'cuda' && !cap ? cache.batch(seqs, queryTokens) : undefined;
+  const tables = batch ? batch.tables() : cache.tables(seqs, queryTokens);
+  const lens = tables.seqLens;
+  for (let i = 0; i < lens.length; i++) {
+    if (queryTokens[i]! > lens[i]!) {
+      throw new ShapeError(`options.queryTokens[${i}]`, `at most ${lens[i]} (the tokens cached for seqs[${i}]; append the query tokens first)`, String(queryTokens[i]));
     }
-  });
+  }
   const causal = checkBool(options.causal, 'options.causal', true);
   const returnLse = checkBool(options.returnLse, 'options.returnLse');
   const scale = checkScale(options.scale, D);
-  const backend = resolveBackend(options.backend, tq);
   const mods = checkMods(options);
   const k = cache.keys, v = cache.values;
   const layout = { pageSize: cache.pageSize, pageStride: k.strides[0]!, tokenStride: k.strides[1]!, headStride: k.strides[2]! };
-  // Recorded in a CUDA graph capture: the kernel reads tables each replay rewrites (lib/serving/graph.ts).
-  const cap = backend === 'cuda' ? captureOn(tq.deviceIndex) : undefined;
   return runRagged({
     what: 'pagedAttention', q: tq, k, v, layout,
-    tables, numKvHeads: cache.numKvHeads, scale, causal, returnLse, ...mods, backend, signal,
+    tables, numKvHeads: cache.numKvHeads, scale, causal, returnLse,
+    scoreMod: mods.scoreMod, maskMod: mods.maskMod, params: mods.params, backend, signal,
     beginRead: () => cache.beginRead(),
-    ...(cap ? { kv: (hk: Tensor, hv: Tensor) => cache.capturedKv(cap, seqs, queryTokens, layout, hk, hv) } : {}),
+    kv: cap ? (hk: Tensor, hv: Tensor) => cache.capturedKv(cap, seqs, queryTokens, layout, hk, hv)
+      : batch ? (hk: Tensor, hv: Tensor) => batch.deviceKv(hk, hv, layout, cache.device) : undefined,
+    enqueued: batch ? () => batch.release() : undefined,
   });
 }

@@ -40,6 +40,8 @@ export interface RaggedCall {
    * they are not freed after the call).
    */
   kv?: (k: Tensor, v: Tensor) => RaggedKv;
+  /** With `kv`: called once the GPU kernel reading it is enqueued, or the call failed (its tables may change from then on). */
+  enqueued?: () => void;
 }
 
 /** `options.scoreMod` / `options.maskMod` / `options.params`, checked. */
@@ -88,14 +90,13 @@ export function runRagged(c: RaggedCall): Promise<Tensor | AttentionWithLse> {
       } else {
         r = await runRaggedAttentionCuda(q, kv, {
           scale: c.scale, causal: c.causal, returnLse: c.returnLse, params: c.params, hold,
-          ...(c.scoreMod ? { scoreMod: c.scoreMod } : {}),
-          ...(c.maskMod ? { maskMod: c.maskMod } : {}),
-          ...(c.signal ? { signal: c.signal } : {}),
+          enqueued: c.enqueued, scoreMod: c.scoreMod, maskMod: c.maskMod, signal: c.signal,
         });
       }
       return c.returnLse ? { out: r.out, lse: r.lse! } : r.out;
     } finally {
       endRead?.();
+      c.enqueued?.();
       if (!c.kv) disposeRaggedTables(kv);
     }
   });
