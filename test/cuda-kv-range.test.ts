@@ -111,26 +111,25 @@ describe('kv range program', () => {
 
 describe('planDecode with a reduced kv range or a block mask', () => {
   const H100 = { smCount: 132, smemPerBlockOptin: 227 * 1024 };
-  const smem = 16 * 256 + 2 * DECODE_TILE[128]!.stages * 64 * 256;
   it('sizes split-KV by the work a tile reads, not the sequence length', () => {
     const s = { numSeqs: 1, Hq: 32, Hkv: 8, D: 128, maxQueryTokens: 1, maxSeqLen: 131072 };
-    const full = planDecode(s, H100, smem);
-    const windowed = planDecode({ ...s, maxKvWork: 4096 }, H100, smem);
+    const full = planDecode(s, H100);
+    const windowed = planDecode({ ...s, maxKvWork: 512 }, H100);
     expect(windowed.numSplits).toBeLessThan(full.numSplits);
-    expect(windowed.numSplits).toBeLessThanOrEqual(4096 / 64);
-    expect(planDecode({ ...s, maxKvWork: 64 }, H100, smem).numSplits).toBe(1);
+    expect(windowed.numSplits).toBeLessThanOrEqual(512 / 64);
+    expect(planDecode({ ...s, maxKvWork: 64 }, H100).numSplits).toBe(1);
   });
   it('cuts rows into one segment per q block (and per head for a per-head mask)', () => {
     const bm = DECODE_TILE[128]!.BM;
     const s = { numSeqs: 2, Hq: 32, Hkv: 8, D: 128, maxQueryTokens: 16, maxSeqLen: 1000 };
-    const dense = planDecode(s, H100, smem, 1);
+    const dense = planDecode(s, H100, 1);
     expect([dense.packHeads, dense.qSegments, dense.segTiles, dense.rowTiles]).toEqual([4, 1, Math.ceil(64 / bm), Math.ceil(64 / bm)]);
     expect(dense.segTokens).toBe(2 ** 30);
-    const q128 = planDecode({ ...s, blockSparse: { qBlock: 128, perHead: false } }, H100, smem, 1);
+    const q128 = planDecode({ ...s, blockSparse: { qBlock: 128, perHead: false } }, H100, 1);
     expect([q128.packHeads, q128.qSegments, q128.rowTiles]).toEqual([4, 1, dense.rowTiles]);
-    const q4 = planDecode({ ...s, blockSparse: { qBlock: 4, perHead: false } }, H100, smem, 1);
+    const q4 = planDecode({ ...s, blockSparse: { qBlock: 4, perHead: false } }, H100, 1);
     expect([q4.packHeads, q4.segTokens, q4.qSegments, q4.segTiles, q4.rowTiles]).toEqual([4, 4, 4, Math.ceil(16 / bm), 4 * Math.ceil(16 / bm)]);
-    const perHead = planDecode({ ...s, maxQueryTokens: 3, blockSparse: { qBlock: 2, perHead: true } }, H100, smem, 1);
+    const perHead = planDecode({ ...s, maxQueryTokens: 3, blockSparse: { qBlock: 2, perHead: true } }, H100, 1);
     expect([perHead.packHeads, perHead.qSegments, perHead.segTiles, perHead.rowTiles]).toEqual([1, 2, 1, 4 * 2 * 1]);
     expect(perHead.gridX).toBe(2 * 8 * perHead.rowTiles);
   });

@@ -27,13 +27,6 @@ export const DECODE_MAX_QUERY = 16;
 const CTA_OVERHEAD_TILES = 2;
 const COMBINE_TILES = 2;
 
-/** CTAs of the decode kernel one SM holds: by shared memory, and at most 2 (its __launch_bounds__ minimum). */
-export function decodeCtasPerSm(smemBytes: number, smemPerSm: number | undefined): number {
-  const perSm = smemPerSm ?? 0;
-  if (perSm <= 0) return 1;
-  return Math.max(1, Math.min(2, Math.floor((perSm + 1024) / (smemBytes + 1024))));
-}
-
 /** What the split planner needs to know. */
 export interface SplitInput {
   /** CTAs without splitting: sequences × KV heads × row tiles. */
@@ -41,7 +34,6 @@ export interface SplitInput {
   /** KV tokens of the longest sequence (the longest CTA's work). */
   readonly maxKvLen: number;
   readonly smCount: number;
-  readonly ctasPerSm: number;
   /** kv rows per kernel tile. */
   readonly blockN: number;
 }
@@ -50,13 +42,17 @@ export interface SplitInput {
  * Number of KV splits: the count that minimises waves × (kv tiles per split +
  * per-CTA overhead) (+ the combine when splitting), so that a launch with few
  * sequences × KV heads (one long sequence, say) still fills every SM, and one
- * that already fills them is not split. At most {@link DECODE_MAX_SPLITS}, and
- * never more splits than kv tiles. Ties go to fewer splits.
+ * that already fills them is not split. A wave is one CTA per SM: the kernel
+ * streams K/V at the memory's rate, and a second CTA resident on an SM shares
+ * that SM's loads instead of adding bandwidth, so splitting to fill it only
+ * adds partials for the combine (bench/results/kernel-notes.md, decode split
+ * sweep). At most {@link DECODE_MAX_SPLITS}, and never more splits than kv
+ * tiles. Ties go to fewer splits.
  */
 export function decodeSplits(a: SplitInput): number {
   const tiles = Math.ceil(Math.max(0, a.maxKvLen) / a.blockN);
   if (a.ctas <= 0 || tiles <= 1 || a.smCount <= 0) return 1;
-  const slots = a.smCount * Math.max(1, a.ctasPerSm);
+  const slots = a.smCount;
   const limit = Math.min(DECODE_MAX_SPLITS, tiles);
   let best = 1, bestCost = Infinity;
   for (let s = 1; s <= limit; s++) {
@@ -111,10 +107,9 @@ export interface DecodePlan {
 /**
  * Plans a decode launch. `numSplits` forces a split count (tests; clamped to
  * 1..DECODE_MAX_SPLITS); otherwise {@link decodeSplits} picks it from the
- * device's SM count. `smemBytes` is the kernel's dynamic shared memory (its _cfg).
+ * device's SM count.
  */
-export function planDecode(s: DecodeShape, caps: Pick<DeviceCaps, 'smCount' | 'smemPerBlockOptin'>, smemBytes: number,
-  numSplits?: number): DecodePlan {
+export function planDecode(s: DecodeShape, caps: Pick<DeviceCaps, 'smCount'>, numSplits?: number): DecodePlan {
   const tile = DECODE_TILE[s.D];
   if (!tile) throw new InternalError(`no decode tile for head dim ${s.D}`);
   const G = s.Hq / s.Hkv;
@@ -131,8 +126,7 @@ export function planDecode(s: DecodeShape, caps: Pick<DeviceCaps, 'smCount' | 's
   const splits = numSplits !== undefined
     ? Math.max(1, Math.min(DECODE_MAX_SPLITS, Math.floor(numSplits)))
     : decodeSplits({
-      ctas, maxKvLen: Math.min(s.maxSeqLen, s.maxKvWork ?? s.maxSeqLen), smCount: caps.smCount ?? 0,
-      ctasPerSm: decodeCtasPerSm(smemBytes, caps.smemPerBlockOptin), blockN: tile.BN,
+      ctas, maxKvLen: Math.min(s.maxSeqLen, s.maxKvWork ?? s.maxSeqLen), smCount: caps.smCount ?? 0, blockN: tile.BN,
     });
   return {
     tile, rowTiles, packHeads, segTokens, qSegments, segTiles, numSplits: splits, gridX: ctas * splits, combineGridX: ctas,

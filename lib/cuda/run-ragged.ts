@@ -131,7 +131,7 @@ function planLaunch(a: DecodeLaunch, entry: KernelEntry): DecodePlan {
       ...(bm ? { maxKvWork: blockMaskWork(bm), blockSparse: { qBlock: bm.blockSize[0], perHead: bm.H > 1 } }
         : a.maxKvWork !== undefined ? { maxKvWork: a.maxKvWork } : {}),
     },
-    deviceCaps(a.q.deviceIndex), entry.cfg.smemBytes, a.numSplits);
+    deviceCaps(a.q.deviceIndex), a.numSplits);
   if (plan.gridX >= 2 ** 31) {
     throw new ShapeError('q', 'fewer than 2^31 decode tiles (sequences × KV heads × row tiles × splits)', String(plan.gridX));
   }

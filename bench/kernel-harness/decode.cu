@@ -1,0 +1,31 @@
+// Decode kernel (native/kernels/decode.cuh) as precompiled, plus alternative
+// tiles for tuning: dec_d128_m<BM>n<BN>w<warps>s<stages> (+ the combine).
+// Load hints come from -D flags (build.sh NVFLAGS/SUFFIX twins): FLEXATTN_DECODE_L2_PREFETCH, _EVICT_FIRST.
+#include "../../native/kernels/decode.cuh"
+
+FLEXATTN_DECODE_ALL()
+
+namespace dh {
+template <int BM, int BN, int W, int ST>
+struct Tile {
+  static constexpr int kBlockM = BM, kBlockN = BN, kWarps = W, kStages = ST;
+};
+}  // namespace dh
+
+#define DEC_ALT(BM, BN, W, ST)                                                                                   \
+  typedef ::flexattn::decode::DecodeConfig<128, dh::Tile<BM, BN, W, ST>> Cfg_m##BM##n##BN##w##W##s##ST;          \
+  extern "C" __constant__ int dec_d128_m##BM##n##BN##w##W##s##ST##_cfg[::flexattn::kDecodeCfgInts] = {           \
+      FLEXATTN_DECODE_CFG_VALUES(Cfg_m##BM##n##BN##w##W##s##ST)};                                                \
+  extern "C" __global__ void __launch_bounds__(Cfg_m##BM##n##BN##w##W##s##ST::kThreads, 1)                       \
+      dec_d128_m##BM##n##BN##w##W##s##ST(const __grid_constant__ ::flexattn::DecodeParams p) {                   \
+    ::flexattn::decode::decode_attn<Cfg_m##BM##n##BN##w##W##s##ST, ::flexattn::tiles::bf16>(p);                \
+  }
+
+DEC_ALT(16, 64, 4, 4)
+DEC_ALT(16, 64, 4, 2)
+DEC_ALT(16, 128, 4, 2)
+DEC_ALT(16, 128, 8, 2)
+DEC_ALT(16, 128, 8, 3)
+DEC_ALT(16, 64, 2, 3)
+DEC_ALT(16, 32, 2, 4)
+DEC_ALT(16, 32, 2, 6)
