@@ -21,6 +21,13 @@ describe('decodeSplits', () => {
   it('splits B8 Hkv8 Skv32k (64 CTAs) into one wave of one CTA per SM', () => {
     expect(decodeSplits({ ...base, ctas: 64, maxKvLen: 32768 })).toBe(2);
   });
+  it('counts two CTAs per SM in a wave for pages smaller than a kv tile (page-table latency)', () => {
+    expect(decodeSplits({ ...base, ctasPerWave: 2, ctas: 64, maxKvLen: 32768 })).toBe(4);
+    const s = { numSeqs: 8, Hq: 32, Hkv: 8, D: 128, maxQueryTokens: 1, maxSeqLen: 32768 };
+    expect(planDecode({ ...s, pageSize: 16 }, H100).numSplits).toBe(4);
+    expect(planDecode({ ...s, pageSize: 64 }, H100).numSplits).toBe(2);
+    expect(planDecode(s, H100).numSplits).toBe(2);
+  });
   it('does not split a launch that already fills the GPU (B64 Hkv8 Skv4k; MHA B8 Hkv32 Skv8k)', () => {
     expect(decodeSplits({ ...base, ctas: 512, maxKvLen: 4096 })).toBe(1);
     expect(decodeSplits({ ...base, ctas: 256, maxKvLen: 8192 })).toBe(1);

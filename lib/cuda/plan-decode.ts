@@ -34,6 +34,8 @@ export interface SplitInput {
   /** KV tokens of the longest sequence (the longest CTA's work). */
   readonly maxKvLen: number;
   readonly smCount: number;
+  /** CTAs per SM that count as one wave (see {@link decodeSplits}); default 1. */
+  readonly ctasPerWave?: number;
   /** kv rows per kernel tile. */
   readonly blockN: number;
 }
@@ -42,17 +44,20 @@ export interface SplitInput {
  * Number of KV splits: the count that minimises waves × (kv tiles per split +
  * per-CTA overhead) (+ the combine when splitting), so that a launch with few
  * sequences × KV heads (one long sequence, say) still fills every SM, and one
- * that already fills them is not split. A wave is one CTA per SM: the kernel
- * streams K/V at the memory's rate, and a second CTA resident on an SM shares
- * that SM's loads instead of adding bandwidth, so splitting to fill it only
- * adds partials for the combine (bench/results/kernel-notes.md, decode split
- * sweep). At most {@link DECODE_MAX_SPLITS}, and never more splits than kv
+ * that already fills them is not split. A wave is one CTA per SM when each
+ * kv tile is one contiguous run (pages of at least a tile, or contiguous KV):
+ * the kernel streams K/V at the memory's rate and a second CTA on the SM shares
+ * its loads instead of adding bandwidth, so splitting to fill it only adds
+ * partials for the combine. With smaller pages every row's address waits on a
+ * page-table load, and a second CTA per SM hides that latency, so a wave is
+ * `ctasPerWave` = 2 CTAs per SM there (bench/results/kernel-notes.md, decode
+ * split sweep). At most {@link DECODE_MAX_SPLITS}, and never more splits than kv
  * tiles. Ties go to fewer splits.
  */
 export function decodeSplits(a: SplitInput): number {
   const tiles = Math.ceil(Math.max(0, a.maxKvLen) / a.blockN);
   if (a.ctas <= 0 || tiles <= 1 || a.smCount <= 0) return 1;
-  const slots = a.smCount;
+  const slots = a.smCount * Math.max(1, a.ctasPerWave ?? 1);
   const limit = Math.min(DECODE_MAX_SPLITS, tiles);
   let best = 1, bestCost = Infinity;
   for (let s = 1; s <= limit; s++) {
@@ -79,6 +84,8 @@ export interface DecodeShape {
    * lists): the split planner sizes splits by it. Default maxSeqLen.
    */
   readonly maxKvWork?: number;
+  /** Tokens per KV page (default: one page per sequence). */
+  readonly pageSize?: number;
   /**
    * A block-sparse walk: every row of a tile must share one block-mask row, so
    * rows are cut into segments of one q block (`qBlock` query tokens) and, for
@@ -127,6 +134,7 @@ export function planDecode(s: DecodeShape, caps: Pick<DeviceCaps, 'smCount'>, nu
     ? Math.max(1, Math.min(DECODE_MAX_SPLITS, Math.floor(numSplits)))
     : decodeSplits({
       ctas, maxKvLen: Math.min(s.maxSeqLen, s.maxKvWork ?? s.maxSeqLen), smCount: caps.smCount ?? 0, blockN: tile.BN,
+      ctasPerWave: (s.pageSize ?? 2 ** 30) < tile.BN ? 2 : 1,
     });
   return {
     tile, rowTiles, packHeads, segTokens, qSegments, segTiles, numSplits: splits, gridX: ctas * splits, combineGridX: ctas,

@@ -128,6 +128,7 @@ function planLaunch(a: DecodeLaunch, entry: KernelEntry): DecodePlan {
   const plan = planDecode(
     {
       numSeqs: a.numSeqs, Hq: a.Hq, Hkv: a.Hkv, D: a.D, maxQueryTokens: a.maxQueryTokens, maxSeqLen: a.maxSeqLen,
+      pageSize: a.pageTable ? 2 ** a.log2PageSize : undefined,
       ...(bm ? { maxKvWork: blockMaskWork(bm), blockSparse: { qBlock: bm.blockSize[0], perHead: bm.H > 1 } }
         : a.maxKvWork !== undefined ? { maxKvWork: a.maxKvWork } : {}),
     },
