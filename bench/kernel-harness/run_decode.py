@@ -2,7 +2,8 @@
 """Decode kernel (decode.cu, native/kernels/decode.cuh) tuning sweep on one card: correctness of every
 variant against an fp32 reference, then GB/s of K+V read for the issue-19 decode shapes over tile
 alternatives, load-hint builds (_pf256, _ef twins) and split counts, with PyTorch SDPA (cuDNN, flash)
-timed in the same process.  usage: python3 run_decode.py [--budget S]   (after ./build.sh decode.cu ...)"""
+timed in the same process.  usage: python3 run_decode.py [--budget S]   (after ./build.sh decode.cu ...)
+DEC_DEBUG=1: only the correctness launches, each logged (run under compute-sanitizer to name a failing variant)."""
 import argparse, ctypes, json, math, os, re, struct, time
 import torch
 import torch.nn.functional as F
