@@ -1,6 +1,6 @@
 // Decode kernel (native/kernels/decode.cuh) as precompiled, plus alternative
 // tiles for tuning: dec_d128_m<BM>n<BN>w<warps>s<stages> (+ the combine).
-// Load hints come from -D flags (build.sh NVFLAGS/SUFFIX twins): FLEXATTN_DECODE_L2_PREFETCH, _EVICT_FIRST.
+// (The load-hint twins of the 2026-12-07 sweep, -DFLEXATTN_DECODE_L2_PREFETCH=256, used a decode.cuh with that macro; it was not adopted.)
 #include "../../native/kernels/decode.cuh"
 
 FLEXATTN_DECODE_ALL()
