@@ -9,7 +9,8 @@ import { DTypeError, DeviceError, InvalidArgumentError, NotImplementedError, Sha
 import { describeValue } from '../messages.js';
 import type { MaskMod, ScoreMod } from '../mods/index.js';
 import { Tensor } from '../tensor.js';
-import { checkTensor, resolveBackend, type QkvDims } from '../validate.js';
+import { checkBool, checkKeys, checkQkv, checkTensor, resolveBackend, type QkvDims } from '../validate.js';
+import { checkSignal } from '../abort.js';
 
 /** Largest captured tensor a gradient is computed for (its flat index is exact in f32). */
 export const MAX_GRAD_NUMEL = 2 ** 24;
@@ -87,3 +88,21 @@ function resolveBackendNamed(backend: unknown, q: Tensor, arg: string): 'cuda' |
     throw e;
   }
 }
+
+/**
+ * The checks every backward op starts with, in this order: `options` an object
+ * with known keys, `signal`, `enableGQA`, q/k/v, the forward's out/lse and
+ * dOut.
+ */
+export function checkBackwardCall(options: unknown, keys: readonly string[], q: Tensor, k: Tensor, v: Tensor,
+  out: unknown, lse: unknown, dOut: unknown) {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', typeof options);
+  const o = options as { signal?: unknown; enableGQA?: unknown };
+  checkKeys(options, keys);
+  const signal = checkSignal(o.signal);
+  const enableGQA = checkBool(o.enableGQA, 'options.enableGQA');
+  const dims = checkQkv(q, k, v, enableGQA);
+  const saved = checkForwardResults(q, out, lse, dOut, dims);
+  return { signal, enableGQA, dims, saved };
+}
+

@@ -10,11 +10,10 @@ import { InvalidArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import type { BlockMask } from '../blockmask.js';
 import { MaskMod, ScoreMod, encodeProgram } from '../mods/index.js';
-import { checkSignal } from '../abort.js';
 import { runOp, type Hold } from '../ownership.js';
-import { checkBool, checkKeys, checkQkv, checkScale } from '../validate.js';
+import { checkScale } from '../validate.js';
 import { checkBlockMask, cpuBlockMask } from '../flex.js';
-import { backwardBackend, checkForwardResults, checkGradFor } from './checks.js';
+import { backwardBackend, checkBackwardCall, checkGradFor } from './checks.js';
 import { backwardPrograms, scoreModGradient } from './mod-programs.js';
 import { runCpuBackward } from './cpu.js';
 
@@ -110,12 +109,7 @@ export function flexBackwardIn(outer: Hold | undefined, q: Tensor, k: Tensor, v:
 
 function flexBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor,
   options: FlexAttentionBackwardOptions): Promise<FlexAttentionGradients> {
-  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', typeof options);
-  checkKeys(options, KEYS);
-  const signal = checkSignal(options.signal);
-  const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
-  const dims = checkQkv(q, k, v, enableGQA);
-  const saved = checkForwardResults(q, out, lse, dOut, dims);
+  const { signal, enableGQA, dims, saved } = checkBackwardCall(options, KEYS, q, k, v, out, lse, dOut);
   const scale = checkScale(options.scale, dims.D);
   const scoreMod = options.scoreMod;
   if (scoreMod !== undefined && !(scoreMod instanceof ScoreMod)) {

@@ -6,12 +6,11 @@
  */
 import { InvalidArgumentError, ShapeError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
-import { checkSignal } from '../abort.js';
 import { runOp, type Hold } from '../ownership.js';
-import { checkBool, checkKeys, checkQkv, checkScale, checkTensor } from '../validate.js';
+import { checkBool, checkScale, checkTensor } from '../validate.js';
 import { broadcastMask, checkMask } from '../sdpa.js';
 import { hostView } from '../cpu-backend.js';
-import { backwardBackend, checkForwardResults } from './checks.js';
+import { backwardBackend, checkBackwardCall } from './checks.js';
 import { runCpuBackward } from './cpu.js';
 
 /** Options of {@link scaledDotProductAttentionBackward}: the forward's. */
@@ -84,12 +83,7 @@ export function sdpaBackwardIn(outer: Hold | undefined, q: Tensor, k: Tensor, v:
 
 function sdpaBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor,
   options: SdpaBackwardOptions): Promise<AttentionGradients> {
-  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', typeof options);
-  checkKeys(options, KEYS);
-  const signal = checkSignal(options.signal);
-  const enableGQA = checkBool(options.enableGQA, 'options.enableGQA');
-  const dims = checkQkv(q, k, v, enableGQA);
-  const saved = checkForwardResults(q, out, lse, dOut, dims);
+  const { signal, enableGQA, dims, saved } = checkBackwardCall(options, KEYS, q, k, v, out, lse, dOut);
   const isCausal = checkBool(options.isCausal, 'options.isCausal');
   const scale = checkScale(options.scale, dims.D);
   let attnMask: Tensor | undefined;
