@@ -24,6 +24,8 @@ import { tmpdir } from 'node:os';
 import { CASES_VERSION, buildCases, docIds, alibiSlopesF64 } from './cases.mjs';
 import { buildDecodeCases } from './decode-cases.mjs';
 import { raggedModule, runDecodeCase } from './decode.mjs';
+import { BACKWARD_CASES_VERSION, buildBackwardCases } from './backward-cases.mjs';
+import { flexSetup, formatBackwardRow, runBackwardCase } from './backward.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
@@ -33,7 +35,7 @@ async function lib() {
   return import(pathToFileURL(join(ROOT, 'dist', 'lib', 'index.js')).href);
 }
 
-const GROUPS = ['dense', 'flex', 'gqa', 'decode', 'jit', 'overhead'];
+const GROUPS = ['dense', 'flex', 'gqa', 'decode', 'backward', 'jit', 'overhead'];
 
 const USAGE = `usage: flexattn bench [options]        (or: node bench/run.mjs [options])
 
@@ -53,6 +55,10 @@ case groups (--only):
   decode    one query token against long KV (bench/decode-cases.mjs): contiguous,
             paged (page 16 and 64), a ragged batch of 64 sequences 1k-32k,
             softcap and sliding window; GB/s of K and V read
+  backward  gradients (bench/backward-cases.mjs): dense causal SDPA at D = 128
+            and 64 and every flex pattern (plus a learnable relative-bias table
+            with and without its gradient) at B = 2, H = 16, S = 8192;
+            backward-only and forward + backward, and a determinism check
   jit       first call of a new flex kernel in a fresh process: cold (NVRTC
             compile, empty cache directory) and warm (kernel disk cache)
   overhead  host cost per call on a tiny shape (B = 1, H = 1, S = 128, D = 64)
@@ -348,35 +354,45 @@ export async function main(argv = []) {
   if (a.help) { console.log(USAGE); return 0; }
   if (a.child) { await firstCallChild(a.child); return 0; }
   const tiny = a.smokeCpu;
-  const cases = [...buildCases({ tiny }), ...buildDecodeCases({ tiny })]
+  const cases = [...buildCases({ tiny }), ...buildDecodeCases({ tiny }), ...buildBackwardCases({ tiny })]
     .filter((c) => !a.cases.length || a.cases.some((t) => c.id.toLowerCase().includes(t)));
   if (!cases.length) { console.error(`flexattn bench: no case name contains ${a.cases.map((t) => `'${t}'`).join(' or ')} (see --dry-run)`); return 2; }
   if (a.emitCases) {
     mkdirSync(a.emitCases, { recursive: true });
     const docs = {};
+    const docsBwd = {};
     for (const c of cases) {
       if (c.pattern !== 'doc') continue;
       const d = docIds(c.B, c.S, c.docSeed, c.docMin, c.docSpan);
       const file = `docids-B${c.B}-S${c.S}-seed${c.docSeed}.i32`;
       writeFileSync(join(a.emitCases, file), Buffer.from(d.ids.buffer));
       c.docIdsFile = file;
-      docs[c.id] = d.lengths;
+      (c.group === 'backward' ? docsBwd : docs)[c.id] = d.lengths;
     }
     // The attention cases for bench/torch_attention.py; the decode rows for bench/torch_decode.py.
     writeFileSync(join(a.emitCases, 'cases.json'),
-      JSON.stringify({ version: CASES_VERSION, cases: cases.filter((c) => c.group !== 'decode'), docLengths: docs }, null, 1));
+      JSON.stringify({ version: CASES_VERSION, cases: cases.filter((c) => c.group !== 'decode' && c.group !== 'backward'), docLengths: docs }, null, 1));
     writeFileSync(join(a.emitCases, 'decode-cases.json'),
       JSON.stringify({ version: CASES_VERSION, cases: cases.filter((c) => c.group === 'decode') }, null, 1));
+    // The backward rows for bench/torch_backward.py.
+    writeFileSync(join(a.emitCases, 'backward-cases.json'),
+      JSON.stringify({ version: BACKWARD_CASES_VERSION, cases: cases.filter((c) => c.group === 'backward'), docLengths: docsBwd }, null, 1));
     console.log(`wrote ${cases.length} cases to ${join(a.emitCases, 'cases.json')}`);
     return 0;
   }
   if (a.dryRun) {
     for (const c of cases) {
       if (c.group === 'decode') console.log(`${c.id.padEnd(44)} ${c.layout.padEnd(10)} B=${c.B} Hq=${c.Hq} Hkv=${c.Hkv} Skv=${c.Skv} D=${c.D} KV MB=${(c.kvBytes / 1e6).toFixed(1)}`);
+      else if (c.group === 'backward') console.log(`${c.id.padEnd(50)} ${c.op.padEnd(5)} B=${c.B} Hq=${c.Hq} S=${c.S} D=${c.D} density=${c.density.toFixed(4)} bwd GFLOP=${(c.bwdFlops / 1e9).toFixed(1)}`);
       else console.log(`${c.id.padEnd(44)} ${c.op.padEnd(5)} B=${c.B} Hq=${c.Hq} Hkv=${c.Hkv} S=${c.S} D=${c.D} density=${c.density.toFixed(4)} GFLOP=${(c.flops / 1e9).toFixed(1)}`);
     }
     const L = await lib();
-    for (const c of cases.filter((x) => x.op === 'flex')) { maskFor(L, { ...c, B: 1, S: 256 }, 'cpu'); scoreModFor(L, c, 'cpu'); }
+    for (const c of cases.filter((x) => x.op === 'flex' && x.group !== 'backward')) { maskFor(L, { ...c, B: 1, S: 256 }, 'cpu'); scoreModFor(L, c, 'cpu'); }
+    for (const c of cases.filter((x) => x.group === 'backward' && x.op === 'flex')) {
+      const own = [];
+      flexSetup(L, { ...c, B: 1, S: 64 }, 'cpu', own);
+      for (const t of own) t.dispose();
+    }
     console.log(`dry run: ${cases.length} cases built (mods traced on the host); no GPU work`);
     return 0;
   }
@@ -418,7 +434,8 @@ export async function main(argv = []) {
   const save = () => { if (a.out) writeFileSync(a.out, JSON.stringify(result, null, 1)); };
   console.log(`flexattn bench on ${gpu} (${device}), reps=${opts.reps}, n>=${opts.minN}, budget ${a.budget}s`);
   for (const c of selected) {
-    if (nowMs() > deadline) { step++; (c.group === 'decode' ? (result.decode ??= []) : result.cases).push({ id: c.id, group: c.group, skipped: 'time budget' }); continue; }
+    const bucket = () => (c.group === 'decode' ? (result.decode ??= []) : c.group === 'backward' ? (result.backward ??= []) : result.cases);
+    if (nowMs() > deadline) { step++; bucket().push({ id: c.id, group: c.group, skipped: 'time budget' }); continue; }
     progress(c.id);
     try {
       if (c.group === 'decode') {
@@ -428,12 +445,21 @@ export async function main(argv = []) {
         save();
         continue;
       }
+      if (c.group === 'backward') {
+        // Per-measurement errors (e.g. no CUDA backward yet) stay inside the row; the run goes on.
+        const row = await runBackwardCase(L, c, device, opts, timeOp);
+        (result.backward ??= []).push(row);
+        if (row.error) result.errors.push(`${c.id}: ${row.error}`);
+        console.log(formatBackwardRow(row));
+        save();
+        continue;
+      }
       const row = await runCase(L, c, device, opts);
       result.cases.push(row);
       console.log(`${c.id.padEnd(44)} ${row.ms.toFixed(4).padStart(9)} ms  ${row.tflops.toFixed(1).padStart(6)} TFLOPs  (n=${row.n}, spread ${((row.maxMs - row.minMs) / row.ms * 100).toFixed(1)}%)`);
     } catch (e) {
       const msg = String(e?.stack ?? e).split('\n').slice(0, 3).join(' | ');
-      (c.group === 'decode' ? (result.decode ??= []) : result.cases).push({ id: c.id, group: c.group, error: msg });
+      bucket().push({ id: c.id, group: c.group, error: msg });
       result.errors.push(`${c.id}: ${msg}`);
       console.log(`${c.id.padEnd(44)} ERROR ${msg}`);
     }

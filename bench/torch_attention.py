@@ -65,6 +65,53 @@ def alibi_slopes(H):
     return [2 ** (-8 * (i + 1) / H) for i in range(H)]
 
 
+def compiled_flex():
+    """torch.compile(flex_attention) with Dynamo's recompile limits raised (one compile per case)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    for k, v in (("cache_size_limit", 512), ("recompile_limit", 512),
+                 ("accumulated_cache_size_limit", 4096), ("accumulated_recompile_limit", 4096)):
+        if hasattr(torch._dynamo.config, k):
+            setattr(torch._dynamo.config, k, v)
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def mask_fns(c, cases_dir, dev, doc_lengths=None):
+    """(mask_mod or None, score_mod or None, block-mask batch dim) for a case of bench/cases.mjs.
+
+    Document ids are read from the file the Node side wrote (cases_dir/docIdsFile); their
+    lengths go to doc_lengths[c["id"]] so the report can check both sides used the same documents.
+    """
+    pat = c.get("pattern")
+    causal = lambda b, h, q, kv: kv <= q
+    if pat in (None, "full"):
+        return None, None, None
+    if pat == "causal":
+        return causal, None, None
+    if pat == "swa":
+        w = c["window"]
+        return (lambda b, h, q, kv: (kv <= q) & (q - kv < w)), None, None
+    if pat == "prefix":
+        n = c["prefix"]
+        return (lambda b, h, q, kv: (kv < n) | (kv <= q)), None, None
+    if pat == "doc":
+        ids = torch.frombuffer(bytearray(open(os.path.join(cases_dir, c["docIdsFile"]), "rb").read()),
+                               dtype=torch.int32).view(c["B"], c["S"]).to(dev)
+        if doc_lengths is not None:
+            lens = []
+            for b in range(c["B"]):
+                _, counts = torch.unique_consecutive(ids[b], return_counts=True)
+                lens.append(counts.tolist())
+            doc_lengths[c["id"]] = lens
+        return (lambda b, h, q, kv: (kv <= q) & (ids[b, q] == ids[b, kv])), None, c["B"]
+    if pat == "softcap":
+        cap = float(c["softcap"])
+        return causal, (lambda s, b, h, q, kv: cap * torch.tanh(s / cap)), None
+    if pat == "alibi":
+        slopes = torch.tensor(alibi_slopes(c["Hq"]), device=dev, dtype=torch.float32)
+        return causal, (lambda s, b, h, q, kv: s + slopes[h] * (kv - q)), None
+    raise ValueError(pat)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", required=True, help="directory written by `node bench/run.mjs --emit-cases`")
@@ -80,13 +127,9 @@ def main():
     reps, min_n, target = (5, 5, 2.0) if args.quick else (20, 20, 10.0)
 
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    from torch.nn.attention.flex_attention import flex_attention, create_block_mask
+    from torch.nn.attention.flex_attention import create_block_mask
 
-    for k, v in (("cache_size_limit", 512), ("recompile_limit", 512),
-                 ("accumulated_cache_size_limit", 4096), ("accumulated_recompile_limit", 4096)):
-        if hasattr(torch._dynamo.config, k):
-            setattr(torch._dynamo.config, k, v)
-    cflex = torch.compile(flex_attention, dynamic=False)
+    cflex = compiled_flex()
 
     spec = json.load(open(os.path.join(args.cases, "cases.json")))
     dev = torch.device(args.device)
@@ -105,40 +148,8 @@ def main():
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
 
-    def mask_fns(c):
-        """(mask_mod or None, score_mod or None, block-mask batch dim) for a case."""
-        pat = c.get("pattern")
-        causal = lambda b, h, q, kv: kv <= q
-        if pat in (None, "full"):
-            return None, None, None
-        if pat == "causal":
-            return causal, None, None
-        if pat == "swa":
-            w = c["window"]
-            return (lambda b, h, q, kv: (kv <= q) & (q - kv < w)), None, None
-        if pat == "prefix":
-            n = c["prefix"]
-            return (lambda b, h, q, kv: (kv < n) | (kv <= q)), None, None
-        if pat == "doc":
-            ids = torch.frombuffer(bytearray(open(os.path.join(args.cases, c["docIdsFile"]), "rb").read()),
-                                   dtype=torch.int32).view(c["B"], c["S"]).to(dev)
-            # the doc lengths as the node side wrote them (the report checks they match)
-            lens = []
-            for b in range(c["B"]):
-                _, counts = torch.unique_consecutive(ids[b], return_counts=True)
-                lens.append(counts.tolist())
-            res["doc_lengths"][c["id"]] = lens
-            return (lambda b, h, q, kv: (kv <= q) & (ids[b, q] == ids[b, kv])), None, c["B"]
-        if pat == "softcap":
-            cap = float(c["softcap"])
-            return causal, (lambda s, b, h, q, kv: cap * torch.tanh(s / cap)), None
-        if pat == "alibi":
-            slopes = torch.tensor(alibi_slopes(c["Hq"]), device=dev, dtype=torch.float32)
-            return causal, (lambda s, b, h, q, kv: s + slopes[h] * (kv - q)), None
-        raise ValueError(pat)
-
     def run_flex(c, row, q, k, v):
-        mm, sm, bdim = mask_fns(c)
+        mm, sm, bdim = mask_fns(c, args.cases, dev, res["doc_lengths"])
         bm = (create_block_mask(mm, bdim, None, c["S"], c["S"], device=dev, BLOCK_SIZE=c.get("blockSize", 128))
               if mm is not None else None)
         gqa = c["Hq"] != c["Hkv"]
