@@ -58,13 +58,14 @@ case groups (--only):
   backward  gradients (bench/backward-cases.mjs): dense causal SDPA at D = 128
             and 64 and every flex pattern (plus a learnable relative-bias table
             with and without its gradient) at B = 2, H = 16, S = 8192;
-            backward-only and forward + backward, and a determinism check
+            backward-only and forward + backward, and a determinism check;
+            only when --only names it (not part of the default run)
   jit       first call of a new flex kernel in a fresh process: cold (NVRTC
             compile, empty cache directory) and warm (kernel disk cache)
   overhead  host cost per call on a tiny shape (B = 1, H = 1, S = 128, D = 64)
 
 options:
-  --only GROUPS      comma-separated groups from the list above (default: all)
+  --only GROUPS      comma-separated groups from the list above (default: all but backward)
   --case TEXT        only cases whose name contains TEXT (case-insensitive;
                      repeatable); see the names with --dry-run
   --quick            fewer, shorter samples (5 samples of >= 2 ms instead of 20 of >= 10 ms)
@@ -354,7 +355,9 @@ export async function main(argv = []) {
   if (a.help) { console.log(USAGE); return 0; }
   if (a.child) { await firstCallChild(a.child); return 0; }
   const tiny = a.smokeCpu;
-  const cases = [...buildCases({ tiny }), ...buildDecodeCases({ tiny }), ...buildBackwardCases({ tiny })]
+  // The backward rows are opt-in (--only backward): they would double the default run's time.
+  const withBackward = !!a.emitCases || !!a.only?.has('backward');
+  const cases = [...buildCases({ tiny }), ...buildDecodeCases({ tiny }), ...(withBackward ? buildBackwardCases({ tiny }) : [])]
     .filter((c) => !a.cases.length || a.cases.some((t) => c.id.toLowerCase().includes(t)));
   if (!cases.length) { console.error(`flexattn bench: no case name contains ${a.cases.map((t) => `'${t}'`).join(' or ')} (see --dry-run)`); return 2; }
   if (a.emitCases) {
