@@ -120,7 +120,7 @@ export async function runBackwardCase(L, c, device, opts, timeOp) {
         const r = await L.attention(q, k, v, { ...attentionSpec, requiresGrad: true });
         const p = r.backward(dOut);
         r.out.dispose();
-        return disposable(await p);
+        try { return disposable(await p); } catch (e) { r.release(); throw e; } // a failed backward keeps the saved tensors
       }, c.fwdBwdFlops);
     }
     if (!row.bwd.error) {

@@ -35,7 +35,8 @@ async function lib() {
   return import(pathToFileURL(join(ROOT, 'dist', 'lib', 'index.js')).href);
 }
 
-const GROUPS = ['dense', 'flex', 'gqa', 'decode', 'backward', 'jit', 'overhead'];
+// backward last: it is opt-in (not part of a run without --only)
+const GROUPS = ['dense', 'flex', 'gqa', 'decode', 'jit', 'overhead', 'backward'];
 
 const USAGE = `usage: flexattn bench [options]        (or: node bench/run.mjs [options])
 
@@ -55,14 +56,14 @@ case groups (--only):
   decode    one query token against long KV (bench/decode-cases.mjs): contiguous,
             paged (page 16 and 64), a ragged batch of 64 sequences 1k-32k,
             softcap and sliding window; GB/s of K and V read
+  jit       first call of a new flex kernel in a fresh process: cold (NVRTC
+            compile, empty cache directory) and warm (kernel disk cache)
+  overhead  host cost per call on a tiny shape (B = 1, H = 1, S = 128, D = 64)
   backward  gradients (bench/backward-cases.mjs): dense causal SDPA at D = 128
             and 64 and every flex pattern (plus a learnable relative-bias table
             with and without its gradient) at B = 2, H = 16, S = 8192;
             backward-only and forward + backward, and a determinism check;
             only when --only names it (not part of the default run)
-  jit       first call of a new flex kernel in a fresh process: cold (NVRTC
-            compile, empty cache directory) and warm (kernel disk cache)
-  overhead  host cost per call on a tiny shape (B = 1, H = 1, S = 128, D = 64)
 
 options:
   --only GROUPS      comma-separated groups from the list above (default: all but backward)
