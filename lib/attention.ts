@@ -108,7 +108,7 @@ export function explainAttention(
  *   `{ out, lse?, backward, release }`: `await backward(dOut)` gives `{ dq, dk, dv, dCaptured }`, see {@link AttentionWithGrad}).
  * @throws InvalidArgumentError (and its ShapeError / DTypeError / DeviceError
  *   subclasses) naming the option, e.g. `spec.docIds`, `spec.softcap` under `impl: 'sdpa'`;
- *   NotImplementedError for `requiresGrad` on CUDA (the backward runs on the CPU backend for now).
+ *   NotImplementedError for `requiresGrad` on CUDA with a head dim the CUDA backward has no kernel for.
  */
 export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: AttentionSpec & { requiresGrad: true }): Promise<AttentionWithGrad>;
 export async function attention(q: Tensor, k: Tensor, v: Tensor, spec?: AttentionSpec & { returnLse?: false }): Promise<Tensor>;
@@ -121,7 +121,7 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: Attention
   if (n.backend === 'cuda' && !q.isCuda) {
     throw new DeviceError('spec.backend', "CUDA tensors for backend 'cuda' (move them with toDevice('cuda'))", q.device);
   }
-  checkGradBackend(n, q);
+  checkGradBackend(n, q, d.D);
   const choice = choose(n);
   if (choice.impl === 'sdpa') rejectForSdpa(n);
   n.onChoice?.(choice);
@@ -152,20 +152,20 @@ export async function attention(q: Tensor, k: Tensor, v: Tensor, spec: Attention
     throw e;
   }
   return withBackward(saved, q, k, v, res, n.returnLse, (r) => runSpec(r.hold, { ...n, signal: r.signal }, d, choice, q.device, {
-    sdpa: (o) => sdpaBackwardIn(r.hold, r.q, r.k, r.v, r.out, r.lse, r.dOut, cpuBackend(o, r.gradFor))
+    sdpa: (o) => sdpaBackwardIn(r.hold, r.q, r.k, r.v, r.out, r.lse, r.dOut, backwardOptions(o, r.gradFor))
       .then((g) => ({ ...g, dCaptured: [] })),
     flex: (o) => flexBackwardIn(r.hold, r.q, r.k, r.v, r.out, r.lse, r.dOut, {
-      ...cpuBackend(o), ...(r.gradFor.length ? { gradFor: r.gradFor } : {}),
+      ...backwardOptions(o), ...(r.gradFor.length ? { gradFor: r.gradFor } : {}),
     }),
   }));
 }
 
-/** The forward's options for the backward op: the backward runs on the CPU (checked at the call by checkGradBackend). */
-function cpuBackend<O extends { backend?: 'cuda' | 'cpu' }>(o: O, gradFor: readonly Tensor[] = []): O {
+/** The forward's options for the backward op (same backend as the forward; see checkGradBackend). */
+function backwardOptions<O extends { backend?: 'cuda' | 'cpu' }>(o: O, gradFor: readonly Tensor[] = []): O {
   if (gradFor.length > 0) {
     throw new InvalidArgumentError('options.gradFor', "impl: 'flex' (the sdpa implementation has no score mod, so no captured tensors)", `${gradFor.length} tensor(s)`);
   }
-  return { ...o, backend: 'cpu' };
+  return o;
 }
 
 /** Common options of the ops a spec runs. */

@@ -104,16 +104,31 @@ describe('gradFor and mods without a gradient', () => {
 
 describe('backends', () => {
   const fakeCuda = { isCuda: true, isCpu: false, device: 'cuda:0' } as unknown as Tensor;
-  it('CUDA tensors (default backend) and backend cuda: NotImplementedError saying the backward runs on the CPU for now', () => {
+  it('CUDA tensors run on CUDA by default; what the CUDA kernels lack is a typed error at the call', () => {
+    expect(backwardBackend(undefined, fakeCuda, 'flexAttentionBackward')).toBe('cuda');
+    expect(backwardBackend('cuda', fakeCuda, 'x')).toBe('cuda');
+    expect(backwardBackend('cpu', fakeCuda, 'x')).toBe('cpu');
+    const dims = { B: 1, Hq: 2, Hkv: 2, Sq: 5, Skv: 5, D: 64, Dv: 64 };
+    const t = (dtype: string, D = 64, s3 = 1) => ({ ...fakeCuda, dtype, shape: [1, 2, 5, D], strides: [640, 320, 64, s3] }) as unknown as Tensor;
+    const gpu = (q: Tensor, extra: object = {}) => ({ dims: { ...dims, D: q.shape[3]!, Dv: q.shape[3]! }, tensors: { q }, ...extra });
+    const bf = t('bf16');
     let e: unknown;
-    try { backwardBackend(undefined, fakeCuda, 'flexAttentionBackward'); } catch (x) { e = x; }
+    try { backwardBackend(undefined, bf, 'flexAttentionBackward', gpu(bf, { gradFor: [bf] })); } catch (x) { e = x; }
     expect(e).toBeInstanceOf(NotImplementedError);
     expect((e as NotImplementedError).code).toBe('ERR_FLEXATTN_NOT_IMPLEMENTED');
-    expect((e as Error).message).toMatch(/no CUDA backward.*CPU backend/);
-    expect(() => backwardBackend('cuda', fakeCuda, 'x')).toThrow(NotImplementedError);
-    expect(backwardBackend('cpu', fakeCuda, 'x')).toBe('cpu');
-    expect(() => checkGradBackend(normalize({ requiresGrad: true }), fakeCuda)).toThrow(NotImplementedError);
-    expect(() => checkGradBackend(normalize({ requiresGrad: true, backend: 'cpu' }), fakeCuda)).not.toThrow();
+    expect((e as Error).message).toMatch(/gradFor.*no CUDA kernel.*backend: 'cpu'/);
+    expect(() => backwardBackend(undefined, t('f32'), 'x', gpu(t('f32')))).toThrow(DTypeError);
+    const d256 = t('bf16', 256);
+    expect(() => backwardBackend(undefined, d256, 'x', gpu(d256))).toThrow(/head dimension 256/);
+    expect(() => backwardBackend(undefined, d256, 'x', gpu(d256))).toThrow(NotImplementedError);
+    expect(backwardBackend('cpu', d256, 'x', gpu(d256))).toBe('cpu');
+    const strided = t('bf16', 64, 2);
+    expect(() => backwardBackend(undefined, strided, 'x', gpu(strided))).toThrow(/contiguous last dimension/);
+    expect(() => backwardBackend(undefined, bf, 'x', gpu(bf, { blockMask: { blockSize: [32, 128] } }))).toThrow(/multiples of the CUDA backward's 64/);
+    expect(backwardBackend(undefined, bf, 'x', gpu(bf))).toBe('cuda');
+    expect(() => checkGradBackend(normalize({ requiresGrad: true }), fakeCuda, 256)).toThrow(NotImplementedError);
+    expect(() => checkGradBackend(normalize({ requiresGrad: true }), fakeCuda, 128)).not.toThrow();
+    expect(() => checkGradBackend(normalize({ requiresGrad: true, backend: 'cpu' }), fakeCuda, 256)).not.toThrow();
   });
   it("backend 'cuda' with CPU tensors is a DeviceError, a bad name an InvalidArgumentError", async () => {
     const s = await setup();

@@ -10,6 +10,7 @@ import {
 import { FLEX_BLOCK_MASK_OFFSETS, packBlockMaskClassifyParams } from '../lib/cuda/generated/blockmask-classify-params.js';
 import { PAGED_APPEND_OFFSETS, packPagedAppendParams } from '../lib/cuda/generated/paged-append-params.js';
 import { DECODE_CFG_INTS, DECODE_OFFSETS, decodeKernelConfig, packDecodeParams, type DecodeValues } from '../lib/cuda/generated/decode-params.js';
+import { FLASH_BWD_CFG_INTS, FLASH_BWD_OFFSETS, bwdKernelConfig, packFlashBwdParams, type FlashBwdValues } from '../lib/cuda/generated/flash-bwd-params.js';
 import {
   decodeKvEntry, encodeKvEntry, KV_ENTRY_SCALE, SCHEDULE_BLOCK, SEGMENT_TILE, SM80_SMALL_TILE, SM80_TILE, SM90_HEAD_DIMS, SM90_TILE,
 } from '../lib/cuda/generated/tiles.js';
@@ -167,6 +168,54 @@ describe('DecodeParams packer', () => {
     expect(DECODE_CFG_INTS).toBe(FLASH_FWD_CFG_INTS);
     const raw = Int32Array.from({ length: DECODE_CFG_INTS }, (_, i) => 50 + i);
     expect(decodeKernelConfig(raw)).toEqual(kernelConfig(raw));
+  });
+});
+
+describe('FlashBwdParams packer', () => {
+  const off = offsetsOf(describeBlock('flash_bwd_params.json'));
+  const cfg: KernelConfig = { threads: 128, smemBytes: 98304, blockM: 64, blockN: 64, headDim: 128, stages: 2, paramBytes: 448 + 16, modOffset: 448 };
+  const s3 = (): [number, number, number] => [rnd(2 ** 30) * 1024 + 8, rnd(2 ** 20) + 3, rnd(4096) + 1];
+  const PTRS = ['q', 'k', 'v', 'o', 'dO', 'lse', 'delta', 'lse2', 'dq', 'dk', 'dv', 'kvNumBlocks', 'kvIndices', 'fullKvNumBlocks',
+    'fullKvIndices', 'qNumBlocks', 'qIndices', 'fullQNumBlocks', 'fullQIndices'] as const;
+  const vals = (mod: Uint8Array): FlashBwdValues => ({
+    ...Object.fromEntries(PTRS.map((n) => [n, ptr()])) as Record<(typeof PTRS)[number], bigint>,
+    qStrides: s3(), kStrides: s3(), vStrides: s3(), oStrides: s3(), dOStrides: s3(), dqStrides: s3(), dkStrides: s3(), dvStrides: s3(),
+    lseStrides: s3(), B: 3, Hq: 32, Hkv: 8, Sq: 1531, Skv: 77, scale: 0.0883883, bmQBlock: 128, bmKvBlock: 256,
+    bmNumStrides: [rnd(1000), rnd(1000)], bmIdxStrides: [rnd(100000), rnd(100000), rnd(100)],
+    bmQNumStrides: [rnd(1000), rnd(1000)], bmQIdxStrides: [rnd(100000), rnd(100000), rnd(100)], mod,
+  });
+
+  it('puts every value at its described offset and the mod at cfg.modOffset', () => {
+    expect(FLASH_BWD_OFFSETS).toEqual(off);
+    expect(off.mod).toBe(448);
+    const mod = Uint8Array.from({ length: 16 }, () => rnd(255) + 1);
+    const v = vals(mod);
+    const bytes = packFlashBwdParams(cfg, v);
+    expect(bytes.length).toBe(cfg.paramBytes);
+    const dv = new DataView(bytes.buffer);
+    const u64 = (n: string): bigint => dv.getBigUint64(off[n]!, true);
+    const i64 = (n: string): number => Number(dv.getBigInt64(off[n]!, true));
+    const i32 = (n: string): number => dv.getInt32(off[n]!, true);
+    expect(['q', 'k', 'v', 'o', 'dout', 'lse', 'delta', 'lse2', 'dq', 'dk', 'dv', 'kv_num_blocks', 'kv_indices', 'full_kv_num_blocks',
+      'full_kv_indices', 'q_num_blocks', 'q_indices', 'full_q_num_blocks', 'full_q_indices'].map(u64)).toEqual(PTRS.map((n) => v[n]));
+    for (const [t, st] of [['q', v.qStrides], ['k', v.kStrides], ['v', v.vStrides], ['o', v.oStrides], ['do', v.dOStrides],
+      ['dq', v.dqStrides], ['dk', v.dkStrides], ['dv', v.dvStrides], ['lse', v.lseStrides]] as const) {
+      expect([`${t}_stride_b`, `${t}_stride_h`, `${t}_stride_s`].map(i64)).toEqual([...st]);
+    }
+    expect(['B', 'Hq', 'Hkv', 'Sq', 'Skv', 'gqa_group', 'bm_q_block', 'bm_kv_block'].map(i32)).toEqual([3, 32, 8, 1531, 77, 4, 128, 256]);
+    expect(dv.getFloat32(off.scale!, true)).toBe(Math.fround(v.scale));
+    expect(dv.getFloat32(off.scale_log2!, true)).toBe(Math.fround(v.scale * Math.LOG2E));
+    expect(['bm_num_stride_b', 'bm_num_stride_h', 'bm_idx_stride_b', 'bm_idx_stride_h', 'bm_idx_stride_qb', 'bm_qnum_stride_b',
+      'bm_qnum_stride_h', 'bm_qidx_stride_b', 'bm_qidx_stride_h', 'bm_qidx_stride_kvb'].map(i32))
+      .toEqual([...v.bmNumStrides, ...v.bmIdxStrides, ...v.bmQNumStrides, ...v.bmQIdxStrides]);
+    expect(bytes.subarray(cfg.modOffset)).toEqual(mod);
+    expect(() => packFlashBwdParams(cfg, vals(new Uint8Array(17)))).toThrow(InternalError);
+  });
+
+  it('has the forward kernels\' <name>_cfg fields (the loader reads both alike)', () => {
+    expect(FLASH_BWD_CFG_INTS).toBe(FLASH_FWD_CFG_INTS);
+    const raw = Int32Array.from({ length: FLASH_BWD_CFG_INTS }, (_, i) => 70 + i);
+    expect(bwdKernelConfig(raw)).toEqual(kernelConfig(raw));
   });
 });
 

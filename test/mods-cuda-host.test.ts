@@ -15,6 +15,9 @@ import {
   alibi, andMasks, causal, composeScoreMods, documentMask, generateCuda, imageBlocks, logitClip, packArgs, param, prefixLM,
   relativeBias, scoreMod, slidingWindow, softcap, tensorAt, type MaskMod, type ModBase, type ScoreMod,
 } from '../lib/mods/index.js';
+import { Expr, ScoreMod as ScoreModClass } from '../lib/mods/ir.js';
+import { differentiateScoreMod } from '../lib/mods/grad.js';
+import { NoGradientError } from '../lib/errors.js';
 import { fakeEnv, hostTensor, mulberry32, randomMod, randomTensor, type FakeTensor } from './random-mods.js';
 
 const cxx = process.env.CXX ?? 'g++';
@@ -171,5 +174,69 @@ suite('generated CUDA fragment semantics (compiled as host C++)', () => {
       }
     });
     expect(mism).toBeLessThan(20);
+  });
+  it('flex_score_grad (the backward kernels\' score-mod derivative) matches the JS interpreter of the dScore IR', () => {
+    const rng = mulberry32(7);
+    const slopes = randomTensor(rng, 'bf16', [4]);
+    const tab = randomTensor(rng, 'f16', [4, 15]);
+    const cases: Case[] = [
+      { score: softcap(7) }, { score: alibi(slopes) }, { score: logitClip(randomTensor(rng, 'f32', [4])) }, { score: relativeBias(tab) },
+      { score: composeScoreMods(alibi(slopes), softcap(param('cap'))), params: { cap: 9 } },
+    ];
+    for (let i = 0; cases.length < 40 && i < 400; i++) {
+      const s = randomMod(rng, { kind: 'score', depth: 1 + (i % 5) });
+      try { differentiateScoreMod((s.mod as ScoreMod).expr.node, true, []); } catch (e) { if (e instanceof NoGradientError) continue; throw e; }
+      cases.push({ score: s.mod as ScoreMod, params: s.params });
+    }
+    const P = 40;
+    const pts: number[] = [];
+    for (let i = 0; i < P; i++) pts.push(Math.fround((rng() - 0.5) * 20), 0, Math.floor(rng() * 4), Math.floor(rng() * 60), Math.floor(rng() * 60));
+    const src: string[] = [SHIMS, `static const double PTS[] = {${pts.join(', ')}};`];
+    const mains: string[] = [];
+    const grads = cases.map((c) => differentiateScoreMod(c.score!.expr.node, true, []).dScore);
+    cases.forEach((c, ci) => {
+      const code = generateCuda(c.score, undefined, grads[ci]);
+      expect(code.source).toContain('flex_score_grad');
+      const bytes = packArgs(code.layout, {
+        tensorPtrs: code.tensors.map(() => 0n), tensorStrides: code.tensors.map((t) => [...t.strides]),
+        tensorShapes: code.tensors.map((t) => [...t.shape]), params: c.params ?? {},
+      });
+      src.push('#undef FLEX_HAS_SCORE_MOD', '#undef FLEX_HAS_MASK_MOD', '#undef FLEX_MASK_MOD_READS_MEMORY', '#undef FLEX_HAS_SCORE_GRAD',
+        `namespace g${ci} {`, code.source);
+      code.tensors.forEach((t, s) => { const a = cArray(t as FakeTensor); src.push(`static const ${a.type} D${s}[] = {${a.body}};`); });
+      src.push('void run() {', `  static const unsigned char B[] = {${Array.from(bytes).join(', ')}};`,
+        '  FlexModArgs a; std::memcpy(&a, B, sizeof a);', ...code.tensors.map((_, s) => `  a.t${s} = D${s};`),
+        `  for (int i = 0; i < ${P}; i++) {`, '    const double* p = PTS + 5 * i;',
+        '    std::printf("%.17g\\n", (double)flex_score_grad((float)p[0], (int)p[1], (int)p[2], (int)p[3], (int)p[4], a));',
+        '  }', '}', `}  // namespace g${ci}`);
+      mains.push(`  g${ci}::run();`);
+    });
+    src.push('int main() {', ...mains, '  return 0;', '}');
+    const dir = mkdtempSync(join(tmpdir(), 'flexattn-gradhost-'));
+    let out: string;
+    try {
+      writeFileSync(join(dir, 'h.cc'), src.join('\n'));
+      try {
+        execFileSync(cxx, ['-std=c++17', '-O1', '-w', join(dir, 'h.cc'), '-o', join(dir, 'h')], { stdio: 'pipe' });
+      } catch (e) {
+        throw new Error(`host compile failed:\n${String((e as { stderr?: Buffer }).stderr ?? e)}`);
+      }
+      out = execFileSync(join(dir, 'h'), { encoding: 'utf8', maxBuffer: 64 << 20 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const lines = out.trim().split('\n');
+    expect(lines.length).toBe(cases.length * P);
+    const parse = (x: string): number => (/nan/i.test(x) ? NaN : /inf/i.test(x) ? (x.startsWith('-') ? -Infinity : Infinity) : Number(x));
+    cases.forEach((c, ci) => {
+      const gm = new ScoreModClass('score', new Expr(grads[ci]!));
+      const fg = gm.toJs(fakeEnv(gm.tensors, c.params));
+      for (let i = 0; i < P; i++) {
+        const [sv, b, h, q, kv] = pts.slice(5 * i, 5 * i + 5) as [number, number, number, number, number];
+        const got = parse(lines[ci * P + i]!), want = fg(sv, b, h, q, kv);
+        const ok = Object.is(got, want) || (Number.isNaN(got) && Number.isNaN(want)) || Math.abs(got - want) <= 1e-5 * Math.max(1, Math.abs(want));
+        if (!ok) throw new Error(`gradient mismatch case ${ci} ${c.score!.toString()} at ${[sv, b, h, q, kv]}: c++ ${got} js ${want}`);
+      }
+    });
   });
 });

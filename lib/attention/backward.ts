@@ -5,6 +5,7 @@
  * @module
  */
 import { InvalidArgumentError, NotImplementedError } from '../errors.js';
+import { BWD_HEAD_DIMS } from '../cuda/run-backward.js';
 import { checkSignal } from '../abort.js';
 import { Hold, runOp } from '../ownership.js';
 import { Tensor } from '../tensor.js';
@@ -60,12 +61,12 @@ export interface BackwardRun {
   gradFor: readonly Tensor[]; signal: AbortSignal | undefined;
 }
 
-/** Throws when the spec asks for gradients where there is no backward (CUDA): before the forward runs. */
-export function checkGradBackend(n: Normalized, q: Tensor): void {
+/** Throws when the spec asks for gradients the CUDA backward cannot give (its head dims): before the forward runs. */
+export function checkGradBackend(n: Normalized, q: Tensor, D: number): void {
   if (!n.requiresGrad) return;
-  if ((n.backend ?? (q.isCuda ? 'cuda' : 'cpu')) === 'cuda') {
-    throw new NotImplementedError("attention: requiresGrad needs a backward pass, and there is no CUDA backward yet; it runs on the "
-      + "CPU backend for now (pass backend: 'cpu' to run the forward and the backward there, or pass CPU tensors)");
+  if ((n.backend ?? (q.isCuda ? 'cuda' : 'cpu')) === 'cuda' && !BWD_HEAD_DIMS.includes(D)) {
+    throw new NotImplementedError(`attention: requiresGrad on CUDA needs a backward kernel for head dimension ${D} `
+      + `(there are ${BWD_HEAD_DIMS.join(', ')}); pass backend: 'cpu' to run the forward and the backward there`);
   }
 }
 

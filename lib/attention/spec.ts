@@ -100,8 +100,8 @@ export interface AttentionSpec {
    * `{ out, backward, release }` (see {@link AttentionWithGrad}): `backward(dOut)`
    * gives dq, dk, dv through the backward op of the same implementation
    * (`scaledDotProductAttentionBackward` or `flexAttentionBackward`) with the same
-   * masks and score mods. The backward runs on the CPU backend for now: with CUDA
-   * tensors pass `backend: 'cpu'`, else the call throws a NotImplementedError.
+   * masks and score mods, on the forward's backend (the CUDA backward has head
+   * dims 32, 64, 96 and 128; others are a NotImplementedError at the call).
    */
   requiresGrad?: boolean;
   /** Force a backend (`'cuda'` or `'cpu'`); default: where the tensors live. */

@@ -1,8 +1,8 @@
 /**
  * Argument checks of the backward ops: the forward's `out` and `lse`, the
- * incoming gradient `dOut`, `gradFor`, and which backend runs (there is no
- * CUDA backward yet: a typed error, never a silent CPU run). Every failure is
- * a typed error naming the argument. Internal.
+ * incoming gradient `dOut`, `gradFor`, and which backend runs (what the CUDA
+ * kernels cannot take is a typed error, never a silent CPU run). Every failure
+ * is a typed error naming the argument. Internal.
  * @module
  */
 import { DTypeError, DeviceError, InvalidArgumentError, NotImplementedError, ShapeError } from '../errors.js';
@@ -11,6 +11,8 @@ import type { MaskMod, ScoreMod } from '../mods/index.js';
 import { Tensor } from '../tensor.js';
 import { checkBool, checkKeys, checkQkv, checkTensor, resolveBackend, type QkvDims } from '../validate.js';
 import { checkSignal } from '../abort.js';
+import type { BlockMask } from '../blockmask.js';
+import { checkBackwardGpu } from '../cuda/run-backward.js';
 
 /** Largest captured tensor a gradient is computed for (its flat index is exact in f32). */
 export const MAX_GRAD_NUMEL = 2 ** 24;
@@ -64,17 +66,23 @@ export function checkGradFor(gradFor: unknown, scoreMod: ScoreMod | undefined, m
 }
 
 /**
- * The backend a backward call runs on: `'cpu'`. CUDA tensors without an
- * explicit `backend: 'cpu'`, and `backend: 'cuda'`, are a NotImplementedError
- * (no GPU backward kernels yet), so nothing is quietly moved to the host.
+ * The backend a backward call runs on: where q lives unless `backend` says
+ * otherwise (`'cpu'` with CUDA tensors runs the CPU reference on host copies).
+ * On CUDA, what the kernels do not have is a typed error here, at the call:
+ * captured-tensor gradients (`gradFor`), and everything checkBackwardGpu
+ * refuses (dtype, head dim, block sizes, strides).
  */
-export function backwardBackend(backend: unknown, q: Tensor, op: string, arg = 'options.backend'): 'cpu' {
+export function backwardBackend(backend: unknown, q: Tensor, op: string, gpu?: { dims: QkvDims; tensors: Record<string, Tensor>;
+  blockMask?: BlockMask | undefined; gradFor?: readonly Tensor[] }, arg = 'options.backend'): 'cuda' | 'cpu' {
   const b = resolveBackendNamed(backend, q, arg);
-  if (b === 'cuda') {
-    throw new NotImplementedError(`${op}: there is no CUDA backward yet; the backward pass runs on the CPU backend for now `
-      + `(pass ${arg.replace(/^options\./, '')}: 'cpu' to run it there on a host copy of these CUDA tensors, or pass CPU tensors)`);
+  if (b === 'cuda' && gpu) {
+    if (gpu.gradFor && gpu.gradFor.length > 0) {
+      throw new NotImplementedError(`${op}: gradFor (captured-tensor gradients) has no CUDA kernel yet `
+        + `(pass ${arg.replace(/^options\./, '')}: 'cpu' to run this backward on the CPU reference, on host copies of these CUDA tensors)`);
+    }
+    checkBackwardGpu(q, gpu.dims, gpu.blockMask, gpu.tensors);
   }
-  return 'cpu';
+  return b;
 }
 
 function resolveBackendNamed(backend: unknown, q: Tensor, arg: string): 'cuda' | 'cpu' {

@@ -16,6 +16,7 @@ import { checkBlockMask, cpuBlockMask } from '../flex.js';
 import { backwardBackend, checkBackwardCall, checkGradFor } from './checks.js';
 import { backwardPrograms, scoreModGradient } from './mod-programs.js';
 import { runCpuBackward } from './cpu.js';
+import { runBackward } from '../cuda/run-backward.js';
 
 /** Options of {@link flexAttentionBackward}: the forward's, plus `gradFor`. */
 export interface FlexAttentionBackwardOptions {
@@ -38,9 +39,10 @@ export interface FlexAttentionBackwardOptions {
    */
   gradFor?: readonly Tensor[];
   /**
-   * `'cpu'` (the only backward backend for now). CUDA tensors need an explicit
-   * `backend: 'cpu'` (they are copied to the host, the gradients back to their
-   * device); without it, and with `'cuda'`, the call throws a NotImplementedError.
+   * Default: where the tensors live. `'cuda'`: the GPU kernels (bf16/f16, head
+   * dims 32, 64, 96, 128; block sizes multiples of 64; no `gradFor` yet: a
+   * NotImplementedError). `'cpu'` with CUDA tensors: the CPU reference on host
+   * copies, the gradients copied back to their device.
    */
   backend?: 'cpu' | 'cuda';
   /**
@@ -87,7 +89,7 @@ export interface FlexAttentionGradients {
  * @returns `{ dq, dk, dv, dCaptured }` in the inputs' dtype (captured gradients in their tensor's dtype).
  * @throws InvalidArgumentError (ShapeError, DTypeError, DeviceError) naming the argument; DisposedError;
  *   NoGradientError when `score` or a `gradFor` tensor reaches the mod's result only through comparisons,
- *   indices, `floorDiv` or `toInt`; NotImplementedError for CUDA (see `backend`). All at the call, before any work.
+ *   indices, `floorDiv` or `toInt`; NotImplementedError for what the CUDA backward lacks (see `backend`). All at the call, before any work.
  *
  * The call holds its tensors from the moment it is made: disposing them right
  * after the call (before awaiting it) is safe.
@@ -122,7 +124,8 @@ function flexBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
   const params = options.params ?? {};
   if (typeof params !== 'object' || params === null) throw new InvalidArgumentError('options.params', 'an object of numbers', typeof params);
   const gradFor = checkGradFor(options.gradFor, scoreMod, maskMod);
-  backwardBackend(options.backend, q, 'flexAttentionBackward');
+  const backend = backwardBackend(options.backend, q, 'flexAttentionBackward',
+    { dims, blockMask, gradFor, tensors: { q, k, v, out: saved.out, dOut: saved.dOut } });
   // Symbolic derivatives now, so a mod without a gradient fails at the call.
   const grad = scoreMod ? scoreModGradient(scoreMod, gradFor, gradFor.map((_, i) => `options.gradFor[${i}]`)) : undefined;
 
@@ -135,6 +138,15 @@ function flexBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
     hold.captured(scoreMod, 'options.scoreMod');
     hold.captured(maskMod, 'options.blockMask.maskMod');
   }, async (hold) => {
+    if (backend === 'cuda') {
+      const g = await runBackward({
+        ...t, dims, scale, isCausal: false, params, hold,
+        ...(scoreMod ? { scoreMod, dScore: grad!.dScore } : {}),
+        ...(blockMask ? { blockMask } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      return { ...g, dCaptured: [] };
+    }
     const [scoreHost, maskHost] = await Promise.all([
       scoreMod ? hold.hostTensors(scoreMod) : [],
       maskMod ? hold.hostTensors(maskMod) : undefined,

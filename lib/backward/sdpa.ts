@@ -12,6 +12,9 @@ import { broadcastMask, checkMask } from '../sdpa.js';
 import { hostView } from '../cpu-backend.js';
 import { backwardBackend, checkBackwardCall } from './checks.js';
 import { runCpuBackward } from './cpu.js';
+import { runBackward } from '../cuda/run-backward.js';
+import { maskAsScoreMod } from '../cuda/mod-code.js';
+import { scoreModGradient } from './mod-programs.js';
 
 /** Options of {@link scaledDotProductAttentionBackward}: the forward's. */
 export interface SdpaBackwardOptions {
@@ -24,9 +27,9 @@ export interface SdpaBackwardOptions {
   /** Allow `Hq` to be a multiple of `Hkv` (grouped-query attention); dk and dv are summed over each group's query heads. */
   enableGQA?: boolean;
   /**
-   * `'cpu'` (the only backward backend for now). CUDA tensors need an explicit
-   * `backend: 'cpu'` (copied to the host, gradients copied back); without it,
-   * and with `'cuda'`, the call throws a NotImplementedError.
+   * Default: where the tensors live. `'cuda'`: the GPU kernels (bf16/f16, head
+   * dims 32, 64, 96, 128; others a NotImplementedError). `'cpu'` with CUDA
+   * tensors: the CPU reference on host copies, gradients copied back.
    */
   backend?: 'cpu' | 'cuda';
   /** Cancels the call, as for {@link flexAttentionBackward}. */
@@ -64,7 +67,7 @@ export interface AttentionGradients {
  * @param options The forward's options; see {@link SdpaBackwardOptions}.
  * @returns `{ dq, dk, dv }` in q's dtype on q's device.
  * @throws InvalidArgumentError (ShapeError, DTypeError, DeviceError) naming the argument; DisposedError;
- *   NotImplementedError for CUDA (see `backend`). All at the call, before any work.
+ *   NotImplementedError for what the CUDA backward lacks (see `backend`). All at the call, before any work.
  */
 export function scaledDotProductAttentionBackward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor,
   options: SdpaBackwardOptions = {}): Promise<AttentionGradients> {
@@ -92,7 +95,8 @@ function sdpaBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
     attnMask = checkTensor(options.attnMask, 'options.attnMask');
     checkMask(attnMask, dims, q);
   }
-  backwardBackend(options.backend, q, 'scaledDotProductAttentionBackward');
+  const backend = backwardBackend(options.backend, q, 'scaledDotProductAttentionBackward',
+    { dims, tensors: { q, k, v, out: saved.out, dOut: saved.dOut } });
 
   let t!: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor; dOut: Tensor };
   let mask: Tensor | undefined;
@@ -102,7 +106,17 @@ function sdpaBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
       out: hold.tensor(saved.out, 'out'), lse: hold.tensor(saved.lse, 'lse'), dOut: hold.tensor(saved.dOut, 'dOut'),
     };
     if (attnMask) mask = broadcastMask(hold.tensor(attnMask, 'options.attnMask'), dims);
-  }, async () => {
+  }, async (hold) => {
+    if (backend === 'cuda') {
+      // A dense mask streams through the kernels as a score mod (as in the forward): bool masks
+      // send masked scores to -inf, additive ones add (no gradient is computed for the mask).
+      const scoreMod = mask ? maskAsScoreMod(mask) : undefined;
+      return runBackward({
+        ...t, dims, scale, isCausal, params: {}, hold,
+        ...(scoreMod ? { scoreMod, dScore: scoreModGradient(scoreMod, [], []).dScore } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    }
     const g = await runCpuBackward({ scale, isCausal, ...(mask ? { mask: await hostView(mask) } : {}) }, t, [], signal);
     return { dq: g.dq, dk: g.dk, dv: g.dv };
   });

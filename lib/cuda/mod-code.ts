@@ -8,7 +8,7 @@
 import { InvalidArgumentError } from '../errors.js';
 import { itemSize } from '../dtype.js';
 import {
-  generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type MaskMod, type ScoreMod,
+  generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type IrNode, type MaskMod, type ScoreMod,
 } from '../mods/index.js';
 import type { Hold } from '../ownership.js';
 import { Tensor } from '../tensor.js';
@@ -24,6 +24,22 @@ export function modCode(score: ScoreMod | undefined, mask: MaskMod | undefined):
   if (!inner) codeCache.set(score ?? NO_MOD, (inner = new WeakMap()));
   let code = inner.get(mask ?? NO_MOD);
   if (!code) inner.set(mask ?? NO_MOD, (code = generateCuda(score, mask)));
+  return code;
+}
+
+const backwardCodeCache = new WeakMap<object, WeakMap<object, CudaModCode>>();
+
+/**
+ * The generated CUDA of a (scoreMod, maskMod) pair for the backward kernels:
+ * the forward's mods plus `flex_score_grad`, the score mod's derivative
+ * `dScore` (lib/mods/grad.ts; a function of the score mod alone, so cached
+ * with it).
+ */
+export function backwardModCode(score: ScoreMod | undefined, mask: MaskMod | undefined, dScore: IrNode | undefined): CudaModCode {
+  let inner = backwardCodeCache.get(score ?? NO_MOD);
+  if (!inner) backwardCodeCache.set(score ?? NO_MOD, (inner = new WeakMap()));
+  let code = inner.get(mask ?? NO_MOD);
+  if (!code) inner.set(mask ?? NO_MOD, (code = generateCuda(score, mask, dScore)));
   return code;
 }
 

@@ -11,14 +11,20 @@
  * #define FLEX_HAS_MASK_MOD 0|1
  * #define FLEX_MASK_MOD_READS_MEMORY 0|1   // the mask mod loads captured tensors
  * ```
+ * With a score mod's derivative (the backward kernels, flash_bwd.cuh) also
+ * ```
+ * __device__ __forceinline__ float flex_score_grad(float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args);
+ * #define FLEX_HAS_SCORE_GRAD 1
+ * ```
+ * reading the score mod's captured tensors through the same `FlexModArgs`.
  * Slots: the score mod's captured tensors come first (slots 0..n-1), then the
  * mask mod's (n..). Params are the union by name.
  * @module
  */
 import { createHash } from 'node:crypto';
 import { InvalidArgumentError, ModError } from '../errors.js';
-import type { CapturedTensorLike, MaskMod, ModProgram, ParamInfo, ScoreMod } from './ir.js';
-import { resolveParams } from './ir.js';
+import type { CapturedTensorLike, IrNode, MaskMod, ModProgram, ParamInfo } from './ir.js';
+import { Expr, ScoreMod, resolveParams } from './ir.js';
 
 /** Where a field of `FlexModArgs` gets its value from. */
 export type ArgSource =
@@ -130,7 +136,8 @@ function cudaInt(v: number): string {
 const PTR_TYPE = { bf16: 'const unsigned short*', f16: 'const unsigned short*', f32: 'const float*', i32: 'const int*', bool: 'const unsigned char*' } as const;
 const ARG_NAME: Record<string, string> = { score: 'score', b: 'b', h: 'h', q: 'q_idx', kv: 'kv_idx' };
 
-function bodyOf(p: ModProgram, slotBase: number, paramField: (name: string) => string): string {
+/** `slotOf(i)`: the `FlexModArgs` slot of the program's tensor slot i. */
+function bodyOf(p: ModProgram, slotOf: (slot: number) => number, paramField: (name: string) => string): string {
   const L: string[] = [];
   const ctype = (t: string): string => (t === 'float' ? 'float' : t === 'int' ? 'int' : 'bool');
   p.nodes.forEach((n, i) => {
@@ -142,7 +149,7 @@ function bodyOf(p: ModProgram, slotBase: number, paramField: (name: string) => s
       case 'arg': e = ARG_NAME[n.name!]!; break;
       case 'param': e = `args.${paramField(n.name!)}`; break;
       case 'load': {
-        const s = slotBase + n.slot!;
+        const s = slotOf(n.slot!);
         const info = p.tensors[n.slot!]!;
         const idx = n.args.map((x, d) => `flex_clamp(v${x}, args.t${s}_n${d}) * args.t${s}_s${d}`);
         const off = idx.length ? idx.join(' + ') : '0';
@@ -204,10 +211,33 @@ function mergeParams(lists: readonly (readonly ParamInfo[])[]): ParamInfo[] {
 }
 
 /**
- * Generates the CUDA fragment for a (scoreMod?, maskMod?) pair (see the module
- * doc for the contract) and the host layout of `FlexModArgs`.
+ * The derivative `scoreGrad` (an IR expression of `(score, b, h, q, kv)` from
+ * lib/mods/grad.ts) as `flex_score_grad`, its captured tensors read through
+ * the score mod's slots (it reads a subset of them) and its params by name.
  */
-export function generateCuda(score?: ScoreMod, mask?: MaskMod): CudaModCode {
+function scoreGradSource(score: ScoreMod, scoreGrad: IrNode, paramField: (name: string) => string): string {
+  const g = new ScoreMod('score', new Expr(scoreGrad));
+  const slots = g.tensors.map((t) => {
+    const s = score.tensors.indexOf(t);
+    if (s < 0) throw new InvalidArgumentError('scoreGrad', 'an expression reading only the score mod\'s captured tensors', 'another tensor');
+    return s;
+  });
+  return [
+    '#define FLEX_HAS_SCORE_GRAD 1',
+    '__device__ __forceinline__ float flex_score_grad(float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args) {',
+    '  (void)score; (void)b; (void)h; (void)q_idx; (void)kv_idx; (void)args;',
+    bodyOf(g.ir, (i) => slots[i]!, paramField),
+    '}',
+  ].join('\n');
+}
+
+/**
+ * Generates the CUDA fragment for a (scoreMod?, maskMod?) pair (see the module
+ * doc for the contract) and the host layout of `FlexModArgs`. `scoreGrad`: the
+ * score mod's derivative with respect to `score` (backward kernels), emitted
+ * as `flex_score_grad`; the layout is the same with or without it.
+ */
+export function generateCuda(score?: ScoreMod, mask?: MaskMod, scoreGrad?: IrNode): CudaModCode {
   const params = mergeParams([score?.params ?? [], mask?.params ?? []]);
   const paramIndex = new Map(params.map((p, i) => [p.name, i]));
   const paramField = (name: string): string => `p${paramIndex.get(name)}`;
@@ -250,12 +280,13 @@ export function generateCuda(score?: ScoreMod, mask?: MaskMod): CudaModCode {
     'struct FlexModArgs {', ...decl, '};',
     '__device__ __forceinline__ float flex_score_mod(float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args) {',
     '  (void)b; (void)h; (void)q_idx; (void)kv_idx; (void)args;',
-    score ? bodyOf(score.ir, 0, paramField) : '  return score;',
+    score ? bodyOf(score.ir, (i) => i, paramField) : '  return score;',
     '}',
     '__device__ __forceinline__ bool flex_mask_mod(int b, int h, int q_idx, int kv_idx, const FlexModArgs& args) {',
     '  (void)b; (void)h; (void)q_idx; (void)kv_idx; (void)args;',
-    mask ? bodyOf(mask.ir, score?.tensors.length ?? 0, paramField) : '  return true;',
+    mask ? bodyOf(mask.ir, (i) => (score?.tensors.length ?? 0) + i, paramField) : '  return true;',
     '}',
+    ...(score && scoreGrad ? [scoreGradSource(score, scoreGrad, paramField)] : []),
     '',
   ];
   const source = src.join('\n');

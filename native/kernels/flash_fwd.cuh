@@ -220,6 +220,17 @@ __device__ __forceinline__ WorkTile work_tile(const FlashFwdParams& p, int row_b
   return w;
 }
 
+// The segmented grid's tile starts of batch b (FlashFwdParams only: the
+// backward's parameter block has none, its schedules walk the uniform grid).
+__device__ __forceinline__ const int* tile_starts_of(const FlashFwdParams& p, int b) {
+  return p.tile_starts ? p.tile_starts + (long long)b * p.tile_starts_stride_b : nullptr;
+}
+template <class P>
+__device__ __forceinline__ const int* tile_starts_of(const P&, int) { return nullptr; }
+
+// The schedules (and keep_element / masked_score below) take any parameter
+// block with the forward's field names for dims, scale and the kv-side block
+// lists: the backward's dQ pass walks kv tiles with them too (flash_bwd.cuh).
 // kSegments: the launch may pass a segmented grid (p.tile_starts; the Hopper
 // kernels). Without it the schedule compiles as before (the mma.sync kernels
 // sit at 255 registers and spill with any extra live value).
@@ -229,7 +240,8 @@ struct KvSchedule;
 template <int BM, int BN, bool kSegments>
 struct KvSchedule<kDense, BM, BN, kSegments> {
   int n, skv, extra;
-  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int, int q0, bool q_tail) {
+  template <class P>
+  __device__ __forceinline__ KvSchedule(const P& p, int, int, int, int q0, bool q_tail) {
     skv = p.Skv;
     n = (skv + BN - 1) / BN;
     extra = q_tail && (FLEX_HAS_SCORE_MOD) ? kMaskBounds : 0;
@@ -247,7 +259,8 @@ struct KvSchedule<kDense, BM, BN, kSegments> {
 template <int BM, int BN, bool kSegments>
 struct KvSchedule<kCausal, BM, BN, kSegments> {
   int n, skv, q0, extra;
-  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int, int, int, int q0_, bool q_tail) {
+  template <class P>
+  __device__ __forceinline__ KvSchedule(const P& p, int, int, int, int q0_, bool q_tail) {
     skv = p.Skv;
     q0 = q0_;
     const int q_last = imin(q0 + BM, p.Sq);            // exclusive
@@ -278,8 +291,9 @@ struct KvSchedule<kBlockSparse, BM, BN, kSegments> {
   const int* part_idx;
   const int* ts;
   int n_full_tiles, n, skv, kvb, tpb_shift, tpb, extra;
-  __device__ __forceinline__ KvSchedule(const FlashFwdParams& p, int b, int h, int m_block, int q0, bool q_tail) {
-    ts = kSegments && p.tile_starts ? p.tile_starts + (long long)b * p.tile_starts_stride_b : nullptr;
+  template <class P>
+  __device__ __forceinline__ KvSchedule(const P& p, int b, int h, int m_block, int q0, bool q_tail) {
+    ts = kSegments ? tile_starts_of(p, b) : nullptr;
     const int qb = ts ? m_block : q0 / p.bm_q_block;
     const long long nb = (long long)b * p.bm_num_stride_b + (long long)h * p.bm_num_stride_h + qb;
     const long long ib = (long long)b * p.bm_idx_stride_b + (long long)h * p.bm_idx_stride_h +
@@ -338,7 +352,8 @@ __device__ __forceinline__ int elem_kv(int kv0, int n, int t, int i) { return kv
 // in-bounds) indices qc, kvc and combined with non-short-circuit &: loads of
 // captured tensors that depend only on q (or only on kv) then CSE across the
 // tile (one per row / column instead of one per element).
-__device__ __forceinline__ bool keep_element(const FlashFwdParams& p, const FlexModArgs& args, int b, int h,
+template <class P>
+__device__ __forceinline__ bool keep_element(const P& p, const FlexModArgs& args, int b, int h,
                                              int q, int kv, int qc, int kvc, int bits, int kv_end) {
   bool keep = true;
   if (bits & kMaskBounds) keep = (kv < kv_end) & (q < p.Sq);
@@ -352,7 +367,8 @@ __device__ __forceinline__ bool keep_element(const FlashFwdParams& p, const Flex
 }
 
 // The score of one element of a masked tile (clamped indices qc, kvc for the mod).
-__device__ __forceinline__ float masked_score(float x, const FlashFwdParams& p, const FlexModArgs& args, int b, int h,
+template <class P>
+__device__ __forceinline__ float masked_score(float x, const P& p, const FlexModArgs& args, int b, int h,
                                               int qc, int kvc, bool premul) {
 #if FLEX_HAS_SCORE_MOD
   (void)premul;

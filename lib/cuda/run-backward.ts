@@ -1,0 +1,198 @@
+/**
+ * GPU backward pass (native/kernels/flash_bwd.cuh): checks what the kernels
+ * can take, allocates the gradients and the f32 workspaces (Delta and the LSE
+ * in the log2 domain), loads the three kernels (the preprocess and dense or
+ * causal passes precompiled; flex passes JIT-compiled with the mods' code and
+ * the score mod's derivative) and enqueues preprocess → dK/dV → dQ on the
+ * device's stream. Deterministic: no atomics, every sum in a fixed order.
+ * Internal: not exported from the package.
+ * @module
+ */
+import type { BlockMask } from '../blockmask/mask.js';
+import { DTypeError, NotImplementedError, ShapeError } from '../errors.js';
+import { itemSize } from '../dtype.js';
+import { loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
+import type { CudaModCode, IrNode, MaskMod, ScoreMod } from '../mods/index.js';
+import { native } from '../native.js';
+import { throwIfAborted } from '../abort.js';
+import type { Hold } from '../ownership.js';
+import { Tensor } from '../tensor.js';
+import type { QkvDims } from '../validate.js';
+import { packFlashBwdParams, type BwdStrides3, type FlashBwdValues } from './generated/flash-bwd-params.js';
+import { aligned } from './launch.js';
+import { backwardModCode, capturedOnDevice, packMod, ptr } from './mod-code.js';
+import type { Mode } from './plan.js';
+import { onDevice } from './run-flex.js';
+
+/** Head dims the backward kernels are instantiated for. */
+export const BWD_HEAD_DIMS: readonly number[] = [32, 64, 96, 128];
+/** The backward kernels' q and kv tile (flash_bwd.cuh BwdTile): block-mask blocks must be multiples of it. */
+export const BWD_TILE = 64;
+
+/** Arguments of one GPU backward call (tensors are the call's held handles). */
+export interface CudaBackwardArgs {
+  q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor; dOut: Tensor;
+  dims: QkvDims;
+  scale: number;
+  /** Top-left causal (SDPA isCausal); not with a block mask. */
+  isCausal: boolean;
+  scoreMod?: ScoreMod;
+  /** `∂ scoreMod / ∂ score` (lib/mods/grad.ts), with `scoreMod`. */
+  dScore?: IrNode;
+  blockMask?: BlockMask;
+  params: Record<string, number>;
+  /** The call's claims: captured tensors and block-mask arrays are read through it. */
+  hold: Hold;
+  signal?: AbortSignal;
+}
+
+/** Gradients in the inputs' dtype on their device. */
+export interface CudaGradients { dq: Tensor; dk: Tensor; dv: Tensor }
+
+/** Typed errors for what the backward kernels cannot take (before anything is allocated). */
+export function checkBackwardGpu(q: Tensor, d: QkvDims, blockMask: BlockMask | undefined, tensors: Record<string, Tensor>): void {
+  if (q.dtype !== 'bf16' && q.dtype !== 'f16') {
+    throw new DTypeError('q', "bf16 or f16 for the CUDA backward (convert with .to('bf16'), or pass backend: 'cpu' for f32)", q.dtype);
+  }
+  if (!BWD_HEAD_DIMS.includes(d.D)) {
+    throw new NotImplementedError(`the CUDA backward has no kernel for head dimension ${d.D} (it has ${BWD_HEAD_DIMS.join(', ')}); `
+      + "pass backend: 'cpu' to run this backward on the CPU reference");
+  }
+  if (d.Dv !== d.D) throw new ShapeError('v', `head dimension ${d.D} (same as q) for the CUDA backward`, String(d.Dv));
+  for (const [name, t] of Object.entries(tensors)) {
+    if (t.strides[3] !== 1) throw new ShapeError(name, 'a contiguous last dimension (stride 1); call contiguous()', `stride ${t.strides[3]}`);
+  }
+  if (blockMask) {
+    const [bq, bkv] = blockMask.blockSize;
+    if (bq % BWD_TILE !== 0 || bkv % BWD_TILE !== 0) {
+      throw new ShapeError('options.blockMask',
+        `block sizes that are multiples of the CUDA backward's ${BWD_TILE}×${BWD_TILE} tile (e.g. createBlockMask(..., { blockSize: 128 }))`,
+        `${bq}×${bkv}`);
+    }
+  }
+}
+
+function modeOf(a: CudaBackwardArgs): Mode {
+  return a.blockMask ? 'kBlockSparse' : a.isCausal ? 'kCausal' : 'kDense';
+}
+
+/** @internal The kernels of one backward call: preprocess (always precompiled), dK/dV and dQ. */
+export function backwardKernels(D: number, dtype: string, mode: Mode, code: CudaModCode | undefined): { pre: KernelSpec; dkdv: KernelSpec; dq: KernelSpec } {
+  const preName = `flexattn_bwd_pre_d${D}_${dtype}`;
+  const pre = { kernel: preName, module: preName, source: `#include "flash_bwd.cuh"\nFLEXATTN_BWD_PRE_KERNEL(${preName}, ${D}, ${dtype})\n` };
+  if (!code) {
+    const tag = `d${D}_${dtype}${mode === 'kCausal' ? '_causal' : ''}`;
+    const one = (pass: 'dkdv' | 'dq'): KernelSpec => {
+      const name = `flexattn_bwd_${pass}_${tag}`;
+      const macro = pass === 'dkdv' ? 'FLEXATTN_BWD_DKDV_KERNEL' : 'FLEXATTN_BWD_DQ_KERNEL';
+      return { kernel: name, module: name, source: `#include "flash_bwd.cuh"\n${macro}(${name}, ${D}, ${dtype}, ${mode})\n` };
+    };
+    return { pre, dkdv: one('dkdv'), dq: one('dq') };
+  }
+  // One generated module holds both passes (the second load finds it in the JIT's memory cache).
+  const base = `flexattn_bwd_flex_${code.hash.slice(0, 16)}_d${D}_${dtype}_${mode.slice(1).toLowerCase()}`;
+  const source = `${code.source}\n#include "flash_bwd.cuh"\n`
+    + `FLEXATTN_BWD_DKDV_KERNEL(${base}_dkdv, ${D}, ${dtype}, ${mode})\nFLEXATTN_BWD_DQ_KERNEL(${base}_dq, ${D}, ${dtype}, ${mode})\n`;
+  return { pre, dkdv: { kernel: `${base}_dkdv`, source }, dq: { kernel: `${base}_dq`, source } };
+}
+
+const strides3 = (t: Tensor): BwdStrides3 => [t.strides[0]!, t.strides[1]!, t.strides[2]!];
+
+/**
+ * Runs the backward on the GPU. Call it before the op's first await: its
+ * synchronous part claims the block mask's device arrays in `a.hold`.
+ */
+export function runBackward(a: CudaBackwardArgs): Promise<CudaGradients> {
+  const { q, dims: d } = a;
+  checkBackwardGpu(q, d, a.blockMask, { q: a.q, k: a.k, v: a.v, out: a.out, dOut: a.dOut });
+  const bm = a.blockMask ? onDevice(a.blockMask, q.device) : undefined;
+  const lists = bm
+    ? ([bm.kvNumBlocks, bm.kvIndices, bm.fullKvNumBlocks, bm.fullKvIndices, bm.qNumBlocks, bm.qIndices, bm.fullQNumBlocks, bm.fullQIndices]
+      .map((t) => a.hold.tensor(t, 'options.blockMask')))
+    : undefined;
+  return run(a, bm, lists);
+}
+
+async function run(a: CudaBackwardArgs, bm: BlockMask | undefined, lists: Tensor[] | undefined): Promise<CudaGradients> {
+  const { q, dims: d } = a;
+  const dev = { device: q.device };
+  const dq = Tensor.empty([d.B, d.Hq, d.Sq, d.D], q.dtype, dev);
+  const dk = Tensor.empty([d.B, d.Hkv, d.Skv, d.D], q.dtype, dev);
+  const dv = Tensor.empty([d.B, d.Hkv, d.Skv, d.D], q.dtype, dev);
+  const temps: Tensor[] = [];
+  try {
+    if (d.B * d.Hq * d.Sq === 0 || d.Skv === 0) {
+      // No query rows (dk, dv are 0) or no keys (every row fully masked: dq is 0).
+      for (const t of [dq, dk, dv]) if (t.numel > 0) native().memset(t.buffer(), 0, t.numel * itemSize(t.dtype), 0);
+      return { dq, dk, dv };
+    }
+    const mode = modeOf(a);
+    const maskMod: MaskMod | undefined = bm?.maskMod ?? undefined;
+    const code = a.scoreMod || maskMod || mode === 'kBlockSparse' ? backwardModCode(a.scoreMod, maskMod, a.dScore) : undefined;
+    const specs = backwardKernels(d.D, q.dtype, mode, code);
+    const device = q.deviceIndex;
+    const pre = await loadKernel(device, specs.pre);
+    const dkdv = await loadKernel(device, specs.dkdv);
+    const dqk = await loadKernel(device, specs.dq);
+    throwIfAborted(a.signal, 'attention backward');
+    const cap = code ? await capturedOnDevice(code, q.device, a.hold) : { tensors: [], temps: [] };
+    temps.push(...cap.temps);
+    throwIfAborted(a.signal, 'attention backward');
+    const mod = code ? packMod(code, cap.tensors, a.params) : new Uint8Array(0);
+    const ali = (t: Tensor): Tensor => { const x = aligned(t); if (x !== t) temps.push(x); return x; };
+    const tq = ali(a.q), tk = ali(a.k), tv = ali(a.v), to = ali(a.out), tg = ali(a.dOut);
+    const delta = Tensor.empty([d.B, d.Hq, d.Sq], 'f32', dev), lse2 = Tensor.empty([d.B, d.Hq, d.Sq], 'f32', dev);
+    temps.push(delta, lse2);
+    const bmv = bm ? blockValues(bm, lists!) : NO_BLOCKS;
+    const values: FlashBwdValues = {
+      q: ptr(tq), k: ptr(tk), v: ptr(tv), o: ptr(to), dO: ptr(tg), lse: ptr(a.lse), delta: ptr(delta), lse2: ptr(lse2),
+      dq: ptr(dq), dk: ptr(dk), dv: ptr(dv),
+      ...bmv,
+      qStrides: strides3(tq), kStrides: strides3(tk), vStrides: strides3(tv), oStrides: strides3(to), dOStrides: strides3(tg),
+      dqStrides: strides3(dq), dkStrides: strides3(dk), dvStrides: strides3(dv),
+      lseStrides: [a.lse.strides[0]!, a.lse.strides[1]!, a.lse.strides[2]!],
+      B: d.B, Hq: d.Hq, Hkv: d.Hkv, Sq: d.Sq, Skv: d.Skv, scale: a.scale, mod,
+    };
+    checkGrid(d);
+    const go = (e: KernelEntry, grid: [number, number, number]): void => {
+      e.handle.launch(grid, [e.cfg.threads, 1, 1], e.cfg.smemBytes, packFlashBwdParams(e.cfg, values));
+    };
+    go(pre, [Math.ceil(d.Sq / pre.cfg.blockM), d.Hq, d.B]);
+    go(dkdv, [Math.ceil(d.Skv / dkdv.cfg.blockN), d.Hkv, d.B]);
+    go(dqk, [Math.ceil(d.Sq / dqk.cfg.blockM), d.Hq, d.B]);
+    return { dq, dk, dv };
+  } catch (err) {
+    // Stream-ordered allocator: anything already enqueued that writes them runs before any reuse.
+    dq.dispose(); dk.dispose(); dv.dispose();
+    throw err;
+  } finally {
+    for (const t of temps) t.dispose();
+  }
+}
+
+function checkGrid(d: QkvDims): void {
+  if (d.Hq > 65535 || d.B > 65535 || Math.ceil(Math.max(d.Sq, d.Skv) / BWD_TILE) * d.Hq * d.B >= 2 ** 31) {
+    throw new ShapeError('q', 'at most 65535 heads, 65535 batches and fewer than 2^31 tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
+  }
+}
+
+type BlockValues = Pick<FlashBwdValues, 'kvNumBlocks' | 'kvIndices' | 'fullKvNumBlocks' | 'fullKvIndices' | 'qNumBlocks' | 'qIndices'
+  | 'fullQNumBlocks' | 'fullQIndices' | 'bmQBlock' | 'bmKvBlock' | 'bmNumStrides' | 'bmIdxStrides' | 'bmQNumStrides' | 'bmQIdxStrides'>;
+
+const NO_BLOCKS: BlockValues = {
+  kvNumBlocks: 0n, kvIndices: 0n, fullKvNumBlocks: 0n, fullKvIndices: 0n, qNumBlocks: 0n, qIndices: 0n, fullQNumBlocks: 0n, fullQIndices: 0n,
+  bmQBlock: BWD_TILE, bmKvBlock: BWD_TILE, bmNumStrides: [0, 0], bmIdxStrides: [0, 0, 0], bmQNumStrides: [0, 0], bmQIdxStrides: [0, 0, 0],
+};
+
+/** The block mask's lists (kv side for the dQ pass, q side for the dK/dV pass); B and H of 1 broadcast (stride 0). */
+function blockValues(bm: BlockMask, l: readonly Tensor[]): BlockValues {
+  const { B, H, numQBlocks: QB, numKvBlocks: KVB } = bm;
+  const sb = (n: number): number => (B === 1 ? 0 : n), sh = (n: number): number => (H === 1 ? 0 : n);
+  return {
+    kvNumBlocks: ptr(l[0]!), kvIndices: ptr(l[1]!), fullKvNumBlocks: ptr(l[2]!), fullKvIndices: ptr(l[3]!),
+    qNumBlocks: ptr(l[4]!), qIndices: ptr(l[5]!), fullQNumBlocks: ptr(l[6]!), fullQIndices: ptr(l[7]!),
+    bmQBlock: bm.blockSize[0], bmKvBlock: bm.blockSize[1],
+    bmNumStrides: [sb(H * QB), sh(QB)], bmIdxStrides: [sb(H * QB * KVB), sh(QB * KVB), KVB],
+    bmQNumStrides: [sb(H * KVB), sh(KVB)], bmQIdxStrides: [sb(H * KVB * QB), sh(KVB * QB), QB],
+  };
+}
