@@ -29,7 +29,7 @@ export function modCode(score: ScoreMod | undefined, mask: MaskMod | undefined):
 
 /** Device address of a tensor view's first element. */
 export function ptr(t: Tensor): bigint {
-  const base = t.buffer().ptr;
+  const base = t.devicePtr();
   return t.offset === 0 ? base : base + BigInt(t.offset * itemSize(t.dtype));
 }
 
