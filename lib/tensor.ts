@@ -44,6 +44,13 @@ class Storage {
     }
   }
   get host(): HostArray | null { return this.#host; }
+  #ptr: bigint | undefined;
+  /**
+   * The GPU block's device address, read from the buffer once: a block keeps
+   * its address until it goes back, and every launch reads the addresses of
+   * its tensors (a getter call into the addon each time otherwise).
+   */
+  get ptr(): bigint { return (this.#ptr ??= this.buffer!.ptr); }
   retain(): void {
     if (this.released) throw new InternalError('retaining tensor memory that was already released');
     this.#holders++;
@@ -320,6 +327,13 @@ export class Tensor {
     this.assertAlive(argument);
     if (!this.#storage.buffer) throw new InvalidArgumentError(argument, 'a CUDA tensor', 'a cpu tensor');
     return this.#storage.buffer;
+  }
+
+  /** @internal Device address of the storage's first element (as `buffer().ptr`; throws if disposed or on the CPU). */
+  devicePtr(argument = 'tensor'): bigint {
+    this.assertAlive(argument);
+    if (!this.#storage.buffer) throw new InvalidArgumentError(argument, 'a CUDA tensor', 'a cpu tensor');
+    return this.#storage.ptr;
   }
 
   /** @internal The host storage array (CPU tensors; throws if disposed or on a GPU). */

@@ -175,7 +175,7 @@ function tsParams(block, file, lay) {
   const upper = block.block.replace(/Params$/, '').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
   const out = [banner(file, '//'), '/**', ` * Host side of \`${block.block}\`: ${block.summary}`,
     ` * Generated from ${IFACE}/${file}; field offsets follow from its field order.`, ' * Internal: not exported from the package.',
-    ' * @module', ' */', ...(tail || fields.some((f) => f.count > 1 && f.ts !== undefined) ? ["import { InternalError } from '../../errors.js';"] : []), ''];
+    ' * @module', ' */', "import { InternalError } from '../../errors.js';", ''];
   const c = block.config;
   if (c) {
     out.push(`/** \`<name>_cfg[${c.fields.length}]\` as read from the module. */`, `export interface ${c.tsName} {`);
@@ -206,16 +206,25 @@ function tsParams(block, file, lay) {
       'function setI64(dv: DataView, offset: number, x: number): void {',
       '  dv.setUint32(offset, x >>> 0, true);', '  dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);', '}', '');
   }
-  out.push(...tsDoc(ts.packerDoc));
+  out.push(...tsDoc(!tail || tail.kind === 'struct'
+    ? [...lines(ts.packerDoc), `@param out Where to pack, ${tail ? '`cfg.paramBytes`' : `${lay.size} bytes`} long (a buffer kept per kernel and reused launch after launch: the driver copies the parameters at launch); cleared first. Default: a new buffer.`]
+    : ts.packerDoc));
   if (!tail) {
-    out.push(`export function ${ts.packer}(v: ${ts.values}): Uint8Array {`,
-      `  const bytes = new Uint8Array(${lay.size});`, '  const dv = new DataView(bytes.buffer);', ...writes, '  return bytes;', '}', '');
+    out.push(`export function ${ts.packer}(v: ${ts.values}, out?: Uint8Array): Uint8Array {`,
+      `  if (out && out.byteLength !== ${lay.size}) throw new InternalError(\`a \${out.byteLength}-byte buffer for ${lay.size} bytes of parameters\`);`,
+      `  const bytes = out ? out.fill(0) : new Uint8Array(${lay.size});`,
+      '  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);', ...writes, '  return bytes;', '}', '');
   } else if (tail.kind === 'struct') {
-    out.push(`export function ${ts.packer}(cfg: ${c.tsName}, v: ${ts.values}): Uint8Array {`,
+    // `out`: a buffer the caller keeps per kernel and passes on every launch (the driver copies the
+    // parameters at launch, so it is free again once launched): no ArrayBuffer per launch. It is
+    // cleared first, so the bytes are those of a fresh buffer.
+    out.push(`export function ${ts.packer}(cfg: ${c.tsName}, v: ${ts.values}, out?: Uint8Array): Uint8Array {`,
       `  if (cfg.modOffset !== ${tailOffset} || cfg.paramBytes < ${tailOffset}) {`,
       `    throw new InternalError(\`the kernel reports ${tail.name} at \${cfg.modOffset} in \${cfg.paramBytes} bytes, but ${block.block} puts it at ${tailOffset}\`);`,
       '  }',
-      '  const bytes = new Uint8Array(cfg.paramBytes);', '  const dv = new DataView(bytes.buffer);', ...writes,
+      '  if (out && out.byteLength !== cfg.paramBytes) throw new InternalError(`a ${out.byteLength}-byte buffer for ${cfg.paramBytes} bytes of parameters`);',
+      '  const bytes = out ? out.fill(0) : new Uint8Array(cfg.paramBytes);',
+      '  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);', ...writes,
       `  if (${tail.ts}.length > cfg.paramBytes - cfg.modOffset) {`,
       `    throw new InternalError(\`${tail.cType} is \${${tail.ts}.length} bytes but the kernel reserves \${cfg.paramBytes - cfg.modOffset}\`);`,
       '  }', `  bytes.set(${tail.ts}, cfg.modOffset);`, '  return bytes;', '}', '');

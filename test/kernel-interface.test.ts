@@ -164,6 +164,17 @@ describe('DecodeParams packer', () => {
     expect(() => packDecodeParams(cfg, { ...v, kvRange: new Int32Array(85) })).toThrow(/kv_range has 85 entries but DecodeParams reserves 80/);
   });
 
+  it('packs into a reused buffer exactly as into a fresh one (an earlier, longer program and mod leave nothing behind)', () => {
+    const out = new Uint8Array(cfg.paramBytes).fill(0xa5);
+    const first = vals(Uint8Array.from({ length: 24 }, () => rnd(255) + 1));
+    expect(packDecodeParams(cfg, first, out)).toBe(out);
+    expect(out).toEqual(packDecodeParams(cfg, first));
+    const second = { ...vals(Uint8Array.from({ length: 8 }, () => rnd(255) + 1)), kvRange: new Int32Array(5).fill(3) };
+    packDecodeParams(cfg, second, out);
+    expect(out).toEqual(packDecodeParams(cfg, second));
+    expect(() => packDecodeParams(cfg, second, new Uint8Array(cfg.paramBytes + 8))).toThrow(InternalError);
+  });
+
   it('has the forward kernels\' <name>_cfg fields (the loader reads both alike)', () => {
     expect(DECODE_CFG_INTS).toBe(FLASH_FWD_CFG_INTS);
     const raw = Int32Array.from({ length: DECODE_CFG_INTS }, (_, i) => 50 + i);
@@ -257,6 +268,8 @@ describe('PagedAppendParams packer', () => {
     expect(longs.map((n) => Number(dv.getBigInt64(off[n]!, true)))).toEqual(longs.map((n) => v[n]));
     expect(ints.map((n) => dv.getInt32(off[n]!, true))).toEqual(ints.map((n) => v[n]));
     expect(dv.getInt32(off.pad!, true)).toBe(0);
+    const out = new Uint8Array(128).fill(0xff);
+    expect(packPagedAppendParams(v, out)).toEqual(bytes);
   });
 });
 

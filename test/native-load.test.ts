@@ -24,6 +24,13 @@ describe.skipIf(!available)('native addon loading', () => {
     expect(d!.abiVersion).toBe(1);
   });
 
+  it('a DeviceBuffer cannot be constructed from JS (only alloc() makes one)', () => {
+    const Ctor = (d as unknown as { DeviceBuffer: new (...a: unknown[]) => unknown }).DeviceBuffer;
+    expect(typeof Ctor).toBe('function');
+    expect(() => new Ctor()).toThrow(/cannot be constructed from JS; use alloc\(\)/);
+    expect(() => new Ctor({})).toThrow(FlexAttnError);
+  });
+
   it('links no CUDA library (libcuda/libcudart/libnvrtc are dlopened)', () => {
     const bin = readFileSync(join(packageRoot, 'build', 'Release', 'flexattn.node'));
     // ELF DT_NEEDED names live in .dynstr; a linked CUDA lib would appear as its soname.

@@ -10,6 +10,13 @@ const counters = { copyHtoD: 0, copyHtoDBytes: 0, copyHtoDSpans: 0, spanBytes: 0
 /** The last spans call's (offset, bytes) pairs, for tests. */
 let lastSpans = [];
 let capturing = null;
+/**
+ * Calls that would cross from JS into the native addon (N-API), by name: every addon function, and every
+ * getter or method of a DeviceBuffer or kernel handle (`ptr`, `disposed`, `dispose`, `launch`, ...).
+ * serving.mjs --crossings prints them per call; the fake cannot time them, only count them.
+ */
+const crossings = Object.create(null);
+const cross = (name) => { crossings[name] = (crossings[name] ?? 0) + 1; };
 /** Every kernel loaded (name, and whether it has NVRTC source of its own) and the params of every launch, for tests. */
 const loads = [];
 const launchLog = [];
@@ -31,9 +38,10 @@ class DeviceBuffer {
     stats.numAllocs++; stats.numCacheHits++; stats.allocatedBytes += bytes;
     if (stats.allocatedBytes > stats.peakAllocatedBytes) stats.peakAllocatedBytes = stats.allocatedBytes;
   }
-  get ptr() { return this._ptr; }
-  get disposed() { return this._disposed; }
+  get ptr() { cross('buffer.ptr'); return this._ptr; }
+  get disposed() { cross('buffer.disposed'); return this._disposed; }
   dispose() {
+    cross('buffer.dispose');
     if (this._disposed) return;
     this._disposed = true; stats.numFrees++; stats.allocatedBytes -= this.bytes;
     if (MEMORY) live.delete(this._ptr);
@@ -103,6 +111,7 @@ function cfgFor(kernel) {
 function handle(kernel, origin) {
   return { origin, config: cfgFor(kernel), compileMs: 0,
     launch(grid, block, smem, params) {
+      cross('kernel.launch');
       launches++;
       if (MEMORY) {
         snapshot(kernel, params);
@@ -188,4 +197,10 @@ const addon = {
   __counters() { return { ...counters }; },
   __lastSpans() { return lastSpans; },
 };
+// Count every addon function call (the test hooks, named __*, are not part of the addon).
+for (const [name, fn] of Object.entries(addon)) {
+  if (typeof fn !== 'function' || name.startsWith('__')) continue;
+  addon[name] = function (a, b, c, d, e, f, g) { cross(name); return fn.call(this, a, b, c, d, e, f, g); };
+}
+addon.__crossings = () => ({ ...crossings });
 module.exports = addon;

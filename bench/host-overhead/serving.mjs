@@ -7,6 +7,11 @@
 //   append   one cache.append of a token per sequence
 //   flex     flexAttention at Sq = 1, B32 Hq32 Hkv8 Skv1000, GQA + softcap(30) (the decode kernel)
 //   replay   one graph.replay() of the captured step (its host steps and table uploads)
+//   pagedPipe, flexPipe  paged / flex issued without awaiting each result, 8 in flight (the oldest awaited
+//            and disposed before the next is issued, as bench/run.mjs's pipelined row): µs per call, the
+//            median over rounds of a round's time over its calls
+// --crossings: also the calls into the addon per op (N-API crossings on the real addon), by name, from
+// the fake's counters over the last round.
 // Each round starts from a fresh cache with the prompts prefilled (outside the timed region), so the
 // sequences have the same lengths in every round.
 import { join, resolve } from 'node:path';
@@ -20,7 +25,16 @@ const ROUNDS = Number(opt('--rounds', 5));
 const STEPS = Number(opt('--steps', 100));
 const only = opt('--only', '').split(',').filter(Boolean);
 const json = argv.includes('--json');
-if (!globalThis.__fakeAddon) throw new Error('run with --require preload.cjs');
+const native = argv.includes('--native'); // the real addon over stub-libcuda.c (FLEXATTN_LIBCUDA)
+const countCrossings = argv.includes('--crossings') && !native;
+let lastCrossings = null;
+const crossingsNow = () => globalThis.__fakeAddon.__crossings();
+function crossingsPer(before, after, n) {
+  const out = {};
+  for (const [k, v] of Object.entries(after)) { const d = (v - (before[k] ?? 0)) / n; if (d) out[k] = +d.toFixed(2); }
+  return out;
+}
+if (!globalThis.__fakeAddon && !native) throw new Error('run with --require preload.cjs, or --native with FLEXATTN_LIBCUDA=<stub>');
 const L = await import(pathToFileURL(join(root, 'dist', 'lib', 'index.js')).href);
 
 const LAYERS = 8, B = 32, LEN = 1000, HQ = 32, HKV = 8, D = 128, P = 16, DEV = 'cuda:0';
@@ -51,15 +65,36 @@ async function rounds(setup, op, teardown, n) {
   for (let r = 0; r <= ROUNDS; r++) {
     const ctx = await setup();
     await L.synchronize(DEV);
+    const c0 = r === ROUNDS && countCrossings ? crossingsNow() : null;
     for (let i = 0; i < n; i++) {
       const t0 = performance.now();
       await op(ctx, i);
       if (r > 0) per.push((performance.now() - t0) * 1000);
     }
+    if (c0) lastCrossings = crossingsPer(c0, crossingsNow(), n);
     await teardown(ctx);
   }
   return med(per);
 }
+
+/** As rounds(), but `n` calls issued with 8 in flight per round; returns the median over rounds of µs per call. */
+async function pipelined(setup, call, teardown, n) {
+  const per = [];
+  for (let r = 0; r <= ROUNDS; r++) {
+    const ctx = await setup();
+    await L.synchronize(DEV);
+    const c0 = r === ROUNDS && countCrossings ? crossingsNow() : null;
+    const win = [];
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) { win.push(call(ctx)); if (win.length >= 8) dispose(await win.shift()); }
+    for (const p of win) dispose(await p);
+    if (r > 0) per.push((performance.now() - t0) * 1000 / n);
+    if (c0) lastCrossings = crossingsPer(c0, crossingsNow(), n);
+    await teardown(ctx);
+  }
+  return med(per);
+}
+const dispose = (r) => (r.out ?? r).dispose();
 
 const rows = {
   async step() {
@@ -89,6 +124,18 @@ const rows = {
     fq.dispose(); fk.dispose();
     return us;
   },
+  async pagedPipe() {
+    return pipelined(async () => { const c = makeCache(1, 0); await prefill(c); return c; },
+      (c) => L.pagedAttention(q[0], c.cache, { seqs: c.seqs[0], queryTokens: ones }), (c) => c.cache.dispose(), STEPS * 2 * LAYERS);
+  },
+  async flexPipe() {
+    const fq = L.Tensor.randn([B, HQ, 1, D], 'bf16', { device: DEV, seed: 3 });
+    const fk = L.Tensor.randn([B, HKV, LEN, D], 'bf16', { device: DEV, seed: 4 });
+    const opts = { enableGQA: true, scoreMod: L.softcap(30) };
+    const us = await pipelined(() => null, () => L.flexAttention(fq, fk, fk, opts), () => {}, STEPS * 2 * LAYERS);
+    fq.dispose(); fk.dispose();
+    return us;
+  },
   async replay() {
     return rounds(async () => {
       const c = makeCache(LAYERS, STEPS); await prefill(c);
@@ -104,12 +151,20 @@ const rows = {
     }, (c) => c.graph.replay(), (c) => { c.graph.dispose(); for (const o of c.outs) o.dispose(); c.cache.dispose(); }, STEPS);
   },
 };
-const calls = { step: 2 * LAYERS, paged: 1, append: 1, flex: 1, replay: 2 * LAYERS };
+const calls = { step: 2 * LAYERS, paged: 1, append: 1, flex: 1, pagedPipe: 1, flexPipe: 1, replay: 2 * LAYERS };
 
 for (const [name, run] of Object.entries(rows)) {
   if (only.length && !only.includes(name)) continue;
+  lastCrossings = null;
   const us = await run();
   const perCall = us / calls[name];
-  if (json) console.log(JSON.stringify({ tree: root, op: name, us, perCallUs: perCall }));
-  else console.log(`${name.padEnd(7)} ${us.toFixed(1).padStart(8)} us${calls[name] > 1 ? `  (${perCall.toFixed(2)} us per call of ${calls[name]})` : ''}`);
+  const cr = lastCrossings ? { crossings: lastCrossings } : {};
+  if (json) console.log(JSON.stringify({ tree: root, op: name, us, perCallUs: perCall, ...cr }));
+  else {
+    console.log(`${name.padEnd(9)} ${us.toFixed(1).padStart(8)} us${calls[name] > 1 ? `  (${perCall.toFixed(2)} us per call of ${calls[name]})` : ''}`);
+    if (lastCrossings) {
+      const total = Object.values(lastCrossings).reduce((a, b) => a + b, 0);
+      console.log(`          crossings per op ${total.toFixed(1)}: ${Object.entries(lastCrossings).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    }
+  }
 }

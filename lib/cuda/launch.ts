@@ -10,6 +10,7 @@ import type { BlockMask } from '../blockmask/mask.js';
 import { DTypeError, InternalError, ShapeError } from '../errors.js';
 import { itemSize } from '../dtype.js';
 import { packFlashParams, type Strides3 } from './generated/flash-fwd-params.js';
+import { paramScratch } from './param-scratch.js';
 import { loadedKernel, loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
 import type { CudaModCode, MaskMod, ScoreMod } from '../mods/index.js';
 import { native } from '../native.js';
@@ -65,7 +66,7 @@ function checkGpuInputs(q: Tensor, k: Tensor, v: Tensor, d: QkvDims): void {
 export function aligned(t: Tensor): Tensor {
   const s = t.strides, n = t.shape;
   const ok = t.offset % 8 === 0 && (s[0]! % 8 === 0 || n[0] === 1) && (s[1]! % 8 === 0 || n[1] === 1)
-    && (s[2]! % 8 === 0 || n[2] === 1) && (t.buffer().ptr & 15n) === 0n;
+    && (s[2]! % 8 === 0 || n[2] === 1) && (t.devicePtr() & 15n) === 0n;
   return ok ? t : t.contiguous();
 }
 
@@ -193,6 +194,6 @@ function launchKernel(a: Launch, entry: KernelEntry, grid: [number, number, numb
     ctaOrder: bm && a.ctaOrder ? ptr(ctaOrderTensor(bm, d, a.q.dtype, cfg, grid[0])) : 0n,
     ...(seg && segT ? { tileStarts: ptr(segT.starts), tileStartsStrideB: seg.strideB } : {}),
     mod,
-  });
+  }, paramScratch(cfg));
   entry.handle.launch(grid, [cfg.threads, 1, 1], cfg.smemBytes, params);
 }

@@ -45,7 +45,7 @@ export function backwardModCode(score: ScoreMod | undefined, mask: MaskMod | und
 
 /** Device address of a tensor view's first element. */
 export function ptr(t: Tensor): bigint {
-  const base = t.buffer().ptr;
+  const base = t.devicePtr();
   return t.offset === 0 ? base : base + BigInt(t.offset * itemSize(t.dtype));
 }
 

@@ -35,6 +35,7 @@ import { capturedHere, capturedOnDevice, modCode, packMod, ptr, type Captured } 
 import { kvRangeOf, maxTileKvWork } from './kv-range.js';
 import { DECODE_HEAD_DIMS, DECODE_TILE, planDecode, type DecodePlan } from './plan-decode.js';
 import { onDevice } from './run-flex.js';
+import { paramScratch } from './param-scratch.js';
 
 /** Options of {@link runRaggedAttentionCuda}. */
 export interface RaggedAttentionOptions {
@@ -211,11 +212,11 @@ function enqueueDecode(a: DecodeLaunch, entry: KernelEntry, plan: DecodePlan, co
       kvRange: bm ? NO_RANGE : a.kvRange,
       mod,
     };
-    entry.handle.launch([plan.gridX, 1, 1], [entry.cfg.threads, 1, 1], entry.cfg.smemBytes, packDecodeParams(entry.cfg, values));
+    entry.handle.launch([plan.gridX, 1, 1], [entry.cfg.threads, 1, 1], entry.cfg.smemBytes, packDecodeParams(entry.cfg, values, paramScratch(entry.cfg)));
     if (combine) {
       values.mod = NO_MOD_BYTES;
       combine.handle.launch([plan.combineGridX, 1, 1], [combine.cfg.threads, 1, 1], combine.cfg.smemBytes,
-        packDecodeParams(combine.cfg, values));
+        packDecodeParams(combine.cfg, values, paramScratch(combine.cfg)));
     }
   } finally {
     // Stream-ordered allocator: freeing temporaries (workspace included) right after the enqueue is safe.
@@ -331,7 +332,7 @@ function kvPool(t: unknown, arg: string, q: Tensor, D: number, strides: readonly
   if (t.ndim < 2 || t.shape[t.ndim - 1] !== D || t.strides[t.ndim - 1] !== 1) {
     throw new ShapeError(arg, `a tensor [..., Hkv, ${D}] with a contiguous last dimension`, `shape [${t.shape.join(', ')}], strides [${t.strides.join(', ')}]`);
   }
-  if (t.offset % 8 !== 0 || t.buffer().ptr % 16n !== 0n || strides.some((s) => s % 8 !== 0)) {
+  if (t.offset % 8 !== 0 || t.devicePtr(arg) % 16n !== 0n || strides.some((s) => s % 8 !== 0)) {
     throw new ShapeError(arg, 'a 16-byte aligned view whose page, token and head strides are multiples of 8 elements',
       `offset ${t.offset}, strides ${strides.join('/')}`);
   }
@@ -383,7 +384,7 @@ export async function runRaggedAttentionCuda(q: Tensor, kv: RaggedKv, opts: Ragg
   try {
     if (opts.returnLse) lse = Tensor.empty([T, Hq], 'f32', { device: q.device });
     if (T === 0) return lse ? { out, lse } : { out };
-    const qa = q.offset % 8 === 0 && q.strides[0]! % 8 === 0 && q.strides[1]! % 8 === 0 && q.buffer().ptr % 16n === 0n ? q : q.contiguous();
+    const qa = q.offset % 8 === 0 && q.strides[0]! % 8 === 0 && q.strides[1]! % 8 === 0 && q.devicePtr('q') % 16n === 0n ? q : q.contiguous();
     if (qa !== q) temps.push(qa);
     const kvRange = kvRangeOf(opts.maskMod);
     const pending = launchDecode({

@@ -18,6 +18,8 @@ const SPEC: KernelSpec = { kernel: KERNEL, module: KERNEL, source: '#include "pa
 const THREADS = 256;
 const ROWS_PER_CTA = THREADS / 32;
 const MAX_CTAS = 65535;
+/** The parameter buffer of every append launch (packed and launched back to back; see lib/cuda/param-scratch.ts). */
+const PARAMS = new Uint8Array(128);
 
 /** @internal The append kernel of `device` (from the fatbin, else built by NVRTC; loaded once per device). */
 export function appendKernel(device: number): Promise<KernelEntry> {
@@ -69,7 +71,7 @@ export function launchAppendAt(entry: KernelEntry, a: GpuAppend, t: AppendTables
     srcTokenStride: a.k.strides[0]!, srcHeadStride: a.k.strides[1]!,
     numSeqs: a.numSeqs, maxPagesPerSeq: a.maxPagesPerSeq, pageSize: a.pageSize, numTokens: T, numKvHeads: Hkv, headDim: D,
     elemBytes: itemSize(a.k.dtype),
-  });
+  }, PARAMS);
   const ctas = Math.min(MAX_CTAS, Math.ceil((T * Hkv) / ROWS_PER_CTA));
   entry.handle.launch([ctas, 1, 1], [THREADS, 1, 1], 0, params);
 }

@@ -117,15 +117,21 @@ class KernelHandle : public Napi::ObjectWrap<KernelHandle> {
                   "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES=" + std::to_string(smem) + ")");
         smemConfigured_ = smem;
       }
-      // 8-byte aligned copy (the driver copies the buffer at launch time).
+      // The driver copies the parameter buffer at launch time, so the typed array's own bytes serve when
+      // they are 8-byte aligned (a whole ArrayBuffer always is); else an aligned copy.
+      const uint8_t* src = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
       uint64_t stackBuf[64];
       std::vector<uint64_t> heapBuf;
-      uint64_t* buf = stackBuf;
-      if (n > sizeof stackBuf) {
-        heapBuf.resize((n + 7) / 8);
-        buf = heapBuf.data();
+      void* buf = const_cast<uint8_t*>(src);
+      if (reinterpret_cast<uintptr_t>(src) % 8 != 0) {
+        uint64_t* copy = stackBuf;
+        if (n > sizeof stackBuf) {
+          heapBuf.resize((n + 7) / 8);
+          copy = heapBuf.data();
+        }
+        std::memcpy(copy, src, n);
+        buf = copy;
       }
-      std::memcpy(buf, static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(), n);
       size_t size = n;
       void* extra[] = {reinterpret_cast<void*>(1), buf,      // CU_LAUNCH_PARAM_BUFFER_POINTER
                        reinterpret_cast<void*>(2), &size,    // CU_LAUNCH_PARAM_BUFFER_SIZE

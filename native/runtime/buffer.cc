@@ -19,6 +19,11 @@ struct Pending {
   cu::CUdeviceptr ptr;
 };
 
+// The block New() hands to the constructor it calls (JS thread only). A napi External per
+// allocation would be one more weak handle for the GC to process; `new DeviceBuffer()` from
+// JS finds none and throws.
+thread_local Pending* t_pending = nullptr;
+
 Napi::Function Ctor(Napi::Env env) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_ctors->find(env);
@@ -49,10 +54,11 @@ Napi::Function DeviceBuffer::Init(Napi::Env env) {
 }
 
 DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {
-  if (info.Length() < 1 || !info[0].IsExternal()) {
+  Pending* p = t_pending;
+  t_pending = nullptr;
+  if (!p) {
     throw ToJsError(info.Env(), NativeError(ErrKind::kInternal, "flexattn: DeviceBuffer cannot be constructed from JS; use alloc()"));
   }
-  Pending* p = info[0].As<Napi::External<Pending>>().Data();
   dev_ = p->dev;
   device_ = p->device;
   bytes_ = p->bytes;
@@ -80,9 +86,13 @@ Napi::Object DeviceBuffer::New(Napi::Env env, int device, size_t bytes) {
   p.ptr = dev.Alloc(bytes, &p.blockSize);
   Napi::Function ctor = Ctor(env);
   try {
-    return ctor.New({Napi::External<Pending>::New(env, &p)});
+    t_pending = &p;
+    return ctor.New({});
   } catch (...) {
-    dev.Free(p.ptr, p.blockSize);
+    // Freed here only when no DeviceBuffer took the block (one that did frees it itself).
+    bool taken = t_pending != &p;
+    t_pending = nullptr;
+    if (!taken) dev.Free(p.ptr, p.blockSize);
     throw;
   }
 }

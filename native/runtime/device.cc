@@ -1,6 +1,7 @@
 #include "runtime/device.h"
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
 
 #include "addon/errors.h"
@@ -38,7 +39,20 @@ int DeviceCount() {
   return n;
 }
 
+// Devices already made, for the lookup every launch and allocation does: a made device stays (never
+// freed) and its index stays valid, so neither the device count nor the lock is needed again.
+namespace {
+constexpr int kFastDevices = 64;
+std::atomic<Device*> g_made[kFastDevices];
+}  // namespace
+
 Device& GetDevice(int index, const char* argName) {
+  if (index >= 0 && index < kFastDevices) {
+    if (Device* made = g_made[index].load(std::memory_order_acquire)) {
+      made->MakeCurrent();
+      return *made;
+    }
+  }
   int n = DeviceCount();
   if (index < 0 || index >= n) {
     ThrowDeviceError(argName, "a CUDA device index in [0, " + std::to_string(n) + ")", std::to_string(index));
@@ -62,6 +76,7 @@ Device& GetDevice(int index, const char* argName) {
     cu::Check(d.cuDeviceGetAttribute(&dev->multiprocessors, cu::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev->dev),
               "cuDeviceGetAttribute");
     slot = std::move(dev);
+    if (index < kFastDevices) g_made[index].store(slot.get(), std::memory_order_release);
   }
   slot->MakeCurrent();
   return *slot;

@@ -127,13 +127,17 @@ function setI64(dv: DataView, offset: number, x: number): void {
   dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);
 }
 
-/** Packs {@link FlashFwdValues} into the kernel's parameter bytes (layout: native/kernels/interface/flash_fwd_params.json). */
-export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues): Uint8Array {
+/**
+ * Packs {@link FlashFwdValues} into the kernel's parameter bytes (layout: native/kernels/interface/flash_fwd_params.json).
+ * @param out Where to pack, `cfg.paramBytes` long (a buffer kept per kernel and reused launch after launch: the driver copies the parameters at launch); cleared first. Default: a new buffer.
+ */
+export function packFlashParams(cfg: KernelConfig, v: FlashFwdValues, out?: Uint8Array): Uint8Array {
   if (cfg.modOffset !== 248 || cfg.paramBytes < 248) {
     throw new InternalError(`the kernel reports mod at ${cfg.modOffset} in ${cfg.paramBytes} bytes, but FlashFwdParams puts it at 248`);
   }
-  const bytes = new Uint8Array(cfg.paramBytes);
-  const dv = new DataView(bytes.buffer);
+  if (out && out.byteLength !== cfg.paramBytes) throw new InternalError(`a ${out.byteLength}-byte buffer for ${cfg.paramBytes} bytes of parameters`);
+  const bytes = out ? out.fill(0) : new Uint8Array(cfg.paramBytes);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   dv.setBigUint64(0, v.q, true);
   dv.setBigUint64(8, v.k, true);
   dv.setBigUint64(16, v.v, true);

@@ -5,6 +5,7 @@
  * Internal: not exported from the package.
  * @module
  */
+import { InternalError } from '../../errors.js';
 
 /** Everything the append kernel reads. Pointers are device addresses of element 0 (tensor offsets applied); strides in elements. */
 export interface PagedAppendValues {
@@ -67,10 +68,14 @@ function setI64(dv: DataView, offset: number, x: number): void {
   dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);
 }
 
-/** Packs {@link PagedAppendValues} into `PagedAppendParams` bytes (layout: native/kernels/interface/paged_append_params.json). */
-export function packPagedAppendParams(v: PagedAppendValues): Uint8Array {
-  const bytes = new Uint8Array(128);
-  const dv = new DataView(bytes.buffer);
+/**
+ * Packs {@link PagedAppendValues} into `PagedAppendParams` bytes (layout: native/kernels/interface/paged_append_params.json).
+ * @param out Where to pack, 128 bytes long (a buffer kept per kernel and reused launch after launch: the driver copies the parameters at launch); cleared first. Default: a new buffer.
+ */
+export function packPagedAppendParams(v: PagedAppendValues, out?: Uint8Array): Uint8Array {
+  if (out && out.byteLength !== 128) throw new InternalError(`a ${out.byteLength}-byte buffer for 128 bytes of parameters`);
+  const bytes = out ? out.fill(0) : new Uint8Array(128);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   dv.setBigUint64(0, v.kSrc, true);
   dv.setBigUint64(8, v.vSrc, true);
   dv.setBigUint64(16, v.kPool, true);
