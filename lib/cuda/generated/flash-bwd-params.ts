@@ -168,13 +168,17 @@ function setI64(dv: DataView, offset: number, x: number): void {
   dv.setInt32(offset + 4, Math.floor(x / 4294967296), true);
 }
 
-/** Packs {@link FlashBwdValues} into the backward kernels' parameter bytes (layout: native/kernels/interface/flash_bwd_params.json). */
-export function packFlashBwdParams(cfg: BwdKernelConfig, v: FlashBwdValues): Uint8Array {
+/**
+ * Packs {@link FlashBwdValues} into the backward kernels' parameter bytes (layout: native/kernels/interface/flash_bwd_params.json).
+ * @param out Where to pack, `cfg.paramBytes` long (a buffer kept per kernel and reused launch after launch: the driver copies the parameters at launch); cleared first. Default: a new buffer.
+ */
+export function packFlashBwdParams(cfg: BwdKernelConfig, v: FlashBwdValues, out?: Uint8Array): Uint8Array {
   if (cfg.modOffset !== 448 || cfg.paramBytes < 448) {
     throw new InternalError(`the kernel reports mod at ${cfg.modOffset} in ${cfg.paramBytes} bytes, but FlashBwdParams puts it at 448`);
   }
-  const bytes = new Uint8Array(cfg.paramBytes);
-  const dv = new DataView(bytes.buffer);
+  if (out && out.byteLength !== cfg.paramBytes) throw new InternalError(`a ${out.byteLength}-byte buffer for ${cfg.paramBytes} bytes of parameters`);
+  const bytes = out ? out.fill(0) : new Uint8Array(cfg.paramBytes);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   dv.setBigUint64(0, v.q, true);
   dv.setBigUint64(8, v.k, true);
   dv.setBigUint64(16, v.v, true);
