@@ -242,6 +242,7 @@ def main():
         if c.get("error"):
             entry["errors"].append(f"ours: {c['error']}")
             rows.append((c["id"], "(node side)", None, c["error"][:90]))
+            entry["passed"] = False
             continue
         t0 = time.time()
         try:

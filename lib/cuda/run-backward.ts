@@ -154,10 +154,11 @@ async function run(a: CudaBackwardArgs, bm: BlockMask | undefined, lists: Tensor
       B: d.B, Hq: d.Hq, Hkv: d.Hkv, Sq: d.Sq, Skv: d.Skv, scale: a.scale, mod,
     };
     checkGrid(d);
-    const go = (e: KernelEntry, grid: [number, number, number]): void => {
-      e.handle.launch(grid, [e.cfg.threads, 1, 1], e.cfg.smemBytes, packFlashBwdParams(e.cfg, values));
+    const go = (e: KernelEntry, grid: [number, number, number], v: FlashBwdValues = values): void => {
+      e.handle.launch(grid, [e.cfg.threads, 1, 1], e.cfg.smemBytes, packFlashBwdParams(e.cfg, v));
     };
-    go(pre, [Math.ceil(d.Sq / pre.cfg.blockM), d.Hq, d.B]);
+    // The preprocess kernel is compiled without the mods: its FlexModArgs is the empty default.
+    go(pre, [Math.ceil(d.Sq / pre.cfg.blockM), d.Hq, d.B], { ...values, mod: new Uint8Array(0) });
     go(dkdv, [Math.ceil(d.Skv / dkdv.cfg.blockN), d.Hkv, d.B]);
     go(dqk, [Math.ceil(d.Sq / dqk.cfg.blockM), d.Hq, d.B]);
     return { dq, dk, dv };
