@@ -29,3 +29,16 @@ DEC_ALT(16, 128, 8, 3)
 DEC_ALT(16, 64, 2, 3)
 DEC_ALT(16, 32, 2, 4)
 DEC_ALT(16, 32, 2, 6)
+
+// Deeper pipelines at one CTA per SM, and the fused combine (the last split CTA merges; no combine launch).
+DEC_ALT(16, 64, 4, 5)
+DEC_ALT(16, 64, 4, 6)
+
+#define DEC_FUSED(NAME, CFG, MINB)                                                                \
+  extern "C" __constant__ int NAME##_cfg[::flexattn::kDecodeCfgInts] = {FLEXATTN_DECODE_CFG_VALUES(CFG)}; \
+  extern "C" __global__ void __launch_bounds__(CFG::kThreads, MINB) NAME(const __grid_constant__ ::flexattn::DecodeParams p) { \
+    ::flexattn::decode::decode_attn<CFG, ::flexattn::tiles::bf16, true>(p);                      \
+  }
+DEC_FUSED(dec_d128_default_fc, ::flexattn::decode::DecodeConfig<128>, 2)
+DEC_FUSED(dec_d128_m16n64w4s6_fc, Cfg_m16n64w4s6, 1)
+DEC_FUSED(dec_d128_m16n64w4s4_fc, Cfg_m16n64w4s4, 1)

@@ -96,7 +96,8 @@ def make_runner(k, comb, q, kk, v, o, splits):
     row_tiles = math.ceil(G / bm)
     ctas = B * Hkv * row_tiles
     ws_o = torch.empty(ctas * splits * bm * D, device="cuda", dtype=torch.float32) if splits > 1 else None
-    ws_l = torch.empty(ctas * splits * bm, device="cuda", dtype=torch.float32) if splits > 1 else None
+    # a fused variant keeps one arrival counter per row tile after the LSE partials (zero to start)
+    ws_l = torch.zeros(ctas * splits * bm + ctas, device="cuda", dtype=torch.float32) if splits > 1 else None
     sc = 1 / math.sqrt(D)
     f = dict(q=q.data_ptr(), k=kk.data_ptr(), v=v.data_ptr(), o=o.data_ptr(),
              ws_o=ws_o.data_ptr() if ws_o is not None else 0, ws_lse=ws_l.data_ptr() if ws_l is not None else 0,
@@ -108,11 +109,11 @@ def make_runner(k, comb, q, kk, v, o, splits):
              row_tiles=row_tiles, num_splits=splits, causal=0, end_aligned=1, scale=sc, scale_log2=sc * 1.4426950408889634,
              pack_heads=G, seg_tokens=1 << 30, q_segments=1, seg_tiles=row_tiles)
     pb = pack(k.c["paramBytes"], **f)
-    pc = pack(comb.c["paramBytes"], **f)
+    pc = pack(comb.c["paramBytes"], **f) if comb is not None else None
 
     def run():
         k(ctas * splits, pb)
-        if splits > 1:
+        if splits > 1 and comb is not None:
             comb(ctas, pc)
     run.keep = (ws_o, ws_l)
     return run
@@ -120,7 +121,11 @@ def make_runner(k, comb, q, kk, v, o, splits):
 
 SHAPES = [("B8 Hq32 Hkv8 Skv32k", 8, 32, 8, 32768), ("B1 Hq32 Hkv8 Skv128k", 1, 32, 8, 131072),
           ("B64 Hq32 Hkv8 Skv4k", 64, 32, 8, 4096), ("B8 Hq32 Hkv32 Skv8k", 8, 32, 32, 8192)]
-ALTS = ["m16n64w4s4", "m16n64w4s2", "m16n128w4s2", "m16n128w8s2", "m16n128w8s3", "m16n64w2s3", "m16n32w2s4", "m16n32w2s6"]
+ALTS = ["m16n64w4s4", "m16n64w4s2", "m16n128w4s2", "m16n128w8s2", "m16n128w8s3", "m16n64w2s3", "m16n32w2s4", "m16n32w2s6",
+        "m16n64w4s5", "m16n64w4s6"]
+FUSED = ["default_fc", "m16n64w4s6_fc", "m16n64w4s4_fc"]  # the last split CTA merges (no combine launch)
+if os.environ.get("DEC_ALTS"):  # a subset, e.g. DEC_ALTS=m16n64w4s6 (the default and the fused variants always run)
+    ALTS = [a for a in ALTS if a in os.environ["DEC_ALTS"].split(",")]
 
 
 def variants():
@@ -133,6 +138,8 @@ def variants():
         out.append(("default" + suf, K(cub, "flexattn_decode_d128_bf16"), comb))
         for a in ALTS:
             out.append((a + suf, K(cub, "dec_d128_" + a), comb))
+        for a in FUSED:
+            out.append((a + suf, K(cub, "dec_d128_" + a), None))
     return out
 
 
@@ -190,7 +197,7 @@ def main():
         for name, k, comb in vs:
             ctas = B * Hkv * math.ceil((Hq // Hkv) / k.c["blockM"])
             ps = planner_splits(ctas, S, k.c["blockN"], k.c["smemBytes"])
-            for sp in sorted({ps, 1, 2, 3, 4, 6, 8, 12, 16, 32}):
+            for sp in sorted({ps, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 33, 48, 64}):
                 if sp > S // k.c["blockN"] or (ctas * sp > 8 * SM * 4):
                     continue
                 jobs.append((name, sp, sp == ps, make_runner(k, comb, q, kk, v, o, sp)))

@@ -311,9 +311,21 @@ __device__ __forceinline__ void load_kv_tile(const DecodeParams& p, u32 sK, u32 
   }
 }
 
-// ---------------------------------------------------------------------------
-// The attention kernel body.
 template <class Cfg, class T>
+__device__ __forceinline__ void combine_partials(const DecodeParams& p, const Work& w, const Seq& sq, const TileRows& tr,
+                                                 int S, float* sW, float* sL, float* sM);
+
+// Where a fused split launch keeps its arrival counters: one int per row tile
+// after the LSE partials (the workspace is sized for them; zero before the
+// first launch, and every completed launch leaves them at zero).
+__device__ __forceinline__ int* split_counters(const DecodeParams& p, int block_m) {
+  return reinterpret_cast<int*>(p.ws_lse + (i64)gridDim.x * block_m);
+}
+
+// ---------------------------------------------------------------------------
+// The attention kernel body. kFusedCombine: with splits, the last CTA of a row
+// tile to finish merges the partials itself (no combine launch).
+template <class Cfg, class T, bool kFusedCombine = false>
 __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, NTH = Cfg::kThreads, ST = Cfg::kStages, NW = Cfg::kWarps;
   constexpr int MT = Cfg::kMT, NT = Cfg::kNT, KT = Cfg::kKT, DT = Cfg::kDT, PK = Cfg::kPK, WN = Cfg::kWarpN, D = Cfg::kHeadDim;
@@ -607,39 +619,54 @@ __device__ __forceinline__ void decode_attn(const DecodeParams& p) {
           lse2 * 0.6931471805599453f;
     }
   }
+  if (kFusedCombine && split) {
+    // Arrival: this CTA's partials are visible device-wide before it counts
+    // itself. The last of the S CTAs merges all partials in split order, so the
+    // result does not depend on which one came last, and resets the counter.
+    __shared__ int s_last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      int* count = split_counters(p, BM) + w.cta;
+      const int prev = atomicAdd(count, 1);
+      s_last = prev == S - 1;
+      if (prev == S - 1) atomicExch(count, 0);
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    float* f = (float*)smem;  // the merge's shared memory is free again
+    combine_partials<Cfg, T>(p, w, sq, tr, S, f, f + S * BM, f + S * BM + BM);
+  }
 }
 
 // ---------------------------------------------------------------------------
-// Split-KV combine: out = sum_x 2^(lse_x - M) O_x / sum_x 2^(lse_x - M), one CTA per
-// (sequence, KV head, row tile); grid x = ((s * Hkv + hk) * row_tiles + tile).
-// A NaN partial makes the row NaN; a row every split found empty gives 0 and LSE -inf.
+// The merge itself, for the row tile `w` (sequence, KV head, tile) whose S
+// partials sit in the workspace; shared by the combine kernel and by a fused
+// launch's last CTA of a row tile. sW: [S][BM] floats, sL/sM: [BM] floats of
+// shared memory. Partials are read with ld.global.cg: in the fused path they
+// were written by other CTAs of this launch (L1 is not coherent across SMs).
 template <class Cfg, class T>
-__device__ __forceinline__ void decode_combine(const DecodeParams& p) {
+__device__ __forceinline__ void combine_partials(const DecodeParams& p, const Work& w, const Seq& sq, const TileRows& tr,
+                                                 int S, float* sW, float* sL, float* sM) {
   constexpr int BM = Cfg::kBlockM, D = Cfg::kHeadDim, NTH = Cfg::kThreads;
-  __shared__ float sW[::flexattn::iface::kDecodeMaxSplits][BM];
-  __shared__ float sL[BM], sM[BM];
   const int tid = threadIdx.x;
-  const Work w = work_of(p, 1);
-  const Seq sq = seq_of(p, w.seq);
-  const TileRows tr = tile_rows<BM>(p, w.hk, w.tile, sq.m);
-  if (tr.rows_here <= 0) return;
   const int rows_here = tr.rows_here;
-  const int S = imin(p.num_splits, ::flexattn::iface::kDecodeMaxSplits);
   const float* wl = p.ws_lse + (i64)w.cta * S * BM;
   const float* wo = p.ws_o + (i64)w.cta * S * BM * D;
   if (tid < BM) {
     float M = neg_inf();
     bool nan = false;
     for (int x = 0; x < S; ++x) {
-      const float l = wl[x * BM + tid];
+      const float l = __ldcg(wl + x * BM + tid);
       nan |= l != l;
       M = fmaxf(M, l);
     }
     const float Mu = M == neg_inf() ? 0.f : M;
     float L = 0.f;
     for (int x = 0; x < S; ++x) {
-      const float wx = ex2(wl[x * BM + tid] - Mu);
-      sW[x][tid] = wx;
+      const float wx = ex2(__ldcg(wl + x * BM + tid) - Mu);
+      sW[x * BM + tid] = wx;
       L += wx;
     }
     sL[tid] = nan ? __int_as_float(0x7fffffff) : L;
@@ -652,10 +679,11 @@ __device__ __forceinline__ void decode_combine(const DecodeParams& p) {
     const float L = sL[r];
     float a0 = 0.f, a1 = 0.f;
     for (int x = 0; x < S; ++x) {
-      const float wx = sW[x][r];
+      const float wx = sW[x * BM + r];
       if (wx != 0.f) {  // an empty split's O is 0 (a NaN weight still reads and poisons)
-        a0 += wx * wo[(x * BM + r) * D + d];
-        a1 += wx * wo[(x * BM + r) * D + d + 1];
+        const float2 ov = __ldcg(reinterpret_cast<const float2*>(wo + (x * BM + r) * D + d));
+        a0 += wx * ov.x;
+        a1 += wx * ov.y;
       }
     }
     const bool empty = L == 0.f;
@@ -670,6 +698,21 @@ __device__ __forceinline__ void decode_combine(const DecodeParams& p) {
     p.lse[(i64)w.seq * p.lse_stride_seq + (i64)(sq.tok0 + x.i) * p.lse_stride_tok + (i64)x.h * p.lse_stride_h] =
         L == 0.f ? neg_inf() : (sM[tid] + lg2(L)) * 0.6931471805599453f;
   }
+}
+
+// Split-KV combine: out = sum_x 2^(lse_x - M) O_x / sum_x 2^(lse_x - M), one CTA per
+// (sequence, KV head, row tile); grid x = ((s * Hkv + hk) * row_tiles + tile).
+// A NaN partial makes the row NaN; a row every split found empty gives 0 and LSE -inf.
+template <class Cfg, class T>
+__device__ __forceinline__ void decode_combine(const DecodeParams& p) {
+  constexpr int BM = Cfg::kBlockM;
+  __shared__ float sW[::flexattn::iface::kDecodeMaxSplits * BM];
+  __shared__ float sL[BM], sM[BM];
+  const Work w = work_of(p, 1);
+  const Seq sq = seq_of(p, w.seq);
+  const TileRows tr = tile_rows<BM>(p, w.hk, w.tile, sq.m);
+  if (tr.rows_here <= 0) return;
+  combine_partials<Cfg, T>(p, w, sq, tr, imin(p.num_splits, ::flexattn::iface::kDecodeMaxSplits), sW, sL, sM);
 }
 
 }  // namespace decode
