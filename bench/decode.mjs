@@ -61,12 +61,13 @@ function contiguousKv(L, c, k, v, device) {
 /** Times one decode case; returns its result row. */
 export async function runDecodeCase(L, R, c, device, opts, timeOp) {
   const row = { id: c.id, group: c.group, layout: c.layout, pageSize: c.pageSize ?? null, mod: c.mod, B: c.B, Hq: c.Hq, Hkv: c.Hkv,
-    Skv: c.Skv, D: c.D, kvBytes: c.kvBytes, ...(c.contiguousId ? { contiguousId: c.contiguousId } : {}) };
+    Skv: c.Skv, D: c.D, kvBytes: c.kvBytes, ...(c.contiguousId ? { contiguousId: c.contiguousId } : {}),
+    ...(c.modBaseId ? { modBaseId: c.modBaseId } : {}), ...(c.baseline ? { baseline: true } : {}) };
   const own = [];
   try {
     const scale = 1 / Math.sqrt(c.D);
     let op;
-    if (c.layout === 'paged' || c.mod === 'swa') {
+    if (c.layout === 'paged' || c.mod === 'swa' || c.path === 'ragged') {
       const q = L.Tensor.randn([c.B, c.Hq, c.D], 'bf16', { device });
       own.push(q);
       let kv;
