@@ -4,7 +4,9 @@
  * in the log2 domain), loads the three kernels (the preprocess and dense or
  * causal passes precompiled; flex passes JIT-compiled with the mods' code and
  * the score mod's derivative) and enqueues preprocess → dK/dV → dQ on the
- * device's stream. Deterministic: no atomics, every sum in a fixed order.
+ * device's stream; with `gradFor`, the dK/dV pass also fills per-warp partial
+ * sums of the captured tensors' gradients (gradfor-plan.ts) and a reduce
+ * kernel adds them up last. Deterministic: no atomics, every sum in a fixed order.
  * Internal: not exported from the package.
  * @module
  */

@@ -30,6 +30,11 @@
 //   __device__ __forceinline__ float flex_score_grad(float score, int b, int h,
 //                                   int q_idx, int kv_idx, const FlexModArgs&);
 // called with the same (clamped, in-bounds) indices as flex_score_mod.
+// With captured-tensor gradients (gradFor; FLEX_GRAD_SITES > 0, codegen-cuda.ts)
+// the dK/dV pass also adds dL/d(mod result) · ∂mod/∂t[idx] of every element it
+// recomputes into per-warp f32 partial slices (GradWindow below), and a fourth
+// kernel, FLEXATTN_BWD_GRAD_REDUCE_KERNEL, sums them in a fixed order into the
+// gradients (their dtype) after the dQ pass. Still no atomics.
 //
 // Instantiation (bottom of this file):
 //   FLEXATTN_BWD_PRE_KERNEL(name, HEAD_DIM, DTYPE)
