@@ -5,7 +5,7 @@
  * is a typed error naming the argument. Internal.
  * @module
  */
-import { DTypeError, DeviceError, InvalidArgumentError, NotImplementedError, ShapeError } from '../errors.js';
+import { DTypeError, DeviceError, InvalidArgumentError, ShapeError } from '../errors.js';
 import { describeValue } from '../messages.js';
 import type { MaskMod, ScoreMod } from '../mods/index.js';
 import { Tensor } from '../tensor.js';
@@ -69,17 +69,13 @@ export function checkGradFor(gradFor: unknown, scoreMod: ScoreMod | undefined, m
  * The backend a backward call runs on: where q lives unless `backend` says
  * otherwise (`'cpu'` with CUDA tensors runs the CPU reference on host copies).
  * On CUDA, what the kernels do not have is a typed error here, at the call:
- * captured-tensor gradients (`gradFor`), and everything checkBackwardGpu
- * refuses (dtype, head dim, block sizes, strides).
+ * everything checkBackwardGpu refuses (dtype, head dim, block sizes, strides).
+ * (`gradFor`'s partial-buffer bound is checked by the op, planGradFor.)
  */
 export function backwardBackend(backend: unknown, q: Tensor, op: string, gpu?: { dims: QkvDims; tensors: Record<string, Tensor>;
   blockMask?: BlockMask | undefined; gradFor?: readonly Tensor[] }, arg = 'options.backend'): 'cuda' | 'cpu' {
   const b = resolveBackendNamed(backend, q, arg);
   if (b === 'cuda' && gpu) {
-    if (gpu.gradFor && gpu.gradFor.length > 0) {
-      throw new NotImplementedError(`${op}: gradFor (captured-tensor gradients) has no CUDA kernel yet `
-        + `(pass ${arg.replace(/^options\./, '')}: 'cpu' to run this backward on the CPU reference, on host copies of these CUDA tensors)`);
-    }
     checkBackwardGpu(q, gpu.dims, gpu.blockMask, gpu.tensors);
   }
   return b;

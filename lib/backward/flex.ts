@@ -14,7 +14,8 @@ import { runOp, type Hold } from '../ownership.js';
 import { checkScale } from '../validate.js';
 import { checkBlockMask, cpuBlockMask } from '../flex.js';
 import { backwardBackend, checkBackwardCall, checkGradFor } from './checks.js';
-import { backwardPrograms, scoreModGradient } from './mod-programs.js';
+import { backwardPrograms, gradForSites, scoreModGradient } from './mod-programs.js';
+import { planGradFor } from '../cuda/gradfor-plan.js';
 import { runCpuBackward } from './cpu.js';
 import { runBackward } from '../cuda/run-backward.js';
 
@@ -34,15 +35,17 @@ export interface FlexAttentionBackwardOptions {
    * Captured float tensors of `scoreMod` whose gradients are wanted (a learnable
    * relative-bias table, ALiBi slopes): `dCaptured[i]` is the gradient of
    * `gradFor[i]`, same shape, dtype and device. Deterministic: the same inputs
-   * give the same bits run after run. Each must be read by `scoreMod` through a
+   * give the same bits run after run (on CUDA too: per-tile partial sums added
+   * in a fixed order, no atomics). Each must be read by `scoreMod` through a
    * differentiable path (else a NoGradientError) and have at most 2^24 elements.
    */
   gradFor?: readonly Tensor[];
   /**
    * Default: where the tensors live. `'cuda'`: the GPU kernels (bf16/f16, head
-   * dims 32, 64, 96, 128; block sizes multiples of 64; no `gradFor` yet: a
-   * NotImplementedError). `'cpu'` with CUDA tensors: the CPU reference on host
-   * copies, the gradients copied back to their device.
+   * dims 32, 64, 96, 128; block sizes multiples of 64; `gradFor` with f32
+   * accumulation, its partial sums at most 1 GiB, else an InvalidArgumentError
+   * naming options.gradFor). `'cpu'` with CUDA tensors: the CPU reference on
+   * host copies, the gradients copied back to their device.
    */
   backend?: 'cpu' | 'cuda';
   /**
@@ -128,6 +131,9 @@ function flexBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
     { dims, blockMask, gradFor, tensors: { q, k, v, out: saved.out, dOut: saved.dOut } });
   // Symbolic derivatives now, so a mod without a gradient fails at the call.
   const grad = scoreMod ? scoreModGradient(scoreMod, gradFor, gradFor.map((_, i) => `options.gradFor[${i}]`)) : undefined;
+  // CUDA gradFor: its sites and partial buffers planned now, so a buffer over the bound fails at the call.
+  const gfCode = backend === 'cuda' && grad && gradFor.length > 0 ? gradForSites(grad, gradFor) : undefined;
+  const gfPlan = gfCode ? planGradFor(gfCode, gradFor.map((g) => g.numel), dims) : undefined;
 
   let t!: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor; dOut: Tensor };
   return runOp('flexAttentionBackward', signal, outer, (hold) => {
@@ -142,10 +148,11 @@ function flexBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
       const g = await runBackward({
         ...t, dims, scale, isCausal: false, params, hold,
         ...(scoreMod ? { scoreMod, dScore: grad!.dScore } : {}),
+        ...(gfCode ? { gradFor: { code: gfCode, plan: gfPlan!, tensors: gradFor.map((x) => hold.get(x) as Tensor) } } : {}),
         ...(blockMask ? { blockMask } : {}),
         ...(signal ? { signal } : {}),
       });
-      return { ...g, dCaptured: [] };
+      return g;
     }
     const [scoreHost, maskHost] = await Promise.all([
       scoreMod ? hold.hostTensors(scoreMod) : [],

@@ -6,7 +6,7 @@
  * @module
  */
 import { Expr, ScoreMod, encodeProgram } from '../mods/index.js';
-import type { CapturedTensorLike, HostTensor, IrNode } from '../mods/index.js';
+import type { CapturedTensorLike, GradForCode, HostTensor, IrNode } from '../mods/index.js';
 import { differentiateScoreMod, type LoadSite, type ScoreModGradient } from '../mods/grad.js';
 import { DTYPE_CODE, type NativeCpuBackwardArgs, type NativeModProgram } from '../native.js';
 import { contiguousStrides } from '../tensor.js';
@@ -70,6 +70,21 @@ export function backwardPrograms(scoreMod: ScoreMod | undefined, grad: ScoreModG
       numel: t.shape.reduce((a, b) => a * b, 1),
       dtype: DTYPE_CODE[t.dtype],
       sites: grad.sites.get(t)!.map((s) => ({ index: encode(flatIndex(s)), weight: encode(s.weight) })),
+    })),
+  };
+}
+
+/**
+ * The `gradFor` part of the CUDA backward's generated code (lib/mods/
+ * codegen-cuda.ts {@link GradForCode}): for each tensor, in `gradFor` order,
+ * its dtype and its load sites as (clamped flat index, derivative) pairs, the
+ * same expressions the CPU reference runs.
+ */
+export function gradForSites(grad: ScoreModGradient, gradFor: readonly CapturedTensorLike[]): GradForCode {
+  return {
+    tensors: gradFor.map((t) => ({
+      dtype: t.dtype as 'f32' | 'bf16' | 'f16',
+      sites: grad.sites.get(t)!.map((s) => ({ index: flatIndex(s), weight: s.weight })),
     })),
   };
 }

@@ -111,11 +111,12 @@ function sdpaBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
       // A dense mask streams through the kernels as a score mod (as in the forward): bool masks
       // send masked scores to -inf, additive ones add (no gradient is computed for the mask).
       const scoreMod = mask ? maskAsScoreMod(mask) : undefined;
-      return runBackward({
+      const g = await runBackward({
         ...t, dims, scale, isCausal, params: {}, hold,
         ...(scoreMod ? { scoreMod, dScore: scoreModGradient(scoreMod, [], []).dScore } : {}),
         ...(signal ? { signal } : {}),
       });
+      return { dq: g.dq, dk: g.dk, dv: g.dv };
     }
     const g = await runCpuBackward({ scale, isCausal, ...(mask ? { mask: await hostView(mask) } : {}) }, t, [], signal);
     return { dq: g.dq, dk: g.dk, dv: g.dv };

@@ -8,7 +8,8 @@
 import { InvalidArgumentError } from '../errors.js';
 import { itemSize } from '../dtype.js';
 import {
-  generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type IrNode, type MaskMod, type ScoreMod,
+  generateCuda, packArgs, scoreMod as makeScoreMod, where, type CapturedTensorLike, type CudaModCode, type GradBufValues, type GradForCode,
+  type IrNode, type MaskMod, type ScoreMod,
 } from '../mods/index.js';
 import type { Hold } from '../ownership.js';
 import { Tensor } from '../tensor.js';
@@ -35,7 +36,11 @@ const backwardCodeCache = new WeakMap<object, WeakMap<object, CudaModCode>>();
  * `dScore` (lib/mods/grad.ts; a function of the score mod alone, so cached
  * with it).
  */
-export function backwardModCode(score: ScoreMod | undefined, mask: MaskMod | undefined, dScore: IrNode | undefined): CudaModCode {
+export function backwardModCode(score: ScoreMod | undefined, mask: MaskMod | undefined, dScore: IrNode | undefined,
+  gradFor?: GradForCode): CudaModCode {
+  // With gradFor the code depends on which tensors are asked for: made per call
+  // (string building and a hash; the JIT's memory cache still finds the module).
+  if (gradFor && gradFor.tensors.length > 0) return generateCuda(score, mask, dScore, gradFor);
   let inner = backwardCodeCache.get(score ?? NO_MOD);
   if (!inner) backwardCodeCache.set(score ?? NO_MOD, (inner = new WeakMap()));
   let code = inner.get(mask ?? NO_MOD);
@@ -94,13 +99,15 @@ export async function capturedOnDevice(code: CudaModCode, device: string, hold: 
   return { tensors, temps };
 }
 
-/** The `FlexModArgs` bytes: captured tensors' addresses, strides and shapes, and the params. */
-export function packMod(code: CudaModCode, tensors: readonly Tensor[], params: Record<string, number>): Uint8Array {
+/** The `FlexModArgs` bytes: captured tensors' addresses, strides and shapes, the params (and gradFor's buffers). */
+export function packMod(code: CudaModCode, tensors: readonly Tensor[], params: Record<string, number>,
+  gradBufs?: readonly GradBufValues[]): Uint8Array {
   return packArgs(code.layout, {
     tensorPtrs: tensors.map(ptr),
     tensorStrides: tensors.map((t) => [...t.strides]),
     tensorShapes: tensors.map((t) => [...t.shape]),
     params,
+    ...(gradBufs ? { gradBufs } : {}),
   });
 }
 

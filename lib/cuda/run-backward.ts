@@ -4,7 +4,9 @@
  * in the log2 domain), loads the three kernels (the preprocess and dense or
  * causal passes precompiled; flex passes JIT-compiled with the mods' code and
  * the score mod's derivative) and enqueues preprocess → dK/dV → dQ on the
- * device's stream. Deterministic: no atomics, every sum in a fixed order.
+ * device's stream; with `gradFor`, the dK/dV pass also fills per-warp partial
+ * sums of the captured tensors' gradients (gradfor-plan.ts) and a reduce
+ * kernel adds them up last. Deterministic: no atomics, every sum in a fixed order.
  * Internal: not exported from the package.
  * @module
  */
@@ -12,7 +14,7 @@ import type { BlockMask } from '../blockmask/mask.js';
 import { DTypeError, NotImplementedError, ShapeError } from '../errors.js';
 import { itemSize } from '../dtype.js';
 import { loadKernel, type KernelEntry, type KernelSpec } from '../jit.js';
-import type { CudaModCode, IrNode, MaskMod, ScoreMod } from '../mods/index.js';
+import type { CudaModCode, GradBufValues, GradForCode, IrNode, MaskMod, ScoreMod } from '../mods/index.js';
 import { native } from '../native.js';
 import { throwIfAborted } from '../abort.js';
 import type { Hold } from '../ownership.js';
@@ -23,6 +25,7 @@ import { aligned } from './launch.js';
 import { backwardModCode, capturedOnDevice, packMod, ptr } from './mod-code.js';
 import type { Mode } from './plan.js';
 import { onDevice } from './run-flex.js';
+import { BWD_DKDV_WARPS, type GradForPlan } from './gradfor-plan.js';
 
 /** Head dims the backward kernels are instantiated for. */
 export const BWD_HEAD_DIMS: readonly number[] = [32, 64, 96, 128];
@@ -40,14 +43,20 @@ export interface CudaBackwardArgs {
   /** `∂ scoreMod / ∂ score` (lib/mods/grad.ts), with `scoreMod`. */
   dScore?: IrNode;
   blockMask?: BlockMask;
+  /**
+   * Captured-tensor gradients (with `scoreMod`): the generated sites, the
+   * partial-buffer plan (gradfor-plan.ts, checked at the call) and the gradFor
+   * tensors (held handles, in order).
+   */
+  gradFor?: { code: GradForCode; plan: GradForPlan; tensors: readonly Tensor[] };
   params: Record<string, number>;
   /** The call's claims: captured tensors and block-mask arrays are read through it. */
   hold: Hold;
   signal?: AbortSignal;
 }
 
-/** Gradients in the inputs' dtype on their device. */
-export interface CudaGradients { dq: Tensor; dk: Tensor; dv: Tensor }
+/** Gradients in the inputs' dtype on their device; `dCaptured[i]` that of `gradFor.tensors[i]` (its shape, dtype and device). */
+export interface CudaGradients { dq: Tensor; dk: Tensor; dv: Tensor; dCaptured: Tensor[] }
 
 /** Typed errors for what the backward kernels cannot take (before anything is allocated). */
 export function checkBackwardGpu(q: Tensor, d: QkvDims, blockMask: BlockMask | undefined, tensors: Record<string, Tensor>): void {
@@ -77,7 +86,8 @@ function modeOf(a: CudaBackwardArgs): Mode {
 }
 
 /** @internal The kernels of one backward call: preprocess (always precompiled), dK/dV and dQ. */
-export function backwardKernels(D: number, dtype: string, mode: Mode, code: CudaModCode | undefined): { pre: KernelSpec; dkdv: KernelSpec; dq: KernelSpec } {
+export function backwardKernels(D: number, dtype: string, mode: Mode, code: CudaModCode | undefined,
+  gradFor = false): { pre: KernelSpec; dkdv: KernelSpec; dq: KernelSpec; reduce?: KernelSpec } {
   const preName = `flexattn_bwd_pre_d${D}_${dtype}`;
   const pre = { kernel: preName, module: preName, source: `#include "flash_bwd.cuh"\nFLEXATTN_BWD_PRE_KERNEL(${preName}, ${D}, ${dtype})\n` };
   if (!code) {
@@ -91,9 +101,14 @@ export function backwardKernels(D: number, dtype: string, mode: Mode, code: Cuda
   }
   // One generated module holds both passes (the second load finds it in the JIT's memory cache).
   const base = `flexattn_bwd_flex_${code.hash.slice(0, 16)}_d${D}_${dtype}_${mode.slice(1).toLowerCase()}`;
+  // With gradFor (code.source defines FLEX_GRAD_SITES) the module also holds the partials' reduce.
   const source = `${code.source}\n#include "flash_bwd.cuh"\n`
-    + `FLEXATTN_BWD_DKDV_KERNEL(${base}_dkdv, ${D}, ${dtype}, ${mode})\nFLEXATTN_BWD_DQ_KERNEL(${base}_dq, ${D}, ${dtype}, ${mode})\n`;
-  return { pre, dkdv: { kernel: `${base}_dkdv`, source }, dq: { kernel: `${base}_dq`, source } };
+    + `FLEXATTN_BWD_DKDV_KERNEL(${base}_dkdv, ${D}, ${dtype}, ${mode})\nFLEXATTN_BWD_DQ_KERNEL(${base}_dq, ${D}, ${dtype}, ${mode})\n`
+    + (gradFor ? `FLEXATTN_BWD_GRAD_REDUCE_KERNEL(${base}_gred)\n` : '');
+  return {
+    pre, dkdv: { kernel: `${base}_dkdv`, source }, dq: { kernel: `${base}_dq`, source },
+    ...(gradFor ? { reduce: { kernel: `${base}_gred`, source } } : {}),
+  };
 }
 
 const strides3 = (t: Tensor): BwdStrides3 => [t.strides[0]!, t.strides[1]!, t.strides[2]!];
@@ -119,26 +134,33 @@ async function run(a: CudaBackwardArgs, bm: BlockMask | undefined, lists: Tensor
   const dq = Tensor.empty([d.B, d.Hq, d.Sq, d.D], q.dtype, dev);
   const dk = Tensor.empty([d.B, d.Hkv, d.Skv, d.D], q.dtype, dev);
   const dv = Tensor.empty([d.B, d.Hkv, d.Skv, d.D], q.dtype, dev);
+  const gf = a.gradFor && a.gradFor.tensors.length > 0 ? a.gradFor : undefined;
+  // The captured gradients are made on q's device (contiguous), then moved to their tensor's device.
+  const dCap = (gf?.tensors ?? []).map((t) => Tensor.empty(t.shape, t.dtype, dev));
+  const outputs = [dq, dk, dv, ...dCap];
   const temps: Tensor[] = [];
+  const zero = (t: Tensor): void => { if (t.numel > 0) native().memset(t.buffer(), 0, t.numel * itemSize(t.dtype), 0); };
   try {
     if (d.B * d.Hq * d.Sq === 0 || d.Skv === 0) {
-      // No query rows (dk, dv are 0) or no keys (every row fully masked: dq is 0).
-      for (const t of [dq, dk, dv]) if (t.numel > 0) native().memset(t.buffer(), 0, t.numel * itemSize(t.dtype), 0);
-      return { dq, dk, dv };
+      // No query rows (dk, dv and the captured gradients are 0) or no keys (every row fully masked: all is 0).
+      for (const t of outputs) zero(t);
+      return { dq, dk, dv, dCaptured: await capturedHome(gf, dCap, temps) };
     }
     const mode = modeOf(a);
     const maskMod: MaskMod | undefined = bm?.maskMod ?? undefined;
-    const code = a.scoreMod || maskMod || mode === 'kBlockSparse' ? backwardModCode(a.scoreMod, maskMod, a.dScore) : undefined;
-    const specs = backwardKernels(d.D, q.dtype, mode, code);
+    const code = a.scoreMod || maskMod || mode === 'kBlockSparse' ? backwardModCode(a.scoreMod, maskMod, a.dScore, gf?.code) : undefined;
+    const specs = backwardKernels(d.D, q.dtype, mode, code, gf !== undefined);
     const device = q.deviceIndex;
     const pre = await loadKernel(device, specs.pre);
     const dkdv = await loadKernel(device, specs.dkdv);
     const dqk = await loadKernel(device, specs.dq);
+    const red = specs.reduce ? await loadKernel(device, specs.reduce) : undefined;
     throwIfAborted(a.signal, 'attention backward');
     const cap = code ? await capturedOnDevice(code, q.device, a.hold) : { tensors: [], temps: [] };
     temps.push(...cap.temps);
     throwIfAborted(a.signal, 'attention backward');
-    const mod = code ? packMod(code, cap.tensors, a.params) : new Uint8Array(0);
+    const gradBufs = gf ? gradForBuffers(gf.plan, dCap, dev, temps) : undefined;
+    const mod = code ? packMod(code, cap.tensors, a.params, gradBufs) : new Uint8Array(0);
     const ali = (t: Tensor): Tensor => { const x = aligned(t); if (x !== t) temps.push(x); return x; };
     const tq = ali(a.q), tk = ali(a.k), tv = ali(a.v), to = ali(a.out), tg = ali(a.dOut);
     const delta = Tensor.empty([d.B, d.Hq, d.Sq], 'f32', dev), lse2 = Tensor.empty([d.B, d.Hq, d.Sq], 'f32', dev);
@@ -161,14 +183,48 @@ async function run(a: CudaBackwardArgs, bm: BlockMask | undefined, lists: Tensor
     go(pre, [Math.ceil(d.Sq / pre.cfg.blockM), d.Hq, d.B], { ...values, mod: new Uint8Array(0) });
     go(dkdv, [Math.ceil(d.Skv / dkdv.cfg.blockN), d.Hkv, d.B]);
     go(dqk, [Math.ceil(d.Sq / dqk.cfg.blockM), d.Hq, d.B]);
-    return { dq, dk, dv };
+    if (gf && red) {
+      const maxNumel = Math.max(...gf.plan.tensors.map((t) => t.numel));
+      if (maxNumel > 0) go(red, [Math.ceil(maxNumel / red.cfg.blockM), gf.plan.tensors.length, 1]);
+    }
+    return { dq, dk, dv, dCaptured: await capturedHome(gf, dCap, temps) };
   } catch (err) {
     // Stream-ordered allocator: anything already enqueued that writes them runs before any reuse.
-    dq.dispose(); dk.dispose(); dv.dispose();
+    for (const t of outputs) t.dispose();
     throw err;
   } finally {
     for (const t of temps) t.dispose();
   }
+}
+
+/**
+ * The partial buffers of every gradFor tensor (zeroed: a warp's slice holds
+ * elements it never touched) and the CTAs' window starts, on the device.
+ */
+function gradForBuffers(plan: GradForPlan, outs: readonly Tensor[], dev: { device: Tensor['device'] }, temps: Tensor[]): GradBufValues[] {
+  return plan.tensors.map((t, k) => {
+    // At least one element each: an empty tensor has no device address to pack.
+    const part = Tensor.empty([Math.max(1, plan.ctas * BWD_DKDV_WARPS * t.width)], 'f32', dev);
+    temps.push(part);
+    native().memset(part.buffer(), 0, part.numel * 4, 0);
+    const lo = Tensor.fromHost(t.lo.length > 0 ? t.lo : new Int32Array(1), [Math.max(1, t.lo.length)], 'i32', dev);
+    temps.push(lo);
+    const out = outs[k]!;
+    return { part: ptr(part), lo: ptr(lo), out: out.numel > 0 ? ptr(out) : ptr(part), width: t.width, numel: t.numel };
+  });
+}
+
+/** The captured gradients on their tensors' devices (a tensor living elsewhere gets a copy; the device one is freed). */
+async function capturedHome(gf: CudaBackwardArgs['gradFor'], dCap: Tensor[], temps: Tensor[]): Promise<Tensor[]> {
+  if (!gf) return [];
+  const out: Tensor[] = [];
+  for (const [i, t] of dCap.entries()) {
+    const home = gf.tensors[i]!.device;
+    if (home === t.device) { out.push(t); continue; }
+    out.push(await t.toDevice(home));
+    temps.push(t);
+  }
+  return out;
 }
 
 function checkGrid(d: QkvDims): void {

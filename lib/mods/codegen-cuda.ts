@@ -17,6 +17,18 @@
  * #define FLEX_HAS_SCORE_GRAD 1
  * ```
  * reading the score mod's captured tensors through the same `FlexModArgs`.
+ * With captured-tensor gradients (`gradFor`, see {@link GradForCode}) also
+ * ```
+ * #define FLEX_GRAD_TENSORS K   // gradFor tensors
+ * #define FLEX_GRAD_SITES N     // their load sites (reads) in the score mod
+ * struct FlexGradBuf { float* part; const int* lo; void* out; int width; int numel; };
+ * __device__ __forceinline__ FlexGradBuf flex_grad_buf(int k, const FlexModArgs& args);
+ * __device__ __forceinline__ float flex_grad_site(int s, float score, int b, int h, int q_idx, int kv_idx,
+ *                                                 const FlexModArgs& args, int& tensor, int& index);
+ * __device__ __forceinline__ void flex_grad_store(int k, const FlexModArgs& args, int e, float v);
+ * ```
+ * (`flex_grad_site` returns `∂ mod / ∂ t[index]` of site s and sets which
+ * gradFor tensor it reads and the clamped flat element index).
  * Slots: the score mod's captured tensors come first (slots 0..n-1), then the
  * mask mod's (n..). Params are the union by name.
  * @module
@@ -35,7 +47,12 @@ export type ArgSource =
   /** Size of dimension `shape[1]` of tensor slot `shape[0]` (indices are clamped to it). */
   | { readonly shape: readonly [number, number] }
   /** Runtime param value. */
-  | { readonly param: string };
+  | { readonly param: string }
+  /** A field of gradFor tensor `gradBuf[0]`'s accumulation buffers (backward kernels; see {@link GradForCode}). */
+  | { readonly gradBuf: readonly [number, GradBufField] };
+
+/** The per-tensor fields of a captured-tensor gradient (flash_bwd.cuh `FlexGradBuf`). */
+export type GradBufField = 'part' | 'lo' | 'out' | 'width' | 'numel';
 
 /** One field of `FlexModArgs`. */
 export interface ArgField {
@@ -210,25 +227,84 @@ function mergeParams(lists: readonly (readonly ParamInfo[])[]): ParamInfo[] {
   return [...out.values()];
 }
 
+/** A device function of `(score, b, h, q_idx, kv_idx)` computing `node`, reading the score mod's captured tensors and params. */
+function exprFunction(name: string, ret: 'float', score: ScoreMod, node: IrNode, paramField: (name: string) => string): string {
+  const g = new ScoreMod('score', new Expr(node));
+  const slots = g.tensors.map((t) => {
+    const s = score.tensors.indexOf(t);
+    if (s < 0) throw new InvalidArgumentError(name, 'an expression reading only the score mod\'s captured tensors', 'another tensor');
+    return s;
+  });
+  return [
+    `__device__ __forceinline__ ${ret} ${name}(float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args) {`,
+    '  (void)score; (void)b; (void)h; (void)q_idx; (void)kv_idx; (void)args;',
+    bodyOf(g.ir, (i) => slots[i]!, paramField),
+    '}',
+  ].join('\n');
+}
+
 /**
  * The derivative `scoreGrad` (an IR expression of `(score, b, h, q, kv)` from
  * lib/mods/grad.ts) as `flex_score_grad`, its captured tensors read through
  * the score mod's slots (it reads a subset of them) and its params by name.
  */
 function scoreGradSource(score: ScoreMod, scoreGrad: IrNode, paramField: (name: string) => string): string {
-  const g = new ScoreMod('score', new Expr(scoreGrad));
-  const slots = g.tensors.map((t) => {
-    const s = score.tensors.indexOf(t);
-    if (s < 0) throw new InvalidArgumentError('scoreGrad', 'an expression reading only the score mod\'s captured tensors', 'another tensor');
-    return s;
-  });
-  return [
-    '#define FLEX_HAS_SCORE_GRAD 1',
-    '__device__ __forceinline__ float flex_score_grad(float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args) {',
-    '  (void)score; (void)b; (void)h; (void)q_idx; (void)kv_idx; (void)args;',
-    bodyOf(g.ir, (i) => slots[i]!, paramField),
+  return ['#define FLEX_HAS_SCORE_GRAD 1', exprFunction('flex_score_grad', 'float', score, scoreGrad, paramField)].join('\n');
+}
+
+/**
+ * Captured-tensor gradients for the backward kernels (`gradFor`): per tensor
+ * its dtype and its load sites, each the flat contiguous element index it reads
+ * (a Float expression, each dim clamped, exact below 2^24) and the derivative
+ * of the mod there (lib/backward/mod-programs.ts `gradForSites`).
+ */
+export interface GradForCode {
+  readonly tensors: ReadonlyArray<{
+    readonly dtype: 'f32' | 'bf16' | 'f16';
+    readonly sites: ReadonlyArray<{ readonly index: IrNode; readonly weight: IrNode }>;
+  }>;
+}
+
+const GRAD_HELPERS = String.raw`struct FlexGradBuf { float* part; const int* lo; void* out; int width; int numel; };
+__device__ __forceinline__ unsigned short flex_f2bf16(float x) { unsigned short y; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(y) : "f"(x)); return y; }
+__device__ __forceinline__ unsigned short flex_f2f16(float x) { unsigned short y; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(y) : "f"(x)); return y; }`;
+
+/** The `FLEX_GRAD_*` part of the fragment (see the module doc); `gf(k, field)`: the FlexModArgs field name. */
+function gradForSource(score: ScoreMod, gf: GradForCode, paramField: (name: string) => string): string {
+  const L: string[] = [
+    `#define FLEX_GRAD_TENSORS ${gf.tensors.length}`,
+    `#define FLEX_GRAD_SITES ${gf.tensors.reduce((n, t) => n + t.sites.length, 0)}`,
+    GRAD_HELPERS,
+  ];
+  const cases: string[] = [];
+  let s = 0;
+  gf.tensors.forEach((t, k) => t.sites.forEach((site) => {
+    L.push(exprFunction(`flex_gs${s}_index`, 'float', score, site.index, paramField));
+    L.push(exprFunction(`flex_gs${s}_weight`, 'float', score, site.weight, paramField));
+    cases.push(`    case ${s}: tensor = ${k}; index = (int)flex_gs${s}_index(score, b, h, q_idx, kv_idx, args); `
+      + `return flex_gs${s}_weight(score, b, h, q_idx, kv_idx, args);`);
+    s++;
+  }));
+  L.push(
+    '__device__ __forceinline__ float flex_grad_site(int s, float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args, int& tensor, int& index) {',
+    '  switch (s) {', ...cases, '    default: tensor = 0; index = 0; return 0.f;', '  }', '}',
+    '__device__ __forceinline__ FlexGradBuf flex_grad_buf(int k, const FlexModArgs& args) {',
+    '  FlexGradBuf g;',
+    '  switch (k) {',
+    ...gf.tensors.map((_, k) => `    case ${k}: g.part = args.g${k}_part; g.lo = args.g${k}_lo; g.out = args.g${k}_out; g.width = args.g${k}_width; g.numel = args.g${k}_numel; break;`),
+    '    default: g.part = 0; g.lo = 0; g.out = 0; g.width = 0; g.numel = 0; break;',
+    '  }',
+    '  return g;',
     '}',
-  ].join('\n');
+    '__device__ __forceinline__ void flex_grad_store(int k, const FlexModArgs& args, int e, float v) {',
+    '  switch (k) {',
+    ...gf.tensors.map((t, k) => `    case ${k}: ${t.dtype === 'f32' ? `((float*)args.g${k}_out)[e] = v;`
+      : `((unsigned short*)args.g${k}_out)[e] = ${t.dtype === 'bf16' ? 'flex_f2bf16' : 'flex_f2f16'}(v);`} break;`),
+    '    default: break;',
+    '  }',
+    '}',
+  );
+  return L.join('\n');
 }
 
 /**
@@ -237,7 +313,11 @@ function scoreGradSource(score: ScoreMod, scoreGrad: IrNode, paramField: (name: 
  * score mod's derivative with respect to `score` (backward kernels), emitted
  * as `flex_score_grad`; the layout is the same with or without it.
  */
-export function generateCuda(score?: ScoreMod, mask?: MaskMod, scoreGrad?: IrNode): CudaModCode {
+export function generateCuda(score?: ScoreMod, mask?: MaskMod, scoreGrad?: IrNode, gradFor?: GradForCode): CudaModCode {
+  if (gradFor && gradFor.tensors.length > 0 && !(score && scoreGrad)) {
+    throw new InvalidArgumentError('gradFor', 'a score mod and its derivative with captured-tensor gradients', 'none');
+  }
+  const gf = gradFor && gradFor.tensors.length > 0 ? gradFor : undefined;
   const params = mergeParams([score?.params ?? [], mask?.params ?? []]);
   const paramIndex = new Map(params.map((p, i) => [p.name, i]));
   const paramField = (name: string): string => `p${paramIndex.get(name)}`;
@@ -258,6 +338,11 @@ export function generateCuda(score?: ScoreMod, mask?: MaskMod, scoreGrad?: IrNod
     off += sz;
   };
   infos.forEach((t, s) => add(`t${s}`, 'ptr', PTR_TYPE[t.dtype], { tensorSlot: s }, ` // ${t.dtype}, rank ${t.rank}`));
+  gf?.tensors.forEach((t, k) => {
+    add(`g${k}_part`, 'ptr', 'float*', { gradBuf: [k, 'part'] }, ' // [CTAs, warps, width] f32 partial sums');
+    add(`g${k}_lo`, 'ptr', 'const int*', { gradBuf: [k, 'lo'] }, ' // [CTAs] first element of each CTA\'s window');
+    add(`g${k}_out`, 'ptr', 'void*', { gradBuf: [k, 'out'] }, ` // the gradient, ${t.dtype}, contiguous`);
+  });
   infos.forEach((t, s) => {
     for (let d = 0; d < t.rank; d++) {
       add(`t${s}_s${d}`, 'i32', 'int', { stride: [s, d] });
@@ -265,6 +350,10 @@ export function generateCuda(score?: ScoreMod, mask?: MaskMod, scoreGrad?: IrNod
     }
   });
   params.forEach((p, i) => add(`p${i}`, p.type === 'float' ? 'f32' : 'i32', p.type === 'float' ? 'float' : 'int', { param: p.name }, ` // ${p.name}`));
+  gf?.tensors.forEach((_, k) => {
+    add(`g${k}_width`, 'i32', 'int', { gradBuf: [k, 'width'] });
+    add(`g${k}_numel`, 'i32', 'int', { gradBuf: [k, 'numel'] });
+  });
   const align = fields.some((f) => f.kind === 'ptr' || f.kind === 'i64') ? 8 : 4;
   const size = fields.length ? Math.ceil(off / align) * align : 4;
   if (!fields.length) decl.push('  int _unused;');
@@ -287,6 +376,7 @@ export function generateCuda(score?: ScoreMod, mask?: MaskMod, scoreGrad?: IrNod
     mask ? bodyOf(mask.ir, (i) => (score?.tensors.length ?? 0) + i, paramField) : '  return true;',
     '}',
     ...(score && scoreGrad ? [scoreGradSource(score, scoreGrad, paramField)] : []),
+    ...(score && gf ? [gradForSource(score, gf, paramField)] : []),
     '',
   ];
   const source = src.join('\n');
@@ -306,6 +396,17 @@ export interface PackValues {
   readonly tensorShapes: readonly (readonly number[])[];
   /** Runtime param values by name. */
   readonly params?: Readonly<Record<string, number>>;
+  /** The gradFor tensors' buffers (code made with {@link GradForCode}), in gradFor order. */
+  readonly gradBufs?: ReadonlyArray<GradBufValues>;
+}
+
+/** Device buffers and window of one gradFor tensor (see run-backward.ts). */
+export interface GradBufValues {
+  readonly part: bigint;
+  readonly lo: bigint;
+  readonly out: bigint;
+  readonly width: number;
+  readonly numel: number;
 }
 
 /**
@@ -338,6 +439,13 @@ export function packArgs(layout: ArgsLayout, v: PackValues): Uint8Array {
         throw new InvalidArgumentError(`captured tensor #${slot}`, 'strides and sizes below 2^31 (captured tensors are indexed with 32-bit arithmetic)', String(x));
       }
       dv.setInt32(f.offset, x, true);
+    } else if ('gradBuf' in s) {
+      const [k, field] = s.gradBuf;
+      const g = v.gradBufs?.[k];
+      if (!g) throw new InvalidArgumentError(`gradBufs[${k}]`, 'the buffers of gradFor tensor ' + k, 'none');
+      const x = g[field];
+      if (f.kind === 'ptr') dv.setBigUint64(f.offset, BigInt.asUintN(64, x as bigint), true);
+      else dv.setInt32(f.offset, x as number, true);
     } else {
       const x = pv[pi++]!;
       if (f.kind === 'f32') dv.setFloat32(f.offset, x, true); else dv.setInt32(f.offset, x, true);

@@ -30,6 +30,11 @@
 //   __device__ __forceinline__ float flex_score_grad(float score, int b, int h,
 //                                   int q_idx, int kv_idx, const FlexModArgs&);
 // called with the same (clamped, in-bounds) indices as flex_score_mod.
+// With captured-tensor gradients (gradFor; FLEX_GRAD_SITES > 0, codegen-cuda.ts)
+// the dK/dV pass also adds dL/d(mod result) · ∂mod/∂t[idx] of every element it
+// recomputes into per-warp f32 partial slices (GradWindow below), and a fourth
+// kernel, FLEXATTN_BWD_GRAD_REDUCE_KERNEL, sums them in a fixed order into the
+// gradients (their dtype) after the dQ pass. Still no atomics.
 //
 // Instantiation (bottom of this file):
 //   FLEXATTN_BWD_PRE_KERNEL(name, HEAD_DIM, DTYPE)
@@ -147,25 +152,122 @@ __device__ __forceinline__ void flash_bwd_pre(const FlashBwdParams& p) {
 // mask keeps it, and its row's lse2 / Delta -> P and dS (the gradient with
 // respect to the raw scaled score: score mod's derivative applied). Mods see
 // clamped indices qc, kvc, as in the forward.
+// `dsm`: the gradient with respect to the mod's result, P ∘ (dP − Delta) (0
+// where masked), and `raw` the score the mod saw: what the captured-tensor
+// gradients (FLEX_GRAD_SITES) need.
 template <class P>
-__device__ __forceinline__ void grad_element(float& pv, float& dsv, float qk, float dp, bool keep, float lse2,
-                                             float delta, const P& p, const FlexModArgs& args, int b, int h,
-                                             int qc, int kvc) {
+__device__ __forceinline__ void grad_element(float& pv, float& dsv, float& dsm, float& raw, bool& kept, float qk,
+                                             float dp, bool keep, float lse2, float delta, const P& p, const FlexModArgs& args,
+                                             int b, int h, int qc, int kvc) {
 #if FLEX_HAS_SCORE_MOD
-  const float raw = qk * p.scale;
+  raw = qk * p.scale;
   const float s = flex_score_mod(raw, b, h, qc, kvc, args);
   const float grad = flex_score_grad(raw, b, h, qc, kvc, args);
   const float pr = ex2(fmaf(s, 1.4426950408889634f, -lse2));
   keep = keep & (s != neg_inf());          // a score of -inf is masked (CPU rule)
 #else
   (void)args; (void)b; (void)h; (void)qc; (void)kvc;
+  raw = qk * p.scale;
   const float pr = ex2(fmaf(qk, p.scale_log2, -lse2));
   const float grad = 1.f;
 #endif
   keep = keep & (lse2 != pos_inf());       // fully masked row (or a q row past Sq)
+  kept = keep;
   pv = keep ? pr : 0.f;
-  dsv = keep ? pr * (dp - delta) * grad : 0.f;
+  dsm = keep ? pr * (dp - delta) : 0.f;
+  dsv = keep ? dsm * grad : 0.f;
 }
+
+template <class P>
+__device__ __forceinline__ void grad_element(float& pv, float& dsv, float qk, float dp, bool keep, float lse2,
+                                             float delta, const P& p, const FlexModArgs& args, int b, int h,
+                                             int qc, int kvc) {
+  float dsm, raw;
+  bool kept;
+  grad_element(pv, dsv, dsm, raw, kept, qk, dp, keep, lse2, delta, p, args, b, h, qc, kvc);
+}
+
+#if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
+// ---------------------------------------------------------------------------
+// Captured-tensor gradients (gradFor; lib/cuda/gradfor-plan.ts). Each warp of
+// a dK/dV CTA owns a slice of `width` f32 partial sums of each gradFor tensor,
+// covering elements [lo[cta], lo[cta] + width) (lo from the host's interval
+// analysis of the index expressions): part[(cta * kWarps + warp) * width + e - lo].
+// No atomics: per element slot the lanes that hit one index are summed by the
+// lowest of them in lane order and written by it alone, slots in program order
+// (__syncwarp between), warps in their own slices; the reduce kernel adds the
+// slices in CTA then warp order. The same inputs give the same bits.
+struct GradWindow {
+  float* part;  // this warp's slice, element lo at index 0
+  int lo, width;
+};
+
+// v at index `rel` of `w` (rel < 0: nothing; the whole warp calls it).
+__device__ __forceinline__ void grad_warp_add(const GradWindow& w, int rel, float v, int lane) {
+  const unsigned peers = __match_any_sync(0xffffffffu, rel);
+  if (peers == 0xffffffffu) {
+    if (rel < 0) return;  // warp-uniform: every element masked
+    // One index for the whole warp (e.g. ALiBi slopes[h]): a fixed butterfly.
+#pragma unroll
+    for (int m = 16; m >= 1; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+    if (lane == 0 && rel < w.width) w.part[rel] += v;
+  } else {
+    float sum = 0.f;
+    // Not unrolled: 32 slots x sites copies of an unrolled loop overwhelm ptxas (sm_90a).
+#pragma unroll 1
+    for (int src = 0; src < 32; ++src) {
+      const float x = __shfl_sync(0xffffffffu, v, src);
+      if ((peers >> src) & 1u) sum += x;
+    }
+    // rel < width always holds (the window bounds every index); the test keeps a bug from writing out of bounds.
+    if (rel >= 0 && rel < w.width && lane == __ffs(peers) - 1) w.part[rel] += sum;
+  }
+  __syncwarp();
+}
+
+// Every site's contribution of one element (dsm = 0 where masked).
+__device__ __forceinline__ void grad_captured_element(const GradWindow (&win)[FLEX_GRAD_TENSORS], float dsm, float raw,
+                                                      bool kept, int b, int h, int qc, int kvc,
+                                                      const FlexModArgs& args, int lane) {
+#pragma unroll
+  for (int s = 0; s < FLEX_GRAD_SITES; ++s) {
+    int k, idx;
+    const float wgt = flex_grad_site(s, raw, b, h, qc, kvc, args, k, idx);
+    const int rel = kept ? idx - win[k].lo : -1;
+    grad_warp_add(win[k], rel, kept ? dsm * wgt : 0.f, lane);
+  }
+}
+
+// Reduce: dCaptured[k][e] = sum over CTAs (in order) and warps (in order) of
+// the slices whose window holds e; grid (ceil(max numel / 256), K).
+struct GradReduceConfig {
+  static constexpr int kHeadDim = 0;
+  static constexpr int kBlockM = 256;  // elements per CTA
+  static constexpr int kBlockN = 0;
+  static constexpr int kThreads = 256;
+  static constexpr int kStages = 0;
+  static constexpr int kSmemBytes = 0;
+};
+
+template <int WARPS, int BN>
+__device__ __forceinline__ void flash_bwd_grad_reduce(const FlashBwdParams& p) {
+  const int k = blockIdx.y;
+  const FlexGradBuf g = flex_grad_buf(k, p.mod);
+  const int e = blockIdx.x * GradReduceConfig::kBlockM + threadIdx.x;
+  if (e >= g.numel) return;
+  const int ctas = ((p.Skv + BN - 1) / BN) * p.Hkv * p.B;
+  float acc = 0.f;
+  for (int c = 0; c < ctas; ++c) {
+    const int rel = e - __ldg(g.lo + c);
+    if (rel >= 0 && rel < g.width) {
+      const float* sl = g.part + (i64)c * WARPS * g.width + rel;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) acc += sl[(i64)w * g.width];
+    }
+  }
+  flex_grad_store(k, p.mod, e, acc);
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // Which q tiles a kv tile's CTA visits for one query head (the dK/dV pass):
@@ -294,6 +396,19 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
   const int Sq = p.Sq, Skv = p.Skv;
   const bool kv_tail = kv0 + BN > Skv;
   const FlexModArgs args = p.mod;
+#if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
+  GradWindow gwin[FLEX_GRAD_TENSORS];
+  {
+    const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+#pragma unroll
+    for (int k = 0; k < FLEX_GRAD_TENSORS; ++k) {
+      const FlexGradBuf gb = flex_grad_buf(k, args);
+      gwin[k].width = gb.width;
+      gwin[k].lo = __ldg(gb.lo + cta);
+      gwin[k].part = gb.part + ((i64)cta * Cfg::kWarps + warp) * gb.width;
+    }
+  }
+#endif
 
   const u16* gK = (const u16*)p.k + (i64)b * p.k_stride_b + (i64)hk * p.k_stride_h + (i64)kv0 * p.k_stride_s;
   const u16* gV = (const u16*)p.v + (i64)b * p.v_stride_b + (i64)hk * p.v_stride_h + (i64)kv0 * p.v_stride_s;
@@ -369,8 +484,16 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
           const float l2 = q < Sq ? __ldg(rl + qc) : pos_inf();
           const float dl = __ldg(rd + qc);
           const bool keep = cur.bits ? keep_element(p, args, b, h, q, kv, qc, kvc, cur.bits, Skv) : true;
-          grad_element(st.c[0][nn][i], dpt.c[0][nn][i], st.c[0][nn][i], dpt.c[0][nn][i], keep, l2, dl, p, args, b, h,
-                       qc, kvc);
+          float dsm, raw;
+          bool kept;
+          const float qk = st.c[0][nn][i];
+          grad_element(st.c[0][nn][i], dpt.c[0][nn][i], dsm, raw, kept, qk, dpt.c[0][nn][i], keep, l2, dl, p, args, b,
+                       h, qc, kvc);
+#if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
+          grad_captured_element(gwin, dsm, raw, kept, b, h, qc, kvc, args, lane);
+#else
+          (void)dsm; (void)raw; (void)kept;
+#endif
         }
 
       // dV += Pᵀ dO, dK += dSᵀ Q
@@ -553,6 +676,12 @@ __device__ __forceinline__ void flash_bwd_dq(const FlashBwdParams& p) {
   FLEXATTN_BWD_KERNEL_CFG_(NAME, ::flexattn::flash_bwd::DqConfig<HEAD_DIM>,                  \
       (::flexattn::flash_bwd::flash_bwd_dq<::flexattn::flash_bwd::DqConfig<HEAD_DIM>,        \
           ::flexattn::tiles::DTYPE, ::flexattn::flash::MODE>(p)))
+
+// The gradFor reduce (FLEX_GRAD_SITES > 0: only in a generated module with gradFor).
+#define FLEXATTN_BWD_GRAD_REDUCE_KERNEL(NAME)                                                  \
+  FLEXATTN_BWD_KERNEL_CFG_(NAME, ::flexattn::flash_bwd::GradReduceConfig,                        \
+      (::flexattn::flash_bwd::flash_bwd_grad_reduce<::flexattn::flash_bwd::BwdTile<32>::kWarps,  \
+          ::flexattn::flash_bwd::BwdTile<32>::kBlockN>(p)))
 
 #define FLEXATTN_BWD_DENSE_VARIANTS(HEAD_DIM, DTYPE)                                                   \
   FLEXATTN_BWD_PRE_KERNEL(flexattn_bwd_pre_d##HEAD_DIM##_##DTYPE, HEAD_DIM, DTYPE)                     \
