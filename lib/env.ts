@@ -71,6 +71,10 @@ export const ENV_SWITCHES: readonly EnvSwitch[] = Object.freeze([
     meaning: '`0`: document masks keep the uniform query-tile grid, no segmented grid (`0`/`1`; any other value is an `InvalidArgumentError`).' },
   { name: 'FLEXATTN_DECODE', scope: 'runtime', readBy: 'js', default: '`1`',
     meaning: '`0`: `flexAttention` and `scaledDotProductAttention` with at most 16 query tokens keep the forward kernels instead of the decode kernel (`0`/`1`; any other value is an `InvalidArgumentError`).' },
+  { name: 'FLEXATTN_UNVERIFIED_GPU_PATHS', scope: 'runtime', readBy: 'js', default: '`0`',
+    meaning: '`1`: enable the CUDA code paths that have been written and tested on the CPU side but not yet run on a GPU ' +
+      '(listed in the README\'s "Not yet verified on a GPU"); without it they raise a `NotImplementedError` that names this switch ' +
+      '(`0`/`1`; any other value is an `InvalidArgumentError`). For the project\'s own verification runs.' },
   { name: 'FLEXATTN_ARCHS', scope: 'build', readBy: 'script', default: '`80;86;89;90a`',
     meaning: 'GPU architectures whose dense kernels the source build precompiles with nvcc (a CMake list).' },
   { name: 'FLEXATTN_NVCC', scope: 'build', readBy: 'script', default: '`nvcc` on `PATH`, then `/usr/local/cuda/bin/nvcc`',

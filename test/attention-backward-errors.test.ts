@@ -112,8 +112,23 @@ describe('backends', () => {
     const t = (dtype: string, D = 64, s3 = 1) => ({ ...fakeCuda, dtype, shape: [1, 2, 5, D], strides: [640, 320, 64, s3] }) as unknown as Tensor;
     const gpu = (q: Tensor, extra: object = {}) => ({ dims: { ...dims, D: q.shape[3]!, Dv: q.shape[3]! }, tensors: { q }, ...extra });
     const bf = t('bf16');
-    // gradFor runs on CUDA (its partial-buffer bound is planGradFor's, test/gradfor-plan.test.ts).
-    expect(backwardBackend(undefined, bf, 'flexAttentionBackward', gpu(bf, { gradFor: [bf] }))).toBe('cuda');
+    // gradFor on CUDA: off until its kernels have run on a GPU (FLEXATTN_UNVERIFIED_GPU_PATHS=1 enables them);
+    // its partial-buffer bound is planGradFor's (test/gradfor-plan.test.ts).
+    const saved = process.env.FLEXATTN_UNVERIFIED_GPU_PATHS;
+    try {
+      delete process.env.FLEXATTN_UNVERIFIED_GPU_PATHS;
+      let e: unknown;
+      try { backwardBackend(undefined, bf, 'flexAttentionBackward', gpu(bf, { gradFor: [bf] })); } catch (x) { e = x; }
+      expect(e).toBeInstanceOf(NotImplementedError);
+      expect((e as NotImplementedError).code).toBe('ERR_FLEXATTN_NOT_IMPLEMENTED');
+      expect((e as Error).message).toMatch(/gradFor.*not yet been run on a GPU.*backend: 'cpu'.*FLEXATTN_UNVERIFIED_GPU_PATHS=1/);
+      process.env.FLEXATTN_UNVERIFIED_GPU_PATHS = '1';
+      expect(backwardBackend(undefined, bf, 'flexAttentionBackward', gpu(bf, { gradFor: [bf] }))).toBe('cuda');
+      process.env.FLEXATTN_UNVERIFIED_GPU_PATHS = 'yes';
+      expect(() => backwardBackend(undefined, bf, 'flexAttentionBackward', gpu(bf, { gradFor: [bf] }))).toThrow(/FLEXATTN_UNVERIFIED_GPU_PATHS/);
+    } finally {
+      if (saved === undefined) delete process.env.FLEXATTN_UNVERIFIED_GPU_PATHS; else process.env.FLEXATTN_UNVERIFIED_GPU_PATHS = saved;
+    }
     expect(() => backwardBackend(undefined, t('f32'), 'x', gpu(t('f32')))).toThrow(DTypeError);
     const d256 = t('bf16', 256);
     expect(() => backwardBackend(undefined, d256, 'x', gpu(d256))).toThrow(/head dimension 256/);

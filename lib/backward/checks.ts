@@ -7,6 +7,7 @@
  */
 import { DTypeError, DeviceError, InvalidArgumentError, ShapeError } from '../errors.js';
 import { describeValue } from '../messages.js';
+import { requireVerifiedGpuPath } from '../cuda/switches.js';
 import type { MaskMod, ScoreMod } from '../mods/index.js';
 import { Tensor } from '../tensor.js';
 import { checkBool, checkKeys, checkQkv, checkTensor, resolveBackend, type QkvDims } from '../validate.js';
@@ -69,13 +70,15 @@ export function checkGradFor(gradFor: unknown, scoreMod: ScoreMod | undefined, m
  * The backend a backward call runs on: where q lives unless `backend` says
  * otherwise (`'cpu'` with CUDA tensors runs the CPU reference on host copies).
  * On CUDA, what the kernels do not have is a typed error here, at the call:
- * everything checkBackwardGpu refuses (dtype, head dim, block sizes, strides).
+ * everything checkBackwardGpu refuses (dtype, head dim, block sizes, strides),
+ * and `gradFor` until its CUDA path has run on a GPU (requireVerifiedGpuPath).
  * (`gradFor`'s partial-buffer bound is checked by the op, planGradFor.)
  */
 export function backwardBackend(backend: unknown, q: Tensor, op: string, gpu?: { dims: QkvDims; tensors: Record<string, Tensor>;
   blockMask?: BlockMask | undefined; gradFor?: readonly Tensor[] }, arg = 'options.backend'): 'cuda' | 'cpu' {
   const b = resolveBackendNamed(backend, q, arg);
   if (b === 'cuda' && gpu) {
+    if (gpu.gradFor && gpu.gradFor.length > 0) requireVerifiedGpuPath(`${op}: gradFor (captured-tensor gradients)`);
     checkBackwardGpu(q, gpu.dims, gpu.blockMask, gpu.tensors);
   }
   return b;

@@ -6,7 +6,7 @@
  * Internal: not exported from the package.
  * @module
  */
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import { envSwitch } from '../env.js';
 import type { PlanSwitches } from './plan.js';
 
@@ -32,4 +32,18 @@ export function planSwitches(): PlanSwitches {
 /** Whether small-Sq flex / SDPA calls may take the decode kernel (`FLEXATTN_DECODE`, read at each call). */
 export function decodeEnabled(): boolean {
   return oneOf('FLEXATTN_DECODE', envSwitch('FLEXATTN_DECODE'), ['0', '1']) !== '0';
+}
+
+/**
+ * Guards a CUDA code path that is written and tested on the CPU side but has
+ * not yet run on a GPU: without `FLEXATTN_UNVERIFIED_GPU_PATHS=1` it throws a
+ * NotImplementedError naming `what` and the switch, so no unverified kernel
+ * can give a wrong answer by default. Read at each call. Each guarded path is
+ * listed in the README ("Not yet verified on a GPU"); the guard comes off a
+ * path in the commit that records its GPU run.
+ */
+export function requireVerifiedGpuPath(what: string): void {
+  if (oneOf('FLEXATTN_UNVERIFIED_GPU_PATHS', envSwitch('FLEXATTN_UNVERIFIED_GPU_PATHS'), ['0', '1']) === '1') return;
+  throw new NotImplementedError(`${what} on CUDA has not yet been run on a GPU, so it is off by default; ` +
+    'the CPU backend (backend: \'cpu\') computes it, and FLEXATTN_UNVERIFIED_GPU_PATHS=1 enables the CUDA path for verification runs');
 }

@@ -14,6 +14,10 @@ import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../../
 import { describeGpu } from '../gpu-gate.js';
 import { randnArray, rejection, relError } from '../reference.js';
 
+// The CUDA gradFor path is off by default until a GPU run has verified it (lib/cuda/switches.ts,
+// requireVerifiedGpuPath); this suite is that verification, so it turns the path on for itself.
+process.env.FLEXATTN_UNVERIFIED_GPU_PATHS ??= '1';
+
 const gpu = { device: 'cuda:0' as const };
 const cpu = { device: 'cpu' as const };
 const T = 240_000;
