@@ -68,7 +68,8 @@ function child(body: string, env: Record<string, string | undefined>): any {
     process.stdout.write(JSON.stringify(out));
   });`;
   const base: Record<string, string | undefined> = { ...process.env };
-  for (const k of ['FLEXATTN_NCCL', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYTHONPATH', 'LD_LIBRARY_PATH']) delete base[k];
+  // The Python-wheel roots the search reads (LD_LIBRARY_PATH stays: the driver may need it).
+  for (const k of ['FLEXATTN_NCCL', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYTHONPATH']) delete base[k];
   const r = spawnSync(process.execPath, ['-e', script], {
     cwd: packageRoot, encoding: 'utf8', timeout: 60_000, env: { ...base, ...env } as NodeJS.ProcessEnv,
   });

@@ -66,6 +66,11 @@ struct CallEvents {
   }
 };
 
+// On the communicator's thread NCCL switches devices itself (cudaSetDevice), so
+// Device::MakeCurrent's per-thread cache of the current context cannot be
+// trusted there: set the context every time.
+void SetCurrent(const Device* d) { cu::Check(cu::Drv().cuCtxSetCurrent(d->ctx), "cuCtxSetCurrent (NCCL thread)"); }
+
 // One operand of a transfer: a device address range of a DeviceBuffer.
 struct Span {
   cu::CUdeviceptr ptr = 0;
@@ -118,7 +123,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
         env,
         [this, &api, byId, uid, rank] {
           if (byId) {
-            devs_[0]->MakeCurrent();
+            SetCurrent(devs_[0]);  // ncclCommInitRank takes the current device
             nccl::Check(api.ncclCommInitRank(&comms_[0], size_, uid, rank),
                         "ncclCommInitRank(rank " + std::to_string(rank) + " of " + std::to_string(size_) + ")");
           } else {
@@ -149,7 +154,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
     std::vector<Device*> devs = devs_;
     return [api, comms, streams, devs] {
       for (size_t i = 0; i < comms.size(); i++) {
-        devs[i]->MakeCurrent();
+        SetCurrent(devs[i]);
         if (api && comms[i]) nccl::Check(api->ncclCommDestroy(comms[i]), "ncclCommDestroy");
         cu::Drv().cuStreamDestroy(streams[i]);
       }
@@ -221,7 +226,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
             nccl::ncclResult_t async = nccl::ncclSuccess;
             nccl::Check(api.ncclCommGetAsyncError(comms_[i], &async), "ncclCommGetAsyncError", comms_[i]);
             nccl::Check(async, what + " (an earlier NCCL operation failed)", comms_[i]);
-            devs_[i]->MakeCurrent();
+            SetCurrent(devs_[i]);
             cu::Check(d.cuStreamWaitEvent(streams_[i], ev->ready[i], 0), "cuStreamWaitEvent (NCCL stream)");
           }
           nccl::Check(api.ncclGroupStart(), "ncclGroupStart");
@@ -233,7 +238,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
           }
           nccl::Check(api.ncclGroupEnd(), "ncclGroupEnd (" + what + ")", comms_.size() == 1 ? comms_[0] : nullptr);
           for (size_t i = 0; i < comms_.size(); i++) {
-            devs_[i]->MakeCurrent();
+            SetCurrent(devs_[i]);
             cu::Check(d.cuEventRecord(ev->done[i], streams_[i]), "cuEventRecord (after NCCL)");
           }
         },
@@ -343,7 +348,14 @@ Napi::Value NcclStatus(const Napi::CallbackInfo& info) {
 Napi::Value GetUniqueId(const Napi::CallbackInfo& info) {
   const nccl::Api& api = nccl::Nccl();
   nccl::ncclUniqueId id{};
-  nccl::Check(api.ncclGetUniqueId(&id), "ncclGetUniqueId");
+  // NCCL may initialize the CUDA runtime here and make a context current on
+  // this (the JS) thread: put back the one Device::MakeCurrent believes is current.
+  const cu::Driver* d = cu::TryDrv(nullptr);
+  cu::CUcontext before = nullptr;
+  if (d) d->cuCtxGetCurrent(&before);
+  nccl::ncclResult_t r = api.ncclGetUniqueId(&id);
+  if (d) d->cuCtxSetCurrent(before);
+  nccl::Check(r, "ncclGetUniqueId");
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), nccl::kUniqueIdBytes);
   std::memcpy(ab.Data(), id.internal, nccl::kUniqueIdBytes);
   return ab;
