@@ -52,6 +52,22 @@ std::vector<int> ArgIntArray(const Napi::Value& v, const char* name) {
   return out;
 }
 
+// Byte offsets (below 2^53: any buffer size).
+std::vector<int64_t> ArgOffsets(const Napi::Value& v, const char* name) {
+  if (!v.IsArray()) ThrowInvalidArgument(name, "an array of byte offsets", DescribeValue(v));
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<int64_t> out;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value x = a.Get(i);
+    double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
+    if (!x.IsNumber() || !(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 9007199254740992.0) {
+      ThrowInvalidArgument(std::string(name) + "[" + std::to_string(i) + "]", "a non-negative integer", DescribeValue(x));
+    }
+    out.push_back(static_cast<int64_t>(d));
+  }
+  return out;
+}
+
 // Events recorded per call; destroyed on the JS thread once the compute stream waits on them.
 struct CallEvents {
   std::vector<cu::CUevent> ready, done;
@@ -180,7 +196,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
       ThrowInvalidArgument(arg, "an array of " + std::to_string(devices_.size()) + " device buffers (one per local rank)",
                            DescribeValue(bufs));
     }
-    std::vector<int> off = ArgIntArray(offs, "byteOffsets");
+    std::vector<int64_t> off = ArgOffsets(offs, "byteOffsets");
     std::vector<Span> out;
     for (uint32_t i = 0; i < devices_.size(); i++) {
       std::string name = std::string(arg) + "[" + std::to_string(i) + "]";
