@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { deviceInfo, cudaAvailable, type DeviceInfo } from './device.js';
 import { native, packageRoot } from './native.js';
+import { ncclInfo } from './parallel/nccl.js';
 import { Tensor, manualSeed } from './tensor.js';
 import { scaledDotProductAttention } from './sdpa.js';
 
@@ -137,6 +138,10 @@ function info(): number {
     lines.push(`gpu         none${d.driverLoaded ? ' (driver loaded but no device visible; check CUDA_VISIBLE_DEVICES)' : ''}`);
   }
   lines.push(d.nvrtcLoaded ? `nvrtc       ${d.nvrtcPath} (version ${d.nvrtcVersion})` : `nvrtc       MISSING: ${d.nvrtcError}`);
+  const n = ncclInfo();
+  lines.push(n.loaded ? `nccl        ${n.path} (version ${n.version})`
+    : `nccl        not loaded (needed only for several GPUs): ${n.error.split('\n')[0]!.replace(/^flexattn: /, '')}` +
+      (/could not be loaded/.test(n.error) ? ' (`pip install nvidia-nccl-cu13` or set FLEXATTN_NCCL)' : ''));
   lines.push(`cache       ${cacheDir()}`);
   if (!cudaAvailable()) {
     lines.push('');
@@ -171,6 +176,7 @@ function infoJson(): number {
     driverCudaVersion: driverCudaVersion(d) || null,
     cacheDir: d.addonLoaded ? cacheDir() : null,
     deviceInfo: d,
+    nccl: ncclInfo(),
   };
   console.log(JSON.stringify(out, null, 2));
   return d.addonLoaded ? 0 : 1;

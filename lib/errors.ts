@@ -44,11 +44,11 @@ export class DTypeError extends InvalidArgumentError {}
 /** Tensors are on different devices, or on a device that does not exist. */
 export class DeviceError extends InvalidArgumentError {}
 
-/** A tensor was used after `dispose()`. */
+/** A tensor (or another disposable object, named by `what`) was used after `dispose()`. */
 export class DisposedError extends FlexAttnError {
   readonly argument: string;
-  constructor(argument: string) {
-    super(`${argument}: tensor was used after dispose()`);
+  constructor(argument: string, what = 'tensor') {
+    super(`${argument}: ${what} was used after dispose()`);
     this.argument = argument;
   }
 }
@@ -178,6 +178,56 @@ export class GraphCaptureError extends FlexAttnError {}
  */
 export class GraphReplayError extends FlexAttnError {}
 
+/**
+ * NCCL (libnccl.so.2) was not found where flexattn looks for it, or
+ * `FLEXATTN_NCCL` names a file that does not load or is not NCCL. The message
+ * lists every place searched and how to install it
+ * (`pip install nvidia-nccl-cu13`, or set `FLEXATTN_NCCL`).
+ */
+export class NcclUnavailableError extends FlexAttnError {}
+
+/** The NCCL found is older than the 2.18 flexattn needs; `version` is what it reported. */
+export class NcclVersionError extends NcclUnavailableError {
+  /** The version the library reported, e.g. `"2.17.1"`. */
+  readonly version: string;
+  /** The library's path. */
+  readonly path: string;
+  constructor(message: string, version = '', path = '') {
+    super(message);
+    this.version = version;
+    this.path = path;
+  }
+}
+
+/** The NCCL found lacks a function flexattn calls (a damaged or partial library). */
+export class NcclSymbolError extends NcclUnavailableError {
+  /** The missing symbols, comma-separated. */
+  readonly symbols: string;
+  readonly path: string;
+  constructor(message: string, symbols = '', path = '') {
+    super(message);
+    this.symbols = symbols;
+    this.path = path;
+  }
+}
+
+/**
+ * An NCCL call failed. `call` names it (e.g. `'ncclCommInitRank'`),
+ * `ncclResult` is the result code's name (e.g. `'ncclInvalidUsage'`) and
+ * `detail` NCCL's own text (ncclGetErrorString and ncclGetLastError).
+ */
+export class NcclError extends FlexAttnError {
+  readonly call: string;
+  readonly ncclResult: string;
+  readonly detail: string;
+  constructor(message: string, call = '', ncclResult = '', detail = '') {
+    super(message);
+    this.call = call;
+    this.ncclResult = ncclResult;
+    this.detail = detail;
+  }
+}
+
 /** Something inside flexattn failed that should not have: a bug; please report it. */
 export class InternalError extends FlexAttnError {}
 
@@ -207,6 +257,10 @@ export const ERROR_CODES = {
   ERR_FLEXATTN_KV_CACHE_FULL: 'KvCacheFullError',
   ERR_FLEXATTN_GRAPH_CAPTURE: 'GraphCaptureError',
   ERR_FLEXATTN_GRAPH_REPLAY: 'GraphReplayError',
+  ERR_FLEXATTN_NCCL_UNAVAILABLE: 'NcclUnavailableError',
+  ERR_FLEXATTN_NCCL_VERSION: 'NcclVersionError',
+  ERR_FLEXATTN_NCCL_SYMBOL: 'NcclSymbolError',
+  ERR_FLEXATTN_NCCL: 'NcclError',
 } as const;
 
 /** A stable error code (a key of {@link ERROR_CODES}). */

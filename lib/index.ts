@@ -50,3 +50,8 @@ export {
 export { pagedAttention, type PagedAttentionOptions } from './serving/paged-attention.js';
 export { captureGraph, CudaGraph, type CaptureGraphOptions, type ReplayOptions } from './serving/graph.js';
 export { varlenAttention, type VarlenAttentionOptions, type CuSeqlens } from './serving/varlen-attention.js';
+export type { Transport } from './parallel/transport.js';
+export {
+  createCommunicator, Communicator, type CreateCommunicatorOptions, type TransferOptions,
+} from './parallel/communicator.js';
+export { ncclInfo, ncclUniqueId, type NcclInfo } from './parallel/nccl.js';

@@ -188,6 +188,29 @@ export interface NativeGraphHandle {
   dispose(): void;
 }
 
+/** What the addon's NCCL loader found (native/cuda/nccl.cc); loading it never throws. */
+export interface NativeNcclStatus {
+  loaded: boolean;
+  path: string;
+  /** e.g. "2.21.5"; '' when not loaded. */
+  version: string;
+  error: string;
+  /** The typed error (NcclUnavailableError, NcclVersionError or NcclSymbolError) when not loaded. */
+  errorObject?: Error;
+}
+
+/** One process's NCCL communicator(s) (native/runtime/nccl_comm.cc). Byte offsets and counts. */
+export interface NativeNcclComm {
+  /** Every local rank i sends bytes of send[i] to rank ranks[i]+1 and receives from ranks[i]-1 (mod size). */
+  ringShift(send: NativeDeviceBuffer[], sendOffsets: number[], recv: NativeDeviceBuffer[], recvOffsets: number[],
+    bytes: number, ranks: number[]): Promise<void>;
+  /** output[i][r * bytes, (r + 1) * bytes) receives rank r's input. */
+  allGather(input: NativeDeviceBuffer[], inputOffsets: number[], output: NativeDeviceBuffer[], outputOffsets: number[],
+    bytes: number): Promise<void>;
+  /** ncclCommDestroy on the communicator's thread, after the work queued before it. Idempotent. */
+  destroy(): Promise<void>;
+}
+
 /** Everything the addon exports. */
 export interface NativeAddon {
   abiVersion: number;
@@ -210,6 +233,13 @@ export interface NativeAddon {
   synchronize(device: number): Promise<void>;
   memoryStats(device: number): NativeMemoryStats;
   emptyCache(device: number): void;
+
+  // native/runtime/nccl_comm.cc (lib/parallel)
+  ncclStatus(): NativeNcclStatus;
+  /** 128 bytes from ncclGetUniqueId. */
+  ncclGetUniqueId(): ArrayBuffer;
+  /** Without uniqueId: ncclCommInitAll over devices (size = devices.length, rank 0); with it: ncclCommInitRank. */
+  ncclCommCreate(devices: number[], size: number, rank: number, uniqueId: Uint8Array | null): Promise<NativeNcclComm>;
 
   // native/runtime/graph.cc: CUDA graph capture (lib/serving/graph.ts)
   /** Starts capturing the device's stream (relaxed mode); returns the capture id. */

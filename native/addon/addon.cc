@@ -1,5 +1,6 @@
 // Node-API module entry. Loading the addon never touches CUDA: the driver
-// and NVRTC are dlopen'ed on first GPU use (native/cuda/driver.cc).
+// and NVRTC are dlopen'ed on first GPU use (native/cuda/driver.cc), NCCL on
+// first communicator use (native/cuda/nccl.cc).
 #include "addon/addon.h"
 
 namespace flexattn {
@@ -11,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterTensorKernels(env, exports);
   RegisterJit(env, exports);
   RegisterKernels(env, exports);
+  RegisterNccl(env, exports);
   RegisterCpu(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;

@@ -11,6 +11,7 @@ void RegisterGraphs(Napi::Env env, Napi::Object exports);   // native/runtime/gr
 void RegisterTensorKernels(Napi::Env env, Napi::Object exports);  // native/addon: randn, castStrided (runtime + jit)
 void RegisterJit(Napi::Env env, Napi::Object exports);      // native/jit: NVRTC compile + kernel cache
 void RegisterKernels(Napi::Env env, Napi::Object exports);  // native/jit: kernel handles for the attention ops
+void RegisterNccl(Napi::Env env, Napi::Object exports);     // native/runtime/nccl_comm.cc: NCCL communicator
 void RegisterCpu(Napi::Env env, Napi::Object exports);      // native/cpu: reference attention
 
 }  // namespace flexattn

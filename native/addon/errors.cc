@@ -34,6 +34,10 @@ const char* ClassName(ErrKind k) {
     case ErrKind::kDisposed: return "DisposedError";
     case ErrKind::kInternal: return "InternalError";
     case ErrKind::kGraphCapture: return "GraphCaptureError";
+    case ErrKind::kNcclUnavailable: return "NcclUnavailableError";
+    case ErrKind::kNcclVersion: return "NcclVersionError";
+    case ErrKind::kNcclSymbol: return "NcclSymbolError";
+    case ErrKind::kNccl: return "NcclError";
     default: return "FlexAttnError";
   }
 }
@@ -51,6 +55,10 @@ const char* CodeOf(ErrKind k) {
     case ErrKind::kDisposed: return "ERR_FLEXATTN_DISPOSED";
     case ErrKind::kInternal: return "ERR_FLEXATTN_INTERNAL";
     case ErrKind::kGraphCapture: return "ERR_FLEXATTN_GRAPH_CAPTURE";
+    case ErrKind::kNcclUnavailable: return "ERR_FLEXATTN_NCCL_UNAVAILABLE";
+    case ErrKind::kNcclVersion: return "ERR_FLEXATTN_NCCL_VERSION";
+    case ErrKind::kNcclSymbol: return "ERR_FLEXATTN_NCCL_SYMBOL";
+    case ErrKind::kNccl: return "ERR_FLEXATTN_NCCL";
     default: return "ERR_FLEXATTN";
   }
 }
@@ -99,6 +107,9 @@ Napi::Error ToJsError(Napi::Env env, const NativeError& e) {
     case ErrKind::kInvalidArgument:
     case ErrKind::kDevice: args = {S(e.a), S(e.b), S(e.c)}; break;
     case ErrKind::kDisposed: args = {S(e.a)}; break;
+    case ErrKind::kNcclVersion:
+    case ErrKind::kNcclSymbol: args = {S(e.message), S(e.a), S(e.b)}; break;
+    case ErrKind::kNccl: args = {S(e.message), S(e.a), S(e.b), S(e.c)}; break;
     default: args = {S(e.message)}; break;
   }
   Napi::Function ctor = FindClass(env, ClassName(e.kind));
@@ -125,6 +136,9 @@ Napi::Error ToJsError(Napi::Env env, const NativeError& e) {
     case ErrKind::kDevice:
       err.Set("argument", S(e.a)); err.Set("expected", S(e.b)); err.Set("received", S(e.c)); break;
     case ErrKind::kDisposed: err.Set("argument", S(e.a)); break;
+    case ErrKind::kNcclVersion: err.Set("version", S(e.a)); err.Set("path", S(e.b)); break;
+    case ErrKind::kNcclSymbol: err.Set("symbols", S(e.a)); err.Set("path", S(e.b)); break;
+    case ErrKind::kNccl: err.Set("call", S(e.a)); err.Set("ncclResult", S(e.b)); err.Set("detail", S(e.c)); break;
     default: break;
   }
   return err;

@@ -21,6 +21,10 @@ enum class ErrKind {
   kDisposed,          // DisposedError(argument)
   kInternal,          // InternalError(message): a bug in flexattn
   kGraphCapture,      // GraphCaptureError(message): not allowed while a CUDA graph is captured
+  kNcclUnavailable,   // NcclUnavailableError(message): no usable libnccl found
+  kNcclVersion,       // NcclVersionError(message, version, path): libnccl older than 2.18
+  kNcclSymbol,        // NcclSymbolError(message, symbols, path): libnccl lacks a symbol
+  kNccl,              // NcclError(message, call, result, detail): an NCCL call failed
 };
 
 struct NativeError : std::exception {
@@ -29,7 +33,9 @@ struct NativeError : std::exception {
   // Constructor arguments after `message` (meaning depends on kind):
   // kCuda/kOutOfMemory: a=code b=call c=remedy; kCudaUnavailable: a=details;
   // kCompile: a=source b=log; kInvalidArgument/kDevice: a=argument
-  // b=expected c=received (message unused); kDisposed: a=argument.
+  // b=expected c=received (message unused); kDisposed: a=argument;
+  // kNcclVersion: a=version b=path; kNcclSymbol: a=symbols b=path;
+  // kNccl: a=call b=result name c=detail.
   std::string a, b, c;
   NativeError() = default;
   NativeError(ErrKind k, std::string msg, std::string a_ = "", std::string b_ = "", std::string c_ = "")
