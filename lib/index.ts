@@ -50,3 +50,8 @@ export {
 export { pagedAttention, type PagedAttentionOptions } from './serving/paged-attention.js';
 export { captureGraph, CudaGraph, type CaptureGraphOptions, type ReplayOptions } from './serving/graph.js';
 export { varlenAttention, type VarlenAttentionOptions, type CuSeqlens } from './serving/varlen-attention.js';
+export {
+  createVirtualTransport, shardSequence, unshardSequence, shardSegments, shardPositions, chunkCount, contextParallelAttention,
+  type Transport, type VirtualTransportOptions, type ShardLayout, type ShardSegment, type ShardOptions,
+  type ContextParallelOptions, type ContextParallelResult,
+} from './parallel/index.js';
