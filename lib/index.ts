@@ -54,4 +54,5 @@ export {
   createVirtualTransport, shardSequence, unshardSequence, shardSegments, shardPositions, chunkCount, contextParallelAttention,
   type Transport, type VirtualTransportOptions, type ShardLayout, type ShardSegment, type ShardOptions,
   type ContextParallelOptions, type ContextParallelResult,
+  ShardedKvCache, shardedPagedAttention, type ShardedKvCacheOptions, type ShardedSequenceId, type ShardedPagedAttentionOptions,
 } from './parallel/index.js';

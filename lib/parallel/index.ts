@@ -10,3 +10,6 @@ export {
   type ShardLayout, type ShardSegment, type ShardOptions,
 } from './shard.js';
 export { contextParallelAttention, type ContextParallelOptions, type ContextParallelResult } from './context-parallel.js';
+export {
+  ShardedKvCache, shardedPagedAttention, type ShardedKvCacheOptions, type ShardedSequenceId, type ShardedPagedAttentionOptions,
+} from './sharded-kv.js';
