@@ -141,3 +141,26 @@ describe('contextParallelAttention: bad input', () => {
     await expect(contextParallelAttention([a, b], [a, b], [a, b], { transport: fake as never })).rejects.toThrow(DeviceError);
   });
 });
+
+describe('createVirtualTransport', () => {
+  const f = (xs: number[], shape = [xs.length]) => Tensor.fromHost(Float32Array.from(xs), shape, 'f32', cpu);
+  it('ringShift: rank r receives what rank r-1 sent; allGather in rank order', async () => {
+    const t = createVirtualTransport({ size: 3, device: 'cpu' });
+    expect(t.kind).toBe('virtual');
+    expect(t.localRanks).toEqual([0, 1, 2]);
+    const send = [f([1, 2]), f([3, 4]), f([5, 6])];
+    const recv = [0, 1, 2].map(() => Tensor.zeros([2], 'f32', cpu));
+    await t.ringShift(send, recv);
+    expect(await Promise.all(recv.map(async (x) => Array.from(await x.toFloat32())))).toEqual([[5, 6], [1, 2], [3, 4]]);
+    const out = [0, 1, 2].map(() => Tensor.zeros([6], 'f32', cpu));
+    await t.allGather(send, out);
+    for (const o of out) expect(Array.from(await o.toFloat32())).toEqual([1, 2, 3, 4, 5, 6]);
+    await expect(t.ringShift(send, [recv[0]!, recv[1]!, send[0]!])).rejects.toThrow(InvalidArgumentError);
+    await expect(t.ringShift(send, recv.slice(0, 2))).rejects.toThrow(/3 tensors/);
+    await expect(t.allGather(send, [f([0, 0, 0, 0, 0]), out[1]!, out[2]!])).rejects.toThrow(ShapeError);
+    await expect(t.ringShift(send, [0, 1, 2].map(() => Tensor.zeros([2, 2], 'f32', cpu).select(1, 0)))).rejects.toThrow(/contiguous/);
+    t.dispose();
+    await expect(t.ringShift(send, recv)).rejects.toThrow(/dispose/);
+    expect(() => createVirtualTransport({ size: 0, device: 'cpu' })).toThrow(InvalidArgumentError);
+  });
+});

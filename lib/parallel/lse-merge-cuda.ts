@@ -16,7 +16,6 @@ import { InternalError } from '../errors.js';
 import { loadKernel, loadedKernel, type KernelEntry, type KernelSpec } from '../jit.js';
 import { ptr } from '../cuda/mod-code.js';
 import type { Tensor } from '../tensor.js';
-import type { Partial } from './lse-merge.js';
 
 const KERNEL = 'flexattn_lse_merge';
 const PARAM_BYTES = 120;
@@ -93,7 +92,7 @@ export function lseMergeKernel(device: number): Promise<KernelEntry> {
 export const lseMergeSource = SOURCE;
 
 /** @internal Enqueues the merge of `p` into `acc`/`accLse` (the kernel must be loaded: {@link lseMergeKernel}). */
-export function launchLseMerge(acc: Tensor, accLse: Tensor, p: Partial): void {
+export function launchLseMerge(acc: Tensor, accLse: Tensor, p: { out: Tensor; lse: Tensor; rowOffset: number }): void {
   const entry = loadedKernel(acc.deviceIndex, KERNEL);
   if (!entry) throw new InternalError('the LSE merge kernel was not loaded before its launch (await lseMergeKernel first)');
   if (entry.cfg.paramBytes !== PARAM_BYTES) throw new InternalError(`LSE merge parameter block: kernel ${entry.cfg.paramBytes} bytes, packer ${PARAM_BYTES}`);

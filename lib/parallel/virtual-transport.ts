@@ -70,6 +70,7 @@ class VirtualTransport implements Transport {
     for (let r = 0; r < G; r++) {
       const s = send[(r - 1 + G) % G]!;
       checkSame(recv[r]!, s, `recv[${r}]`, `send[${(r - 1 + G) % G}]`);
+      if (!recv[r]!.isContiguous) throw new InvalidArgumentError(`recv[${r}]`, 'a contiguous tensor', 'a strided view');
       checkDistinct(recv[r]!, send, `recv[${r}]`, 'send');
     }
     for (let r = 0; r < G; r++) recv[r]!.copyFrom(send[(r - 1 + G) % G]!);
