@@ -12,7 +12,7 @@ import { randnArray } from './reference.js';
 const cpu = { device: 'cpu' as const };
 
 interface Case {
-  B?: number; Hq?: number; Hkv?: number; S: number; D?: number; dtype?: 'f32' | 'bf16';
+  B?: number; Hq?: number; Hkv?: number; S: number; Skv?: number; D?: number; dtype?: 'f32' | 'bf16';
   isCausal?: boolean; maskMod?: MaskMod; scoreMod?: ScoreMod; layout?: ShardLayout; params?: Record<string, number>;
 }
 
@@ -28,14 +28,14 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 
 async function check(G: number, c: Case): Promise<void> {
-  const B = c.B ?? 1, Hq = c.Hq ?? 2, Hkv = c.Hkv ?? Hq, S = c.S, D = c.D ?? 16, dtype = c.dtype ?? 'f32';
+  const B = c.B ?? 1, Hq = c.Hq ?? 2, Hkv = c.Hkv ?? Hq, S = c.S, Skv = c.Skv ?? c.S, D = c.D ?? 16, dtype = c.dtype ?? 'f32';
   const seed = G * 100 + S;
   const q = Tensor.fromHost(randnArray(B * Hq * S * D, seed), [B, Hq, S, D], dtype, cpu);
-  const k = Tensor.fromHost(randnArray(B * Hkv * S * D, seed + 1), [B, Hkv, S, D], dtype, cpu);
-  const v = Tensor.fromHost(randnArray(B * Hkv * S * D, seed + 2), [B, Hkv, S, D], dtype, cpu);
+  const k = Tensor.fromHost(randnArray(B * Hkv * Skv * D, seed + 1), [B, Hkv, Skv, D], dtype, cpu);
+  const v = Tensor.fromHost(randnArray(B * Hkv * Skv * D, seed + 2), [B, Hkv, Skv, D], dtype, cpu);
   const mask = c.isCausal && c.maskMod ? andMasks(causal(), c.maskMod) : c.isCausal ? causal() : c.maskMod;
   const enableGQA = Hq !== Hkv;
-  const bm = mask ? await createBlockMask(mask, B, Hq, S, S, { device: 'cpu', ...(c.params ? { params: c.params } : {}) }) : undefined;
+  const bm = mask ? await createBlockMask(mask, B, Hq, S, Skv, { device: 'cpu', ...(c.params ? { params: c.params } : {}) }) : undefined;
   const ref = await flexAttention(q, k, v, {
     returnLse: true, enableGQA, ...(bm ? { blockMask: bm } : {}), ...(c.scoreMod ? { scoreMod: c.scoreMod } : {}),
     ...(c.params ? { params: c.params } : {}),
@@ -91,6 +91,14 @@ describe('contextParallelAttention on virtual ranks (CPU) equals flexAttention',
         const band = maskMod(({ q, kv }) => kv.ge(q.sub(param('w', 'int'))).and(kv.mod(3).ne(1)));
         const rel = scoreMod(({ score, q, kv }) => score.add(q.sub(kv).toFloat().mul(0.01)));
         await check(G, { S: 24, maskMod: band, scoreMod: rel, params: { w: 9 } });
+      });
+      it('cross-attention (Skv = 2·Sq), causal and not', async () => {
+        await check(G, { S: 24, Skv: 48, isCausal: true });
+        await check(G, { S: 24, Skv: 48, layout: 'contiguous', scoreMod: softcap(2) });
+      });
+      it('odd chunk lengths (contiguous S = 7G, zigzag S = 10G: chunks of 5)', async () => {
+        await check(G, { S: 7 * G, isCausal: true, layout: 'contiguous' });
+        await check(G, { S: 10 * G, isCausal: true, maskMod: slidingWindow(6) });
       });
       it('GQA (Hq = 4, Hkv = 2), causal; head dim 32', async () => {
         await check(G, { S: 24, Hq: 4, Hkv: 2, isCausal: true, D: 32 });

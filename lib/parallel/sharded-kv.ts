@@ -129,8 +129,9 @@ export class ShardedKvCache {
 
   /**
    * Appends new tokens `k`, `v` `[T, Hkv, D]` (packed in the order of `seqs`,
-   * `options.tokens` per sequence; on local rank 0's device or the CPU) to the
-   * ranks their global positions fall on. Every local rank's cache receives
+   * `options.tokens` per sequence; on the local ranks' device, so one process
+   * driving several GPUs appends per device) to the ranks their global
+   * positions fall on. Every local rank's cache receives
    * its tokens; tokens of ranks this process does not drive are dropped (each
    * process appends the same tokens).
    */
