@@ -55,3 +55,9 @@ export {
   createCommunicator, Communicator, type CreateCommunicatorOptions, type TransferOptions,
 } from './parallel/communicator.js';
 export { ncclInfo, ncclUniqueId, type NcclInfo } from './parallel/nccl.js';
+export {
+  createVirtualTransport, shardSequence, unshardSequence, shardSegments, shardPositions, chunkCount, contextParallelAttention,
+  type VirtualTransportOptions, type ShardLayout, type ShardSegment, type ShardOptions,
+  type ContextParallelOptions, type ContextParallelResult,
+  ShardedKvCache, shardedPagedAttention, type ShardedKvCacheOptions, type ShardedSequenceId, type ShardedPagedAttentionOptions,
+} from './parallel/index.js';

@@ -66,6 +66,17 @@ const KEYS = ['seqs', 'queryTokens', 'causal', 'scoreMod', 'maskMod', 'scale', '
 export async function pagedAttention(q: Tensor, cache: KvCache, options: PagedAttentionOptions & { returnLse?: false }): Promise<Tensor>;
 export async function pagedAttention(q: Tensor, cache: KvCache, options: PagedAttentionOptions & { returnLse: true }): Promise<AttentionWithLse>;
 export async function pagedAttention(q: Tensor, cache: KvCache, options: PagedAttentionOptions): Promise<Tensor | AttentionWithLse> {
+  return pagedAttentionIn(q, cache, options, false);
+}
+
+/**
+ * @internal {@link pagedAttention}; `shortShards` lets a sequence hold fewer
+ * cached tokens than query tokens (a KV shard of a longer sequence:
+ * lib/parallel/sharded-kv.ts, which passes `causal: false` and masks by global
+ * positions itself). Query token i of such a sequence then has the mods'
+ * position n − m + i (negative where n < m), which the shard's mods shift.
+ */
+export async function pagedAttentionIn(q: Tensor, cache: KvCache, options: PagedAttentionOptions, shortShards: boolean): Promise<Tensor | AttentionWithLse> {
   if (typeof options !== 'object' || options === null) {
     throw new InvalidArgumentError('options', 'an object with seqs and queryTokens', describeValue(options));
   }
@@ -105,7 +116,7 @@ export async function pagedAttention(q: Tensor, cache: KvCache, options: PagedAt
   const tables = batch ? batch.tables() : cache.tables(seqs, queryTokens);
   const lens = tables.seqLens;
   for (let i = 0; i < lens.length; i++) {
-    if (queryTokens[i]! > lens[i]!) {
+    if (queryTokens[i]! > lens[i]! && !(shortShards && options.causal === false)) {
       throw new ShapeError(`options.queryTokens[${i}]`, `at most ${lens[i]} (the tokens cached for seqs[${i}]; append the query tokens first)`, String(queryTokens[i]));
     }
   }
