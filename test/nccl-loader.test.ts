@@ -177,9 +177,14 @@ suite('NCCL loader (stub libraries)', () => {
         catch (e) { out[lib] = err(e); }
       }
       out.gpu = m.cudaAvailable();`;
-    const old = child(body.replace("['old', 'ok']", "['old']"), { FLEXATTN_NCCL: lib.old });
+    // Real NCCL communication is off until its GPU run (lib/cuda/switches.ts requireVerifiedGpuPath).
+    const off = child(body.replace("['old', 'ok']", "['ok']"), { FLEXATTN_NCCL: lib.ok, FLEXATTN_UNVERIFIED_GPU_PATHS: '' });
+    expect(off.ok.name).toBe('NotImplementedError');
+    expect(off.ok.message).toMatch(/FLEXATTN_UNVERIFIED_GPU_PATHS=1/);
+    const on = { FLEXATTN_UNVERIFIED_GPU_PATHS: '1' };
+    const old = child(body.replace("['old', 'ok']", "['old']"), { FLEXATTN_NCCL: lib.old, ...on });
     expect(old.old.name).toBe('NcclVersionError');
-    const ok = child(body.replace("['old', 'ok']", "['ok']"), { FLEXATTN_NCCL: lib.ok });
+    const ok = child(body.replace("['old', 'ok']", "['ok']"), { FLEXATTN_NCCL: lib.ok, ...on });
     if (ok.gpu) expect(ok.ok).toBe('created');  // the stub's init "succeeds"
     else expect(ok.ok.name).toBe('CudaUnavailableError');
   });

@@ -42,8 +42,8 @@ export function decodeEnabled(): boolean {
  * listed in the README ("Not yet verified on a GPU"); the guard comes off a
  * path in the commit that records its GPU run.
  */
-export function requireVerifiedGpuPath(what: string): void {
+export function requireVerifiedGpuPath(what: string, instead = "the CPU backend (backend: 'cpu') computes it"): void {
   if (oneOf('FLEXATTN_UNVERIFIED_GPU_PATHS', envSwitch('FLEXATTN_UNVERIFIED_GPU_PATHS'), ['0', '1']) === '1') return;
   throw new NotImplementedError(`${what} on CUDA has not yet been run on a GPU, so it is off by default; ` +
-    'the CPU backend (backend: \'cpu\') computes it, and FLEXATTN_UNVERIFIED_GPU_PATHS=1 enables the CUDA path for verification runs');
+    `${instead}, and FLEXATTN_UNVERIFIED_GPU_PATHS=1 enables the CUDA path for verification runs`);
 }

@@ -16,6 +16,7 @@
  * never has NCCL create NVLink multicast (NVLS) objects.
  * @module
  */
+import { requireVerifiedGpuPath } from '../cuda/switches.js';
 import { abortable, checkSignal, throwIfAborted } from '../abort.js';
 import { parseDevice, type Device } from '../device.js';
 import { itemSize } from '../dtype.js';
@@ -117,6 +118,8 @@ export async function createCommunicator(options: CreateCommunicatorOptions): Pr
     size = indices.length;
     rank = 0;
   }
+  requireVerifiedGpuPath('createCommunicator (NCCL communication)',
+    'createVirtualTransport runs the same multi-GPU algorithms with virtual ranks in one process');
   requireNccl();
   const names = indices.map((d, i) =>
     parseDevice(`cuda:${d}`, options.devices ? `options.devices[${i}]` : 'options.device').device);

@@ -16,6 +16,7 @@
  * mask as is (an analytic block mask).
  * @module
  */
+import { requireVerifiedGpuPath } from '../cuda/switches.js';
 import { checkSignal, throwIfAborted } from '../abort.js';
 import { createBlockMask } from '../blockmask.js';
 import { DeviceError, DTypeError, InvalidArgumentError, NotImplementedError, ShapeError } from '../errors.js';
@@ -110,6 +111,8 @@ export async function contextParallelAttention(
   const qs = checkShards(qShards, 'qShards', transport), ks = checkShards(kShards, 'kShards', transport), vs = checkShards(vShards, 'vShards', transport);
   const dims = checkQkv(qs[0], ks[0], vs[0], enableGQA);
   for (let i = 1; i < n; i++) checkQkv(qs[i], ks[i], vs[i], enableGQA);
+  // Its CUDA LSE merge (lse-merge-cuda.ts) has not yet run on a GPU.
+  if (qs.some((x) => x.isCuda)) requireVerifiedGpuPath('contextParallelAttention', "virtual ranks on the CPU backend (device 'cpu') compute it");
   const scale = checkScale(options.scale, dims.D);
   const userParams = options.params ?? {};
   if (typeof userParams !== 'object' || userParams === null) throw new InvalidArgumentError('options.params', 'an object of numbers', typeof userParams);

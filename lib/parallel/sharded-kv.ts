@@ -16,6 +16,7 @@
  * all-gathered (small: T × Hq rows) and merged by LSE on every local rank.
  * @module
  */
+import { requireVerifiedGpuPath } from '../cuda/switches.js';
 import { checkSignal, throwIfAborted } from '../abort.js';
 import { DeviceError, InvalidArgumentError, ShapeError, UnknownSequenceError } from '../errors.js';
 import { describeValue } from '../messages.js';
@@ -251,6 +252,8 @@ export async function shardedPagedAttention(q: Tensor | readonly Tensor[], cache
     if (x.device !== transport.devices[i]) throw new DeviceError(Array.isArray(q) ? `q[${i}]` : 'q', `a tensor on ${transport.devices[i]} (rank ${transport.localRanks[i]}'s device)`, x.device);
     if (x.ndim !== 3 || x.shape.some((d, j) => d !== qs[0]!.shape[j])) throw new ShapeError(`q[${i}]`, `shape [${qs[0]!.shape.join(', ')}] ([T, Hq, D] on every rank)`, `[${x.shape.join(', ')}]`);
   });
+  // Its CUDA LSE merge and the shards shorter than their query tokens have not yet run on a GPU.
+  if (qs.some((x) => x.isCuda)) requireVerifiedGpuPath('shardedPagedAttention', "virtual ranks on the CPU backend (device 'cpu') compute it");
   const { seqs, queryTokens } = options;
   if (!Array.isArray(seqs) || !Array.isArray(queryTokens) || seqs.length !== queryTokens.length) {
     throw new ShapeError('options.queryTokens', 'one count per sequence of options.seqs', describeValue(queryTokens));

@@ -14,6 +14,10 @@ import { Tensor } from '../../lib/tensor.js';
 import { packageRoot } from '../../lib/native.js';
 import { describeNccl } from '../nccl-gate.js';
 
+// NCCL communication is off by default until a GPU run has verified it (lib/cuda/switches.ts,
+// requireVerifiedGpuPath); this suite is that verification, so it turns the path on for itself.
+process.env.FLEXATTN_UNVERIFIED_GPU_PATHS ??= '1';
+
 const bytesOf = async (t: Tensor) => new Uint8Array((await t.toHost()).slice().buffer);
 const concat = (parts: Uint8Array[]) => {
   const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));

@@ -10,6 +10,10 @@ import { Tensor } from '../../lib/tensor.js';
 import { DisposedError } from '../../lib/errors.js';
 import { describeNccl } from '../nccl-gate.js';
 
+// NCCL communication is off by default until a GPU run has verified it (lib/cuda/switches.ts,
+// requireVerifiedGpuPath); this suite is that verification, so it turns the path on for itself.
+process.env.FLEXATTN_UNVERIFIED_GPU_PATHS ??= '1';
+
 const bits = async (t: Tensor) => new Uint8Array((await t.toHost()).slice().buffer);
 /** A tensor of `shape` whose every byte is 0xA5 (never what the transfers write). */
 function poisoned(shape: number[], dtype: 'f32' | 'bf16' | 'i32' = 'f32'): Tensor {

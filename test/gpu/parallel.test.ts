@@ -13,6 +13,10 @@ import { lseMergeKernel } from '../../lib/parallel/lse-merge-cuda.js';
 import { describeGpu } from '../gpu-gate.js';
 import { randnArray, relError } from '../reference.js';
 
+// Context-parallel attention and sharded decoding on CUDA are off by default until a GPU run has
+// verified them (lib/cuda/switches.ts, requireVerifiedGpuPath); this suite is that verification.
+process.env.FLEXATTN_UNVERIFIED_GPU_PATHS ??= '1';
+
 const gpu = { device: 'cuda:0' as const };
 const cpu = { device: 'cpu' as const };
 
