@@ -22,7 +22,7 @@ import { DeviceError, InvalidArgumentError, ShapeError, UnknownSequenceError } f
 import { describeValue } from '../messages.js';
 import { Expr, MaskMod, ScoreMod, modArgs, param, substituteArgs } from '../mods/ir.js';
 import { KvCache, type KvDType } from '../serving/kv-cache.js';
-import { pagedAttentionIn } from '../serving/paged-attention.js';
+import { pagedAttentionIn, type PagedAttentionOptions } from '../serving/paged-attention.js';
 import type { AttentionWithLse } from '../sdpa.js';
 import { Tensor } from '../tensor.js';
 import { checkBool, checkKeys } from '../validate.js';
@@ -206,23 +206,17 @@ export class ShardedKvCache {
   }
 }
 
-/** Options of {@link shardedPagedAttention}. */
-export interface ShardedPagedAttentionOptions {
+/**
+ * Options of {@link shardedPagedAttention}: pagedAttention's, with positions
+ * global (`q` absolute, `kv` the token's position in the whole sequence, `b`
+ * the index in seqs; `causal` aligned to the END of the global sequence), the
+ * sharded cache's sequence ids, and the transport (default: the cache's) in
+ * place of `backend`.
+ */
+export interface ShardedPagedAttentionOptions extends Omit<PagedAttentionOptions, 'seqs' | 'backend'> {
   seqs: readonly ShardedSequenceId[];
-  /** Query tokens per sequence (the last ones of each, already appended). */
-  queryTokens: readonly number[];
-  /** Causal aligned to the END of the global sequence (default true). */
-  causal?: boolean;
-  /** Score mod with global positions (`q` absolute, `kv` the token's global position, `b` the index in seqs). */
-  scoreMod?: ScoreMod;
-  /** Mask mod with global positions, on top of `causal`. */
-  maskMod?: MaskMod;
-  scale?: number;
-  returnLse?: boolean;
-  params?: Record<string, number>;
   /** Defaults to the cache's transport. */
   transport?: Transport;
-  signal?: AbortSignal;
 }
 
 const KEYS = ['seqs', 'queryTokens', 'causal', 'scoreMod', 'maskMod', 'scale', 'returnLse', 'params', 'transport', 'signal'] as const;
