@@ -2,7 +2,7 @@
 # What is written but not yet run on a GPU (README "Not yet verified on a GPU", and the
 # measurements issue 19 still needs), in device calls of < 600 s each. Logs under $OUT.
 #   carry:   [".device", "build/Release/flexattn.node", "dist", "bench/kernel-harness/build"]
-#   command: bash scripts/gpu-verify-pending.sh tests|decode|backward
+#   command: bash scripts/gpu-verify-pending.sh tests|decode|recheck|backward
 # tests     every GPU suite (FLEXATTN_REQUIRE_GPU=1; the suites of unverified paths turn
 #           FLEXATTN_UNVERIFIED_GPU_PATHS on for themselves), then the backward comparison
 #           against PyTorch with the gradFor rows (~5 min)
@@ -10,6 +10,8 @@
 #           bench/kernel-harness/build from `bench/kernel-harness/build.sh decode.cu`), the decode
 #           rows and host overhead with PyTorch's decode rows in the same call, and the example
 #           server under load (~9 min)
+# recheck   the suites named in $RECHECK (default: the two a run failed in), the backward comparison,
+#           then the backward rows with what is left of $RECHECK_LIMIT_S (570)
 # backward  the backward benchmark rows with PyTorch's (bench/gpu-bench-backward.sh bench)
 # A path leaves the README's list in the commit that records its passing run.
 set -uo pipefail
@@ -44,10 +46,25 @@ case "${1:-}" in
     timeout $left node examples/server/load.mjs --spawn --streams 256 --requests 512 --prompt 64-1024 --max-tokens 128 \
       --disconnect-fraction 0.02 --results-dir "$OUT/server" -- --device cuda:0 > "$OUT/server.log" 2>&1; rc=$?
     at "server" $rc | tee -a "$OUT/server.log"; [ $rc = 0 ] || status=1; tail -n 15 "$OUT/server.log" ;;
+  recheck)
+    # the suites a previous `tests` run failed in (after their fixes), the comparison, then the backward rows
+    FLEXATTN_REQUIRE_GPU=1 timeout 150 node_modules/.bin/vitest run ${RECHECK:-test/gpu/backward-gradfor.test.ts test/gpu/parallel.test.ts} \
+      > "$OUT/recheck.log" 2>&1; rc=$?
+    at "recheck" $rc | tee -a "$OUT/recheck.log"; tail -n 30 "$OUT/recheck.log"; [ $rc = 0 ] || status=1
+    mkdir -p "$OUT/compare" "$OUT/bench"
+    OUT="$OUT/compare" FLEXATTN_UNVERIFIED_GPU_PATHS=1 BENCH_LIMIT_S=200 timeout 200 bash bench/gpu-bench-backward.sh compare \
+      > "$OUT/bwd-compare.log" 2>&1; rc=$?
+    at "backward compare" $rc | tee -a "$OUT/bwd-compare.log"; grep -E "FAIL|cases pass|eagerly" "$OUT/bwd-compare.log" | cut -c1-300; [ $rc = 0 ] || status=1
+    left=$((${RECHECK_LIMIT_S:-570} - SECONDS + T0))
+    if [ $left -gt 150 ]; then
+      OUT="$OUT/bench" FLEXATTN_UNVERIFIED_GPU_PATHS=1 BENCH_LIMIT_S=$left timeout $left bash bench/gpu-bench-backward.sh bench \
+        > "$OUT/bwd-bench.log" 2>&1 || status=1
+      tail -n 40 "$OUT/bwd-bench.log"
+    fi ;;
   backward)
     FLEXATTN_UNVERIFIED_GPU_PATHS=1 BENCH_LIMIT_S=570 bash bench/gpu-bench-backward.sh bench > "$OUT/bwd-bench.log" 2>&1 || status=1
     tail -n 40 "$OUT/bwd-bench.log" ;;
-  *) echo "usage: bash scripts/gpu-verify-pending.sh tests|decode|backward" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu-verify-pending.sh tests|decode|recheck|backward" >&2; exit 2 ;;
 esac
 echo "total $((SECONDS - T0)) s, status $status"
 exit $status

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { createCommunicator, Communicator } from '../lib/parallel/communicator.js';
 import { Tensor } from '../lib/tensor.js';
-import { DeviceError, DisposedError, DTypeError, InvalidArgumentError, ShapeError } from '../lib/errors.js';
+import { DeviceError, DisposedError, DTypeError, InvalidArgumentError, NotImplementedError, ShapeError } from '../lib/errors.js';
 import type { NativeNcclComm } from '../lib/native.js';
 
 async function rejection(p: Promise<unknown>): Promise<Error & { argument?: string }> {
@@ -52,6 +52,23 @@ describe('createCommunicator arguments', () => {
     expect(await rejection(createCommunicator({ uniqueId: id, rank: 0, size: 2, devices: ['cuda:0'] })))
       .toMatchObject({ argument: 'options.devices' });
     expect(await rejection(createCommunicator({ devices: ['cuda:0'], rank: 0 }))).toMatchObject({ argument: 'options.uniqueId' });
+  });
+
+  it('two or more ranks are off until they have run on GPUs; one rank is not guarded', async () => {
+    const saved = process.env.FLEXATTN_UNVERIFIED_GPU_PATHS;
+    delete process.env.FLEXATTN_UNVERIFIED_GPU_PATHS;
+    try {
+      for (const opts of [{ devices: ['cuda:0', 'cuda:1'] }, { uniqueId: new Uint8Array(128), rank: 0, size: 2 }] as const) {
+        const e = await rejection(createCommunicator(opts as never));
+        expect(e).toBeInstanceOf(NotImplementedError);
+        expect(e.message).toMatch(/more than one rank.*FLEXATTN_UNVERIFIED_GPU_PATHS=1/s);
+      }
+      // Size 1 passes the guard: what stops it here is the NCCL library (none on CI) or the device, never the guard.
+      const one = await rejection(createCommunicator({ devices: ['cuda:0'] }));
+      expect(one.message).not.toMatch(/FLEXATTN_UNVERIFIED_GPU_PATHS/);
+    } finally {
+      if (saved === undefined) delete process.env.FLEXATTN_UNVERIFIED_GPU_PATHS; else process.env.FLEXATTN_UNVERIFIED_GPU_PATHS = saved;
+    }
   });
 
   it('signal: an AbortSignal', async () => {

@@ -77,6 +77,18 @@ function maskOf(c: Case): MaskMod | undefined {
   return undefined;
 }
 
+/**
+ * Relative error with an RMS floor of 1e-4 per element in the denominator: where the exact gradient is 0
+ * (Skv = 1: one key, P = 1, dS = dP − Delta = 0) the GPU keeps a rounding residual that a plain relative
+ * error would divide by ~0 (as backward.test.ts's compareAll).
+ */
+function flooredError(got: Float32Array, want: Float32Array): number {
+  let den = 0;
+  for (const x of want) den += x * x;
+  const floor = 1e-4 * Math.sqrt(want.length);
+  return relError(got, want) * Math.max(Math.sqrt(den), 1e-30) / Math.max(Math.sqrt(den), floor);
+}
+
 interface Run { dq: Float32Array; dk: Float32Array; dv: Float32Array; dCap: Float32Array[] }
 
 async function check(c: Case): Promise<void> {
@@ -124,15 +136,16 @@ async function check(c: Case): Promise<void> {
   for (const key of ['dq', 'dk', 'dv'] as const) {
     const ref = await want[key].toFloat32();
     expect(a[key].some(Number.isNaN), `${key} has NaN`).toBe(false);
-    expect(relError(a[key], ref), key).toBeLessThan(2e-2);
+    expect(flooredError(a[key], ref), key).toBeLessThan(2e-2);
     expect(bits(b[key]), `${key} deterministic`).toEqual(bits(a[key]));
   }
   for (const [i, x] of caps.entries()) {
     const ref = await want.dCaptured[i]!.toFloat32();
     const got = a.dCap[i]!;
-    expect(ref.some((y) => y !== 0), `dCaptured[${i}] reference not all zero`).toBe(true);
+    // One key per row: softmax is constant, so every score gradient (and dq, dk, dCaptured) is exactly 0.
+    if (c.Skv > 1) expect(ref.some((y) => y !== 0), `dCaptured[${i}] reference not all zero`).toBe(true);
     expect(got.some(Number.isNaN), `dCaptured[${i}] (${x.kind}) has NaN`).toBe(false);
-    expect(relError(got, ref), `dCaptured[${i}] (${x.kind}, ${x.dtype})`).toBeLessThan(2e-2);
+    expect(flooredError(got, ref), `dCaptured[${i}] (${x.kind}, ${x.dtype})`).toBeLessThan(2e-2);
     expect(bits(b.dCap[i]!), `dCaptured[${i}] deterministic`).toEqual(bits(got));
   }
   for (const t of [q, k, v, g, out, lse!, ...capG]) t.dispose();
@@ -147,8 +160,10 @@ const CASES: Case[] = [
     mods: [{ kind: 'relbias', dtype: 'bf16' }], mask: 'causal', seed: 300 },
   { name: 'per-head scale [H] f16, sliding window, S 1531, D 128', dtype: 'f16', B: 1, Hq: 3, Hkv: 3, Sq: 1531, Skv: 1531, D: 128,
     mods: [{ kind: 'headscale', dtype: 'f16' }], mask: 'sliding', seed: 400 },
-  { name: 'all three at once, S 1, D 32', dtype: 'bf16', B: 2, Hq: 2, Hkv: 1, Sq: 1, Skv: 1, D: 32,
+  { name: 'all three at once, S 1, D 32 (every gradient but dv exactly 0)', dtype: 'bf16', B: 2, Hq: 2, Hkv: 1, Sq: 1, Skv: 1, D: 32,
     mods: [{ kind: 'alibi', dtype: 'f32' }, { kind: 'relbias', dtype: 'f32' }, { kind: 'headscale', dtype: 'bf16' }], seed: 500 },
+  { name: 'all three at once, Sq 1, Skv 77, D 32, GQA 2/1', dtype: 'bf16', B: 2, Hq: 2, Hkv: 1, Sq: 1, Skv: 77, D: 32,
+    mods: [{ kind: 'alibi', dtype: 'f32' }, { kind: 'relbias', dtype: 'f32' }, { kind: 'headscale', dtype: 'bf16' }], seed: 550 },
   { name: 'all three at once, causal, Sq 1531 ≠ Skv 77, f16', dtype: 'f16', B: 1, Hq: 2, Hkv: 2, Sq: 1531, Skv: 77, D: 64,
     mods: [{ kind: 'alibi', dtype: 'f32' }, { kind: 'relbias', dtype: 'f16' }, { kind: 'headscale', dtype: 'f32' }], mask: 'causal', seed: 600 },
 ];

@@ -124,7 +124,7 @@ describeGpu('LSE merge kernel equals the CPU merge', () => {
     }
     for (let i = 0; i < cl.length; i++) {
       const a = cl[i]!, b = gL[i]!;
-      if (Number.isNaN(a) !== Number.isNaN(b) || (a !== b && !(Math.abs(a - b) < 1e-4))) bad++;
+      if (Number.isNaN(a) !== Number.isNaN(b) || (!Number.isNaN(a) && a !== b && !(Math.abs(a - b) < 1e-4))) bad++;
     }
     expect(bad).toBe(0);
     expect(cl.some((x) => x === -Infinity) && cl.some(Number.isNaN) && cl.some(Number.isFinite)).toBe(true);
