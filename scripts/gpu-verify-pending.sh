@@ -42,7 +42,7 @@ case "${1:-}" in
       > "$OUT/torch-decode.log" 2>&1 || status=1
     node bench/decode-report.mjs --ours "$OUT/ours.json" --torch "$OUT/torch-decode.json" --outdir "$OUT" > "$OUT/decode-report.log" 2>&1 || status=1
     tail -n 25 "$OUT/decode-report.log"; grep "host overhead" "$OUT/ours.log"
-    left=$((585 - SECONDS + T0))
+    left=$((${DECODE_LIMIT_S:-585} - SECONDS + T0))
     timeout $left node examples/server/load.mjs --spawn --streams 256 --requests 512 --prompt 64-1024 --max-tokens 128 \
       --disconnect-fraction 0.02 --results-dir "$OUT/server" -- --device cuda:0 > "$OUT/server.log" 2>&1; rc=$?
     at "server" $rc | tee -a "$OUT/server.log"; [ $rc = 0 ] || status=1; tail -n 15 "$OUT/server.log" ;;
