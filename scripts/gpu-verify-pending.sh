@@ -6,7 +6,7 @@
 # tests     every GPU suite (FLEXATTN_REQUIRE_GPU=1; the suites of unverified paths turn
 #           FLEXATTN_UNVERIFIED_GPU_PATHS on for themselves), then the backward comparison
 #           against PyTorch with the gradFor rows (~5 min)
-# decode    the decode kernel harness sweep (fused combine, deeper pipelines, splits up to 64;
+# decode    (RECHECK_FIRST=1: the recheck suites first; DEC_HARNESS_S, DECODE_LIMIT_S trim it) the decode kernel harness sweep (fused combine, deeper pipelines, splits up to 64;
 #           bench/kernel-harness/build from `bench/kernel-harness/build.sh decode.cu`), the decode
 #           rows and host overhead with PyTorch's decode rows in the same call, and the example
 #           server under load (~9 min)
@@ -33,7 +33,13 @@ case "${1:-}" in
     fi ;;
   decode)
     mkdir -p "$OUT/harness" "$OUT/server"
-    (cd bench/kernel-harness && OUT="$OUT/harness" timeout 130 python3 run_decode.py --budget 105 > "$OUT/harness/stdout.log" 2>&1)
+    if [ -n "${RECHECK_FIRST:-}" ]; then  # one call for both when the pool is short: the recheck suites first
+      FLEXATTN_REQUIRE_GPU=1 timeout 130 node_modules/.bin/vitest run ${RECHECK:-test/gpu/backward-gradfor.test.ts test/gpu/parallel.test.ts} \
+        > "$OUT/recheck.log" 2>&1; rc=$?
+      at "recheck" $rc | tee -a "$OUT/recheck.log"; tail -n 30 "$OUT/recheck.log"; [ $rc = 0 ] || status=1
+    fi
+    hb=${DEC_HARNESS_S:-105}
+    (cd bench/kernel-harness && OUT="$OUT/harness" timeout $((hb + 25)) python3 run_decode.py --budget $hb > "$OUT/harness/stdout.log" 2>&1)
     at "harness" $? | tee -a "$OUT/harness/stdout.log"; grep -E "correctness|copy|cudnn" "$OUT/harness/log.txt"
     node bench/run.mjs --emit-cases "$OUT/cases" > "$OUT/emit.log" 2>&1
     timeout 110 node bench/run.mjs --only decode,overhead --out "$OUT/ours.json" --budget 80 > "$OUT/ours.log" 2>&1; rc=$?
