@@ -99,15 +99,28 @@ def group_heads(causal, nM, BH):
     return max(1, min(BH, (sms + nM - 1) // nM))
 
 
+def pad_rows(t, rows):
+    """t [B, H, S, D] with S < rows: a zero-padded copy with `rows` rows. Some sources say a tensor map's box may not
+    exceed the tensor's extent in any dimension (others rely on it); the kernel masks kv >= Skv and skips q >= Sq,
+    so the padded rows change nothing. The `boxprobe` group tests the unpadded form."""
+    if t.shape[2] >= rows:
+        return t
+    p = torch.zeros(t.shape[0], t.shape[1], rows, t.shape[3], device=t.device, dtype=t.dtype)
+    p[:, :, :t.shape[2]] = t
+    return p
+
+
 class Launch:
     """Prepared launch of a ws kernel on fixed tensors (tensor maps encoded once; reused for timing)."""
 
-    def __init__(self, k, q, kk, v, o, lse, causal, scale=None):
+    def __init__(self, k, q, kk, v, o, lse, causal, scale=None, pad_small=True):
         B, Hq, Sq, D = q.shape
         Hkv, Skv = kk.shape[1], kk.shape[2]
         assert D == k.d and Hq % Hkv == 0
         scale = scale if scale is not None else 1.0 / math.sqrt(D)
         nM = (Sq + BLOCK_M - 1) // BLOCK_M
+        if pad_small:
+            q, kk, v = pad_rows(q, BLOCK_M), pad_rows(kk, k.bn), pad_rows(v, k.bn)
         pb = struct.pack(WS_PARAMS, o.data_ptr(), lse.data_ptr() if lse is not None else 0, B, Hq, Hkv, Sq, Skv,
                          Hq // Hkv, scale * LOG2E, nM, group_heads(causal, nM, B * Hq), 0)
         self.bufs = [ctypes.create_string_buffer(b, len(b)) for b in
@@ -122,21 +135,21 @@ class Launch:
              "launch " + self.k.name)
 
 
-RESULTS = []
+CUBIN = "sm90_ws"   # correctness groups' cubin (--cubin sm90_ws_dbg: the bounded-wait debug build)
 
 
 def emit(rec):
     print("RESULT " + json.dumps(rec), flush=True)
 
 
-def check(tag, cubin, name, B, Hq, Hkv, Sq, Skv, D, dt, causal, scale=None, seed=0):
+def check(tag, cubin, name, B, Hq, Hkv, Sq, Skv, D, dt, causal, scale=None, seed=0, pad_small=True, probe=False):
     dtype = torch.bfloat16 if dt == "bf16" else torch.float16
     q, kk, v = R.make_qkv(B, Hq, Hkv, Sq, Skv, D, dtype, seed=seed)
     sc = scale if scale is not None else 1.0 / math.sqrt(D)
     ro, rl = R.ref_attention(q, kk, v, sc, causal=causal)
     o, lse = R.poisoned(q)                                   # NaN before the launch: unwritten outputs fail
     k = WsKernel(cubin, name)
-    Launch(k, q, kk, v, o, lse, causal, scale)()
+    Launch(k, q, kk, v, o, lse, causal, scale, pad_small)()
     err = cu.cuCtxSynchronize()
     if err != 0:
         R.ck(err, "sync after " + name)
@@ -153,7 +166,8 @@ def check(tag, cubin, name, B, Hq, Hkv, Sq, Skv, D, dt, causal, scale=None, seed
         bad = torch.nonzero((re_ > 0.05).any(dim=0).any(dim=0)).flatten().tolist()
         line += f"\n    bad rows: {len(bad)} of {Sq}: {bad[:12]} .. {bad[-6:]}"
     print(line, flush=True)
-    emit(dict(kind="correct", tag=tag, kernel=name, rel_err=e, lse_err=le, nan_o=nan_o, nan_lse=nan_l, ok=ok))
+    emit(dict(kind="probe" if probe else "correct", tag=tag, kernel=name, rel_err=e, lse_err=le, nan_o=nan_o,
+              nan_lse=nan_l, ok=ok))
     return ok
 
 
@@ -176,19 +190,27 @@ def group_cases(D, dts):
         for causal in (False, True):
             nm = f"ws_d{D}_{dt}" + ("_causal" if causal else "")
             for (B, Hq, Hkv, Sq, Skv) in CASES:
-                check(f"B{B} Hq{Hq} Hkv{Hkv} Sq{Sq} Skv{Skv} d{D} {dt} c={int(causal)}", "sm90_ws", nm,
+                check(f"B{B} Hq{Hq} Hkv{Hkv} Sq{Sq} Skv{Skv} d{D} {dt} c={int(causal)}", CUBIN, nm,
                       B, Hq, Hkv, Sq, Skv, D, dt, causal, seed=Sq + 3 * Skv + D)
 
 
 def group_extra():
     for sc in (0.3, -0.05):
         for causal in (False, True):
-            check(f"scale={sc} gqa2 Sq600 Skv900 d128 c={int(causal)}", "sm90_ws",
+            check(f"scale={sc} gqa2 Sq600 Skv900 d128 c={int(causal)}", CUBIN,
                   "ws_d128_bf16" + ("_causal" if causal else ""), 2, 4, 2, 600, 900, 128, "bf16", causal, scale=sc, seed=11)
     for causal in (False, True):
         for (B, Hq, Hkv, Sq, Skv) in ((2, 2, 2, 999, 999), (1, 8, 2, 1531, 2000), (1, 2, 2, 77, 77)):
-            check(f"s3 B{B} Hq{Hq} Hkv{Hkv} Sq{Sq} Skv{Skv} d128 c={int(causal)}", "sm90_ws",
+            check(f"s3 B{B} Hq{Hq} Hkv{Hkv} Sq{Sq} Skv{Skv} d128 c={int(causal)}", CUBIN,
                   "ws_d128_bf16" + ("_causal" if causal else "") + "_s3", B, Hq, Hkv, Sq, Skv, 128, "bf16", causal, seed=Sq)
+
+
+def group_boxprobe():
+    """Sequences shorter than the TMA box (128 rows) without host padding: tells whether a box may exceed the
+    tensor's extent (the library would otherwise pad or shrink the box). Reported apart from the main count."""
+    for (Sq, Skv) in ((1, 1), (77, 77), (77, 1000), (1000, 77)):
+        check(f"boxprobe unpadded Sq{Sq} Skv{Skv} d128 c=1", CUBIN, "ws_d128_bf16_causal", 1, 2, 2, Sq, Skv, 128,
+              "bf16", True, seed=Sq, pad_small=False, probe=True)
 
 
 def rotate(xs, k):
@@ -249,6 +271,7 @@ def group_time(reps, budget):
 def group_sass():
     """SASS instruction counts per kernel (cuobjdump is on the GPU machine, not the dev machine)."""
     import re
+    os.environ["PATH"] = "/usr/local/cuda/bin:" + os.environ.get("PATH", "")
     for cub in ("sm90_ws", "sm90_ws_dbg"):
         p = os.path.join(BUILD, cub + ".cubin")
         try:
@@ -264,12 +287,17 @@ def group_sass():
             emit(dict(kind="sass", cubin=cub, kernel=name, **cnt))
 
 
-def child_main(group, reps, budget):
+def child_main(group, reps, budget, cubin):
+    global CUBIN
+    CUBIN = cubin
+    if group == "sass":   # no torch, no GPU
+        group_sass()
+        return
     child_setup()
     print(f"== group {group} on {torch.cuda.get_device_name(0)}", flush=True)
     if group in ("smoke", "correct_d128"):
         for nm in ("ws_d128_bf16", "ws_d128_bf16_causal_s3"):
-            print("   " + WsKernel("sm90_ws_dbg" if group == "smoke" else "sm90_ws", nm).desc(), flush=True)
+            print("   " + WsKernel("sm90_ws_dbg" if group == "smoke" else CUBIN, nm).desc(), flush=True)
     if group == "smoke":
         group_smoke()
     elif group == "correct_d128":
@@ -280,15 +308,15 @@ def child_main(group, reps, budget):
         group_extra()
     elif group == "time":
         group_time(reps, budget)
-    elif group == "sass":
-        group_sass()
+    elif group == "boxprobe":
+        group_boxprobe()
 
 
 # ----------------------------------------------------------------------------
 # parent side: one subprocess per group, with a timeout
-def run_group(group, timeout, reps, log):
+def run_group(group, timeout, reps, log, cubin):
     t0 = time.time()
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", group, "--reps", str(reps),
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", group, "--reps", str(reps), "--cubin", cubin,
            "--budget", str(max(10, timeout - 25))]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -312,12 +340,13 @@ def run_group(group, timeout, reps, log):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=280)
-    ap.add_argument("--phases", default="sass,smoke,correct,time")
+    ap.add_argument("--phases", default="sass,smoke,correct,time,boxprobe")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--child")
+    ap.add_argument("--cubin", default="sm90_ws", help="cubin of the correctness groups (sm90_ws_dbg: debug build)")
     a = ap.parse_args()
     if a.child:
-        child_main(a.child, a.reps, a.budget)
+        child_main(a.child, a.reps, a.budget, a.cubin)
         return
     T0 = time.time()
     end = T0 + a.budget
@@ -333,11 +362,13 @@ def main():
     if "sass" in phases:
         groups.append(("sass", 60))
     if "smoke" in phases:
-        groups.append(("smoke", 60))
+        groups.append(("smoke", 45))
     if "correct" in phases:
-        groups += [("correct_d128", 90), ("correct_d64", 60), ("correct_extra", 60)]
+        groups += [("correct_d128", 75), ("correct_d64", 50), ("correct_extra", 50)]
     if "time" in phases:
         groups.append(("time", 150))
+    if "boxprobe" in phases:
+        groups.append(("boxprobe", 40))
     allrec, status = [], {}
     for g, lim in groups:
         left = end - time.time()
@@ -349,14 +380,17 @@ def main():
             log(f"!! smoke group failed ({status['smoke']}): release build not launched")
             status[g] = "skipped"
             continue
-        rc, recs = run_group(g, min(lim, left - 5) if g != "time" else left - 5, a.reps, log)
+        rc, recs = run_group(g, min(lim, left - 5) if g != "time" else left - 5, a.reps, log, a.cubin)
         if g == "smoke" and rc == 0 and not all(r["ok"] for r in recs if r["kind"] == "correct"):
             rc = "fail"
         status[g] = rc
         allrec += recs
     corr = [r for r in allrec if r["kind"] == "correct"]
     npass = sum(r["ok"] for r in corr)
-    log(f"correct: {npass}/{len(corr)} passed" + ("" if npass == len(corr) else "  <-- FAILURES"))
+    log(f"correct: {npass}/{len(corr)} passed" + ("" if npass == len(corr) and corr else "  <-- FAILURES / NOT RUN"))
+    probes = [r for r in allrec if r["kind"] == "probe"]
+    if probes:
+        log(f"boxprobe (box > tensor extent, unpadded; not in the count above): {sum(r['ok'] for r in probes)}/{len(probes)} passed")
     log("groups: " + " ".join(f"{g}={s}" for g, s in status.items()))
     rows = [r for r in allrec if r["kind"] == "time"]
     if rows:
