@@ -12,3 +12,4 @@ WS_PAIR(128, f16, 128, 2, )
 WS_PAIR(64, bf16, 128, 2, )
 WS_PAIR(64, f16, 128, 2, )
 WS_PAIR(128, bf16, 128, 3, _s3)   // 3-stage K/V ring: 224 KB of shared memory
+WS_PAIR(128, bf16, 176, 2, _n176)  // FA3's non-causal d128 tile: 128 x 176, 208 KB of shared memory

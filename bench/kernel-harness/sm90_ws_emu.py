@@ -4,7 +4,7 @@ kv tile counts, the masks (tails, causal, per-warpgroup need_mask) and the consu
 (S_n issued, O rescaled by alpha_{n-1}, P_{n-1}V_{n-1}, softmax of S_n; tail P·V; LSE) match exact attention.
 Mirror of the kernel: keep in step with sm90_ws.cuh.  usage: python3 sm90_ws_emu.py"""
 import numpy as np, math
-BM, BN = 128, 128
+BM = 128
 def sched(linear, nM, BH, G, causal):
     g0 = (linear // (G * nM)) * G; Gg = min(G, BH - g0); r = linear - g0 * nM
     mi = r // Gg; bh = g0 + (r - mi * Gg)
@@ -66,11 +66,12 @@ def emu(q, k, v, scale, causal):
                     O[r] = o[i] / sm[i]; L[r] = (mx[i] * dom + np.log2(sm[i])) * math.log(2)
     return O, L
 rng = np.random.default_rng(0)
-for (Sq, Skv) in ((1, 1), (77, 77), (1531, 1531), (300, 129), (77, 1000), (1000, 77), (1, 333), (513, 700)):
+for BN in (128, 176):
+  for (Sq, Skv) in ((1, 1), (77, 77), (1531, 1531), (300, 129), (77, 1000), (1000, 77), (1, 333), (513, 700)):
     for causal in (False, True):
         for scale in (1 / math.sqrt(64), 0.3, -0.05):
             q, k, v = (rng.standard_normal((S, 64)) for S in (Sq, Skv, Skv))
             O, L = emu(q, k, v, scale, causal); Ro, Rl = attn(q, k, v, scale, causal)
             e = np.linalg.norm(O - Ro) / np.linalg.norm(Ro); le = np.abs(L - Rl).max()
-            assert e < 1e-9 and le < 1e-9 and not np.isnan(O).any(), (Sq, Skv, causal, scale, e, le)
+            assert e < 1e-9 and le < 1e-9 and not np.isnan(O).any(), (BN, Sq, Skv, causal, scale, e, le)
 print("emulation OK")
