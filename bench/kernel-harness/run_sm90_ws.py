@@ -4,9 +4,10 @@ references, then dense timings next to our current sm90 kernel, PyTorch SDPA cuD
 
 usage (after ./build.sh sm90_ws.cu and SUFFIX=_dbg NVFLAGS=-DWS_DEBUG_TIMEOUT ./build.sh sm90_ws.cu):
   python3 run_sm90_ws.py [--budget 280] [--phases sass,smoke,correct,time] [--reps 3]
-Every case group runs in its own subprocess with a timeout, so a hung or trapped kernel is reported
-(HANG / CRASH lines) and the run goes on. The smoke group uses the debug build (bounded mbarrier waits:
-a deadlock traps within seconds); if it fails, the release build is not launched.
+Every case group runs in its own subprocess with a timeout, so a hung or faulting kernel is reported
+(HANG / CRASH lines) and the run goes on. The smoke group uses the debug build (bounded mbarrier waits: a
+deadlock ends the kernel within seconds and prints "DEADLOCK (debug build): ... barrier ..."); if it fails,
+the release build is not launched.
 Prints PASS/FAIL per case, `correct: N/M passed`, then a TFLOPs table (ratios ws/cudnn, ws/flash, ws/old).
 Writes $OUT/ws_log.txt and $OUT/ws_results.json."""
 import argparse, ctypes, json, math, os, struct, subprocess, sys, time
@@ -37,6 +38,7 @@ def child_setup():
     import run as _r
     R = _r
     cu = R.cu
+    cu.cuMemcpyHtoD_v2.argtypes = [ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t]
     cu.cuTensorMapEncodeTiled.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p,
                                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                           ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
@@ -53,6 +55,9 @@ class WsKernel:
             WsKernel._mods[cubin] = m
         mod = WsKernel._mods[cubin]
         self.name = name
+        # debug build (-DWS_DEBUG_TIMEOUT): int ws_debug_timeout[4] = {count, block, thread, tag * 2 + parity}
+        dbg, dsz = ctypes.c_uint64(), ctypes.c_size_t()
+        self.dbg = dbg.value if cu.cuModuleGetGlobal_v2(ctypes.byref(dbg), ctypes.byref(dsz), mod, b"ws_debug_timeout") == 0 else None
         f = ctypes.c_void_p()
         R.ck(cu.cuModuleGetFunction(ctypes.byref(f), mod, name.encode()), "get " + name)
         self.f = f
@@ -67,6 +72,23 @@ class WsKernel:
         self.regs = v.value
         R.ck(cu.cuFuncGetAttribute(ctypes.byref(v), 3, f), "local")
         self.local = v.value
+
+    def debug_reset(self):
+        if self.dbg is not None:
+            z = (ctypes.c_int * 4)()
+            R.ck(cu.cuMemcpyHtoD_v2(self.dbg, ctypes.cast(z, ctypes.c_void_p), 16), "debug reset")
+
+    def debug_record(self):
+        """None, or a description of the first mbarrier wait that gave up (debug build only)."""
+        if self.dbg is None:
+            return None
+        r = (ctypes.c_int * 4)()
+        R.ck(cu.cuMemcpyDtoH_v2(ctypes.cast(r, ctypes.c_void_p), self.dbg, 16), "debug read")
+        if r[0] == 0:
+            return None
+        tag, par = divmod(r[3], 2)
+        what = {1: "q_full"}.get(tag) or ["k_empty", "v_empty", "k_full", "v_full"][tag // 10 - 1] + f"[{tag % 10}]"
+        return f"{r[0]} waits timed out; first: block {r[1]} thread {r[2]} barrier {what} parity {par}"
 
     def desc(self):
         return f"{self.name}: threads={self.threads} smem={self.smem} BM={self.bm} BN={self.bn} D={self.d} " \
@@ -149,18 +171,22 @@ def check(tag, cubin, name, B, Hq, Hkv, Sq, Skv, D, dt, causal, scale=None, seed
     ro, rl = R.ref_attention(q, kk, v, sc, causal=causal)
     o, lse = R.poisoned(q)                                   # NaN before the launch: unwritten outputs fail
     k = WsKernel(cubin, name)
+    k.debug_reset()
     Launch(k, q, kk, v, o, lse, causal, scale, pad_small)()
     err = cu.cuCtxSynchronize()
     if err != 0:
         R.ck(err, "sync after " + name)
+    timeout = k.debug_record()
     tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
     nan_o, nan_l = torch.isnan(o).sum().item(), torch.isnan(lse).sum().item()
     e = R.rel_err(o, ro)
     fin = torch.isfinite(rl)
     inf_ok = bool(torch.equal(torch.isneginf(lse), torch.isneginf(rl)))
     le = (lse[fin] - rl[fin]).abs().max().item() if fin.any() else 0.0
-    ok = nan_o == 0 and nan_l == 0 and e <= tol and le < 1e-2 and inf_ok
+    ok = nan_o == 0 and nan_l == 0 and e <= tol and le < 1e-2 and inf_ok and timeout is None
     line = f"{'PASS' if ok else 'FAIL'} {tag:58s} {name:26s} rel={e:.2e} lse={le:.1e} nan={nan_o}/{nan_l} inf_ok={inf_ok}"
+    if timeout:
+        line += f"\n    DEADLOCK (debug build): {timeout}"
     if not ok:
         re_ = ((o.float() - ro.float()).norm(dim=-1) / ro.float().norm(dim=-1).clamp_min(1e-6)).nan_to_num(1e9)
         bad = torch.nonzero((re_ > 0.05).any(dim=0).any(dim=0)).flatten().tolist()

@@ -30,8 +30,9 @@
 // then O is rescaled and P_{n-1}·V_{n-1} issued; the softmax of S_n runs while
 // P·V is in flight.
 //
-// -DWS_DEBUG_TIMEOUT: every mbarrier wait polls with test_wait and traps after
-// 2^26 polls (printing block, thread and barrier), so a deadlock fails fast.
+// -DWS_DEBUG_TIMEOUT: every mbarrier wait polls with test_wait and gives up after
+// 2^26 polls, recording block, thread and barrier in ws_debug_timeout, so a
+// deadlock ends the kernel within seconds and is reported by the runner.
 #pragma once
 
 #include <cuda.h>   // CUtensorMap (the host encodes it with cuTensorMapEncodeTiled)
@@ -104,15 +105,26 @@ __device__ __forceinline__ bool mbar_try_wait(u32 bar, u32 parity) {
 #endif
   return ok != 0;
 }
-// Wait until the phase of parity `parity` of `bar` has completed. `tag` names
-// the barrier in the debug build's trap message.
+#ifdef WS_DEBUG_TIMEOUT
+// Debug record of the first wait that timed out: {count, block, thread, tag * 2 + parity}. The runner
+// zeroes it before and reads it after each launch of the debug build (run_sm90_ws.py).
+extern "C" __device__ int ws_debug_timeout[4];
+__device__ int ws_debug_timeout[4];
+#endif
+// Wait until the phase of parity `parity` of `bar` has completed. `tag` names the barrier in the debug
+// build's record. Debug build: after 2^26 polls (or once any thread of the grid has timed out) the wait
+// records itself and gives up, so the kernel ends within seconds with a wrong result instead of hanging
+// (no printf / trap: a call would serialise the wgmma pipeline, ptxas C7510, and a trap loses the record).
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity, int tag) {
 #ifdef WS_DEBUG_TIMEOUT
-  for (u32 polls = 0; !mbar_try_wait(bar, parity); ++polls) {
-    if (polls == (1u << 26)) {
-      printf("sm90_ws: mbarrier wait timed out: block %d thread %d barrier tag %d parity %u\n",
-             (int)blockIdx.x, (int)threadIdx.x, tag, parity);
-      __trap();
+  for (u32 polls = 1; !mbar_try_wait(bar, parity); ++polls) {
+    if (polls == (1u << 26) || ((polls & 1023u) == 0 && *(volatile int*)&ws_debug_timeout[0] != 0)) {
+      if (atomicAdd(&ws_debug_timeout[0], 1) == 0) {
+        ws_debug_timeout[1] = (int)blockIdx.x;
+        ws_debug_timeout[2] = (int)threadIdx.x;
+        ws_debug_timeout[3] = tag * 2 + (int)parity;
+      }
+      return;
     }
   }
 #else
