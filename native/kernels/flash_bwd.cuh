@@ -265,7 +265,8 @@ struct GradFast {
 };
 
 // Every site's contribution of one element (dsm = 0 where masked); `dslot`:
-// the element's GradDiag slot (compile-time once the element loop is unrolled).
+// the element's GradDiag<NT> slot (compile-time once the element loop is unrolled).
+template <int NT>
 __device__ __forceinline__ void grad_captured_element(const GradWindow (&win)[FLEX_GRAD_TENSORS], GradFast& f, float dsm,
                                                       float raw, bool kept, int b, int h, int qc, int kvc, int dslot,
                                                       const FlexModArgs& args, int lane) {
@@ -284,8 +285,7 @@ __device__ __forceinline__ void grad_captured_element(const GradWindow (&win)[FL
 #endif
 #if FLEX_GRAD_DIAGONAL > 0
     if (flex_grad_site_kind(s) == 2) {
-      float* st = f.stage + (flex_grad_site_slot(s) * (2 * 9) + dslot) * 32 + lane;  // 2 * 9: GradDiag<8>::kSlots
-      *st += v;
+      f.stage[(flex_grad_site_slot(s) * GradDiag<NT>::kSlots + dslot) * 32 + lane] += v;
       f.di[flex_grad_site_slot(s)] = idx - flex_grad_site_sign(s) * (kvc - qc);
       continue;
     }
@@ -540,7 +540,7 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
   }
   GradFast gfast;
 #if FLEX_GRAD_DIAGONAL > 0
-  static_assert(GradDiag<NT>::kSlots == 2 * 9, "grad_captured_element's stage stride");
+  static_assert(GradDiag<NT>::kSlots * 32 * 4 * Cfg::kWarps == 9216, "DIAG_STAGE_BYTES of lib/cuda/gradfor-plan.ts");
   __shared__ float gstage[Cfg::kWarps][FLEX_GRAD_DIAGONAL * GradDiag<NT>::kSlots * 32];
   gfast.stage = gstage[warp];
 #endif
@@ -632,7 +632,7 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
           grad_element(st.c[0][nn][i], dpt.c[0][nn][i], dsm, raw, kept, qk, dpt.c[0][nn][i], keep, l2, dl, p, args, b,
                        h, qc, kvc);
 #if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
-          grad_captured_element(gwin, gfast, dsm, raw, kept, b, h, qc, kvc, GradDiag<NT>::slot(nn, i), args, lane);
+          grad_captured_element<NT>(gwin, gfast, dsm, raw, kept, b, h, qc, kvc, GradDiag<NT>::slot(nn, i), args, lane);
 #else
           (void)dsm; (void)raw; (void)kept;
 #endif
