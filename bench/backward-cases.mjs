@@ -8,7 +8,10 @@
 // causal, prefix-LM 2048, softcap 30 + causal, ALiBi + causal) at D = 128; and a
 // learnable relative-bias table (causal, score + table[h, q - kv + S - 1], a
 // [H, 2S - 1] f32 table) timed twice: with its gradient (gradFor / requires_grad)
-// and without, the pair whose ratio is the captured-gradient overhead.
+// and without, the pair whose ratio is the captured-gradient overhead; likewise
+// learnable ALiBi slopes (gradFor slopes, against the ALiBi row). The two index
+// shapes of the fast gradFor paths (lib/cuda/gradfor-plan.ts): diagonal and
+// uniform; FLEXATTN_GRADFOR_FAST=0 times the general path instead.
 //
 // Each row is timed backward-only (the forward's out and LSE prepared once) and
 // forward + backward. FLOPs are counted on the unmasked (q, kv) pairs (exact,
@@ -16,7 +19,7 @@
 // that (five matmuls to the forward's two), forward + backward 3.5×.
 import { docIds, rowPairs } from './cases.mjs';
 
-export const BACKWARD_CASES_VERSION = 1;
+export const BACKWARD_CASES_VERSION = 2;
 
 /** FLOPs of the backward, as a multiple of the forward's (FlashAttention's count: 5 matmuls vs 2). */
 export const BWD_FLOP_FACTOR = 2.5;
@@ -62,6 +65,8 @@ export function buildBackwardCases({ tiny = false } = {}) {
     { id: `bwd flex prefix-LM ${prefix}`, kind: 'flex', op: 'flex', ...F, D: 128, pattern: 'prefix', prefix },
     { id: 'bwd flex softcap 30 + causal', kind: 'flex', op: 'flex', ...F, D: 128, pattern: 'softcap', softcap: 30 },
     { id: 'bwd flex ALiBi + causal', kind: 'flex', op: 'flex', ...F, D: 128, pattern: 'alibi' },
+    { id: 'bwd flex ALiBi + causal (gradFor slopes)', kind: 'flex', op: 'flex', ...F, D: 128, pattern: 'alibi', gradFor: true,
+      baseId: 'bwd flex ALiBi + causal' },
     { id: 'bwd flex relative bias + causal (gradFor table)', kind: 'flex', op: 'flex', ...F, D: 128, pattern: 'relbias', gradFor: true,
       baseId: 'bwd flex relative bias + causal (no gradFor)' },
     { id: 'bwd flex relative bias + causal (no gradFor)', kind: 'gradForBase', op: 'flex', ...F, D: 128, pattern: 'relbias', gradFor: false },

@@ -37,6 +37,7 @@ export function flexSetup(L, c, device, own) {
       const slopes = L.Tensor.fromHost(Float32Array.from(alibiSlopesF64(c.Hq)), [c.Hq], 'f32', { device });
       own.push(slopes);
       mask = L.causal(); scoreMod = L.alibi(slopes);
+      if (c.gradFor) gradFor = [slopes];
       break;
     }
     case 'relbias': {

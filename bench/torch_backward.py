@@ -117,6 +117,11 @@ def main():
                     inputs.append(table)
                 off = S - 1
                 mm, sm, bdim = (lambda b, h, qi, kv: kv <= qi), (lambda s, b, h, qi, kv: s + table[h, qi - kv + off]), None
+            elif c["pattern"] == "alibi" and c.get("gradFor"):
+                # Learnable slopes: their gradient is computed (the "gradFor slopes" row).
+                slopes = torch.tensor(ta.alibi_slopes(Hq), device=dev, dtype=torch.float32).requires_grad_(True)
+                inputs.append(slopes)
+                mm, sm, bdim = (lambda b, h, qi, kv: kv <= qi), (lambda s, b, h, qi, kv: s + slopes[h] * (kv - qi)), None
             else:
                 mm, sm, bdim = ta.mask_fns(c, args.cases, dev, res["doc_lengths"])
             if c["pattern"] == "causal":

@@ -74,6 +74,10 @@ export const ENV_SWITCHES: readonly EnvSwitch[] = Object.freeze([
     meaning: '`0`: document masks keep the uniform query-tile grid, no segmented grid (`0`/`1`; any other value is an `InvalidArgumentError`).' },
   { name: 'FLEXATTN_DECODE', scope: 'runtime', readBy: 'js', default: '`1`',
     meaning: '`0`: `flexAttention` and `scaledDotProductAttention` with at most 16 query tokens keep the forward kernels instead of the decode kernel (`0`/`1`; any other value is an `InvalidArgumentError`).' },
+  { name: 'FLEXATTN_GRADFOR_FAST', scope: 'runtime', readBy: 'js', default: '`1`',
+    meaning: '`0`: captured-tensor gradients (`gradFor`) on CUDA take the general per-element accumulation for every index, ' +
+      'not the faster one for indices of `b`, `h` only or along `kv − q` (both deterministic; `0`/`1`; any other value is an `InvalidArgumentError`). ' +
+      'The faster one needs `FLEXATTN_UNVERIFIED_GPU_PATHS=1` until its GPU run.' },
   { name: 'FLEXATTN_UNVERIFIED_GPU_PATHS', scope: 'runtime', readBy: 'js', default: '`0`',
     meaning: '`1`: enable the CUDA code paths that have been written and tested on the CPU side but not yet run on a GPU ' +
       '(listed in the README\'s "Not yet verified on a GPU"); without it they raise a `NotImplementedError` that names this switch ' +

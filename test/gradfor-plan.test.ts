@@ -6,7 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, Tensor, alibi, composeScoreMods, relativeBias, scoreMod, type ScoreMod } from '../lib/index.js';
 import { generateCuda, packArgs } from '../lib/mods/index.js';
 import { gradForSites, scoreModGradient } from '../lib/backward/mod-programs.js';
-import { BWD_DKDV_ROWS, BWD_DKDV_WARPS, MAX_GRADFOR_PARTIAL_BYTES, intervalOf, planGradFor } from '../lib/cuda/gradfor-plan.js';
+import {
+  BWD_DKDV_ROWS, BWD_DKDV_WARPS, MAX_GRADFOR_PARTIAL_BYTES, DIAG_STAGE_BYTES, classifySite, dkdvSmemBytes, gradForCodeFor, intervalOf, planGradFor,
+} from '../lib/cuda/gradfor-plan.js';
 import { backwardKernels } from '../lib/cuda/run-backward.js';
 import { ScoreMod as ScoreModClass, Expr } from '../lib/mods/ir.js';
 import { bindHost } from '../lib/mods/interpret.js';
@@ -164,5 +166,139 @@ describe('gradFor codegen (lib/mods/codegen-cuda.ts)', () => {
     expect(k.reduce?.source).toBe(k.dkdv.source);
     expect(k.dkdv.source).toMatch(/FLEXATTN_BWD_GRAD_REDUCE_KERNEL\(\S+_gred\)/);
     expect(backwardKernels(64, 'bf16', 'kBlockSparse', code).reduce).toBeUndefined();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Site classes (the fast accumulation paths): every site a class is claimed for
+// is checked against the indices the IR's interpreter actually gives, over
+// every (b, h, q, kv) of the call.
+
+type IndexFn = (s: number, b: number, h: number, q: number, kv: number) => number;
+
+/** The classes of every site of `mod` (in gradFor order) after checking each against brute force. */
+async function classesChecked(mod: ScoreMod, gradFor: Tensor[], d: QkvDims): Promise<string[]> {
+  const grad = scoreModGradient(mod, gradFor, gradFor.map((_, i) => `g${i}`));
+  const code = gradForSites(grad, gradFor);
+  const plan = planGradFor(code, gradFor.map((t) => t.numel), d);
+  const out: string[] = [];
+  for (const [k, t] of code.tensors.entries()) {
+    for (const [i, s] of t.sites.entries()) {
+      const cls = plan.tensors[k]!.classes[i]!;
+      expect(cls).toEqual(classifySite(s.index, d));
+      out.push(cls.kind === 'diagonal' ? `diagonal${cls.sign > 0 ? '+' : '-'}` : cls.kind);
+      if (cls.kind === 'general') continue;
+      const m = new ScoreModClass('score', new Expr(s.index));
+      const f = m.toJs(await bindHost(m)) as IndexFn;
+      const bad: string[] = [];
+      for (let b = 0; b < d.B; b++) for (let h = 0; h < d.Hq; h++) {
+        let base: number | undefined;
+        for (let q = 0; q < d.Sq; q++) for (let kv = 0; kv < d.Skv; kv++) {
+          const e = f(0.25, b, h, q, kv);
+          // uniform: one index per (b, h); diagonal: index − sign · (kv − q) one value per (b, h).
+          const key = cls.kind === 'uniform' ? e : e - cls.sign * (kv - q);
+          base ??= key;
+          if (key !== base && bad.length < 3) bad.push(`site ${k}.${i} (${cls.kind}) b ${b} h ${h} q ${q} kv ${kv}: index ${e}`);
+        }
+      }
+      expect(bad).toEqual([]);
+    }
+  }
+  return out;
+}
+
+describe('gradFor site classes (classifySite: uniform / diagonal / general)', () => {
+  it('the common shapes: slopes[h] and scale[h] uniform, table[h, q − kv + Skv − 1] diagonal', async () => {
+    const d = dimsOf(2, 4, 2, 37, 70);
+    const slopes = f32([4]), scale = f32([4]), table = f32([4, 37 + 70 - 1]);
+    expect(await classesChecked(alibi(slopes), [slopes], d)).toEqual(['uniform']);
+    expect(await classesChecked(scoreMod(({ score, h }) => score.mul(scale.at(h))), [scale], d)).toEqual(['uniform']);
+    expect(await classesChecked(relativeBias(table, { offset: 69 }), [table], d)).toEqual(['diagonal-']);
+    const rev = f32([4, 37 + 70 - 1]);
+    expect(await classesChecked(scoreMod(({ score, h, q, kv }) => score.add(rev.at(h, kv.sub(q).add(36)))), [rev], d))
+      .toEqual(['diagonal+']);
+    const perBatch = f32([2, 4]);
+    expect(await classesChecked(scoreMod(({ score, b, h }) => score.add(perBatch.at(b, h))), [perBatch], d)).toEqual(['uniform']);
+  });
+
+  it('what the fast paths cannot take is general: binding clamps, other coefficients, q or kv alone, reads through tensors', async () => {
+    const d = dimsOf(1, 2, 2, 40, 40);
+    const narrow = f32([2, 50]);  // the index q − kv + 24 leaves [0, 50): the clamp binds
+    expect(await classesChecked(relativeBias(narrow), [narrow], d)).toEqual(['general']);
+    const t = f32([2, 200]);
+    expect(await classesChecked(scoreMod(({ score, h, q, kv }) => score.add(t.at(h, q.sub(kv).mul(2).add(80)))), [t], d)).toEqual(['general']);
+    expect(await classesChecked(scoreMod(({ score, h, q }) => score.add(t.at(h, q))), [t], d)).toEqual(['general']);
+    expect(await classesChecked(scoreMod(({ score, h, kv }) => score.add(t.at(h, kv))), [t], d)).toEqual(['general']);
+    expect(await classesChecked(scoreMod(({ score, h, q, kv }) => score.add(t.at(h, q.add(kv)))), [t], d)).toEqual(['general']);
+    const ids = Tensor.fromHost(Int32Array.from({ length: 40 }, (_, i) => i % 7), [40], 'i32');
+    expect(await classesChecked(scoreMod(({ score, kv }) => score.add(t.at(0, ids.at(kv)))), [t], d)).toEqual(['general']);
+    // A (b, h)-only read through an index tensor is still uniform.
+    const hid = Tensor.fromHost(Int32Array.from([1, 0]), [2], 'i32');
+    expect(await classesChecked(scoreMod(({ score, h }) => score.add(t.at(hid.at(h), 3))), [t], d)).toEqual(['uniform']);
+  });
+
+  it('random small shapes and mods: every classified site matches its indices (brute force)', async () => {
+    let seed = 7;
+    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+    const seen = new Set<string>();
+    for (let trial = 0; trial < 24; trial++) {
+      const Hkv = 1 + rnd(2), Hq = Hkv * (1 + rnd(2)), Sq = 1 + rnd(60), Skv = 1 + rnd(90), B = 1 + rnd(2);
+      const d = dimsOf(B, Hq, Hkv, Sq, Skv);
+      const R = Math.max(1, Sq + Skv - 1 - rnd(3) * rnd(20));   // sometimes narrower than the index range
+      const table = f32([Hq, R]), slopes = f32([Hq]);
+      const off = rnd(Skv + 5), c = 1 + rnd(3);
+      const mods: ScoreMod[] = [
+        relativeBias(table, { offset: Math.min(off, R - 1) }),
+        scoreMod(({ score, h, q, kv }) => score.add(table.at(h, kv.sub(q).add(off)))),
+        scoreMod(({ score, h, q, kv }) => score.add(table.at(h, q.sub(kv).mul(c).add(off)))),
+        composeScoreMods(alibi(slopes), relativeBias(table, { offset: Math.min(off, R - 1) })),
+      ];
+      const m = mods[rnd(mods.length)]!;
+      const gradFor = m === mods[3] ? [slopes, table] : [table];
+      for (const k of await classesChecked(m, gradFor, d)) seen.add(k);
+    }
+    expect(seen.has('general')).toBe(true);
+    expect([...seen].some((k) => k.startsWith('diagonal'))).toBe(true);
+  });
+
+  it('the path: fast only with FLEXATTN_UNVERIFIED_GPU_PATHS=1 and not FLEXATTN_GRADFOR_FAST=0; the code says each site\'s kind', () => {
+    const slopes = f32([4]), table = f32([4, 100 + 100 - 1]), ids = Tensor.fromHost(new Int32Array(100), [100], 'i32'), t3 = f32([8]);
+    const mod = composeScoreMods(alibi(slopes), relativeBias(table, { offset: 99 }), scoreMod(({ score, kv }) => score.add(t3.at(ids.at(kv)))));
+    const grad = scoreModGradient(mod, [slopes, table, t3], ['a', 'b', 'c']);
+    const sites = gradForSites(grad, [slopes, table, t3]);
+    const d = dimsOf(1, 4, 4, 100, 100);
+    const numels = [4, table.numel, 8];
+    const def = planGradFor(sites, numels, d);
+    expect(def.path).toBe('general');
+    expect(def.reason).toMatch(/FLEXATTN_UNVERIFIED_GPU_PATHS=1/);
+    expect(planGradFor(sites, numels, d, 'x', { unverifiedGpuPaths: true, fastAllowed: false }).reason).toMatch(/FLEXATTN_GRADFOR_FAST=0/);
+    const fast = planGradFor(sites, numels, d, 'x', { unverifiedGpuPaths: true, fastAllowed: true });
+    expect(fast.path).toBe('fast');
+    expect(fast.tensors.map((t) => t.classes.map((c) => c.kind))).toEqual([['uniform'], ['diagonal'], ['general']]);
+    // The general path generates every site general (the kernel of before the fast paths).
+    const gen = generateCuda(mod, undefined, grad.dScore, gradForCodeFor(sites, def));
+    expect(gen.source).toMatch(/#define FLEX_GRAD_UNIFORM 0\n#define FLEX_GRAD_DIAGONAL 0/);
+    expect(gen.source).toMatch(/flex_grad_site_kind\(int s\) \{ return s == 0 \? 0 : s == 1 \? 0 : s == 2 \? 0 : 0; \}/);
+    const fc = generateCuda(mod, undefined, grad.dScore, gradForCodeFor(sites, fast));
+    expect(fc.source).toMatch(/#define FLEX_GRAD_UNIFORM 1\n#define FLEX_GRAD_DIAGONAL 1/);
+    expect(fc.source).toMatch(/flex_grad_site_kind\(int s\) \{ return s == 0 \? 1 : s == 1 \? 2 : s == 2 \? 0 : 0; \}/);
+    expect(fc.source).toMatch(/flex_grad_site_sign\(int s\) \{ return s == 0 \? 1 : s == 1 \? -1 : s == 2 \? 1 : 0; \}/);
+    expect(fc.source).toMatch(/flex_grad_site_tensor\(int s\) \{ return s == 0 \? 0 : s == 1 \? 1 : s == 2 \? 2 : 0; \}/);
+    expect(fc.hash).not.toBe(gen.hash);  // two modules, so both paths can run in one process
+    // A diagonal stage that does not fit the device's shared memory (D 128 on a 99 KiB sm86): that site general, the rest fast.
+    const on = { unverifiedGpuPaths: true, fastAllowed: true };
+    const d128 = { ...d, D: 128, Dv: 128 };
+    expect(dkdvSmemBytes(128)).toBe(6 * 64 * 256);
+    expect(dkdvSmemBytes(96)).toBe(6 * 64 * (192 + 16));
+    const small = planGradFor(sites, numels, d128, 'x', { ...on, smemPerBlockOptin: 99 * 1024 });
+    expect(small.tensors.map((t) => t.accumulate.map((c) => c.kind))).toEqual([['uniform'], ['general'], ['general']]);
+    expect(small.tensors[1]!.classes[0]!.kind).toBe('diagonal');
+    expect(small.reason).toMatch(/does not fit/);
+    expect(planGradFor(sites, numels, d128, 'x', { ...on, smemPerBlockOptin: dkdvSmemBytes(128) + DIAG_STAGE_BYTES })
+      .tensors[1]!.accumulate[0]!.kind).toBe('diagonal');
+    expect(generateCuda(mod, undefined, grad.dScore, gradForCodeFor(sites, small)).source).toMatch(/#define FLEX_GRAD_UNIFORM 1\n#define FLEX_GRAD_DIAGONAL 0/);
+    // No uniform or diagonal site: general whatever the switches.
+    const only = gradForSites(scoreModGradient(scoreMod(({ score, kv }) => score.add(t3.at(ids.at(kv)))), [t3], ['c']), [t3]);
+    expect(planGradFor(only, [8], d, 'x', { unverifiedGpuPaths: true, fastAllowed: true }).path).toBe('general');
   });
 });

@@ -15,7 +15,9 @@ import { checkScale } from '../validate.js';
 import { checkBlockMask, cpuBlockMask } from '../flex.js';
 import { backwardBackend, checkBackwardCall, checkGradFor } from './checks.js';
 import { backwardPrograms, gradForSites, scoreModGradient } from './mod-programs.js';
-import { planGradFor } from '../cuda/gradfor-plan.js';
+import { gradForCodeFor, planGradFor } from '../cuda/gradfor-plan.js';
+import { gradForPathSwitches } from '../cuda/switches.js';
+import { deviceCaps } from '../cuda/device-caps.js';
 import { runCpuBackward } from './cpu.js';
 import { runBackward } from '../cuda/run-backward.js';
 
@@ -132,8 +134,11 @@ function flexBackwardCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tens
   // Symbolic derivatives now, so a mod without a gradient fails at the call.
   const grad = scoreMod ? scoreModGradient(scoreMod, gradFor, gradFor.map((_, i) => `options.gradFor[${i}]`)) : undefined;
   // CUDA gradFor: its sites and partial buffers planned now, so a buffer over the bound fails at the call.
-  const gfCode = backend === 'cuda' && grad && gradFor.length > 0 ? gradForSites(grad, gradFor) : undefined;
-  const gfPlan = gfCode ? planGradFor(gfCode, gradFor.map((g) => g.numel), dims) : undefined;
+  // The plan also picks each site's accumulation (uniform / diagonal / general), which the kernel is generated with.
+  const gfSites = backend === 'cuda' && grad && gradFor.length > 0 ? gradForSites(grad, gradFor) : undefined;
+  const gfPlan = gfSites ? planGradFor(gfSites, gradFor.map((g) => g.numel), dims, 'options.gradFor',
+    { ...gradForPathSwitches(), smemPerBlockOptin: deviceCaps(q.deviceIndex).smemPerBlockOptin }) : undefined;
+  const gfCode = gfSites ? gradForCodeFor(gfSites, gfPlan!) : undefined;
 
   let t!: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor; dOut: Tensor };
   return runOp('flexAttentionBackward', signal, outer, (hold) => {

@@ -9,6 +9,7 @@
 import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import { envSwitch } from '../env.js';
 import type { PlanSwitches } from './plan.js';
+import type { GradForPathSwitches } from './gradfor-plan.js';
 
 /** `v` (the switch `name`'s value) when it is one of `allowed`; unset or empty is `undefined`. */
 function oneOf(name: string, v: string | undefined, allowed: readonly string[]): string | undefined {
@@ -35,6 +36,23 @@ export function decodeEnabled(): boolean {
 }
 
 /**
+ * Whether `FLEXATTN_UNVERIFIED_GPU_PATHS=1` (read at each call): for a plan
+ * that chooses between a verified kernel and a faster one not yet run on a GPU
+ * (both correct), where {@link requireVerifiedGpuPath} would refuse the call.
+ */
+export function unverifiedGpuPathsEnabled(): boolean {
+  return oneOf('FLEXATTN_UNVERIFIED_GPU_PATHS', envSwitch('FLEXATTN_UNVERIFIED_GPU_PATHS'), ['0', '1']) === '1';
+}
+
+/** The gradFor path switches of lib/cuda/gradfor-plan.ts (`FLEXATTN_GRADFOR_FAST`, read at each call). */
+export function gradForPathSwitches(): GradForPathSwitches {
+  return {
+    unverifiedGpuPaths: unverifiedGpuPathsEnabled(),
+    fastAllowed: oneOf('FLEXATTN_GRADFOR_FAST', envSwitch('FLEXATTN_GRADFOR_FAST'), ['0', '1']) !== '0',
+  };
+}
+
+/**
  * Guards a CUDA code path that is written and tested on the CPU side but has
  * not yet run on a GPU: without `FLEXATTN_UNVERIFIED_GPU_PATHS=1` it throws a
  * NotImplementedError naming `what` and the switch, so no unverified kernel
@@ -43,7 +61,7 @@ export function decodeEnabled(): boolean {
  * path in the commit that records its GPU run.
  */
 export function requireVerifiedGpuPath(what: string, instead = "the CPU backend (backend: 'cpu') computes it"): void {
-  if (oneOf('FLEXATTN_UNVERIFIED_GPU_PATHS', envSwitch('FLEXATTN_UNVERIFIED_GPU_PATHS'), ['0', '1']) === '1') return;
+  if (unverifiedGpuPathsEnabled()) return;
   throw new NotImplementedError(`${what} on CUDA has not yet been run on a GPU, so it is off by default; ` +
     `${instead}, and FLEXATTN_UNVERIFIED_GPU_PATHS=1 enables the CUDA path for verification runs`);
 }

@@ -261,9 +261,19 @@ function scoreGradSource(score: ScoreMod, scoreGrad: IrNode, paramField: (name: 
 export interface GradForCode {
   readonly tensors: ReadonlyArray<{
     readonly dtype: 'f32' | 'bf16' | 'f16';
-    readonly sites: ReadonlyArray<{ readonly index: IrNode; readonly weight: IrNode }>;
+    readonly sites: ReadonlyArray<{ readonly index: IrNode; readonly weight: IrNode; readonly accumulate?: GradSiteClass }>;
   }>;
 }
+
+/**
+ * How the dK/dV pass accumulates one site (lib/cuda/gradfor-plan.ts proves
+ * the class; absent: general): `uniform` (index of b, h only), `diagonal`
+ * (index base(b, h) + sign · (kv − q), no clamp binding), `general`.
+ */
+export type GradSiteClass =
+  | { readonly kind: 'uniform' }
+  | { readonly kind: 'diagonal'; readonly sign: 1 | -1 }
+  | { readonly kind: 'general' };
 
 const GRAD_HELPERS = String.raw`struct FlexGradBuf { float* part; const int* lo; void* out; int width; int numel; };
 __device__ __forceinline__ unsigned short flex_f2bf16(float x) { unsigned short y; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(y) : "f"(x)); return y; }
@@ -277,15 +287,26 @@ function gradForSource(score: ScoreMod, gf: GradForCode, paramField: (name: stri
     GRAD_HELPERS,
   ];
   const cases: string[] = [];
+  // Per site: its accumulation kind (0 general, 1 uniform, 2 diagonal), its slot among the sites of that kind, its sign.
+  const kinds: number[] = [], slots: number[] = [], signs: number[] = [], owners: number[] = [];
+  const count = [0, 0, 0];
   let s = 0;
   gf.tensors.forEach((t, k) => t.sites.forEach((site) => {
+    const acc = site.accumulate ?? { kind: 'general' };
+    const kind = acc.kind === 'uniform' ? 1 : acc.kind === 'diagonal' ? 2 : 0;
+    kinds.push(kind); slots.push(count[kind]!++); signs.push(acc.kind === 'diagonal' ? acc.sign : 1); owners.push(k);
     L.push(exprFunction(`flex_gs${s}_index`, 'float', score, site.index, paramField));
     L.push(exprFunction(`flex_gs${s}_weight`, 'float', score, site.weight, paramField));
     cases.push(`    case ${s}: tensor = ${k}; index = (int)flex_gs${s}_index(score, b, h, q_idx, kv_idx, args); `
       + `return flex_gs${s}_weight(score, b, h, q_idx, kv_idx, args);`);
     s++;
   }));
+  const table = (name: string, v: number[]): string =>
+    `__device__ __forceinline__ constexpr int ${name}(int s) { return ${v.map((x, i) => `s == ${i} ? ${x} : `).join('')}0; }`;
   L.push(
+    `#define FLEX_GRAD_UNIFORM ${count[1]}`, `#define FLEX_GRAD_DIAGONAL ${count[2]}`,
+    table('flex_grad_site_kind', kinds), table('flex_grad_site_slot', slots), table('flex_grad_site_sign', signs),
+    table('flex_grad_site_tensor', owners),
     '__device__ __forceinline__ float flex_grad_site(int s, float score, int b, int h, int q_idx, int kv_idx, const FlexModArgs& args, int& tensor, int& index) {',
     '  switch (s) {', ...cases, '    default: tensor = 0; index = 0; return 0.f;', '  }', '}',
     '__device__ __forceinline__ FlexGradBuf flex_grad_buf(int k, const FlexModArgs& args) {',

@@ -18,7 +18,7 @@ export {
 } from './builtins.js';
 export type { ImageSpan } from './builtins.js';
 export { generateCuda, packArgs, packArgsForTensors } from './codegen-cuda.js';
-export type { ArgSource, ArgField, ArgsLayout, CudaModCode, PackValues, GradForCode, GradBufField, GradBufValues } from './codegen-cuda.js';
+export type { ArgSource, ArgField, ArgsLayout, CudaModCode, PackValues, GradForCode, GradSiteClass, GradBufField, GradBufValues } from './codegen-cuda.js';
 export { encodeProgram, OPCODES, BYTECODE_MAGIC } from './bytecode.js';
 /** @internal */
 export { runBytecode } from './bytecode.js';

@@ -225,17 +225,147 @@ __device__ __forceinline__ void grad_warp_add(const GradWindow& w, int rel, floa
   __syncwarp();
 }
 
-// Every site's contribution of one element (dsm = 0 where masked).
-__device__ __forceinline__ void grad_captured_element(const GradWindow (&win)[FLEX_GRAD_TENSORS], float dsm, float raw,
-                                                      bool kept, int b, int h, int qc, int kvc,
+// Fast accumulation for two index shapes (lib/cuda/gradfor-plan.ts proves the
+// class of each site on the IR; the generated flex_grad_site_kind(s) says which
+// of them the plan chose: 0 general, 1 uniform, 2 diagonal). Same slices, same
+// reduce, still no atomics and a fixed order everywhere, so still the same bits
+// for the same inputs (not the general path's bits: another summation order).
+//   uniform  (index of b, h only): within one query head every element of the
+//            CTA hits one index. Each lane keeps a register sum over the head's
+//            q tiles; at the end of the head one xor butterfly (fixed order) and
+//            one add by lane 0.
+//   diagonal (index base(b, h) + sign · (kv − q), no clamp binding): in one warp
+//            step (16 kv rows × 64 q columns of the mma fragment, kv = row0 + g +
+//            8r, q = q0 + 8nn + 2t + c) element (r, nn, c) of lane (g, t) lies on
+//            diagonal kv − q = row0 − q0 + g − 2t − c + 8(r − nn). Per lane the
+//            elements with equal (r − nn, c) share a diagonal: kDiagSlots sums in
+//            a lane-private stage in shared memory (added in element order). Then
+//            lane L sums diagonals L, L + 32, L + 64 of the step's kDiagSpan from
+//            the stage in a fixed (t, c) order and adds each into the slice.
+// The general path (grad_warp_add above) does a match_any, 32 shuffles and a
+// read-modify-write per element and site.
+template <int NT>
+struct GradDiag {
+  static constexpr int kSlots = 2 * (NT + 1);      // (r − nn + NT − 1) · 2 + c
+  static constexpr int kSpan = 8 * NT + 15;        // g − 2t − c + 8(r − nn) ∈ [−(8NT − 1), 15]
+  static constexpr int kLow = 8 * NT - 1;          // −(lowest diagonal)
+  static_assert(kSpan <= 96, "three diagonals per lane");
+  __device__ __forceinline__ static constexpr int slot(int nn, int i) { return ((i >> 1) - nn + NT - 1) * 2 + (i & 1); }
+};
+
+struct GradFast {
+#if FLEX_GRAD_UNIFORM > 0
+  float u[FLEX_GRAD_UNIFORM];  // this lane's sum over the current head
+  int ui[FLEX_GRAD_UNIFORM];   // the (head-uniform) flat index
+#endif
+#if FLEX_GRAD_DIAGONAL > 0
+  float* stage;                // this warp's stage: [FLEX_GRAD_DIAGONAL][kSlots][32]
+  int di[FLEX_GRAD_DIAGONAL];  // the flat index at kv − q = 0 (base(b, h)); the same in every lane
+#endif
+};
+
+// Every site's contribution of one element (dsm = 0 where masked); `dslot`:
+// the element's GradDiag<NT> slot (compile-time once the element loop is unrolled).
+template <int NT>
+__device__ __forceinline__ void grad_captured_element(const GradWindow (&win)[FLEX_GRAD_TENSORS], GradFast& f, float dsm,
+                                                      float raw, bool kept, int b, int h, int qc, int kvc, int dslot,
                                                       const FlexModArgs& args, int lane) {
+  (void)f; (void)dslot;
 #pragma unroll
   for (int s = 0; s < FLEX_GRAD_SITES; ++s) {
     int k, idx;
     const float wgt = flex_grad_site(s, raw, b, h, qc, kvc, args, k, idx);
-    const int rel = kept ? idx - win[k].lo : -1;
-    grad_warp_add(win[k], rel, kept ? dsm * wgt : 0.f, lane);
+    const float v = kept ? dsm * wgt : 0.f;
+#if FLEX_GRAD_UNIFORM > 0
+    if (flex_grad_site_kind(s) == 1) {
+      f.u[flex_grad_site_slot(s)] += v;
+      f.ui[flex_grad_site_slot(s)] = idx;
+      continue;
+    }
+#endif
+#if FLEX_GRAD_DIAGONAL > 0
+    if (flex_grad_site_kind(s) == 2) {
+      f.stage[(flex_grad_site_slot(s) * GradDiag<NT>::kSlots + dslot) * 32 + lane] += v;
+      f.di[flex_grad_site_slot(s)] = idx - flex_grad_site_sign(s) * (kvc - qc);
+      continue;
+    }
+#endif
+    grad_warp_add(win[k], kept ? idx - win[k].lo : -1, v, lane);
   }
+}
+
+// Start of a warp step: the diagonal stages to 0 (after the previous step's readers).
+template <int NT>
+__device__ __forceinline__ void grad_diag_begin(GradFast& f, int lane) {
+  (void)f; (void)lane;
+#if FLEX_GRAD_DIAGONAL > 0
+  __syncwarp();
+#pragma unroll
+  for (int x = 0; x < FLEX_GRAD_DIAGONAL * GradDiag<NT>::kSlots; ++x) f.stage[x * 32 + lane] = 0.f;
+#endif
+}
+
+// End of a warp step: each diagonal summed in a fixed order, one add each into
+// the slice. d0 = row0 − q0 (kv − q of diagonal 0).
+template <int NT>
+__device__ __forceinline__ void grad_diag_end(const GradWindow (&win)[FLEX_GRAD_TENSORS], GradFast& f, int d0, int lane) {
+  (void)win; (void)f; (void)d0; (void)lane;
+#if FLEX_GRAD_DIAGONAL > 0
+  typedef GradDiag<NT> G;
+  __syncwarp();  // the stage written by every lane
+#pragma unroll
+  for (int s = 0; s < FLEX_GRAD_SITES; ++s) {
+    if (flex_grad_site_kind(s) != 2) continue;
+    const int j = flex_grad_site_slot(s), k = flex_grad_site_tensor(s), sign = flex_grad_site_sign(s);
+    const float* st = f.stage + j * G::kSlots * 32;
+#pragma unroll
+    for (int w = 0; w < 3; ++w) {
+      const int dd = lane + 32 * w;
+      if (dd < G::kSpan) {
+        const int d = dd - G::kLow;
+        float sum = 0.f;
+#pragma unroll
+        for (int tc = 0; tc < 8; ++tc) {
+          const int tt = tc >> 1, c = tc & 1;
+          const int e = d + 2 * tt + c + 8 * NT;  // = g + 8 (r − nn + NT) >= 1
+          const int g = e & 7, m = (e >> 3) - NT;
+          if (m >= -(NT - 1) && m <= 1) sum += st[((m + NT - 1) * 2 + c) * 32 + 4 * g + tt];
+        }
+        const int rel = f.di[j] + sign * (d0 + d) - win[k].lo;
+        // Diagonals outside the window hold only masked elements (sum 0): the window bounds every kept index.
+        if (rel >= 0 && rel < win[k].width) win[k].part[rel] += sum;
+      }
+    }
+    __syncwarp();  // the next site's adds may hit the same slice elements from other lanes
+  }
+#endif
+}
+
+// Start of a query head's q tiles: the uniform sums to 0.
+__device__ __forceinline__ void grad_uniform_begin(GradFast& f) {
+  (void)f;
+#if FLEX_GRAD_UNIFORM > 0
+#pragma unroll
+  for (int j = 0; j < FLEX_GRAD_UNIFORM; ++j) { f.u[j] = 0.f; f.ui[j] = -1; }
+#endif
+}
+
+// End of a query head: each uniform sum over the warp (fixed butterfly), one add by lane 0.
+__device__ __forceinline__ void grad_uniform_end(const GradWindow (&win)[FLEX_GRAD_TENSORS], GradFast& f, int lane) {
+  (void)win; (void)f; (void)lane;
+#if FLEX_GRAD_UNIFORM > 0
+#pragma unroll
+  for (int s = 0; s < FLEX_GRAD_SITES; ++s) {
+    if (flex_grad_site_kind(s) != 1) continue;
+    const int j = flex_grad_site_slot(s), k = flex_grad_site_tensor(s);
+    float v = f.u[j];
+#pragma unroll
+    for (int m = 16; m >= 1; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+    const int rel = f.ui[j] - win[k].lo;
+    if (lane == 0 && rel >= 0 && rel < win[k].width) win[k].part[rel] += v;
+  }
+  __syncwarp();
+#endif
 }
 
 // Reduce: dCaptured[k][e] = sum over CTAs (in order) and warps (in order) of
@@ -408,6 +538,12 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
       gwin[k].part = gb.part + ((i64)cta * Cfg::kWarps + warp) * gb.width;
     }
   }
+  GradFast gfast;
+#if FLEX_GRAD_DIAGONAL > 0
+  static_assert(GradDiag<NT>::kSlots * 32 * 4 * Cfg::kWarps == 9216, "DIAG_STAGE_BYTES of lib/cuda/gradfor-plan.ts");
+  __shared__ float gstage[Cfg::kWarps][FLEX_GRAD_DIAGONAL * GradDiag<NT>::kSlots * 32];
+  gfast.stage = gstage[warp];
+#endif
 #endif
 
   const u16* gK = (const u16*)p.k + (i64)b * p.k_stride_b + (i64)hk * p.k_stride_h + (i64)kv0 * p.k_stride_s;
@@ -430,6 +566,9 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
     const float* rl = p.lse2 + ((i64)b * p.Hq + h) * Sq;
     const float* rd = p.delta + ((i64)b * p.Hq + h) * Sq;
     const i64 qs = p.q_stride_s, ds = p.do_stride_s;
+#if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
+    grad_uniform_begin(gfast);
+#endif
 
     QTileRef cur = sched.tile(0);
     Tile::template load_async<NTH>(sQ, gQ + (i64)cur.q0 * qs, qs, Sq - cur.q0, tid);
@@ -475,6 +614,9 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
       }
 
       // P and dS (rows kv, columns q)
+#if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
+      grad_diag_begin<NT>(gfast, lane);
+#endif
 #pragma unroll
       for (int nn = 0; nn < NT; ++nn)
 #pragma unroll
@@ -490,11 +632,14 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
           grad_element(st.c[0][nn][i], dpt.c[0][nn][i], dsm, raw, kept, qk, dpt.c[0][nn][i], keep, l2, dl, p, args, b,
                        h, qc, kvc);
 #if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
-          grad_captured_element(gwin, dsm, raw, kept, b, h, qc, kvc, args, lane);
+          grad_captured_element<NT>(gwin, gfast, dsm, raw, kept, b, h, qc, kvc, GradDiag<NT>::slot(nn, i), args, lane);
 #else
           (void)dsm; (void)raw; (void)kept;
 #endif
         }
+#if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
+      grad_diag_end<NT>(gwin, gfast, row0 - cur.q0, lane);
+#endif
 
       // dV += Pᵀ dO, dK += dSᵀ Q
       RtA<1, PK> pa, sa;
@@ -515,6 +660,9 @@ __device__ __forceinline__ void flash_bwd_dkdv(const FlashBwdParams& p) {
       __syncthreads();  // this slot is refilled two iterations on
       cur = nxt;
     }
+#if defined(FLEX_GRAD_SITES) && FLEX_GRAD_SITES > 0
+    grad_uniform_end(gwin, gfast, lane);
+#endif
   }
   cp_async_wait<0>();
 
