@@ -177,10 +177,14 @@ suite('NCCL loader (stub libraries)', () => {
         catch (e) { out[lib] = err(e); }
       }
       out.gpu = m.cudaAvailable();`;
-    // Real NCCL communication is off until its GPU run (lib/cuda/switches.ts requireVerifiedGpuPath).
-    const off = child(body.replace("['old', 'ok']", "['ok']"), { FLEXATTN_NCCL: lib.ok, FLEXATTN_UNVERIFIED_GPU_PATHS: '' });
+    // NCCL between GPUs is off until its GPU run (lib/cuda/switches.ts requireVerifiedGpuPath); one rank has run.
+    const two = body.replace("['old', 'ok']", "['ok']").replace("devices: ['cuda:0']", "devices: ['cuda:0', 'cuda:1']");
+    const off = child(two, { FLEXATTN_NCCL: lib.ok, FLEXATTN_UNVERIFIED_GPU_PATHS: '' });
     expect(off.ok.name).toBe('NotImplementedError');
     expect(off.ok.message).toMatch(/FLEXATTN_UNVERIFIED_GPU_PATHS=1/);
+    const oneOff = child(body.replace("['old', 'ok']", "['ok']"), { FLEXATTN_NCCL: lib.ok, FLEXATTN_UNVERIFIED_GPU_PATHS: '' });
+    if (oneOff.gpu) expect(oneOff.ok).toBe('created');
+    else expect(oneOff.ok.name).toBe('CudaUnavailableError');
     const on = { FLEXATTN_UNVERIFIED_GPU_PATHS: '1' };
     const old = child(body.replace("['old', 'ok']", "['old']"), { FLEXATTN_NCCL: lib.old, ...on });
     expect(old.old.name).toBe('NcclVersionError');
