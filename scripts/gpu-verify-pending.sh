@@ -54,7 +54,7 @@ case "${1:-}" in
     at "server" $rc | tee -a "$OUT/server.log"; [ $rc = 0 ] || status=1; tail -n 15 "$OUT/server.log" ;;
   recheck)
     # the suites a previous `tests` run failed in (after their fixes), the comparison, then the backward rows
-    FLEXATTN_REQUIRE_GPU=1 timeout 150 node_modules/.bin/vitest run ${RECHECK:-test/gpu/backward-gradfor.test.ts test/gpu/parallel.test.ts} \
+    FLEXATTN_REQUIRE_GPU=1 timeout 220 node_modules/.bin/vitest run ${RECHECK:-test/gpu/backward-gradfor.test.ts test/gpu/parallel.test.ts} \
       > "$OUT/recheck.log" 2>&1; rc=$?
     at "recheck" $rc | tee -a "$OUT/recheck.log"; tail -n 30 "$OUT/recheck.log"; [ $rc = 0 ] || status=1
     mkdir -p "$OUT/compare" "$OUT/bench"
