@@ -42,3 +42,13 @@ DEC_ALT(16, 64, 4, 6)
 DEC_FUSED(dec_d128_default_fc, ::flexattn::decode::DecodeConfig<128>, 2)
 DEC_FUSED(dec_d128_m16n64w4s6_fc, Cfg_m16n64w4s6, 1)
 DEC_FUSED(dec_d128_m16n64w4s4_fc, Cfg_m16n64w4s4, 1)
+
+// Hopper bulk-copy variants (decode_bulk.cuh: a producer warp's cp.async.bulk row copies into an ST-stage
+// mbarrier ring; the same combine kernel). sm_90a only; BLOCK_N 64 with 4 consumer warps, or 32 with 2.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 || !defined(__CUDA_ARCH__)
+#include "decode_bulk.cuh"
+DEC_BULK(bulk_s3, 64, 4, 3, 2)      // 108.5 KB: two CTAs per SM
+DEC_BULK(bulk_s4, 64, 4, 4, 1)      // 143 KB
+DEC_BULK(bulk_s6, 64, 4, 6, 1)      // 208 KB
+DEC_BULK(bulk_n32s8, 32, 2, 8, 1)   // 140 KB: 8 stages of 32 tokens
+#endif

@@ -3,8 +3,14 @@
 variant against an fp32 reference, then GB/s of K+V read for the issue-19 decode shapes over tile
 alternatives, load-hint builds (_pf256, _ef twins) and split counts, with PyTorch SDPA (cuDNN, flash)
 timed in the same process.  usage: python3 run_decode.py [--budget S]   (after ./build.sh decode.cu ...)
-DEC_DEBUG=1: only the correctness launches, each logged (run under compute-sanitizer to name a failing variant)."""
-import argparse, ctypes, json, math, os, re, struct, time
+DEC_DEBUG=1: only the correctness launches, each logged (run under compute-sanitizer to name a failing variant).
+Hopper bulk-copy variants (decode_bulk.cuh, dec_d128_bulk_*): first checked in a subprocess with a timeout
+(`--bulk-smoke`: the debug build decode_tmo.cubin when present — SUFFIX=_tmo NVFLAGS=-DDEC_DEBUG_TIMEOUT
+./build.sh decode.cu, bounded mbarrier waits — then the release build); a hang, crash, timeout record or
+wrong answer there drops them from the run ("BULK DROPPED"), so the rest of the sweep still runs. They are
+then checked and timed like every other variant (always run, as the fused ones; DEC_ALTS does not filter them).
+Every variant is also checked on a paged pool (page 16, shuffled page table, odd length)."""
+import argparse, ctypes, json, math, os, re, struct, subprocess, sys, time
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -61,6 +67,20 @@ class K:
         if self.c["smemBytes"] > 0:
             ck(cu.cuFuncSetAttribute(self.f, 8, self.c["smemBytes"]), "smem")
         self.name = name
+        # debug build (-DDEC_DEBUG_TIMEOUT): int dec_bulk_timeout[4] = {count, block, thread, tag * 2 + parity}
+        dbg, dsz = ctypes.c_uint64(), ctypes.c_size_t()
+        self.dbg = dbg.value if cu.cuModuleGetGlobal_v2(ctypes.byref(dbg), ctypes.byref(dsz), mod, b"dec_bulk_timeout") == 0 else None
+
+    def timeout_record(self, clear=False):
+        """The debug build's record (None for a release build); clear=True zeroes it."""
+        if self.dbg is None:
+            return None
+        buf = (ctypes.c_int * 4)()
+        if clear:
+            ck(cu.cuMemcpyHtoD_v2(ctypes.c_uint64(self.dbg), ctypes.cast(buf, ctypes.c_void_p), ctypes.c_size_t(16)), "dbg clear")
+            return None
+        ck(cu.cuMemcpyDtoH_v2(ctypes.cast(buf, ctypes.c_void_p), self.dbg, 16), "dbg read")
+        return list(buf) if buf[0] else None
 
     def __call__(self, grid, pb):
         buf = ctypes.create_string_buffer(pb, len(pb))
@@ -87,8 +107,9 @@ def planner_splits(ctas, skv, bn, smem):
     return best
 
 
-def make_runner(k, comb, q, kk, v, o, splits):
-    """q [B,Hq,1,D], k/v [B,Hkv,S,D] (contiguous rows as flexAttention passes them: page = seq)."""
+def make_runner(k, comb, q, kk, v, o, splits, paged=None):
+    """q [B,Hq,1,D], k/v [B,Hkv,S,D] (contiguous rows as flexAttention passes them: page = seq).
+    paged: (pool_k, pool_v, table, page) from make_pool; kk/v then only give the shape."""
     B, Hq, _, D = q.shape
     Hkv, S = kk.shape[1], kk.shape[2]
     G = Hq // Hkv
@@ -108,6 +129,11 @@ def make_runner(k, comb, q, kk, v, o, splits):
              num_seqs=B, Hq=Hq, Hkv=Hkv, gqa_group=G, uniform_kv_len=S, uniform_q_len=1, log2_page_size=30,
              row_tiles=row_tiles, num_splits=splits, causal=0, end_aligned=1, scale=sc, scale_log2=sc * 1.4426950408889634,
              pack_heads=G, seg_tokens=1 << 30, q_segments=1, seg_tiles=row_tiles)
+    if paged is not None:
+        pk, pv, table, page = paged
+        f.update(k=pk.data_ptr(), v=pv.data_ptr(), page_table=table.data_ptr(), page_table_stride=table.stride(0),
+                 log2_page_size=int(math.log2(page)), k_page_stride=pk.stride(0), k_token_stride=pk.stride(1),
+                 k_head_stride=pk.stride(2), v_page_stride=pv.stride(0), v_token_stride=pv.stride(1), v_head_stride=pv.stride(2))
     pb = pack(k.c["paramBytes"], **f)
     pc = pack(comb.c["paramBytes"], **f) if comb is not None else None
 
@@ -115,8 +141,25 @@ def make_runner(k, comb, q, kk, v, o, splits):
         k(ctas * splits, pb)
         if splits > 1 and comb is not None:
             comb(ctas, pc)
-    run.keep = (ws_o, ws_l)
+    run.keep = (ws_o, ws_l, paged)
     return run
+
+
+def make_pool(kk, v, page, g):
+    """A paged pool [pages, page, Hkv, D] holding kk/v [B,Hkv,S,D] in shuffled pages (NaN in the unused
+    tail of each sequence's last page and in one spare page), and the int32 page table [B, ceil(S/page)]."""
+    B, Hkv, S, D = kk.shape
+    npg = -(-S // page)
+    perm = torch.randperm(B * npg + 1, device="cuda", generator=g)[:B * npg].to(torch.int32)
+    table = perm.view(B, npg).contiguous()
+    pools = []
+    for x in (kk, v):
+        pool = torch.full((B * npg + 1, page, Hkv, D), float("nan"), device="cuda", dtype=x.dtype)
+        pad = torch.full((B, Hkv, npg * page, D), float("nan"), device="cuda", dtype=x.dtype)
+        pad[:, :, :S] = x
+        pool[table.view(-1).long()] = pad.view(B, Hkv, npg, page, D).permute(0, 2, 3, 1, 4).reshape(B * npg, page, Hkv, D)
+        pools.append(pool)
+    return pools[0], pools[1], table, page
 
 
 SHAPES = [("B8 Hq32 Hkv8 Skv32k", 8, 32, 8, 32768), ("B1 Hq32 Hkv8 Skv128k", 1, 32, 8, 131072),
@@ -124,12 +167,104 @@ SHAPES = [("B8 Hq32 Hkv8 Skv32k", 8, 32, 8, 32768), ("B1 Hq32 Hkv8 Skv128k", 1, 
 ALTS = ["m16n64w4s4", "m16n64w4s2", "m16n128w4s2", "m16n128w8s2", "m16n128w8s3", "m16n64w2s3", "m16n32w2s4", "m16n32w2s6",
         "m16n64w4s5", "m16n64w4s6"]
 FUSED = ["default_fc", "m16n64w4s6_fc", "m16n64w4s4_fc"]  # the last split CTA merges (no combine launch)
+BULK = ["bulk_s3", "bulk_s4", "bulk_s6", "bulk_n32s8"]  # sm_90a bulk-copy K/V ring (decode_bulk.cuh), the usual combine
 if os.environ.get("DEC_ALTS"):  # a subset, e.g. DEC_ALTS=m16n64w4s6 (the default and the fused variants always run)
     ALTS = [a for a in ALTS if a in os.environ["DEC_ALTS"].split(",")]
 
 
-def variants():
+def bulk_variants(cub):
+    """The bulk-copy kernels of one cubin that has them ([] for an older build)."""
+    if not os.path.exists(os.path.join(R.BUILD, cub + ".cubin")):
+        return []
+    comb = K(cub, "flexattn_decode_combine_d128_bf16")
     out = []
+    for a in BULK:
+        try:
+            out.append((a, K(cub, "dec_d128_" + a), comb))
+        except Exception as e:  # not in this build
+            log(f"{a}: not in {cub}.cubin ({str(e)[:60]})")
+    return out
+
+
+# correctness cases: GQA, odd lengths, splits 1 and 5, against fp32; the last one through a paged pool
+CASES = ((2, 8, 2, 1, None), (2, 8, 2, 77, None), (3, 32, 8, 1531, None), (1, 4, 4, 5000, None), (3, 32, 8, 1531, 16))
+
+
+def check(vs, res, tag=""):
+    """Every variant of vs on CASES (outputs poisoned with NaN); appends to res['correct']; False on any failure."""
+    all_ok = True
+    for (B, Hq, Hkv, S, page) in CASES:
+        g = torch.Generator(device="cuda").manual_seed(S)
+        q = torch.randn(B, Hq, 1, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+        kk = torch.randn(B, Hkv, S, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+        v = torch.randn(B, Hkv, S, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+        paged = make_pool(kk, v, page, g) if page else None
+        ref = F.scaled_dot_product_attention(q.float(), kk.float().repeat_interleave(Hq // Hkv, 1),
+                                             v.float().repeat_interleave(Hq // Hkv, 1))
+        for name, k, comb in vs:
+            for sp in (1, 5):
+                if os.environ.get("DEC_DEBUG"):
+                    log(f"debug {tag}{name} B{B} S{S} page {page} splits {sp}")
+                o = torch.full_like(q, float("nan"))
+                k.timeout_record(clear=True)
+                make_runner(k, comb, q, kk, v, o, sp, paged)()
+                torch.cuda.synchronize()
+                rec = k.timeout_record()
+                err = ((o.float() - ref).abs().max() / ref.abs().max()).item()
+                ok = err < 2e-2 and rec is None
+                res["correct"].append(dict(v=tag + name, B=B, Hq=Hq, Hkv=Hkv, S=S, page=page, splits=sp, err=err, ok=ok))
+                if rec is not None:
+                    log(f"DEADLOCK (debug build) {tag}{name} B{B} S{S} page {page} splits {sp}: {rec[0]} waits gave up, "
+                        f"first block {rec[1]} thread {rec[2]} on the {('full', 'empty')[rec[3] // 2]} barrier, parity {rec[3] % 2}")
+                if not ok:
+                    all_ok = False
+                    log(f"FAIL {tag}{name} B{B} Hq{Hq} Hkv{Hkv} S{S} page {page} splits {sp}: rel err {err:.3g}")
+    return all_ok
+
+
+def bulk_smoke():
+    """Subprocess body (--bulk-smoke): the bulk variants of the debug build, then of the release build, on
+    CASES. Exit 0 only when every check passed and no wait timed out."""
+    res = {"correct": []}
+    ok = True
+    for cub, tag in (("decode_tmo", "tmo:"), ("decode", "")):
+        vs = bulk_variants(cub)
+        if not vs:
+            log(f"bulk smoke: no bulk kernels in {cub}.cubin" + (" (no hang guard but this subprocess's timeout)" if tag else ""))
+            ok = ok and bool(tag)
+            continue
+        ok = check(vs, res, tag) and ok
+        log(f"bulk smoke {cub}: {sum(c['ok'] for c in res['correct'] if c['v'].startswith(tag))}/"
+            f"{sum(c['v'].startswith(tag) for c in res['correct'])} ok")
+        if not ok:
+            break  # a failing debug build: the release build is not launched
+    sys.exit(0 if ok else 3)
+
+
+def bulk_guard(timeout=240):
+    """Run bulk_smoke in a subprocess; True when the bulk variants may run in this process."""
+    env = dict(os.environ, OUT=os.path.join("/tmp", "dec-bulk-smoke"))
+    try:
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--bulk-smoke"], env=env, timeout=timeout,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in r.stdout.splitlines()[-40:]:
+            log("  | " + line)
+        if r.returncode != 0:
+            log(f"BULK DROPPED: smoke subprocess exit {r.returncode}")
+            return False
+        return True
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        for line in out.splitlines()[-20:]:
+            log("  | " + line)
+        log(f"BULK DROPPED: HANG (smoke subprocess past {timeout} s)")
+        return False
+
+
+def variants(bulk=True):
+    out = []
+    if bulk:
+        out += bulk_variants("decode")
     for suf in ("", "_pf256", "_ef"):
         cub = "decode" + suf
         if not os.path.exists(os.path.join(R.BUILD, cub + ".cubin")):
@@ -146,31 +281,17 @@ def variants():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=200)
+    ap.add_argument("--bulk-smoke", action="store_true", help="(subprocess) check the bulk variants only")
     a = ap.parse_args()
-    t_end = time.time() + a.budget
+    if a.bulk_smoke:
+        return bulk_smoke()
     res = {"card": torch.cuda.get_device_name(0), "sm": SM, "correct": [], "rows": []}
-    vs = variants()
-    log(f"{res['card']}: {len(vs)} variants")
-    # correctness: GQA, odd lengths, splits 1 and 5, against fp32
-    for (B, Hq, Hkv, S) in ((2, 8, 2, 1), (2, 8, 2, 77), (3, 32, 8, 1531), (1, 4, 4, 5000)):
-        g = torch.Generator(device="cuda").manual_seed(S)
-        q = torch.randn(B, Hq, 1, 128, device="cuda", dtype=torch.bfloat16, generator=g)
-        kk = torch.randn(B, Hkv, S, 128, device="cuda", dtype=torch.bfloat16, generator=g)
-        v = torch.randn(B, Hkv, S, 128, device="cuda", dtype=torch.bfloat16, generator=g)
-        ref = F.scaled_dot_product_attention(q.float(), kk.float().repeat_interleave(Hq // Hkv, 1),
-                                             v.float().repeat_interleave(Hq // Hkv, 1))
-        for name, k, comb in vs:
-            for sp in (1, 5):
-                if os.environ.get("DEC_DEBUG"):
-                    log(f"debug {name} B{B} S{S} splits {sp}")
-                o = torch.full_like(q, float("nan"))
-                make_runner(k, comb, q, kk, v, o, sp)()
-                torch.cuda.synchronize()
-                err = ((o.float() - ref).abs().max() / ref.abs().max()).item()
-                ok = err < 2e-2
-                res["correct"].append(dict(v=name, B=B, Hq=Hq, Hkv=Hkv, S=S, splits=sp, err=err, ok=ok))
-                if not ok:
-                    log(f"FAIL {name} B{B} Hq{Hq} Hkv{Hkv} S{S} splits {sp}: rel err {err:.3g}")
+    bulk = bool(bulk_variants("decode")) and bulk_guard()
+    t_end = time.time() + a.budget  # the timing budget starts after the bulk smoke subprocess
+    res["bulk"] = bulk
+    vs = variants(bulk)
+    log(f"{res['card']}: {len(vs)} variants" + ("" if bulk else " (no bulk variants)"))
+    check(vs, res)
     if os.environ.get("DEC_DEBUG"):
         return
     log(f"correctness: {sum(c['ok'] for c in res['correct'])}/{len(res['correct'])} ok")
@@ -213,8 +334,13 @@ def main():
             best[key] = max(best.get(key, 0), r["gbs"])
         top = sorted(best.items(), key=lambda kv: -kv[1])[:8]
         dflt = max([r["gbs"] for r in row["ours"] if r["v"] == "default" and r["planned"]] or [0])
+        bulk_best = max(((g, v, s) for (v, s), g in best.items() if v.startswith("bulk")), default=None)
         log(f"{sname}: cudnn {row['torch'].get('cudnn', 0):.0f} flash {row['torch'].get('flash', 0):.0f} GB/s; "
             f"ours default(planned) {dflt:.0f}; top: " + ", ".join(f"{v}/s{s} {g:.0f}" for (v, s), g in top))
+        if bulk_best:
+            tb = max([g for k_, g in row["torch"].items() if not k_.endswith("_error")] or [0])
+            log(f"{sname}: best bulk {bulk_best[1]}/s{bulk_best[2]} {bulk_best[0]:.0f} GB/s = "
+                f"{bulk_best[0] / max(dflt, 1e-9):.3f}x default, {bulk_best[0] / max(tb, 1e-9):.3f}x best torch")
         res["rows"].append(row)
         json.dump(res, open(os.path.join(R.OUT, "decode-sweep.json"), "w"), indent=1)
         del q, kk, v, o
