@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # What is written but not yet run on a GPU (README "Not yet verified on a GPU", and the
 # measurements issue 19 still needs), in device calls of < 600 s each. Logs under $OUT.
+#   first, here: bash scripts/gpu-verify-build.sh (addon for sm_90a, dist, harness cubins, device kit)
 #   carry:   [".device", "build/Release/flexattn.node", "dist", "bench/kernel-harness/build"]
-#   command: bash scripts/gpu-verify-pending.sh tests|decode|recheck|backward
+#   command: bash scripts/gpu-verify-pending.sh tests|decode|recheck|harness|backward
 # tests     every GPU suite (FLEXATTN_REQUIRE_GPU=1; the suites of unverified paths turn
 #           FLEXATTN_UNVERIFIED_GPU_PATHS on for themselves), then the backward comparison
 #           against PyTorch with the gradFor rows (~5 min)
+# harness   the Hopper warp-specialised forward of the kernel harness (sm90_ws: TMA producer, ping-pong
+#           consumers) against torch SDPA, with cuDNN/flash timings (~5 min)
 # decode    (RECHECK_FIRST=1: the recheck suites first; DEC_HARNESS_S, DECODE_LIMIT_S trim it) the decode kernel harness sweep (fused combine, deeper pipelines, splits up to 64;
 #           bench/kernel-harness/build from `bench/kernel-harness/build.sh decode.cu`), the decode
 #           rows and host overhead with PyTorch's decode rows in the same call, and the example
@@ -39,7 +42,9 @@ case "${1:-}" in
       at "recheck" $rc | tee -a "$OUT/recheck.log"; tail -n 30 "$OUT/recheck.log"; [ $rc = 0 ] || status=1
     fi
     hb=${DEC_HARNESS_S:-105}
-    (cd bench/kernel-harness && OUT="$OUT/harness" timeout $((hb + 25)) python3 run_decode.py --budget $hb > "$OUT/harness/stdout.log" 2>&1)
+    # the bulk-copy variants' smoke check runs first in a subprocess (bounded at 60 s here), then the timed sweep
+    (cd bench/kernel-harness && OUT="$OUT/harness" DEC_BULK_TIMEOUT_S=60 timeout $((hb + 90)) python3 run_decode.py --budget $hb \
+      > "$OUT/harness/stdout.log" 2>&1)
     at "harness" $? | tee -a "$OUT/harness/stdout.log"; grep -E "correctness|copy|cudnn" "$OUT/harness/log.txt"
     node bench/run.mjs --emit-cases "$OUT/cases" > "$OUT/emit.log" 2>&1
     timeout 110 node bench/run.mjs --only decode,overhead --out "$OUT/ours.json" --budget 80 > "$OUT/ours.log" 2>&1; rc=$?
@@ -67,10 +72,14 @@ case "${1:-}" in
         > "$OUT/bwd-bench.log" 2>&1 || status=1
       tail -n 40 "$OUT/bwd-bench.log"
     fi ;;
+  harness)
+    mkdir -p "$OUT/ws"
+    (export PATH=/usr/local/cuda/bin:$PATH; cd bench/kernel-harness && OUT="$OUT/ws" timeout 330 python3 run_sm90_ws.py --budget 280 > "$OUT/ws/stdout.log" 2>&1)
+    rc=$?; at "sm90_ws harness" $rc | tee -a "$OUT/ws/stdout.log"; tail -n 40 "$OUT/ws/stdout.log"; [ $rc = 0 ] || status=1 ;;
   backward)
     FLEXATTN_UNVERIFIED_GPU_PATHS=1 BENCH_LIMIT_S=570 bash bench/gpu-bench-backward.sh bench > "$OUT/bwd-bench.log" 2>&1 || status=1
     tail -n 40 "$OUT/bwd-bench.log" ;;
-  *) echo "usage: bash scripts/gpu-verify-pending.sh tests|decode|recheck|backward" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu-verify-pending.sh tests|decode|recheck|harness|backward" >&2; exit 2 ;;
 esac
 echo "total $((SECONDS - T0)) s, status $status"
 exit $status

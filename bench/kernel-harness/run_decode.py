@@ -286,7 +286,7 @@ def main():
     if a.bulk_smoke:
         return bulk_smoke()
     res = {"card": torch.cuda.get_device_name(0), "sm": SM, "correct": [], "rows": []}
-    bulk = bool(bulk_variants("decode")) and bulk_guard()
+    bulk = bool(bulk_variants("decode")) and bulk_guard(float(os.environ.get("DEC_BULK_TIMEOUT_S", "240")))
     t_end = time.time() + a.budget  # the timing budget starts after the bulk smoke subprocess
     res["bulk"] = bulk
     vs = variants(bulk)
