@@ -12,13 +12,6 @@
 static_assert(sizeof(CUtensorMap) == sizeof(::flexattn::ws90::TmaDesc) && alignof(CUtensorMap) == alignof(::flexattn::ws90::TmaDesc),
               "the kernel's opaque view of a tensor map");
 
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ != 900 || !defined(__CUDA_ARCH_FEAT_SM90_ALL))
-#define WS90_BODY(CFG, DTYPE, CAUSAL) __trap();
-#else
-#define WS90_BODY(CFG, DTYPE, CAUSAL) \
-  ::flexattn::ws90::ws_fwd<CFG, ::flexattn::tiles::DTYPE, CAUSAL>(&tmQ, &tmK, &tmV, p);
-#endif
-
 // NAME_cfg = {threads, smem bytes, block M, block N, head dim, stages} for the runner.
 #define WS90_KERNEL(NAME, D, BN, ST, DTYPE, CAUSAL)                                                       \
   typedef ::flexattn::ws90::WsConfig<D, BN, ST> NAME##_cfg_t;                                             \
@@ -27,5 +20,5 @@ static_assert(sizeof(CUtensorMap) == sizeof(::flexattn::ws90::TmaDesc) && aligno
   extern "C" __global__ void __launch_bounds__(384, 1)                                                    \
       NAME(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,              \
            const __grid_constant__ CUtensorMap tmV, const __grid_constant__ ::flexattn::ws90::WsParams p) { \
-    WS90_BODY(NAME##_cfg_t, DTYPE, CAUSAL)                                                                \
+    FLEXATTN_WS90_BODY(NAME##_cfg_t, DTYPE, CAUSAL, &tmQ, &tmK, &tmV, p)                                      \
   }

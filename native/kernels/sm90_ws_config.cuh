@@ -1,9 +1,11 @@
 // sm90_ws_config.cuh — the warp-specialised Hopper forward's compile-time
 // shape (WsConfig: tile, ring depth, register split, shared-memory budget), its
-// by-value parameters other than the tensor maps (WsParams), the named-barrier
+// by-value parameters other than the tensor maps (WsParams, generated from
+// interface/sm90_ws_params.json), the named-barrier
 // ids and the CTA's shared-memory map (Smem).
 #pragma once
 
+#include "generated/sm90_ws_params.cuh"   // WsParams (interface/sm90_ws_params.json)
 #include "tiles_sm90.cuh"
 
 namespace flexattn {
@@ -11,19 +13,6 @@ namespace ws90 {
 
 using namespace ::flexattn::tiles;
 using ::flexattn::sm90::Sw128Tile;
-
-// Kernel parameters other than the tensor maps (the runner packs this struct:
-// run_sm90_ws.py WS_PARAMS, keep the two in step).
-struct WsParams {
-  void* o;                 // [B, Hq, Sq, D] contiguous, same dtype as q
-  float* lse;              // [B, Hq, Sq] natural log, -inf for an empty row; may be null
-  int B, Hq, Hkv, Sq, Skv;
-  int gqa_group;           // Hq / Hkv
-  float scale_log2;        // softmax scale * log2(e)
-  int num_m_blocks;        // ceil(Sq / 128)
-  int group_heads;         // tile scheduler: (b, h) pairs per group (see tile_scheduler)
-  int pad_;
-};
 
 // Named barrier ids (0 is __syncthreads). Counts: both consumer warpgroups.
 enum NamedBarrier : int { kBarSchedWG0 = 1, kBarSchedWG1 = 2 };

@@ -91,3 +91,12 @@ __device__ __forceinline__ void ws_fwd(const void* tmQ, const void* tmK, const v
 
 }  // namespace ws90
 }  // namespace flexattn
+
+// The kernel body where sm_90a features exist, else a trap (a module built for
+// another arch still links; the planner never launches it there).
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ != 900 || !defined(__CUDA_ARCH_FEAT_SM90_ALL))
+#define FLEXATTN_WS90_BODY(CFG, DTYPE, CAUSAL, TMQ, TMK, TMV, P) __trap();
+#else
+#define FLEXATTN_WS90_BODY(CFG, DTYPE, CAUSAL, TMQ, TMK, TMV, P) \
+  ::flexattn::ws90::ws_fwd<CFG, ::flexattn::tiles::DTYPE, CAUSAL>(TMQ, TMK, TMV, P);
+#endif
