@@ -43,6 +43,16 @@ export function flexKernel(code: CudaModCode, D: number, dtype: string, mode: Mo
 }
 
 /**
+ * @internal The warp-specialised Hopper forward (family sm90ws, sm90_ws_entry.cuh): dense or causal, no mods.
+ * JIT-only (not in the fatbin: it is opt-in and not yet run on a GPU); its source is two lines.
+ */
+export function sm90wsKernel(D: number, dtype: string, mode: Mode): KernelSpec {
+  const causal = mode === 'kCausal';
+  const name = `flexattn_fwd_sm90ws_d${D}_${dtype}${causal ? '_causal' : ''}`;
+  return { kernel: name, source: `#include "sm90_ws_entry.cuh"\nFLEXATTN_FWD_SM90WS_KERNEL(${name}, ${D}, ${dtype}, ${causal})\n` };
+}
+
+/**
  * @internal The decode / ragged attention kernel (decode.cuh): precompiled without mods
  * (dense and causal are runtime flags), JIT-compiled with the mods' code in front.
  */
