@@ -68,10 +68,11 @@ describe('sm90ws launch helpers', () => {
   it('tmaView: a 3-D {D, S, B·H} map of contiguous and head-strided layouts', () => {
     expect(tmaView(t([2, 8, 77, 128], [8 * 77 * 128, 77 * 128, 128, 1]), 0n))
       .toEqual({ rows: 77, planes: 16, rowStride: 256, planeStride: 77 * 256 });
-    // [B, S, H, D] storage with B > 1: batches are not H head strides apart, so no single plane axis: a copy
+    // [B, S, H, D] storage: heads closer than rows (and, B > 1, no single plane axis): a copy
     expect(tmaView(t([2, 8, 77, 64], [77 * 8 * 64, 64, 8 * 64, 1]), 0n)).toBeUndefined();
-    // ... but one batch of it is addressable (planes = heads, D elements apart)
-    expect(tmaView(t([1, 8, 77, 64], [77 * 8 * 64, 64, 8 * 64, 1]), 0n)).toEqual({ rows: 77, planes: 8, rowStride: 1024, planeStride: 128 });
+    expect(tmaView(t([1, 8, 77, 64], [77 * 8 * 64, 64, 8 * 64, 1]), 0n)).toBeUndefined();
+    // a head slice of a larger tensor (rows further apart than D, heads far apart) is addressed in place
+    expect(tmaView(t([2, 4, 77, 64], [4 * 80 * 128, 80 * 128, 128, 1]), 0n)).toEqual({ rows: 77, planes: 8, rowStride: 256, planeStride: 80 * 256 });
     // one head and one batch: any row stride that is a multiple of 16 bytes
     expect(tmaView(t([1, 1, 5, 64], [320, 320, 64, 1]), 0n)).toEqual({ rows: 5, planes: 1, rowStride: 128, planeStride: 640 });
   });

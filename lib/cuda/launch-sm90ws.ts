@@ -24,7 +24,8 @@ const MAP_BYTES = 128;
 /**
  * @internal The tensor-map view of `t` [B, H, S, D] (16-bit): 3-D {D, S, B·H} with byte strides
  * {S stride, H stride}, or undefined when TMA cannot address it that way (base or strides not
- * multiples of 16 bytes, or batches not H heads apart): the caller then makes a contiguous copy.
+ * multiples of 16 bytes, batches not H heads apart, or strides out of order as in [B, S, H, D]
+ * storage): the caller then makes a contiguous copy.
  */
 export function tmaView(t: Pick<Tensor, 'shape' | 'strides' | 'offset'>, base: bigint):
   { rows: number; planes: number; rowStride: number; planeStride: number } | undefined {
@@ -34,7 +35,10 @@ export function tmaView(t: Pick<Tensor, 'shape' | 'strides' | 'offset'>, base: b
   const planeStride = H > 1 ? sh : B > 1 ? sb : ss * S;
   if (B > 1 && H > 1 && sb !== H * sh) return undefined;
   const addr = base + BigInt(t.offset * 2);
-  if (addr % 16n !== 0n || (ss * 2) % 16 !== 0 || (planeStride * 2) % 16 !== 0 || ss <= 0 || planeStride <= 0) return undefined;
+  if (addr % 16n !== 0n || (ss * 2) % 16 !== 0 || (planeStride * 2) % 16 !== 0) return undefined;
+  // Only layouts whose strides grow with the dimension and do not overlap (rows of D elements, planes of S
+  // rows): the driver's checks of other orders are not known here (not yet run on a GPU), so those are copied.
+  if (ss < t.shape[3]! || planeStride < S * ss) return undefined;
   return { rows: S, planes: B * H, rowStride: ss * 2, planeStride: planeStride * 2 };
 }
 
