@@ -17,7 +17,7 @@ BUILD = os.path.join(HERE, "build")
 OUT = os.environ.get("OUT", "/tmp/out")
 os.makedirs(OUT, exist_ok=True)
 
-# WsParams (native/kernels/sm90_ws_config.cuh): o, lse, B, Hq, Hkv, Sq, Skv, gqa_group, scale_log2, num_m_blocks, group_heads, pad
+# WsParams (native/kernels/interface/sm90_ws_params.json): o, lse, B, Hq, Hkv, Sq, Skv, gqa_group, scale_log2, num_m_blocks, group_heads, pad
 WS_PARAMS = "<QQiiiiiifiii"
 assert struct.calcsize(WS_PARAMS) == 56
 BLOCK_M = 128
