@@ -33,7 +33,7 @@ import { checkGradBackend, saveInputs, withBackward, type AttentionWithGrad } fr
 import { runOp, type Hold } from './ownership.js';
 import { checkQkv, type QkvDims } from './validate.js';
 import { choose, hasMaskBeyondCausal, rejectForSdpa } from './attention/choice.js';
-import { decodeEnabled, decodeRoute } from './cuda/index.js';
+import { decodeEnabled, decodeRoute, planSwitches, SM90_HEAD_DIMS, SM90WS_MIN_ROWS } from './cuda/index.js';
 import { buildBlockMask, buildDenseMask } from './attention/mask-build.js';
 import { acquire, cacheKey, clearMaskCache, maskDims, unpin } from './attention/mask-cache.js';
 import { checkAgainstShapes, normalize, type AttentionChoice, type AttentionSpec, type Normalized } from './attention/spec.js';
@@ -83,10 +83,23 @@ export function explainAttention(
     Sq, D, Dv, dtype: 'bf16', blockMask: c.impl === 'flex' && (n.isCausal || hasMaskBeyondCausal(n) !== null),
     kernelOptions: false, disabled: !decodeEnabled(),
   });
+  const ws = !route.decode && c.impl === 'sdpa' && hasMaskBeyondCausal(n) === null && planSwitches().sm90ws
+    ? `; FLEXATTN_KERNEL_FAMILY=sm90ws: on an H100/H200 the warp-specialised Hopper kernel (family sm90ws, not yet ` +
+      `verified on a GPU: it also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1) ${sm90wsShapeNote(dims)}`
+    : '';
   return {
     ...c, kernel: route.decode ? 'decode' : 'forward',
-    reason: `${c.reason}; on the GPU ${route.decode ? route.reason : `the forward kernel (${route.reason})`}`,
+    reason: `${c.reason}; on the GPU ${route.decode ? route.reason : `the forward kernel (${route.reason})`}${ws}`,
   };
+}
+
+/** Whether the sm90ws kernel takes these dims, in words (lib/cuda/plan.ts sm90wsFits, less the device). */
+function sm90wsShapeNote(d: { D: number; Sq: number; Skv: number }): string {
+  if (!SM90_HEAD_DIMS.includes(d.D)) return `does not take head dim ${d.D} (${SM90_HEAD_DIMS.join(' or ')}): the usual kernel runs`;
+  if (d.Sq < SM90WS_MIN_ROWS || d.Skv < SM90WS_MIN_ROWS) {
+    return `is not used for Sq=${d.Sq}, Skv=${d.Skv} (its TMA boxes are ${SM90WS_MIN_ROWS} rows; shorter sequences take the sm90 kernel)`;
+  }
+  return 'runs it';
 }
 
 /**

@@ -230,6 +230,12 @@ export interface NativeAddon {
   randn(dst: NativeDeviceBuffer, offset: number, numel: number, dtype: number, seed: bigint, subsequence: bigint): void;
   /** dst (contiguous, dstDtype) = cast(src strided). */
   castStrided(src: NativeStrided, dst: NativeDeviceBuffer, dstOffset: number, dstDtype: number): void;
+  /**
+   * A CUtensorMap (128 bytes) from cuTensorMapEncodeTiled (native/addon/tensor_map.cc): a 3-D map {D, rows,
+   * planes} of a 16-bit tensor at `address` (dtype 0 bf16, 1 f16), box {64, boxRows, 1}, 128-byte swizzle.
+   */
+  encodeTensorMap(address: bigint, dtype: number, D: number, rows: number, planes: number, rowStrideBytes: number,
+    planeStrideBytes: number, boxRows: number): Uint8Array;
   synchronize(device: number): Promise<void>;
   memoryStats(device: number): NativeMemoryStats;
   emptyCache(device: number): void;

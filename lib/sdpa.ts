@@ -112,7 +112,7 @@ function sdpaCall(outer: Hold | undefined, q: Tensor, k: Tensor, v: Tensor, opti
         scoreMod: mask ? maskAsScoreMod(mask) : undefined,
       }).then(done);
     }
-    const plan = planSdpa(dims, isCausal, deviceCaps(inputs.q.deviceIndex), planSwitches());
+    const plan = planSdpa(dims, isCausal, deviceCaps(inputs.q.deviceIndex), planSwitches(), mask !== undefined);
     // No `...inputs` spread (see flex.ts).
     return runSdpa(plan, { q: inputs.q, k: inputs.k, v: inputs.v, scale, returnLse, dims, ...(mask ? { mask } : {}), ...(signal ? { signal } : {}) })
       .then(done);

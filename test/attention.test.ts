@@ -274,6 +274,25 @@ describe('score mods (flex only)', () => {
   });
 });
 
+describe('explainAttention and FLEXATTN_KERNEL_FAMILY=sm90ws', () => {
+  it('names the sm90ws family for maskless sdpa with Sq, Skv >= 128, and says why it is not used below that', () => {
+    const before = process.env.FLEXATTN_KERNEL_FAMILY;
+    try {
+      const big = { q: [1, 8, 1531, 128], k: [1, 2, 4096, 128] };
+      delete process.env.FLEXATTN_KERNEL_FAMILY;
+      expect(explainAttention({ isCausal: true }, big).reason).not.toMatch(/sm90ws/);
+      process.env.FLEXATTN_KERNEL_FAMILY = 'sm90ws';
+      expect(explainAttention({ isCausal: true, enableGQA: true }, big).reason).toMatch(/family sm90ws.*FLEXATTN_UNVERIFIED_GPU_PATHS=1\) runs it/);
+      expect(explainAttention({ enableGQA: true }, { q: [1, 8, 77, 64], k: [1, 2, 4096, 64] }).reason)
+        .toMatch(/sm90ws.*not used for Sq=77, Skv=4096.*sm90 kernel/);
+      expect(explainAttention({ impl: 'flex', isCausal: true }, big).reason).not.toMatch(/sm90ws/);
+    } finally {
+      if (before === undefined) delete process.env.FLEXATTN_KERNEL_FAMILY;
+      else process.env.FLEXATTN_KERNEL_FAMILY = before;
+    }
+  });
+});
+
 describe("impl 'auto'", () => {
   it('picks sdpa for plain / causal / cross-attention, flex for masks beyond causal and score mods, and reports why', async () => {
     expect(explainAttention({ impl: 'auto' })).toMatchObject({ impl: 'sdpa', requested: 'auto' });

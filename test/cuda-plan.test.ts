@@ -4,8 +4,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, ShapeError } from '../lib/errors.js';
 import {
-  DEFAULT_SWITCHES, MAX_SCHEDULE_ENTRIES, planFlex, planSdpa, type MaskFacts, type PlanSwitches,
+  DEFAULT_SWITCHES, MAX_SCHEDULE_ENTRIES, planFlex, planSdpa, SM90WS_MIN_ROWS, type MaskFacts, type PlanSwitches,
 } from '../lib/cuda/plan.js';
+import { groupHeads, tmaView } from '../lib/cuda/launch-sm90ws.js';
 import { planSwitches } from '../lib/cuda/switches.js';
 import { SM80_SMALL_TILE } from '../lib/cuda/tiles.js';
 import type { QkvDims } from '../lib/validate.js';
@@ -29,6 +30,62 @@ describe('planSdpa', () => {
     }
     expect(planSdpa(dims(128), true, H100)).toEqual({ family: 'sm90', mode: 'kCausal' });
     expect(planSdpa(dims(128), false, H100, sw({ sm80Only: true }))).toEqual({ family: 'sm80', mode: 'kDense' });
+  });
+});
+
+describe('planSdpa: the sm90ws family (FLEXATTN_KERNEL_FAMILY=sm90ws, opt-in)', () => {
+  const on = sw({ sm90ws: true });
+  const d = (D: number, Sq: number, Skv: number): QkvDims => ({ B: 2, Hq: 8, Hkv: 2, Sq, Skv, D, Dv: D });
+  it('takes dense and causal SDPA on Hopper for head dims 64 and 128 when Sq and Skv are at least 128', () => {
+    expect(planSdpa(d(128, 4096, 4096), true, H100, on)).toEqual({ family: 'sm90ws', mode: 'kCausal' });
+    expect(planSdpa(d(64, 128, 1531), false, H100, on)).toEqual({ family: 'sm90ws', mode: 'kDense' });
+    expect(SM90WS_MIN_ROWS).toBe(128);
+  });
+  it('keeps the sm90 kernel below 128 rows (TMA boxes of 128), the usual kernels elsewhere', () => {
+    expect(planSdpa(d(128, 77, 4096), false, H100, on).family).toBe('sm90');
+    expect(planSdpa(d(128, 4096, 1), true, H100, on).family).toBe('sm90');
+    expect(planSdpa(d(96, 4096, 4096), false, H100, on).family).toBe('sm80');
+    expect(planSdpa(d(128, 4096, 4096), false, A100, on).family).toBe('sm80');
+  });
+  it('never without the switch, nor with a dense mask (a score mod the kernel does not apply)', () => {
+    expect(planSdpa(d(128, 4096, 4096), false, H100).family).toBe('sm90');
+    expect(planSdpa(d(128, 4096, 4096), false, H100, on, true).family).toBe('sm90');
+  });
+  it('is read from FLEXATTN_KERNEL_FAMILY', () => {
+    const before = process.env.FLEXATTN_KERNEL_FAMILY;
+    try {
+      process.env.FLEXATTN_KERNEL_FAMILY = 'sm90ws';
+      expect(planSwitches()).toEqual({ ...DEFAULT_SWITCHES, sm90ws: true });
+    } finally {
+      if (before === undefined) delete process.env.FLEXATTN_KERNEL_FAMILY;
+      else process.env.FLEXATTN_KERNEL_FAMILY = before;
+    }
+  });
+});
+
+describe('sm90ws launch helpers', () => {
+  const t = (shape: number[], strides: number[], offset = 0) => ({ shape, strides, offset });
+  it('tmaView: a 3-D {D, S, B·H} map of contiguous and head-strided layouts', () => {
+    expect(tmaView(t([2, 8, 77, 128], [8 * 77 * 128, 77 * 128, 128, 1]), 0n))
+      .toEqual({ rows: 77, planes: 16, rowStride: 256, planeStride: 77 * 256 });
+    // [B, S, H, D] storage: heads closer than rows (and, B > 1, no single plane axis): a copy
+    expect(tmaView(t([2, 8, 77, 64], [77 * 8 * 64, 64, 8 * 64, 1]), 0n)).toBeUndefined();
+    expect(tmaView(t([1, 8, 77, 64], [77 * 8 * 64, 64, 8 * 64, 1]), 0n)).toBeUndefined();
+    // a head slice of a larger tensor (rows further apart than D, heads far apart) is addressed in place
+    expect(tmaView(t([2, 4, 77, 64], [4 * 80 * 128, 80 * 128, 128, 1]), 0n)).toEqual({ rows: 77, planes: 8, rowStride: 256, planeStride: 80 * 256 });
+    // one head and one batch: any row stride that is a multiple of 16 bytes
+    expect(tmaView(t([1, 1, 5, 64], [320, 320, 64, 1]), 0n)).toEqual({ rows: 5, planes: 1, rowStride: 128, planeStride: 640 });
+  });
+  it('tmaView: base or strides not multiples of 16 bytes need a copy', () => {
+    expect(tmaView(t([1, 2, 16, 64], [2 * 16 * 64, 16 * 64, 64, 1], 4), 0n)).toBeUndefined();
+    expect(tmaView(t([1, 2, 16, 64], [2 * 16 * 68, 16 * 68, 68, 1]), 0n)).toBeUndefined();
+    expect(tmaView(t([1, 2, 16, 64], [2 * 16 * 64, 16 * 64, 64, 1]), 8n)).toBeUndefined();
+  });
+  it('groupHeads: one wave of heads for causal, one head for dense', () => {
+    expect(groupHeads(false, 32, 64, 132)).toBe(1);
+    expect(groupHeads(true, 32, 64, 132)).toBe(5);
+    expect(groupHeads(true, 1, 3, 132)).toBe(3);
+    expect(groupHeads(true, 200, 64, 132)).toBe(1);
   });
 });
 
@@ -122,14 +179,14 @@ describe('planSwitches', () => {
     expect(planSwitches()).toEqual({ ...DEFAULT_SWITCHES, sm80Only: true, fineSchedule: false });
     process.env.FLEXATTN_SEGMENTS = '0';
     process.env.FLEXATTN_CTA_ORDER = '0';
-    expect(planSwitches()).toEqual({ sm80Only: true, fineSchedule: false, segments: false, ctaOrder: false });
+    expect(planSwitches()).toEqual({ sm80Only: true, sm90ws: false, fineSchedule: false, segments: false, ctaOrder: false });
   });
 
   it('refuses a value a switch does not take (a typo must not run the default path)', () => {
     for (const n of names) delete process.env[n];
     process.env.FLEXATTN_KERNEL_FAMILY = 'sm8O';
     expect(() => planSwitches()).toThrow(InvalidArgumentError);
-    expect(() => planSwitches()).toThrow(/FLEXATTN_KERNEL_FAMILY.*'auto', 'sm80'.*'sm8O'/s);
+    expect(() => planSwitches()).toThrow(/FLEXATTN_KERNEL_FAMILY.*'auto', 'sm80', 'sm90ws'.*'sm8O'/s);
     process.env.FLEXATTN_KERNEL_FAMILY = 'auto';
     expect(planSwitches().sm80Only).toBe(false);
     process.env.FLEXATTN_SEGMENTS = 'off';

@@ -9,6 +9,7 @@ import {
 } from '../lib/cuda/generated/flash-fwd-params.js';
 import { FLEX_BLOCK_MASK_OFFSETS, packBlockMaskClassifyParams } from '../lib/cuda/generated/blockmask-classify-params.js';
 import { PAGED_APPEND_OFFSETS, packPagedAppendParams } from '../lib/cuda/generated/paged-append-params.js';
+import { WS_OFFSETS, packWsParams } from '../lib/cuda/generated/sm90-ws-params.js';
 import { DECODE_CFG_INTS, DECODE_OFFSETS, decodeKernelConfig, packDecodeParams, type DecodeValues } from '../lib/cuda/generated/decode-params.js';
 import { FLASH_BWD_CFG_INTS, FLASH_BWD_OFFSETS, bwdKernelConfig, packFlashBwdParams, type FlashBwdValues } from '../lib/cuda/generated/flash-bwd-params.js';
 import {
@@ -270,6 +271,22 @@ describe('PagedAppendParams packer', () => {
     expect(dv.getInt32(off.pad!, true)).toBe(0);
     const out = new Uint8Array(128).fill(0xff);
     expect(packPagedAppendParams(v, out)).toEqual(bytes);
+  });
+});
+
+describe('WsParams packer (sm90ws family)', () => {
+  const off = offsetsOf(describeBlock('sm90_ws_params.json'));
+  it('writes each value at its described offset in a 56-byte block', () => {
+    expect(WS_OFFSETS).toEqual(off);
+    const v = { o: ptr(), lse: ptr(), B: 3, Hq: 8, Hkv: 2, Sq: 1531, Skv: 77, scaleLog2: 0.125 * Math.LOG2E, numMBlocks: 12, groupHeads: 5 };
+    const bytes = packWsParams(v);
+    expect(bytes.length).toBe(56);
+    const dv = new DataView(bytes.buffer);
+    expect([dv.getBigUint64(off.o!, true), dv.getBigUint64(off.lse!, true)]).toEqual([v.o, v.lse]);
+    expect(['B', 'Hq', 'Hkv', 'Sq', 'Skv'].map((n) => dv.getInt32(off[n]!, true))).toEqual([3, 8, 2, 1531, 77]);
+    expect(dv.getInt32(off.gqa_group!, true)).toBe(4);
+    expect(dv.getFloat32(off.scale_log2!, true)).toBeCloseTo(v.scaleLog2, 6);
+    expect([dv.getInt32(off.num_m_blocks!, true), dv.getInt32(off.group_heads!, true), dv.getInt32(off.pad_!, true)]).toEqual([12, 5, 0]);
   });
 });
 

@@ -17,7 +17,7 @@ BUILD = os.path.join(HERE, "build")
 OUT = os.environ.get("OUT", "/tmp/out")
 os.makedirs(OUT, exist_ok=True)
 
-# WsParams (sm90_ws.cuh): o, lse, B, Hq, Hkv, Sq, Skv, gqa_group, scale_log2, num_m_blocks, group_heads, pad
+# WsParams (native/kernels/interface/sm90_ws_params.json): o, lse, B, Hq, Hkv, Sq, Skv, gqa_group, scale_log2, num_m_blocks, group_heads, pad
 WS_PARAMS = "<QQiiiiiifiii"
 assert struct.calcsize(WS_PARAMS) == 56
 BLOCK_M = 128
@@ -113,7 +113,7 @@ def tensor_map(t, box_rows):
 
 
 def group_heads(causal, nM, BH):
-    """Tile scheduler groups (sm90_ws.cuh tile_scheduler): causal, as many (b, h) as one wave of one CTA per SM
+    """Tile scheduler groups (native/kernels/sm90_ws_scheduler.cuh tile_scheduler): causal, as many (b, h) as one wave of one CTA per SM
     covers whole (K/V of G heads in L2, longest blocks first); non-causal one head at a time."""
     if not causal:
         return 1

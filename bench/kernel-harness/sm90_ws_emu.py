@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Dev-machine check (numpy, no GPU) of sm90_ws.cuh's algorithm as written: the tile scheduler is a bijection,
+"""Dev-machine check (numpy, no GPU) of the warp-specialised kernel's algorithm as written (native/kernels/sm90_ws_*.cuh): the tile scheduler is a bijection,
 kv tile counts, the masks (tails, causal, per-warpgroup need_mask) and the consumer's order of operations
 (S_n issued, O rescaled by alpha_{n-1}, P_{n-1}V_{n-1}, softmax of S_n; tail P·V; LSE) match exact attention.
-Mirror of the kernel: keep in step with sm90_ws.cuh.  usage: python3 sm90_ws_emu.py"""
+Mirror of the kernel: keep in step with native/kernels/sm90_ws_*.cuh.  usage: python3 sm90_ws_emu.py"""
 import numpy as np, math
 BM = 128
 def sched(linear, nM, BH, G, causal):

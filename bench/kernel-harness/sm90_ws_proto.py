@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Dev-machine check (no GPU) of sm90_ws.cuh's synchronisation protocol: a randomised interleaving model of the
+"""Dev-machine check (no GPU) of the warp-specialised kernel's synchronisation protocol (native/kernels/sm90_ws_*.cuh): a randomised interleaving model of the
 producer, the two consumer warpgroups, the K/V full/empty mbarriers (expect-tx, asynchronous TMA completion)
 and the ping-pong named barriers. Asserts no deadlock, each consumer reads the tile it expects from a slot no
 copy is overwriting, and no named-barrier arrival left over. Mirror of the kernel: keep in step with it.

@@ -8,7 +8,7 @@
 export { deviceCaps, type DeviceCaps } from './device-caps.js';
 export { decodeEnabled, planSwitches } from './switches.js';
 export {
-  planFlex, planSdpa, maskFacts, GPU_HEAD_DIMS, type KernelOptions, type FlexPlan, type LaunchPlan, type PlanSwitches,
+  planFlex, planSdpa, maskFacts, GPU_HEAD_DIMS, SM90_HEAD_DIMS, SM90WS_MIN_ROWS, type KernelOptions, type FlexPlan, type LaunchPlan, type PlanSwitches,
 } from './plan.js';
 export { runFlex, type CudaFlexArgs } from './run-flex.js';
 export { runSdpa, type CudaAttentionArgs } from './run-sdpa.js';

@@ -43,6 +43,18 @@ export function flexKernel(code: CudaModCode, D: number, dtype: string, mode: Mo
 }
 
 /**
+ * @internal The warp-specialised Hopper forward (family sm90ws, sm90_ws_entry.cuh): dense or causal, no mods.
+ * Not in the fatbin (it is opt-in and not yet run on a GPU): NVRTC builds it from its two-line source. It is
+ * named as a module so that it loads like the precompiled kernels, one optimized build and no quick tier (a
+ * --Ofast-compile build of a warp-specialised kernel would be the one the first calls, and a quick test, see).
+ */
+export function sm90wsKernel(D: number, dtype: string, mode: Mode): KernelSpec {
+  const causal = mode === 'kCausal';
+  const name = `flexattn_fwd_sm90ws_d${D}_${dtype}${causal ? '_causal' : ''}`;
+  return { kernel: name, module: name, source: `#include "sm90_ws_entry.cuh"\nFLEXATTN_FWD_SM90WS_KERNEL(${name}, ${D}, ${dtype}, ${causal})\n` };
+}
+
+/**
  * @internal The decode / ragged attention kernel (decode.cuh): precompiled without mods
  * (dense and causal are runtime flags), JIT-compiled with the mods' code in front.
  */

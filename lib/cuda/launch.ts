@@ -18,7 +18,9 @@ import { throwIfAborted } from '../abort.js';
 import type { Hold } from '../ownership.js';
 import { Tensor } from '../tensor.js';
 import type { QkvDims } from '../validate.js';
-import { denseKernel, flexKernel } from './kernel-source.js';
+import { deviceCaps } from './device-caps.js';
+import { denseKernel, flexKernel, sm90wsKernel } from './kernel-source.js';
+import { launchSm90ws, tmaAddressable } from './launch-sm90ws.js';
 import { capturedHere, capturedOnDevice, modCode, packMod, ptr, type Captured } from './mod-code.js';
 import { GPU_HEAD_DIMS, type LaunchPlan } from './plan.js';
 import { ctaOrderTensor } from './schedules/cta-order.js';
@@ -112,7 +114,12 @@ function launchInto(a: Launch, out: Tensor, lse: Tensor | undefined): Promise<vo
   const dtype = a.q.dtype;
   let spec: KernelSpec;
   let code: CudaModCode | undefined;
-  if (!a.scoreMod && !a.maskMod && plan.mode !== 'kBlockSparse' && !plan.shape) {
+  if (plan.family === 'sm90ws') {
+    if (a.scoreMod || a.maskMod || plan.mode === 'kBlockSparse' || plan.shape) {
+      throw new InternalError(`the sm90ws family takes dense or causal attention without mods, not ${plan.mode}${a.scoreMod || a.maskMod ? ' with mods' : ''}`);
+    }
+    spec = sm90wsKernel(d.D, dtype, plan.mode);
+  } else if (!a.scoreMod && !a.maskMod && plan.mode !== 'kBlockSparse' && !plan.shape) {
     spec = denseKernel(d.D, dtype, plan.mode, plan.family);
   } else {
     code = modCode(a.scoreMod, a.maskMod ?? undefined);
@@ -142,6 +149,13 @@ function enqueue(a: Launch, entry: KernelEntry, code: CudaModCode | undefined, c
   try {
     throwIfAborted(a.signal, 'attention');
     const { cfg } = entry;
+    if (a.plan.family === 'sm90ws') {
+      // TMA addresses the inputs through tensor maps: a view it cannot describe is copied.
+      const q = tmaAddressable(a.q), k = tmaAddressable(a.k), v = tmaAddressable(a.v);
+      for (const [x, y] of [[q, a.q], [k, a.k], [v, a.v]] as const) if (x !== y) temps.push(x);
+      launchSm90ws(entry, d, a.plan.mode === 'kCausal', a.scale, deviceCaps(a.q.deviceIndex).smCount ?? 132, { q, k, v, out, lse });
+      return;
+    }
     const seg = a.segments;
     if (seg && (a.plan.family !== 'sm90' || a.plan.mode !== 'kBlockSparse' || cfg.blockM !== SEGMENT_TILE || cfg.blockN !== SEGMENT_TILE)) {
       throw new InternalError(`a segmented grid needs the sm90 block-sparse kernel with a ${SEGMENT_TILE}x${SEGMENT_TILE} tile, not ${a.plan.family} ${a.plan.mode} ${cfg.blockM}x${cfg.blockN}`);

@@ -39,8 +39,11 @@ export interface KernelOptions {
   numStages?: number;
 }
 
-/** Kernel family: `sm90` (wgmma, flash_fwd_sm90.cuh) or `sm80` (mma.sync, flash_fwd.cuh). */
-export type Family = 'sm90' | 'sm80';
+/**
+ * Kernel family: `sm90` (wgmma, flash_fwd_sm90.cuh), `sm80` (mma.sync, flash_fwd.cuh) or `sm90ws`
+ * (warp-specialised wgmma + TMA, sm90_ws_entry.cuh: dense SDPA only, opt-in, not yet run on a GPU).
+ */
+export type Family = 'sm90' | 'sm80' | 'sm90ws';
 /** What the kernel's kv loop walks: everything, the causal range, or a block mask's lists. */
 export type Mode = 'kDense' | 'kCausal' | 'kBlockSparse';
 
@@ -51,10 +54,22 @@ export const SM90_HEAD_DIMS: readonly number[] = Object.keys(SM90_TILE).map(Numb
 /** Largest fine schedule kept (summed over batch and heads): 4M entries, 16 MB per index array. */
 export const MAX_SCHEDULE_ENTRIES = 1 << 22;
 
+/**
+ * Shortest query and key lengths the sm90ws family takes: its TMA boxes are
+ * 128 rows, and whether a box may exceed the tensor's extent is not settled
+ * (bench/results/kernel-notes.md, run 16), so shorter sequences keep the sm90 kernel.
+ */
+export const SM90WS_MIN_ROWS = 128;
+
 /** Launch switches (lib/cuda/switches.ts reads them from the environment). */
 export interface PlanSwitches {
   /** `FLEXATTN_KERNEL_FAMILY=sm80`: the mma.sync kernels wherever the caller names no family. */
   readonly sm80Only: boolean;
+  /**
+   * `FLEXATTN_KERNEL_FAMILY=sm90ws`: dense and causal SDPA without a mask take the warp-specialised
+   * Hopper kernel where it fits ({@link sm90wsFits}); the launch then also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1.
+   */
+  readonly sm90ws: boolean;
   /** Hopper launches walk the 64×64 schedule derived from a mask (`FLEXATTN_FINE_SCHEDULE`). */
   readonly fineSchedule: boolean;
   /** Document masks may run on a segmented grid (`FLEXATTN_SEGMENTS`). */
@@ -64,7 +79,7 @@ export interface PlanSwitches {
 }
 
 /** Every switch at its default. */
-export const DEFAULT_SWITCHES: PlanSwitches = Object.freeze({ sm80Only: false, fineSchedule: true, segments: true, ctaOrder: true });
+export const DEFAULT_SWITCHES: PlanSwitches = Object.freeze({ sm80Only: false, sm90ws: false, fineSchedule: true, segments: true, ctaOrder: true });
 
 /** What the planner needs to know of a block mask. */
 export interface MaskFacts {
@@ -218,9 +233,17 @@ function walksFineSchedule(mask: MaskFacts, tile: Tile | undefined, sw: PlanSwit
   return mask.B * mask.H * Math.ceil(mask.qLen / F) * Math.ceil(mask.kvLen / F) <= MAX_SCHEDULE_ENTRIES;
 }
 
-/** Plans a GPU SDPA launch (dense or causal kernel). */
-export function planSdpa(dims: QkvDims, isCausal: boolean, caps: DeviceCaps, sw: PlanSwitches = DEFAULT_SWITCHES): LaunchPlan {
-  return { family: autoFamily(caps, dims.D, sw), mode: isCausal ? 'kCausal' : 'kDense' };
+/** Whether the sm90ws kernels take this problem: Hopper, head dim 64 or 128, Sq and Skv of at least {@link SM90WS_MIN_ROWS}. */
+export function sm90wsFits(caps: DeviceCaps, dims: Pick<QkvDims, 'D' | 'Sq' | 'Skv'>): boolean {
+  return isHopper(caps) && SM90_HEAD_DIMS.includes(dims.D) && dims.Sq >= SM90WS_MIN_ROWS && dims.Skv >= SM90WS_MIN_ROWS;
+}
+
+/** Plans a GPU SDPA launch (dense or causal kernel; `denseMask`: an attnMask streams through a score mod). */
+export function planSdpa(dims: QkvDims, isCausal: boolean, caps: DeviceCaps, sw: PlanSwitches = DEFAULT_SWITCHES,
+  denseMask = false): LaunchPlan {
+  const mode: Mode = isCausal ? 'kCausal' : 'kDense';
+  if (sw.sm90ws && !denseMask && sm90wsFits(caps, dims)) return { family: 'sm90ws', mode };
+  return { family: autoFamily(caps, dims.D, sw), mode };
 }
 
 /** Plans a GPU flex launch; throws the typed error for invalid kernel options or block sizes no kernel tile divides. */

@@ -22,8 +22,10 @@ function oneOf(name: string, v: string | undefined, allowed: readonly string[]):
 
 /** The switches in effect now (see lib/env.ts for their meanings). */
 export function planSwitches(): PlanSwitches {
+  const family = oneOf('FLEXATTN_KERNEL_FAMILY', envSwitch('FLEXATTN_KERNEL_FAMILY'), ['auto', 'sm80', 'sm90ws']);
   return {
-    sm80Only: oneOf('FLEXATTN_KERNEL_FAMILY', envSwitch('FLEXATTN_KERNEL_FAMILY'), ['auto', 'sm80']) === 'sm80',
+    sm80Only: family === 'sm80',
+    sm90ws: family === 'sm90ws',
     fineSchedule: oneOf('FLEXATTN_FINE_SCHEDULE', envSwitch('FLEXATTN_FINE_SCHEDULE'), ['0', '1']) !== '0',
     segments: oneOf('FLEXATTN_SEGMENTS', envSwitch('FLEXATTN_SEGMENTS'), ['0', '1']) !== '0',
     ctaOrder: oneOf('FLEXATTN_CTA_ORDER', envSwitch('FLEXATTN_CTA_ORDER'), ['0', '1']) !== '0',

@@ -13,5 +13,6 @@ void RegisterJit(Napi::Env env, Napi::Object exports);      // native/jit: NVRTC
 void RegisterKernels(Napi::Env env, Napi::Object exports);  // native/jit: kernel handles for the attention ops
 void RegisterNccl(Napi::Env env, Napi::Object exports);     // native/runtime/nccl_comm.cc: NCCL communicator
 void RegisterCpu(Napi::Env env, Napi::Object exports);      // native/cpu: reference attention
+void RegisterTensorMaps(Napi::Env env, Napi::Object exports);  // native/addon/tensor_map.cc: TMA descriptors (sm90ws)
 
 }  // namespace flexattn

@@ -33,9 +33,9 @@ using ::flexattn::sm90::Sw128Tile;
 using ::flexattn::flash::KvSchedule;
 using ::flexattn::flash::TileRef;
 
-template <class T> struct WgOps;
-template <> struct WgOps<bf16> { typedef ::flexattn::wgmma::ops_bf16 type; };
-template <> struct WgOps<f16> { typedef ::flexattn::wgmma::ops_f16 type; };
+using ::flexattn::sm90::WgOps;
+using ::flexattn::sm90::issue_qk;
+using ::flexattn::sm90::issue_pv;
 
 template <int D, int NWG, int BN, int STAGES, bool SPLIT_V = false, int MINB = 0>
 struct FwdConfigSm90 {
@@ -82,35 +82,6 @@ template <int D> struct FwdConfigSm90For {
   typedef FwdConfigSm90<D, T::kWarpgroups, T::kBlockN, T::kStages, T::kSplitV, T::kMinBlocks> type;
   static_assert(type::kBlockM == T::kBlockM, "sm90 tile: 64 query rows per warpgroup");
 };
-
-template <int N, class Ops>
-__device__ __forceinline__ void mma_ss(float (&d)[N / 2], u64 da, u64 db, int scale_d) {
-  if constexpr (N == 64) Ops::ss64(d, da, db, scale_d);
-  else Ops::ss128(d, da, db, scale_d);
-}
-template <int N, class Ops>
-__device__ __forceinline__ void mma_rs(float (&d)[N / 2], const u32 (&a)[4], u64 db, int scale_d) {
-  if constexpr (N == 64) Ops::rs64(d, a, db, scale_d);
-  else Ops::rs128(d, a, db, scale_d);
-}
-
-// ---------------------------------------------------------------------------
-// Warpgroup-level steps (issue only: the caller commits and waits).
-template <class Cfg, class Ops>
-__device__ __forceinline__ void issue_qk(float (&sacc)[Cfg::kNT * 4], u32 sQ, int wg, u32 tK) {
-  ::flexattn::sm90::warpgroup_fence();
-#pragma unroll
-  for (int k = 0; k < Cfg::kKT; ++k)
-    mma_ss<Cfg::kBlockN, Ops>(sacc, Cfg::QTile::desc_k_major(sQ, wg * 64, k), Cfg::KVTile::desc_k_major(tK, 0, k), k > 0);
-  ::flexattn::sm90::warpgroup_commit();
-}
-template <class Cfg, class Ops>
-__device__ __forceinline__ void issue_pv(float (&oacc)[Cfg::kDT * 4], const RtA<1, Cfg::kPK>& pa, u32 tV) {
-  ::flexattn::sm90::warpgroup_fence();
-#pragma unroll
-  for (int k = 0; k < Cfg::kPK; ++k) mma_rs<Cfg::kHeadDim, Ops>(oacc, pa.a[0][k], Cfg::KVTile::desc_mn_major(tV, k), 1);
-  ::flexattn::sm90::warpgroup_commit();
-}
 
 // ---------------------------------------------------------------------------
 // The kernel body.
@@ -243,7 +214,7 @@ __device__ __forceinline__ void flash_fwd_sm90(const FlashFwdParams& p) {
       __syncthreads();
     }
     wg_::fence_operands(oacc);
-    issue_pv<Cfg, Ops>(oacc, pa, sV + (Cfg::kSplitV ? 0 : slot) * Cfg::kSmemKV);
+    issue_pv<Cfg, Ops>(oacc, pa.a[0], sV + (Cfg::kSplitV ? 0 : slot) * Cfg::kSmemKV);
     wg_::warpgroup_wait<0>();
     wg_::fence_operands(oacc);
   }

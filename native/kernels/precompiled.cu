@@ -8,7 +8,8 @@
 //     (real code only in the sm_90a image; trapping stubs in the others)
 //   - decode.cuh: decode / ragged kernels flexattn_decode[_combine]_d{64,128}_{bf16,f16}
 //   - flash_bwd.cuh: backward kernels flexattn_bwd_{pre,dkdv,dq}_d{32,64,96,128}_{bf16,f16}[_causal]
-// Flex variants (block-sparse with generated mods) are always JIT-compiled.
+// Flex variants (block-sparse with generated mods) are always JIT-compiled, and so are the
+// warp-specialised Hopper kernels (sm90_ws_entry.cuh, family sm90ws: not yet run on a GPU, opt-in).
 #include "util.cuh"
 #include "paged_append.cuh"
 #include "flash_fwd.cuh"
@@ -18,6 +19,7 @@
 // JIT-only parameter blocks: included here so that nvcc checks their layout
 // (static_asserts) once per build; they add no code.
 #include "generated/blockmask_classify_params.cuh"
+#include "sm90_ws_entry.cuh"   // WsParams / WsFwdArgs layout; templates only, no kernel
 
 FLEXATTN_FWD_ALL_DENSE()
 FLEXATTN_FWD_SM90_ALL_DENSE()

@@ -7,6 +7,7 @@
 //                         Filled with cp.async; read by wgmma through descriptors.
 //   * warpgroup ops       fence / commit / wait, and operand fences that keep the
 //                         compiler from moving accumulator accesses across them.
+//   * GEMM steps          issue_qk (SS) / issue_pv (RS) over Sw128Tile operands.
 // Requires sm_90a (wgmma is arch-specific); see flash_fwd_sm90.cuh.
 #pragma once
 
@@ -82,6 +83,11 @@ struct Sw128Tile {
   }
 };
 
+// The generated wgmma wrappers (wgmma_ops.cuh) of a dtype tag.
+template <class T> struct WgOps;
+template <> struct WgOps<bf16> { typedef ::flexattn::wgmma::ops_bf16 type; };
+template <> struct WgOps<f16> { typedef ::flexattn::wgmma::ops_f16 type; };
+
 __device__ __forceinline__ void warpgroup_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void warpgroup_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int N>
@@ -95,6 +101,43 @@ template <int N>
 __device__ __forceinline__ void fence_operands(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// ---------------------------------------------------------------------------
+// Warpgroup GEMM steps shared by the Hopper forwards (flash_fwd_sm90.cuh and
+// the warp-specialised sm90_ws_consumer.cuh). Cfg provides kBlockN, kHeadDim,
+// kKT (= D / 16), kPK (= BN / 16), QTile and KVTile (Sw128Tile); Ops is
+// WgOps<T>::type.
+
+// The wgmma of an N-wide accumulator (S: N = BLOCK_N; O: N = head dim).
+template <int N, class Ops>
+__device__ __forceinline__ void mma_ss(float (&d)[N / 2], u64 da, u64 db, int scale_d) {
+  if constexpr (N == 64) Ops::ss64(d, da, db, scale_d);
+  else if constexpr (N == 128) Ops::ss128(d, da, db, scale_d);
+  else Ops::ss176(d, da, db, scale_d);
+}
+template <int N, class Ops>
+__device__ __forceinline__ void mma_rs(float (&d)[N / 2], const u32 (&a)[4], u64 db, int scale_d) {
+  if constexpr (N == 64) Ops::rs64(d, a, db, scale_d);
+  else Ops::rs128(d, a, db, scale_d);
+}
+
+// S = Q[rows 64 wg .. + 63] · K_tileᵀ (wgmma SS), issued and committed; the caller waits.
+template <class Cfg, class Ops>
+__device__ __forceinline__ void issue_qk(float (&s)[Cfg::kBlockN / 2], u32 sQ, int wg, u32 tK) {
+  warpgroup_fence();
+#pragma unroll
+  for (int k = 0; k < Cfg::kKT; ++k)
+    mma_ss<Cfg::kBlockN, Ops>(s, Cfg::QTile::desc_k_major(sQ, wg * 64, k), Cfg::KVTile::desc_k_major(tK, 0, k), k > 0);
+  warpgroup_commit();
+}
+// O += P · V_tile (wgmma RS: P from registers as k16 A fragments), issued and committed.
+template <class Cfg, class Ops>
+__device__ __forceinline__ void issue_pv(float (&o)[Cfg::kHeadDim / 2], const u32 (&pa)[Cfg::kPK][4], u32 tV) {
+  warpgroup_fence();
+#pragma unroll
+  for (int k = 0; k < Cfg::kPK; ++k) mma_rs<Cfg::kHeadDim, Ops>(o, pa[k], Cfg::KVTile::desc_mn_major(tV, k), 1);
+  warpgroup_commit();
 }
 
 }  // namespace sm90

@@ -15,15 +15,9 @@ import { cachedSegmentedSchedule } from '../../lib/cuda/schedules/segments.js';
 import { coarsenClasses } from '../block-classes.js';
 import { envSwitch } from '../../lib/env.js';
 import { describeGpu } from '../gpu-gate.js';
-import { relError } from '../reference.js';
+import { compare, compareLse, poison } from '../gpu-compare.js';
 
 const gpu = { device: 'cuda:0' as const };
-
-/** Fills the allocator's cached block of this size with NaN so unwritten outputs show. */
-function poison(numel: number, dtype: DType): void {
-  const bits = new Uint16Array(numel).fill(0x7fc0); // NaN in bf16; 0x7fc0 is also a NaN in f16
-  Tensor.fromHost(bits, [numel], dtype === 'f32' ? 'bf16' : dtype, gpu).dispose();
-}
 
 interface Dims { B: number; Hq: number; Hkv: number; Sq: number; Skv: number; D: number }
 
@@ -32,37 +26,6 @@ function inputs(d: Dims, dtype: DType, layout: 'bhsd' | 'bshd' = 'bhsd') {
     ? Tensor.randn([d.B, H, S, d.D], dtype, gpu)
     : Tensor.randn([d.B, S, H, d.D], dtype, gpu).transpose(1, 2);
   return { q: mk(d.Hq, d.Sq), k: mk(d.Hkv, d.Skv), v: mk(d.Hkv, d.Skv) };
-}
-
-/** Compares finite entries; NaN positions must agree. Returns the relative error. */
-function compare(got: Float32Array, want: Float32Array, tol: number): number {
-  expect(got.length).toBe(want.length);
-  const a: number[] = [], b: number[] = [];
-  // One expect for the NaN pattern (an expect per element costs ~10 µs: 10 s per million).
-  let mismatch = -1;
-  for (let i = 0; i < want.length; i++) {
-    if (Number.isNaN(got[i]!) !== Number.isNaN(want[i]!)) { if (mismatch < 0) mismatch = i; continue; }
-    if (!Number.isNaN(want[i]!)) { a.push(got[i]!); b.push(want[i]!); }
-  }
-  expect(mismatch, mismatch < 0 ? '' : `NaN mismatch at ${mismatch}: got ${got[mismatch]}, want ${want[mismatch]}`).toBe(-1);
-  const err = a.length ? relError(a, b) : 0;
-  expect(err).toBeLessThan(tol);
-  return err;
-}
-
-function compareLse(got: Float32Array, want: Float32Array): void {
-  expect(got.length).toBe(want.length);
-  let bad = -1;
-  for (let i = 0; i < want.length && bad < 0; i++) {
-    const w = want[i]!, g = got[i]!;
-    // A score mod that yields NaN makes the CPU row's LSE NaN; the kernel's max ignores
-    // NaN scores and reports -inf there (the output row is NaN on both sides).
-    const ok = Number.isNaN(w) ? !Number.isFinite(g)
-      : !Number.isFinite(w) ? g === w
-        : Math.abs(g - w) < 2e-2 * Math.max(1, Math.abs(w));
-    if (!ok) bad = i;
-  }
-  expect(bad, bad < 0 ? '' : `LSE at ${bad}: got ${got[bad]}, want ${want[bad]}`).toBe(-1);
 }
 
 async function sdpaCase(d: Dims, dtype: DType, opts: SdpaOptions, layout: 'bhsd' | 'bshd' = 'bhsd', tol = 1e-2) {

@@ -19,7 +19,8 @@ import { fromBf16, fromF16, toBf16, toF16 } from '../../lib/dtype.js';
 import { runDecodeContiguous, runRaggedAttentionCuda } from '../../lib/cuda/run-ragged.js';
 import type { RaggedKv } from '../../lib/serving/paged-kv.js';
 import { describeGpu } from '../gpu-gate.js';
-import { randnArray, referenceAttention, relError, rng } from '../reference.js';
+import { randnArray, referenceAttention, rng } from '../reference.js';
+import { compare as compareWith } from '../gpu-compare.js';
 
 const gpu = { device: 'cuda:0' as const };
 const TOL = 1e-2;
@@ -40,19 +41,8 @@ function randn(n: number, seed: number, dtype: DType, scale = 1): Float32Array {
   return rounded(a, dtype);
 }
 
-/** Relative error over entries finite in `want`; the NaN pattern must agree. */
 function compare(got: Float32Array, want: Float64Array, tol = TOL, what = 'out'): number {
-  expect(got.length).toBe(want.length);
-  const a: number[] = [], b: number[] = [];
-  let mismatch = -1;
-  for (let i = 0; i < want.length; i++) {
-    if (Number.isNaN(got[i]!) !== Number.isNaN(want[i]!)) { if (mismatch < 0) mismatch = i; continue; }
-    if (!Number.isNaN(want[i]!)) { a.push(got[i]!); b.push(want[i]!); }
-  }
-  expect(mismatch, mismatch < 0 ? '' : `${what}: NaN mismatch at ${mismatch}: got ${got[mismatch]}, want ${want[mismatch]}`).toBe(-1);
-  const err = a.length ? relError(a, b) : 0;
-  expect(err, `${what}: relative error`).toBeLessThan(tol);
-  return err;
+  return compareWith(got, want, tol, what);
 }
 
 function compareLse(got: Float32Array, want: Float64Array): void {
