@@ -8,6 +8,7 @@
 #include "sm90_ws_pipeline.cuh"
 #include "sm90_ws_scheduler.cuh"
 #include "sm90_ws_softmax.cuh"
+#include "sm90_ws_flex.cuh"
 #include "sm90_ws_epilogue.cuh"
 
 namespace flexattn {
@@ -18,10 +19,15 @@ using ::flexattn::sm90::WgOps;
 using ::flexattn::sm90::issue_qk;
 using ::flexattn::sm90::issue_pv;
 
-// One consumer warpgroup (cw = 0 or 1): rows q0 + 64 cw .. + 63.
-template <class Cfg, class T, bool kCausal>
-__device__ __forceinline__ void consumer(const Smem<Cfg>& sm, const WsParams& p, const WorkTile& w, int n_tiles,
-                                         int cw, int tid_in_wg) {
+// One consumer warpgroup (cw = 0 or 1): rows q0 + 64 cw .. + 63. MODE: 0
+// dense, 1 causal, 2 block-sparse with mods (f and mod then point at the
+// parameter block's WsBlockMask and FlexModArgs; null otherwise). `tiles` is
+// the producer's sequence (sm90_ws_flex.cuh).
+template <class Cfg, class T, int MODE, class Tiles>
+__device__ __forceinline__ void consumer(const Smem<Cfg>& sm, const WsParams& p, const WorkTile& w, const Tiles& tiles,
+                                         const WsBlockMask* f, const FlexModArgs* mod, int cw, int tid_in_wg) {
+  constexpr bool kCausal = MODE == 1, kFlex = MODE == 2;
+  const int n_tiles = tiles.count();
   constexpr int ST = Cfg::kStages, BN = Cfg::kBlockN, NT = Cfg::kNT, DT = Cfg::kDT, PK = Cfg::kPK;
   namespace wg_ = ::flexattn::sm90;
   typedef typename WgOps<T>::type Ops;
@@ -29,7 +35,8 @@ __device__ __forceinline__ void consumer(const Smem<Cfg>& sm, const WsParams& p,
   const int wg_row0 = w.m_block * Cfg::kBlockM + cw * 64;   // first row of this warpgroup
   const int row0 = wg_row0 + warp * 16;                     // first row of this warp
   const int Skv = p.Skv;
-  const bool premul = !(p.scale_log2 > 0.f);
+  // With a score mod the values leave flex_tile as mod(scale·qk)·log2 e (as flash_fwd's score_tile).
+  const bool premul = (kFlex && FLEX_HAS_SCORE_MOD) ? true : !(p.scale_log2 > 0.f);
   const float dom = premul ? 1.f : p.scale_log2;
   const int my_bar = cw == 0 ? kBarSchedWG0 : kBarSchedWG1;
   const int other_bar = cw == 0 ? kBarSchedWG1 : kBarSchedWG0;
@@ -40,6 +47,11 @@ __device__ __forceinline__ void consumer(const Smem<Cfg>& sm, const WsParams& p,
   // is skipped: consumer 0 never waits for it, and every arrive is then matched by a sync.
   auto hand_over = [&](int n) {
     if (cw == 0 || n + 1 < n_tiles) named_arrive(other_bar, kConsumerThreads);
+  };
+  // Scale, mods and mask of the S tile `cur` in place (flex: flex_tile; dense / causal: mask_tile).
+  auto score = [&](float (&sv)[NT * 4], const ::flexattn::flash::TileRef& cur) {
+    if constexpr (kFlex) flex_tile<Cfg>(sv, *f, *mod, w.b, w.h, row0, cur.kv0, cur.bits, premul, lane);
+    else mask_tile<Cfg, kCausal>(sv, row0, cur.kv0, Skv, premul, p.scale_log2, need_mask(cur.kv0), lane);
   };
   auto release = [&](u32 bar) {   // one arrive per warp once its wgmma reads are done
     __syncwarp();
@@ -57,6 +69,7 @@ __device__ __forceinline__ void consumer(const Smem<Cfg>& sm, const WsParams& p,
   if (n_tiles > 0) {
     PipeState<ST> ks, vs;   // consumer read positions
     // tile 0: S_0, softmax, P_0
+    const ::flexattn::flash::TileRef t0 = tiles.tile(0);   // index load overlaps the wait
     mbar_wait(sm.k_full(ks.index), ks.phase, 30 + ks.index);
     named_sync(my_bar, kConsumerThreads);
     issue_qk<Cfg, Ops>(s, sm.q, cw, sm.k_tile(ks.index));
@@ -65,12 +78,12 @@ __device__ __forceinline__ void consumer(const Smem<Cfg>& sm, const WsParams& p,
     wg_::fence_operands(s);
     release(sm.k_empty(ks.index));
     ks.advance();
-    mask_tile<Cfg, kCausal>(s, row0, 0, Skv, premul, p.scale_log2, need_mask(0), lane);
+    score(s, t0);
     online_softmax<NT>(s, row_max, row_sum, alpha, dom);
     p_to_a<T, PK>(pa, s);
 
     for (int n = 1; n < n_tiles; ++n) {
-      const int kv0 = n * BN;
+      const ::flexattn::flash::TileRef cur = tiles.tile(n);
       mbar_wait(sm.k_full(ks.index), ks.phase, 30 + ks.index);
       named_sync(my_bar, kConsumerThreads);
       wg_::fence_operands(s);
@@ -84,7 +97,7 @@ __device__ __forceinline__ void consumer(const Smem<Cfg>& sm, const WsParams& p,
       wg_::fence_operands(s);
       release(sm.k_empty(ks.index));
       ks.advance();
-      mask_tile<Cfg, kCausal>(s, row0, kv0, Skv, premul, p.scale_log2, need_mask(kv0), lane);
+      score(s, cur);
       online_softmax<NT>(s, row_max, row_sum, alpha, dom);
       wg_::warpgroup_wait<0>();                                 // P_{n-1} V_{n-1} done
       wg_::fence_operands(o);

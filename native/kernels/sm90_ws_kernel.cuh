@@ -10,6 +10,7 @@
 //   sm90_ws_softmax.cuh    mask, online softmax, O rescale, P packing
 //   sm90_ws_consumer.cuh   the consumer mainloop (wgmma SS / RS, ping-pong)
 //   sm90_ws_epilogue.cuh   O / l and LSE to global memory
+//   sm90_ws_flex.cuh       block-mask tile sequence and mods (flex kernels)
 //
 // CTA = 3 warpgroups, tile 128 query rows x BN keys:
 //   warpgroup 0  producer   setmaxnreg 24; one thread issues every TMA load:
@@ -46,21 +47,39 @@
 #include "sm90_ws_scheduler.cuh"
 #include "sm90_ws_producer.cuh"
 #include "sm90_ws_consumer.cuh"
+#include "sm90_ws_flex.cuh"
 
 namespace flexattn {
 namespace ws90 {
 
 using namespace ::flexattn::tiles;
 
-template <class Cfg, class T, bool kCausal>
+// MODE 0 dense, 1 causal, 2 block-sparse with mods (f, mod: the parameter
+// block's WsBlockMask and FlexModArgs, sm90_ws_flex.cuh; null otherwise).
+template <class Cfg, int MODE> struct WsTilesFor { typedef WsDenseTiles<Cfg, MODE == 1> type; };
+template <class Cfg> struct WsTilesFor<Cfg, 2> { typedef WsFlexTiles<Cfg> type; };
+template <class Cfg>
+__device__ __forceinline__ WsDenseTiles<Cfg, false> make_tiles(const WsDenseTiles<Cfg, false>*, const WsParams& p,
+                                                               const WsBlockMask*, const WorkTile& w) { return {p, w.m_block}; }
+template <class Cfg>
+__device__ __forceinline__ WsDenseTiles<Cfg, true> make_tiles(const WsDenseTiles<Cfg, true>*, const WsParams& p,
+                                                              const WsBlockMask*, const WorkTile& w) { return {p, w.m_block}; }
+template <class Cfg>
+__device__ __forceinline__ WsFlexTiles<Cfg> make_tiles(const WsFlexTiles<Cfg>*, const WsParams&, const WsBlockMask* f,
+                                                       const WorkTile& w) { return {*f, w.b, w.h, w.m_block}; }
+
+template <class Cfg, class T, int MODE>
 __device__ __forceinline__ void ws_fwd(const void* tmQ, const void* tmK, const void* tmV,
-                                       const WsParams& p) {
+                                       const WsParams& p, const WsBlockMask* f, const FlexModArgs* mod) {
+  typedef typename WsTilesFor<Cfg, MODE>::type Tiles;
   extern __shared__ __align__(1024) unsigned char smem[];
   const Smem<Cfg> sm(smem_u32(smem));
   const int tid = threadIdx.x;
   const int role = tid >> 7;   // 0 producer, 1 / 2 consumers
-  const WorkTile w = tile_scheduler<kCausal>(p, blockIdx.x);
-  const int n_tiles = kv_tile_count<Cfg, kCausal>(p, w.m_block);
+  // block-sparse: last query block first too (the heavy rows of causal-like masks start in the first wave)
+  const WorkTile w = tile_scheduler<MODE != 0>(p, blockIdx.x);
+  const Tiles tiles = make_tiles<Cfg>((const Tiles*)nullptr, p, f, w);
+  const int n_tiles = tiles.count();
 
   if (tid == 0) {
     mbar_init(sm.q_full(), 1);
@@ -80,12 +99,12 @@ __device__ __forceinline__ void ws_fwd(const void* tmQ, const void* tmK, const v
 
   if (role == 0) {
     setmaxnreg_dec<Cfg::kProducerRegs>();
-    if (tid == 0) producer<Cfg, kCausal>(sm, tmQ, tmK, tmV, p, w, n_tiles);
+    if (tid == 0) producer<Cfg>(sm, tmQ, tmK, tmV, p, w, tiles);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
     // consumer 0 may issue first: pre-arrive on its own scheduling barrier
     if (role == 1 && n_tiles > 0) named_arrive(kBarSchedWG0, kConsumerThreads);
-    consumer<Cfg, T, kCausal>(sm, p, w, n_tiles, role - 1, tid & 127);
+    consumer<Cfg, T, MODE>(sm, p, w, tiles, f, mod, role - 1, tid & 127);
   }
 }
 
@@ -95,8 +114,8 @@ __device__ __forceinline__ void ws_fwd(const void* tmQ, const void* tmK, const v
 // The kernel body where sm_90a features exist, else a trap (a module built for
 // another arch still links; the planner never launches it there).
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ != 900 || !defined(__CUDA_ARCH_FEAT_SM90_ALL))
-#define FLEXATTN_WS90_BODY(CFG, DTYPE, CAUSAL, TMQ, TMK, TMV, P) __trap();
+#define FLEXATTN_WS90_BODY(CFG, DTYPE, MODE, TMQ, TMK, TMV, P, F, MOD) __trap();
 #else
-#define FLEXATTN_WS90_BODY(CFG, DTYPE, CAUSAL, TMQ, TMK, TMV, P) \
-  ::flexattn::ws90::ws_fwd<CFG, ::flexattn::tiles::DTYPE, CAUSAL>(TMQ, TMK, TMV, P);
+#define FLEXATTN_WS90_BODY(CFG, DTYPE, MODE, TMQ, TMK, TMV, P, F, MOD) \
+  ::flexattn::ws90::ws_fwd<CFG, ::flexattn::tiles::DTYPE, MODE>(TMQ, TMK, TMV, P, F, MOD);
 #endif

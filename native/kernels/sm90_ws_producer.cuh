@@ -7,6 +7,7 @@
 #include "sm90_ws_config.cuh"
 #include "sm90_ws_pipeline.cuh"
 #include "sm90_ws_scheduler.cuh"
+#include "sm90_ws_flex.cuh"
 
 namespace flexattn {
 namespace ws90 {
@@ -14,9 +15,12 @@ namespace ws90 {
 using namespace ::flexattn::tiles;
 
 // Producer: one thread. Each tile is kPanels TMA boxes of {64 columns, rows}.
-template <class Cfg, bool kCausal>
+// `tiles` (WsDenseTiles / WsFlexTiles, sm90_ws_flex.cuh) gives kv tile n's
+// first column: the consumers walk the same sequence.
+template <class Cfg, class Tiles>
 __device__ __forceinline__ void producer(const Smem<Cfg>& sm, const void* tmQ, const void* tmK,
-                                         const void* tmV, const WsParams& p, const WorkTile& w, int n_tiles) {
+                                         const void* tmV, const WsParams& p, const WorkTile& w, const Tiles& tiles) {
+  const int n_tiles = tiles.count();
   constexpr int ST = Cfg::kStages;
   const int q0 = w.m_block * Cfg::kBlockM;
   const int bhq = w.b * p.Hq + w.h;
@@ -35,7 +39,7 @@ __device__ __forceinline__ void producer(const Smem<Cfg>& sm, const void* tmQ, c
     mbar_expect_tx(full, Cfg::kKVBytes);
 #pragma unroll
     for (int c = 0; c < Cfg::kPanels; ++c)
-      tma_load_3d(tile + c * Cfg::KVTile::kPanelBytes, tm, full, c * 64, n * Cfg::kBlockN, bhk);
+      tma_load_3d(tile + c * Cfg::KVTile::kPanelBytes, tm, full, c * 64, tiles.tile(n).kv0, bhk);
     ps.advance();
   };
   auto load_k = [&](int n) { load_kv(ks, tmK, false, n); };
