@@ -83,9 +83,13 @@ export function explainAttention(
     Sq, D, Dv, dtype: 'bf16', blockMask: c.impl === 'flex' && (n.isCausal || hasMaskBeyondCausal(n) !== null),
     kernelOptions: false, disabled: !decodeEnabled(),
   });
-  const ws = !route.decode && c.impl === 'sdpa' && hasMaskBeyondCausal(n) === null && planSwitches().sm90ws
+  const wsSdpa = c.impl === 'sdpa' && hasMaskBeyondCausal(n) === null;
+  const ws = !route.decode && (wsSdpa || c.impl === 'flex') && planSwitches().sm90ws
     ? `; FLEXATTN_KERNEL_FAMILY=sm90ws: on an H100/H200 the warp-specialised Hopper kernel (family sm90ws, not yet ` +
-      `verified on a GPU: it also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1) ${sm90wsShapeNote(dims)}`
+      `verified on a GPU: it also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1) ${sm90wsShapeNote(dims)}` +
+      (c.impl === 'flex' ? ' (flex: it walks the 128×128 block mask\'s own lists with score_mod on every tile and ' +
+        'mask_mod on partial ones; no 64×64 schedule, segmented document grid or CTA order, which the sm90 kernel ' +
+        'would use for some masks; kernelOptions naming a family or tile keep the sm90 / sm80 kernels)' : '')
     : '';
   return {
     ...c, kernel: route.decode ? 'decode' : 'forward',

@@ -66,7 +66,8 @@ export const ENV_SWITCHES: readonly EnvSwitch[] = Object.freeze([
   { name: 'FLEXATTN_KERNEL_FAMILY', scope: 'runtime', readBy: 'js', default: 'Hopper kernels where they fit',
     meaning: '`sm80`: run the mma.sync kernels on every GPU, Hopper too (see "Kernels"); an explicit ' +
       '`kernelOptions.family` still wins; `auto` is the default. `sm90ws`: `scaledDotProductAttention` without `attnMask` ' +
-      '(dense or causal, head dim 64/128, Sq and Skv ≥ 128) on H100/H200 takes the warp-specialised Hopper kernel, ' +
+      '(dense or causal, head dim 64/128, Sq and Skv ≥ 128) and `flexAttention` (mods, block masks with block sizes that ' +
+      'are multiples of 128; no kernelOptions family or tile) on H100/H200 take the warp-specialised Hopper kernel, ' +
       'not yet verified on a GPU (it also needs `FLEXATTN_UNVERIFIED_GPU_PATHS=1`). Any other value is an `InvalidArgumentError` at the next GPU call.' },
   { name: 'FLEXATTN_FINE_SCHEDULE', scope: 'runtime', readBy: 'js', default: '`1`',
     meaning: "`0`: Hopper launches walk a block mask's own lists, not the 64×64 schedule derived from it (`0`/`1`; any other value is an `InvalidArgumentError`)." },

@@ -275,7 +275,7 @@ describe('score mods (flex only)', () => {
 });
 
 describe('explainAttention and FLEXATTN_KERNEL_FAMILY=sm90ws', () => {
-  it('names the sm90ws family for maskless sdpa with Sq, Skv >= 128, and says why it is not used below that', () => {
+  it('names the sm90ws family for maskless sdpa and flex with Sq, Skv >= 128, and says why it is not used below that', () => {
     const before = process.env.FLEXATTN_KERNEL_FAMILY;
     try {
       const big = { q: [1, 8, 1531, 128], k: [1, 2, 4096, 128] };
@@ -285,6 +285,10 @@ describe('explainAttention and FLEXATTN_KERNEL_FAMILY=sm90ws', () => {
       expect(explainAttention({ isCausal: true, enableGQA: true }, big).reason).toMatch(/family sm90ws.*FLEXATTN_UNVERIFIED_GPU_PATHS=1\) runs it/);
       expect(explainAttention({ enableGQA: true }, { q: [1, 8, 77, 64], k: [1, 2, 4096, 64] }).reason)
         .toMatch(/sm90ws.*not used for Sq=77, Skv=4096.*sm90 kernel/);
+      // flex: the family too, with what it does not do (no 64x64 schedule, segmented grid, CTA order)
+      expect(explainAttention({ impl: 'flex', isCausal: true, enableGQA: true }, big).reason)
+        .toMatch(/family sm90ws.* runs it \(flex: it walks the 128×128 block mask's own lists.*no 64×64 schedule, segmented document grid or CTA order/);
+      delete process.env.FLEXATTN_KERNEL_FAMILY;
       expect(explainAttention({ impl: 'flex', isCausal: true }, big).reason).not.toMatch(/sm90ws/);
     } finally {
       if (before === undefined) delete process.env.FLEXATTN_KERNEL_FAMILY;

@@ -55,6 +55,17 @@ export function sm90wsKernel(D: number, dtype: string, mode: Mode): KernelSpec {
 }
 
 /**
+ * @internal FlexAttention on the warp-specialised Hopper forward (family sm90ws, sm90_ws_flex.cuh): the
+ * block mask's own lists (block sizes multiples of 128) or, without a mask, every kv tile; the mods' code in
+ * front. NVRTC-built per mod pair like the other flex variants, but named as a module as sm90wsKernel is:
+ * one optimized build, no --Ofast-compile quick tier for a warp-specialised kernel. Not yet run on a GPU.
+ */
+export function sm90wsFlexKernel(code: CudaModCode, D: number, dtype: string): KernelSpec {
+  const name = `flexattn_flex_sm90ws_${code.hash.slice(0, 16)}_d${D}_${dtype}`;
+  return { kernel: name, module: name, source: `${code.source}\n#include "sm90_ws_entry.cuh"\nFLEXATTN_FWD_SM90WS_FLEX_KERNEL(${name}, ${D}, ${dtype})\n` };
+}
+
+/**
  * @internal The decode / ragged attention kernel (decode.cuh): precompiled without mods
  * (dense and causal are runtime flags), JIT-compiled with the mods' code in front.
  */

@@ -3,12 +3,14 @@
  * native/kernels/sm90_ws_entry.cuh): encodes the q/k/v tensor maps on the host
  * (native encodeTensorMap: cuTensorMapEncodeTiled), packs them with WsParams
  * into the kernel's one by-value parameter and enqueues a 1-D grid. Dense and
- * causal only (no mods, no block mask); the planner picks it only on opt-in
- * (FLEXATTN_KERNEL_FAMILY=sm90ws) and the caller guards it with
+ * causal SDPA (sm90_ws_entry.cuh), or flex (sm90_ws_flex.cuh: WsBlockMask and
+ * the mods' FlexModArgs after WsParams); the planner picks it only on opt-in
+ * (FLEXATTN_KERNEL_FAMILY=sm90ws) and the callers guard it with
  * requireVerifiedGpuPath: it has not yet run on a GPU.
  * Internal: not exported from the package.
  * @module
  */
+import type { BlockMask } from '../blockmask/mask.js';
 import { InternalError, ShapeError } from '../errors.js';
 import type { KernelEntry } from '../jit.js';
 import { native } from '../native.js';
@@ -17,9 +19,60 @@ import type { QkvDims } from '../validate.js';
 import { packWsParams } from './generated/sm90-ws-params.js';
 import { ptr } from './mod-code.js';
 import { paramScratch } from './param-scratch.js';
-import { SM90WS_MIN_ROWS } from './plan.js';
+import { SM90WS_MIN_ROWS, SM90WS_TILE, type Mode } from './plan.js';
 
 const MAP_BYTES = 128;
+const WS_PARAMS_BYTES = 56;
+/** Offset of WsBlockMask in WsFlexArgs (sm90_ws_flex.cuh kWsFlexMaskOffset): after the maps and WsParams. */
+export const WS_MASK_OFFSET = 3 * MAP_BYTES + WS_PARAMS_BYTES;
+/** sizeof(WsBlockMask) (sm90_ws_flex.cuh static_assert). */
+export const WS_MASK_BYTES = 80;
+
+/** @internal What the flex kernel's WsBlockMask holds (pointers 0n: absent; no lists at all: every kv tile). */
+export interface WsMaskValues {
+  kvNumBlocks: bigint; kvIndices: bigint; fullKvNumBlocks: bigint; fullKvIndices: bigint;
+  Sq: number; Skv: number; scale: number;
+  bmQBlock: number; bmKvBlock: number;
+  bmNumStrideB: number; bmNumStrideH: number; bmIdxStrideB: number; bmIdxStrideH: number; bmIdxStrideQb: number;
+}
+
+/**
+ * @internal WsBlockMask values for a flex launch: the mask's own lists (block sizes multiples of the
+ * 128×128 tile, as the planner checked; broadcast B or H as stride 0), or none without a mask.
+ */
+export function blockMaskValues(bm: Pick<BlockMask, 'blockSize' | 'B' | 'H' | 'numQBlocks' | 'numKvBlocks'> | undefined,
+  arrays: readonly { devicePtr(): bigint }[] | undefined, d: Pick<QkvDims, 'Sq' | 'Skv'>, scale: number): WsMaskValues {
+  const base = { Sq: d.Sq, Skv: d.Skv, scale };
+  if (!bm) {
+    return { ...base, kvNumBlocks: 0n, kvIndices: 0n, fullKvNumBlocks: 0n, fullKvIndices: 0n, bmQBlock: SM90WS_TILE.BM,
+      bmKvBlock: SM90WS_TILE.BN, bmNumStrideB: 0, bmNumStrideH: 0, bmIdxStrideB: 0, bmIdxStrideH: 0, bmIdxStrideQb: 0 };
+  }
+  const [bq, bkv] = bm.blockSize;
+  if (bq % SM90WS_TILE.BM !== 0 || bkv % SM90WS_TILE.BN !== 0) throw new InternalError(`sm90ws planned for block size ${bq}×${bkv}`);
+  if (!arrays || arrays.length !== 4) throw new InternalError('sm90ws flex launch without the block mask\'s four arrays');
+  const { B, H, numQBlocks: QB, numKvBlocks: KVB } = bm;
+  const [n, i, fn, fi] = arrays.map((t) => t.devicePtr()) as [bigint, bigint, bigint, bigint];
+  return {
+    ...base, kvNumBlocks: n, kvIndices: i, fullKvNumBlocks: fn, fullKvIndices: fi, bmQBlock: bq, bmKvBlock: bkv,
+    bmNumStrideB: B === 1 ? 0 : H * QB, bmNumStrideH: H === 1 ? 0 : QB,
+    bmIdxStrideB: B === 1 ? 0 : H * QB * KVB, bmIdxStrideH: H === 1 ? 0 : QB * KVB, bmIdxStrideQb: KVB,
+  };
+}
+
+/** @internal Packs WsBlockMask (80 bytes; layout: sm90_ws_flex.cuh) into `out`. */
+export function packWsBlockMask(v: WsMaskValues, out: Uint8Array): void {
+  if (out.byteLength < WS_MASK_BYTES) throw new InternalError(`WsBlockMask needs ${WS_MASK_BYTES} bytes`);
+  const dv = new DataView(out.buffer, out.byteOffset, WS_MASK_BYTES);
+  dv.setBigUint64(0, v.kvNumBlocks, true);
+  dv.setBigUint64(8, v.kvIndices, true);
+  dv.setBigUint64(16, v.fullKvNumBlocks, true);
+  dv.setBigUint64(24, v.fullKvIndices, true);
+  const ints: [number, number][] = [[32, v.Sq], [36, v.Skv], [48, v.bmQBlock], [52, v.bmKvBlock], [56, v.bmNumStrideB],
+    [60, v.bmNumStrideH], [64, v.bmIdxStrideB], [68, v.bmIdxStrideH], [72, v.bmIdxStrideQb], [76, 0]];
+  for (const [o, x] of ints) dv.setInt32(o, x, true);
+  dv.setFloat32(40, v.scale, true);
+  dv.setFloat32(44, v.scale * Math.LOG2E, true);
+}
 
 /**
  * @internal The tensor-map view of `t` [B, H, S, D] (16-bit): 3-D {D, S, B·H} with byte strides
@@ -62,16 +115,25 @@ export function tmaAddressable(t: Tensor): Tensor {
   return tmaView(t, t.devicePtr()) ? t : t.contiguous();
 }
 
-/** @internal Packs the maps and WsParams into the kernel's parameter buffer and enqueues it (synchronous). */
-export function launchSm90ws(entry: KernelEntry, d: QkvDims, causal: boolean, scale: number, smCount: number,
-  t: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor | undefined }): void {
+/**
+ * @internal Packs the maps and WsParams (and, flex, WsBlockMask and the mods' bytes) into the kernel's
+ * parameter buffer and enqueues it (synchronous).
+ */
+export function launchSm90ws(entry: KernelEntry, d: QkvDims, mode: Mode, scale: number, smCount: number,
+  t: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor | undefined },
+  flex?: { mask: WsMaskValues; mod: Uint8Array }): void {
   const { cfg } = entry;
   if (d.Sq < SM90WS_MIN_ROWS || d.Skv < SM90WS_MIN_ROWS) throw new InternalError(`sm90ws planned for Sq=${d.Sq}, Skv=${d.Skv}`);
   const nM = Math.ceil(d.Sq / cfg.blockM);
   const grid = nM * d.Hq * d.B;
   if (grid >= 2 ** 31) throw new ShapeError('q', 'fewer than 2^31 query tiles in all', `[${d.B}, ${d.Hq}, ${d.Sq}, ${d.D}]`);
   const buf = paramScratch(cfg);
-  if (cfg.modOffset !== 3 * MAP_BYTES || buf.byteLength < cfg.modOffset + 56) {
+  if (flex) {
+    // WsFlexArgs: WsParams at 3 maps, WsBlockMask after it, FlexModArgs at the cfg's modOffset
+    if (cfg.modOffset < WS_MASK_OFFSET + WS_MASK_BYTES || buf.byteLength < cfg.modOffset + flex.mod.byteLength) {
+      throw new InternalError(`sm90ws flex kernel config: mods at ${cfg.modOffset} of ${cfg.paramBytes} bytes (${flex.mod.byteLength} to pack)`);
+    }
+  } else if (cfg.modOffset !== 3 * MAP_BYTES || buf.byteLength < cfg.modOffset + WS_PARAMS_BYTES) {
     throw new InternalError(`sm90ws kernel config: params at ${cfg.modOffset} of ${cfg.paramBytes} bytes`);
   }
   buf.fill(0);
@@ -80,7 +142,12 @@ export function launchSm90ws(entry: KernelEntry, d: QkvDims, causal: boolean, sc
   buf.set(encode(t.v, cfg.blockN), 2 * MAP_BYTES);
   packWsParams({
     o: ptr(t.out), lse: t.lse ? ptr(t.lse) : 0n, B: d.B, Hq: d.Hq, Hkv: d.Hkv, Sq: d.Sq, Skv: d.Skv,
-    scaleLog2: scale * Math.LOG2E, numMBlocks: nM, groupHeads: groupHeads(causal, nM, d.B * d.Hq, smCount),
-  }, buf.subarray(cfg.modOffset, cfg.modOffset + 56));
+    // the kernel orders causal and flex work last query block first, in groups of heads (sm90_ws_kernel.cuh)
+    scaleLog2: scale * Math.LOG2E, numMBlocks: nM, groupHeads: groupHeads(mode !== 'kDense' || !!flex, nM, d.B * d.Hq, smCount),
+  }, buf.subarray(3 * MAP_BYTES, 3 * MAP_BYTES + WS_PARAMS_BYTES));
+  if (flex) {
+    packWsBlockMask(flex.mask, buf.subarray(WS_MASK_OFFSET, WS_MASK_OFFSET + WS_MASK_BYTES));
+    buf.set(flex.mod, cfg.modOffset);
+  }
   entry.handle.launch([grid, 1, 1], [cfg.threads, 1, 1], cfg.smemBytes, buf);
 }

@@ -19,8 +19,8 @@ import type { Hold } from '../ownership.js';
 import { Tensor } from '../tensor.js';
 import type { QkvDims } from '../validate.js';
 import { deviceCaps } from './device-caps.js';
-import { denseKernel, flexKernel, sm90wsKernel } from './kernel-source.js';
-import { launchSm90ws, tmaAddressable } from './launch-sm90ws.js';
+import { denseKernel, flexKernel, sm90wsFlexKernel, sm90wsKernel } from './kernel-source.js';
+import { blockMaskValues, launchSm90ws, tmaAddressable } from './launch-sm90ws.js';
 import { capturedHere, capturedOnDevice, modCode, packMod, ptr, type Captured } from './mod-code.js';
 import { GPU_HEAD_DIMS, type LaunchPlan } from './plan.js';
 import { ctaOrderTensor } from './schedules/cta-order.js';
@@ -115,10 +115,16 @@ function launchInto(a: Launch, out: Tensor, lse: Tensor | undefined): Promise<vo
   let spec: KernelSpec;
   let code: CudaModCode | undefined;
   if (plan.family === 'sm90ws') {
-    if (a.scoreMod || a.maskMod || plan.mode === 'kBlockSparse' || plan.shape) {
-      throw new InternalError(`the sm90ws family takes dense or causal attention without mods, not ${plan.mode}${a.scoreMod || a.maskMod ? ' with mods' : ''}`);
+    if (plan.shape || a.segments || a.ctaOrder || (plan.mode === 'kCausal' && (a.scoreMod || a.maskMod))) {
+      throw new InternalError(`the sm90ws family takes dense / causal attention or flex on the mask's lists, not ${plan.mode}` +
+        `${a.segments ? ' on a segmented grid' : ''}${a.ctaOrder ? ' in a CTA order' : ''}${plan.shape ? ' with a shape' : ''}`);
     }
-    spec = sm90wsKernel(d.D, dtype, plan.mode);
+    if (!a.scoreMod && !a.maskMod && plan.mode !== 'kBlockSparse') {
+      spec = sm90wsKernel(d.D, dtype, plan.mode);
+    } else {
+      code = modCode(a.scoreMod, a.maskMod ?? undefined);
+      spec = sm90wsFlexKernel(code, d.D, dtype);
+    }
   } else if (!a.scoreMod && !a.maskMod && plan.mode !== 'kBlockSparse' && !plan.shape) {
     spec = denseKernel(d.D, dtype, plan.mode, plan.family);
   } else {
@@ -153,7 +159,11 @@ function enqueue(a: Launch, entry: KernelEntry, code: CudaModCode | undefined, c
       // TMA addresses the inputs through tensor maps: a view it cannot describe is copied.
       const q = tmaAddressable(a.q), k = tmaAddressable(a.k), v = tmaAddressable(a.v);
       for (const [x, y] of [[q, a.q], [k, a.k], [v, a.v]] as const) if (x !== y) temps.push(x);
-      launchSm90ws(entry, d, a.plan.mode === 'kCausal', a.scale, deviceCaps(a.q.deviceIndex).smCount ?? 132, { q, k, v, out, lse });
+      // flex (mods or a block mask): the mask's lists and the mods' arguments follow WsParams
+      const flex = code || a.plan.mode === 'kBlockSparse'
+        ? { mask: blockMaskValues(a.blockMask, a.blockArrays, d, a.scale), mod: code ? packMod(code, cap.tensors, a.params) : NO_MOD_BYTES }
+        : undefined;
+      launchSm90ws(entry, d, a.plan.mode, a.scale, deviceCaps(a.q.deviceIndex).smCount ?? 132, { q, k, v, out, lse }, flex);
       return;
     }
     const seg = a.segments;

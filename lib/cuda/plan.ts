@@ -41,7 +41,7 @@ export interface KernelOptions {
 
 /**
  * Kernel family: `sm90` (wgmma, flash_fwd_sm90.cuh), `sm80` (mma.sync, flash_fwd.cuh) or `sm90ws`
- * (warp-specialised wgmma + TMA, sm90_ws_entry.cuh: dense SDPA only, opt-in, not yet run on a GPU).
+ * (warp-specialised wgmma + TMA, sm90_ws_entry.cuh / sm90_ws_flex.cuh: SDPA and flex, opt-in, not yet run on a GPU).
  */
 export type Family = 'sm90' | 'sm80' | 'sm90ws';
 /** What the kernel's kv loop walks: everything, the causal range, or a block mask's lists. */
@@ -66,8 +66,9 @@ export interface PlanSwitches {
   /** `FLEXATTN_KERNEL_FAMILY=sm80`: the mma.sync kernels wherever the caller names no family. */
   readonly sm80Only: boolean;
   /**
-   * `FLEXATTN_KERNEL_FAMILY=sm90ws`: dense and causal SDPA without a mask take the warp-specialised
-   * Hopper kernel where it fits ({@link sm90wsFits}); the launch then also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1.
+   * `FLEXATTN_KERNEL_FAMILY=sm90ws`: dense and causal SDPA without a mask, and flex calls the kernel
+   * takes ({@link sm90wsFlexRefusal}), run the warp-specialised Hopper kernel where it fits
+   * ({@link sm90wsFits}); the launch then also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1.
    */
   readonly sm90ws: boolean;
   /** Hopper launches walk the 64×64 schedule derived from a mask (`FLEXATTN_FINE_SCHEDULE`). */
@@ -246,6 +247,40 @@ export function planSdpa(dims: QkvDims, isCausal: boolean, caps: DeviceCaps, sw:
   return { family: autoFamily(caps, dims.D, sw), mode };
 }
 
+/** The sm90ws tile (sm90_ws_entry.cuh WsTileFor): 128 query rows × 128 kv columns at head dims 64 and 128. */
+export const SM90WS_TILE: Tile = Object.freeze({ BM: 128, BN: 128 });
+
+/**
+ * Why a flex call on this device keeps the sm90 kernel under `FLEXATTN_KERNEL_FAMILY=sm90ws`, in words,
+ * or null when the sm90ws flex kernel takes it. That kernel walks the block mask's own lists with
+ * 128×128 tiles (so its block sizes must be multiples of 128; createBlockMask's default 128 is, and on
+ * a GPU its 128×128 lists are derived from a 64×64 classification, exact for the mod), or every kv tile
+ * without a mask. It has no 64×64 schedule, segmented grid or host CTA order: masks for which the sm90
+ * kernel would use those still run here, on the mask's lists (same result, other speed).
+ */
+export function sm90wsFlexRefusal(caps: DeviceCaps, dims: Pick<QkvDims, 'D' | 'Sq' | 'Skv'>,
+  mask: Pick<MaskFacts, 'blockSize'> | undefined, ko: KernelOptions = {}): string | null {
+  if (!isHopper(caps)) return `not a compute capability 9.0 GPU (${caps.name})`;
+  if (!SM90_HEAD_DIMS.includes(dims.D)) return `head dim ${dims.D} (the sm90ws kernel takes ${SM90_HEAD_DIMS.join(' or ')})`;
+  if (dims.Sq < SM90WS_MIN_ROWS || dims.Skv < SM90WS_MIN_ROWS) {
+    return `Sq=${dims.Sq}, Skv=${dims.Skv} (its TMA boxes are ${SM90WS_MIN_ROWS} rows)`;
+  }
+  if ((ko.family !== undefined && ko.family !== 'auto') || TILE_KEYS.some((k) => ko[k] !== undefined)) {
+    return 'kernelOptions names a family or tile';
+  }
+  if (mask && (mask.blockSize[0] % SM90WS_TILE.BM !== 0 || mask.blockSize[1] % SM90WS_TILE.BN !== 0)) {
+    return `block size ${mask.blockSize[0]}×${mask.blockSize[1]} (the sm90ws kernel walks the lists with ` +
+      `${SM90WS_TILE.BM}×${SM90WS_TILE.BN} tiles: block sizes must be multiples of ${SM90WS_TILE.BM})`;
+  }
+  // The last kv block must not hold a whole tile past Skv: that tile's TMA box would start outside the
+  // tensor, which this family does not do yet (SM90WS_MIN_ROWS says why).
+  const bkv = mask?.blockSize[1] ?? SM90WS_TILE.BN;
+  if (Math.ceil(dims.Skv / bkv) * bkv - dims.Skv >= SM90WS_TILE.BN) {
+    return `kv block size ${bkv} with Skv=${dims.Skv} (the last block would hold a ${SM90WS_TILE.BN}-column tile past Skv)`;
+  }
+  return null;
+}
+
 /** Plans a GPU flex launch; throws the typed error for invalid kernel options or block sizes no kernel tile divides. */
 export function planFlex(a: {
   dims: QkvDims; mask?: MaskFacts | undefined; kernelOptions?: KernelOptions | undefined; caps: DeviceCaps; switches?: PlanSwitches;
@@ -257,6 +292,10 @@ export function planFlex(a: {
   let shape = family === 'sm80' && TILE_KEYS.some((k) => ko[k] !== undefined) ? checkKernelOptions(ko) : undefined;
   if (mask && family === 'sm80') shape = sm80MaskShape(shape, mask, dims.D);
   const mode: Mode = mask ? 'kBlockSparse' : 'kDense';
+  // Opt-in sm90ws: it walks the mask's own lists (no fine schedule, segments or CTA order; see sm90wsFlexRefusal).
+  if (family === 'sm90' && sw.sm90ws && sm90wsFlexRefusal(a.caps, dims, mask, ko) === null) {
+    return { family: 'sm90ws', mode, fineSchedule: false, ctaOrder: false };
+  }
   if (!mask || family !== 'sm90') return { family, mode, ...(shape ? { shape } : {}), fineSchedule: false, ctaOrder: false };
   const t90 = SM90_TILE[dims.D];
   // The Hopper kernels walk 64-row query blocks: a 64×64 schedule skips the

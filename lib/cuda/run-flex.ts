@@ -14,6 +14,7 @@ import { launch } from './launch.js';
 import type { FlexPlan } from './plan.js';
 import { builtFineSchedule, fineSchedule } from './schedules/fine.js';
 import { segmentedSchedule, type SegmentedSchedule } from './schedules/segments.js';
+import { refuseUnverifiedSm90ws } from './switches.js';
 
 /** Arguments of one GPU flex-attention launch. */
 export interface CudaFlexArgs {
@@ -51,6 +52,9 @@ export function onDevice(bm: BlockMask, device: string): BlockMask {
  */
 export function runFlex(plan: FlexPlan, args: CudaFlexArgs): Promise<{ out: Tensor; lse?: Tensor }> {
   const { q, hold, params } = args;
+  // opt-in (FLEXATTN_KERNEL_FAMILY=sm90ws) and not yet run on a GPU: refused before anything is claimed or built
+  const refused = plan.family === 'sm90ws' ? refuseUnverifiedSm90ws('flex attention on ') : undefined;
+  if (refused) return refused;
   const bm = args.blockMask ? onDevice(args.blockMask, q.device) : undefined;
   const claimed = new Map<BlockMask, Tensor[]>();
   const claim = (m: BlockMask): Tensor[] => {

@@ -9,7 +9,7 @@ import type { QkvDims } from '../validate.js';
 import { launch } from './launch.js';
 import { maskAsScoreMod } from './mod-code.js';
 import type { LaunchPlan } from './plan.js';
-import { requireVerifiedGpuPath } from './switches.js';
+import { refuseUnverifiedSm90ws } from './switches.js';
 
 /** Arguments of one GPU SDPA launch. */
 export interface CudaAttentionArgs {
@@ -26,14 +26,8 @@ export interface CudaAttentionArgs {
 /** Runs SDPA on the GPU as `plan` (from planSdpa) says. */
 export function runSdpa(plan: LaunchPlan, args: CudaAttentionArgs): Promise<{ out: Tensor; lse?: Tensor }> {
   const { q, k, v, dims, scale, returnLse, mask } = args;
-  if (plan.family === 'sm90ws') {
-    try {
-      requireVerifiedGpuPath('the sm90ws kernel family (FLEXATTN_KERNEL_FAMILY=sm90ws)',
-        'unset FLEXATTN_KERNEL_FAMILY (or set it to auto) for the verified sm90 kernels');
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  }
+  const refused = plan.family === 'sm90ws' ? refuseUnverifiedSm90ws() : undefined;
+  if (refused) return refused;
   return launch({
     q, k, v, d: dims, scale, returnLse, params: {}, plan,
     ...(args.signal ? { signal: args.signal } : {}),

@@ -67,3 +67,18 @@ export function requireVerifiedGpuPath(what: string, instead = "the CPU backend 
   throw new NotImplementedError(`${what} on CUDA has not yet been run on a GPU, so it is off by default; ` +
     `${instead}, and FLEXATTN_UNVERIFIED_GPU_PATHS=1 enables the CUDA path for verification runs`);
 }
+
+/**
+ * The sm90ws family's guard (it has not yet run on a GPU): undefined when FLEXATTN_UNVERIFIED_GPU_PATHS=1
+ * allows it, else the rejected promise of requireVerifiedGpuPath's NotImplementedError for `use` (e.g.
+ * 'flex attention on ') the family, for a caller to return before it claims or launches anything.
+ */
+export function refuseUnverifiedSm90ws(use = ''): Promise<never> | undefined {
+  try {
+    requireVerifiedGpuPath(`${use}the sm90ws kernel family (FLEXATTN_KERNEL_FAMILY=sm90ws)`,
+      'unset FLEXATTN_KERNEL_FAMILY (or set it to auto) for the verified sm90 kernels');
+    return undefined;
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
