@@ -84,10 +84,11 @@ export function explainAttention(
     kernelOptions: false, disabled: !decodeEnabled(),
   });
   const wsSdpa = c.impl === 'sdpa' && hasMaskBeyondCausal(n) === null;
+  const wsNote = sm90wsShapeNote(dims);
   const ws = !route.decode && (wsSdpa || c.impl === 'flex') && planSwitches().sm90ws
     ? `; FLEXATTN_KERNEL_FAMILY=sm90ws: on an H100/H200 the warp-specialised Hopper kernel (family sm90ws, not yet ` +
-      `verified on a GPU: it also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1) ${sm90wsShapeNote(dims)}` +
-      (c.impl === 'flex' ? ' (flex: it walks the 128×128 block mask\'s own lists with score_mod on every tile and ' +
+      `verified on a GPU: it also needs FLEXATTN_UNVERIFIED_GPU_PATHS=1) ${wsNote}` +
+      (c.impl === 'flex' && wsNote === SM90WS_RUNS ? ' (flex: it walks the 128×128 block mask\'s own lists with score_mod on every tile and ' +
         'mask_mod on partial ones; no 64×64 schedule, segmented document grid or CTA order, which the sm90 kernel ' +
         'would use for some masks; kernelOptions naming a family or tile keep the sm90 / sm80 kernels)' : '')
     : '';
@@ -103,8 +104,9 @@ function sm90wsShapeNote(d: { D: number; Sq: number; Skv: number }): string {
   if (d.Sq < SM90WS_MIN_ROWS || d.Skv < SM90WS_MIN_ROWS) {
     return `is not used for Sq=${d.Sq}, Skv=${d.Skv} (its TMA boxes are ${SM90WS_MIN_ROWS} rows; shorter sequences take the sm90 kernel)`;
   }
-  return 'runs it';
+  return SM90WS_RUNS;
 }
+const SM90WS_RUNS = 'runs it';
 
 /**
  * Attention from one spec, on either implementation (see {@link AttentionSpec}):

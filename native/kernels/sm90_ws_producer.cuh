@@ -31,26 +31,29 @@ __device__ __forceinline__ void producer(const Smem<Cfg>& sm, const void* tmQ, c
     tma_load_3d(sm.q + c * Cfg::QTile::kPanelBytes, tmQ, sm.q_full(), c * 64, q0, bhq);
 
   PipeState<ST> ks, vs;   // producer's write positions
-  // kv tile n into the next slot of the K (v = false) or V ring, once the consumers have released it
-  auto load_kv = [&](PipeState<ST>& ps, const void* tm, bool v, int n) {
+  // the kv tile at kv0 into the next slot of the K (v = false) or V ring, once the consumers have released it
+  auto load_kv = [&](PipeState<ST>& ps, const void* tm, bool v, int kv0) {
     const u32 full = v ? sm.v_full(ps.index) : sm.k_full(ps.index);
     const u32 tile = v ? sm.v_tile(ps.index) : sm.k_tile(ps.index);
     mbar_wait(v ? sm.v_empty(ps.index) : sm.k_empty(ps.index), ps.phase ^ 1u, (v ? 20 : 10) + ps.index);
     mbar_expect_tx(full, Cfg::kKVBytes);
 #pragma unroll
     for (int c = 0; c < Cfg::kPanels; ++c)
-      tma_load_3d(tile + c * Cfg::KVTile::kPanelBytes, tm, full, c * 64, tiles.tile(n).kv0, bhk);
+      tma_load_3d(tile + c * Cfg::KVTile::kPanelBytes, tm, full, c * 64, kv0, bhk);
     ps.advance();
   };
-  auto load_k = [&](int n) { load_kv(ks, tmK, false, n); };
-  auto load_v = [&](int n) { load_kv(vs, tmV, true, n); };
+  auto load_k = [&](int kv0) { load_kv(ks, tmK, false, kv0); };
+  auto load_v = [&](int kv0) { load_kv(vs, tmV, true, kv0); };
   if (n_tiles == 0) return;
-  load_k(0);
+  int kv_prev = tiles.tile(0).kv0;   // each tile's index is read once (flex: a load; its latency overlaps the waits)
+  load_k(kv_prev);
   for (int n = 1; n < n_tiles; ++n) {
-    load_k(n);
-    load_v(n - 1);
+    const int kv = tiles.tile(n).kv0;
+    load_k(kv);
+    load_v(kv_prev);
+    kv_prev = kv;
   }
-  load_v(n_tiles - 1);
+  load_v(kv_prev);
 }
 
 }  // namespace ws90
