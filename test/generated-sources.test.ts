@@ -39,6 +39,7 @@ describe('generated kernel sources', () => {
       'lib/cuda/generated/flash-bwd-params.ts',
       'lib/cuda/generated/flash-fwd-params.ts',
       'lib/cuda/generated/paged-append-params.ts',
+      'lib/cuda/generated/sm90-ws-block-mask.ts',
       'lib/cuda/generated/sm90-ws-params.ts',
       'lib/cuda/generated/tiles.ts',
       'native/kernels/generated/blockmask_classify_params.cuh',
@@ -50,6 +51,7 @@ describe('generated kernel sources', () => {
       'native/kernels/generated/flash_fwd_config.cuh',
       'native/kernels/generated/flash_fwd_params.cuh',
       'native/kernels/generated/paged_append_params.cuh',
+      'native/kernels/generated/sm90_ws_block_mask.cuh',
       'native/kernels/generated/sm90_ws_params.cuh',
       'native/kernels/generated/tile_config.cuh',
     ]);

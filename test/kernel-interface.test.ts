@@ -10,6 +10,7 @@ import {
 import { FLEX_BLOCK_MASK_OFFSETS, packBlockMaskClassifyParams } from '../lib/cuda/generated/blockmask-classify-params.js';
 import { PAGED_APPEND_OFFSETS, packPagedAppendParams } from '../lib/cuda/generated/paged-append-params.js';
 import { WS_OFFSETS, packWsParams } from '../lib/cuda/generated/sm90-ws-params.js';
+import { WS_BLOCK_MASK_OFFSETS } from '../lib/cuda/generated/sm90-ws-block-mask.js';
 import { DECODE_CFG_INTS, DECODE_OFFSETS, decodeKernelConfig, packDecodeParams, type DecodeValues } from '../lib/cuda/generated/decode-params.js';
 import { FLASH_BWD_CFG_INTS, FLASH_BWD_OFFSETS, bwdKernelConfig, packFlashBwdParams, type FlashBwdValues } from '../lib/cuda/generated/flash-bwd-params.js';
 import {
@@ -287,6 +288,20 @@ describe('WsParams packer (sm90ws family)', () => {
     expect(dv.getInt32(off.gqa_group!, true)).toBe(4);
     expect(dv.getFloat32(off.scale_log2!, true)).toBeCloseTo(v.scaleLog2, 6);
     expect([dv.getInt32(off.num_m_blocks!, true), dv.getInt32(off.group_heads!, true), dv.getInt32(off.pad_!, true)]).toEqual([12, 5, 0]);
+  });
+});
+
+describe('WsBlockMask packer (sm90ws flex kernel)', () => {
+  it('has FlashFwdParams\'s block-mask field names at its described offsets, 80 bytes', () => {
+    const off = offsetsOf(describeBlock('sm90_ws_block_mask.json'));
+    expect(WS_BLOCK_MASK_OFFSETS).toEqual(off);
+    expect(off.pad_! + 4).toBe(80);
+    const fwd = offsetsOf(describeBlock('flash_fwd_params.json'));
+    for (const n of ['kv_num_blocks', 'kv_indices', 'full_kv_num_blocks', 'full_kv_indices', 'Sq', 'Skv', 'scale', 'scale_log2',
+      'bm_q_block', 'bm_kv_block', 'bm_num_stride_b', 'bm_num_stride_h', 'bm_idx_stride_b', 'bm_idx_stride_h', 'bm_idx_stride_qb']) {
+      expect(fwd[n], n).toBeTypeOf('number');
+      expect(off[n], n).toBeTypeOf('number');
+    }
   });
 });
 

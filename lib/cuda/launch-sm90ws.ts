@@ -16,6 +16,7 @@ import type { KernelEntry } from '../jit.js';
 import { native } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import type { QkvDims } from '../validate.js';
+import { packWsBlockMask, type WsMaskValues } from './generated/sm90-ws-block-mask.js';
 import { packWsParams } from './generated/sm90-ws-params.js';
 import { ptr } from './mod-code.js';
 import { paramScratch } from './param-scratch.js';
@@ -25,16 +26,8 @@ const MAP_BYTES = 128;
 const WS_PARAMS_BYTES = 56;
 /** Offset of WsBlockMask in WsFlexArgs (sm90_ws_flex.cuh kWsFlexMaskOffset): after the maps and WsParams. */
 export const WS_MASK_OFFSET = 3 * MAP_BYTES + WS_PARAMS_BYTES;
-/** sizeof(WsBlockMask) (sm90_ws_flex.cuh static_assert). */
+/** sizeof(WsBlockMask) (interface/sm90_ws_block_mask.json). */
 export const WS_MASK_BYTES = 80;
-
-/** @internal What the flex kernel's WsBlockMask holds (pointers 0n: absent; no lists at all: every kv tile). */
-export interface WsMaskValues {
-  kvNumBlocks: bigint; kvIndices: bigint; fullKvNumBlocks: bigint; fullKvIndices: bigint;
-  Sq: number; Skv: number; scale: number;
-  bmQBlock: number; bmKvBlock: number;
-  bmNumStrideB: number; bmNumStrideH: number; bmIdxStrideB: number; bmIdxStrideH: number; bmIdxStrideQb: number;
-}
 
 /**
  * @internal WsBlockMask values for a flex launch: the mask's own lists (block sizes multiples of the
@@ -57,21 +50,6 @@ export function blockMaskValues(bm: Pick<BlockMask, 'blockSize' | 'B' | 'H' | 'n
     bmNumStrideB: B === 1 ? 0 : H * QB, bmNumStrideH: H === 1 ? 0 : QB,
     bmIdxStrideB: B === 1 ? 0 : H * QB * KVB, bmIdxStrideH: H === 1 ? 0 : QB * KVB, bmIdxStrideQb: KVB,
   };
-}
-
-/** @internal Packs WsBlockMask (80 bytes; layout: sm90_ws_flex.cuh) into `out`. */
-export function packWsBlockMask(v: WsMaskValues, out: Uint8Array): void {
-  if (out.byteLength < WS_MASK_BYTES) throw new InternalError(`WsBlockMask needs ${WS_MASK_BYTES} bytes`);
-  const dv = new DataView(out.buffer, out.byteOffset, WS_MASK_BYTES);
-  dv.setBigUint64(0, v.kvNumBlocks, true);
-  dv.setBigUint64(8, v.kvIndices, true);
-  dv.setBigUint64(16, v.fullKvNumBlocks, true);
-  dv.setBigUint64(24, v.fullKvIndices, true);
-  const ints: [number, number][] = [[32, v.Sq], [36, v.Skv], [48, v.bmQBlock], [52, v.bmKvBlock], [56, v.bmNumStrideB],
-    [60, v.bmNumStrideH], [64, v.bmIdxStrideB], [68, v.bmIdxStrideH], [72, v.bmIdxStrideQb], [76, 0]];
-  for (const [o, x] of ints) dv.setInt32(o, x, true);
-  dv.setFloat32(40, v.scale, true);
-  dv.setFloat32(44, v.scale * Math.LOG2E, true);
 }
 
 /**

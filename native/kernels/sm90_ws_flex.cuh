@@ -20,6 +20,7 @@
 #pragma once
 
 #include "flash_fwd.cuh"        // FlexModArgs, KvSchedule, keep_element, masked_score
+#include "generated/sm90_ws_block_mask.cuh"   // WsBlockMask (interface/sm90_ws_block_mask.json): FlashFwdParams's field names
 #include "sm90_ws_config.cuh"
 #include "sm90_ws_pipeline.cuh"    // TmaDesc
 #include "sm90_ws_scheduler.cuh"   // kv_tile_count
@@ -28,22 +29,6 @@ namespace flexattn {
 namespace ws90 {
 
 using namespace ::flexattn::tiles;
-
-// Block-mask fields with FlashFwdParams's names (the flash:: schedule and
-// element helpers take any block with these names). 80 bytes, laid out as
-// lib/cuda/launch-sm90ws.ts packs it (packWsBlockMask).
-struct WsBlockMask {
-  const int* kv_num_blocks;        //  0  [B',H',QB] partial blocks per query block
-  const int* kv_indices;           //  8  [B',H',QB,KVB]
-  const int* full_kv_num_blocks;   // 16  or 0
-  const int* full_kv_indices;      // 24  or 0
-  int Sq, Skv;                     // 32, 36
-  float scale, scale_log2;         // 40, 44  (score_mod takes scale · q·k)
-  int bm_q_block, bm_kv_block;     // 48, 52  multiples of 128
-  int bm_num_stride_b, bm_num_stride_h;                      // 56, 60 (0: broadcast)
-  int bm_idx_stride_b, bm_idx_stride_h, bm_idx_stride_qb;    // 64, 68, 72
-  int pad_;                        // 76
-};
 
 // The flex kernel's one parameter: the dense kernel's (maps + WsParams), then
 // the block mask, then the generated FlexModArgs (its offset is the
@@ -57,7 +42,6 @@ struct alignas(128) WsFlexArgs {
 constexpr int kWsFlexMaskOffset = 3 * (int)sizeof(TmaDesc) + (int)sizeof(WsParams);
 constexpr int kWsFlexModOffset =
     (kWsFlexMaskOffset + (int)sizeof(WsBlockMask) + (int)alignof(FlexModArgs) - 1) & ~((int)alignof(FlexModArgs) - 1);
-static_assert(sizeof(WsBlockMask) == 80, "WsBlockMask: 80 bytes (launch-sm90ws.ts)");
 #ifndef __CUDACC_RTC__
 static_assert(__builtin_offsetof(WsFlexArgs, bm) == kWsFlexMaskOffset, "WsFlexArgs: block mask after WsParams");
 static_assert(__builtin_offsetof(WsFlexArgs, mod) == kWsFlexModOffset, "WsFlexArgs: FlexModArgs last");
