@@ -20,5 +20,5 @@ static_assert(sizeof(CUtensorMap) == sizeof(::flexattn::ws90::TmaDesc) && aligno
   extern "C" __global__ void __launch_bounds__(384, 1)                                                    \
       NAME(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,              \
            const __grid_constant__ CUtensorMap tmV, const __grid_constant__ ::flexattn::ws90::WsParams p) { \
-    FLEXATTN_WS90_BODY(NAME##_cfg_t, DTYPE, CAUSAL, &tmQ, &tmK, &tmV, p)                                      \
+    FLEXATTN_WS90_BODY(NAME##_cfg_t, DTYPE, (CAUSAL) ? 1 : 0, &tmQ, &tmK, &tmV, p, nullptr, nullptr)          \
   }
