@@ -30,11 +30,15 @@
 // tile) + one producer warp. Consumers synchronise among themselves with named
 // barrier 1 (the producer leaves after its last tile). DEC_DEBUG_TIMEOUT: every
 // mbarrier wait gives up after ~2^26 polls (or once another thread of the grid has),
-// recording {count, block, thread, tag*2+parity} in dec_bulk_timeout, so a deadlock
+// recording {count, block, thread, tag*2+parity} in ws_debug_timeout (sm90_ws_pipeline.cuh), so a deadlock
 // ends the kernel with a wrong answer instead of a hang (no trap/printf in the loop).
 #pragma once
 
 #include "../../native/kernels/decode.cuh"
+#if defined(DEC_DEBUG_TIMEOUT) && !defined(WS_DEBUG_TIMEOUT)
+#define WS_DEBUG_TIMEOUT  // bounded mbarrier waits (sm90_ws_pipeline.cuh)
+#endif
+#include "../../native/kernels/sm90_ws_pipeline.cuh"
 
 namespace flexattn {
 namespace decode_bulk {
@@ -43,45 +47,13 @@ using namespace ::flexattn::tiles;
 using namespace ::flexattn::decode;
 
 // ---------------------------------------------------------------------------
-// mbarrier and bulk-copy primitives (PTX ISA 8.0, sm_90).
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ bool mbar_try_wait(u32 bar, u32 parity) {
-  u32 ok;
-  asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
-               : "=r"(ok) : "r"(bar), "r"(parity) : "memory");
-  return ok != 0;
-}
-#ifdef DEC_DEBUG_TIMEOUT
-extern "C" __device__ int dec_bulk_timeout[4];
-__device__ int dec_bulk_timeout[4];
-#endif
-// Wait for the phase of parity `parity` of `bar` (tag: 0 full, 1 empty; the debug record's name).
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity, int tag) {
-#ifdef DEC_DEBUG_TIMEOUT
-  for (u32 polls = 1; !mbar_try_wait(bar, parity); ++polls) {
-    if (polls == (1u << 26) || ((polls & 1023u) == 0 && *(volatile int*)&dec_bulk_timeout[0] != 0)) {
-      if (atomicAdd(&dec_bulk_timeout[0], 1) == 0) {
-        dec_bulk_timeout[1] = (int)blockIdx.x;
-        dec_bulk_timeout[2] = (int)threadIdx.x;
-        dec_bulk_timeout[3] = tag * 2 + (int)parity;
-      }
-      return;
-    }
-  }
-#else
-  (void)tag;
-  while (!mbar_try_wait(bar, parity)) {
-  }
-#endif
-}
+// mbarrier primitives: the warp-specialised kernels' (sm90_ws_pipeline.cuh; its debug build is this
+// file's DEC_DEBUG_TIMEOUT, recording in ws_debug_timeout). Bulk copies and fences below.
+using ::flexattn::ws90::mbar_arrive;
+using ::flexattn::ws90::mbar_expect_tx;
+using ::flexattn::ws90::mbar_init;
+using ::flexattn::ws90::mbar_init_fence;
+using ::flexattn::ws90::mbar_wait;
 // One contiguous global range into shared memory; completion counted on `bar` in bytes.
 // (shared::cluster with this CTA's own address: a launch without clusters is a cluster of one.)
 __device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u32 bar) {
@@ -89,7 +61,6 @@ __device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u3
                ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
 }
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-__device__ __forceinline__ void fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
 template <int NTH>
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, %0;" ::"n"(NTH) : "memory"); }
 
@@ -258,7 +229,7 @@ __device__ __forceinline__ void decode_attn_bulk(const DecodeParams& p) {
       mbar_init(full0 + 8 * s, 1);    // the producer's expect_tx arrival (+ the copies' bytes)
       mbar_init(empty0 + 8 * s, NW);  // one arrival per consumer warp
     }
-    fence_mbar_init();
+    mbar_init_fence();
   }
   __syncthreads();  // the last barrier of all threads: from here the producer warp runs on its own
 

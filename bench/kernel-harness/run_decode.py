@@ -67,9 +67,9 @@ class K:
         if self.c["smemBytes"] > 0:
             ck(cu.cuFuncSetAttribute(self.f, 8, self.c["smemBytes"]), "smem")
         self.name = name
-        # debug build (-DDEC_DEBUG_TIMEOUT): int dec_bulk_timeout[4] = {count, block, thread, tag * 2 + parity}
+        # debug build (-DDEC_DEBUG_TIMEOUT): int ws_debug_timeout[4] (sm90_ws_pipeline.cuh) = {count, block, thread, tag * 2 + parity}
         dbg, dsz = ctypes.c_uint64(), ctypes.c_size_t()
-        self.dbg = dbg.value if cu.cuModuleGetGlobal_v2(ctypes.byref(dbg), ctypes.byref(dsz), mod, b"dec_bulk_timeout") == 0 else None
+        self.dbg = dbg.value if cu.cuModuleGetGlobal_v2(ctypes.byref(dbg), ctypes.byref(dsz), mod, b"ws_debug_timeout") == 0 else None
 
     def timeout_record(self, clear=False):
         """The debug build's record (None for a release build); clear=True zeroes it."""
