@@ -26,6 +26,12 @@ T0=$SECONDS
 at() { echo "$1 rc $2 at $((SECONDS - T0)) s"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv 2>&1 | tee "$OUT/card.txt"
 status=0
+# the suites named in $RECHECK (default: the two the 2026-12-08 run failed in), within $1 seconds
+recheck_suites() {
+  FLEXATTN_REQUIRE_GPU=1 timeout "$1" node_modules/.bin/vitest run ${RECHECK:-test/gpu/backward-gradfor.test.ts test/gpu/parallel.test.ts} \
+    > "$OUT/recheck.log" 2>&1; local rc=$?
+  at "recheck" $rc | tee -a "$OUT/recheck.log"; tail -n 30 "$OUT/recheck.log"; [ $rc = 0 ] || status=1
+}
 case "${1:-}" in
   tests)
     FLEXATTN_REQUIRE_GPU=1 timeout 330 node_modules/.bin/vitest run test/gpu --exclude test/gpu/sm90ws.test.ts > "$OUT/gpu-suite.log" 2>&1; rc=$?
@@ -38,9 +44,7 @@ case "${1:-}" in
   decode)
     mkdir -p "$OUT/harness" "$OUT/server"
     if [ -n "${RECHECK_FIRST:-}" ]; then  # one call for both when the pool is short: the recheck suites first
-      FLEXATTN_REQUIRE_GPU=1 timeout 130 node_modules/.bin/vitest run ${RECHECK:-test/gpu/backward-gradfor.test.ts test/gpu/parallel.test.ts} \
-        > "$OUT/recheck.log" 2>&1; rc=$?
-      at "recheck" $rc | tee -a "$OUT/recheck.log"; tail -n 30 "$OUT/recheck.log"; [ $rc = 0 ] || status=1
+      recheck_suites 130
     fi
     hb=${DEC_HARNESS_S:-105}
     # the bulk-copy variants' smoke check runs first in a subprocess (bounded at 60 s here), then the timed sweep
@@ -60,9 +64,7 @@ case "${1:-}" in
     at "server" $rc | tee -a "$OUT/server.log"; [ $rc = 0 ] || status=1; tail -n 15 "$OUT/server.log" ;;
   recheck)
     # the suites a previous `tests` run failed in (after their fixes), the comparison, then the backward rows
-    FLEXATTN_REQUIRE_GPU=1 timeout 220 node_modules/.bin/vitest run ${RECHECK:-test/gpu/backward-gradfor.test.ts test/gpu/parallel.test.ts} \
-      > "$OUT/recheck.log" 2>&1; rc=$?
-    at "recheck" $rc | tee -a "$OUT/recheck.log"; tail -n 30 "$OUT/recheck.log"; [ $rc = 0 ] || status=1
+    recheck_suites 220
     mkdir -p "$OUT/compare" "$OUT/bench"
     OUT="$OUT/compare" FLEXATTN_UNVERIFIED_GPU_PATHS=1 BENCH_LIMIT_S=200 timeout 200 bash bench/gpu-bench-backward.sh compare \
       > "$OUT/bwd-compare.log" 2>&1; rc=$?
